@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Idempotent set-up for Debian 12 (run as root, no stdin needed): installs the Debian packages in
+# scripts/apt-packages.txt, creates .venv and installs roomtone with exactly pinned dependencies in ONE
+# pip command. A second run on a ready machine only checks and takes a few seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# 1. Debian packages (only the missing ones; apt-get update only when something is missing).
+mapfile -t packages < <(grep -v -e '^#' -e '^[[:space:]]*$' scripts/apt-packages.txt)
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { log "need root (or sudo) to install: ${missing[*]}"; exit 1; }
+        SUDO="sudo -n"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq </dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+fi
+
+# 2. Python virtual environment with pinned requirements.
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+    || { log "Python 3.11 is required, $PYTHON is $("$PYTHON" --version 2>&1)"; exit 1; }
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv with $PYTHON"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.roomtone-installed
+want="$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing Python requirements into .venv (first run downloads about 3 GB)"
+    # ONE pip command: torch 2.11 and grpcio-tools must be resolved together (setuptools < 82).
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]' 2>&1 \
+        | grep -v -e '^WARNING: Location' >&2 || true
+    .venv/bin/python -c 'import torch, torchaudio, soundfile, sounddevice, grpc, encoder, service' \
+        || { log "installation is incomplete"; exit 1; }
+    echo "$want" > "$stamp"
+fi
+log "ready (.venv, $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,1 @@
+"""roomtone's streaming daemon, its gRPC/Prometheus faces and the `roomtone` command line."""

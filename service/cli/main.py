@@ -1,0 +1,50 @@
+"""Entry point of the `roomtone` command: builds the subcommand parsers and dispatches.
+
+Every subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int`` and imports heavy
+libraries (torch, grpc) inside ``run`` so that ``roomtone --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (command, module, one-line help). Order is the order shown in --help.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("dataset", "service.cli.dataset", "inspect a dataset (shared meta.csv or DCASE 2018 task 5 layout)"),
+    ("features", "service.cli.features", "compute log-Mel features of audio files and save them as .npz"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="roomtone",
+        description="roomtone: household sound monitoring on a self-supervised audio embedding.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(
+            name, help=help_text, description=(module.__doc__ or help_text).strip(),
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("roomtone: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
