@@ -1,0 +1,44 @@
+"""What the pipeline produces and the store, gRPC and metrics consume: one record per processed window
+and one per state change. Plain frozen dataclasses so every stage can pass them across threads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+HEALTH_STATES = ("ok", "degraded", "faulty")
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """Everything roomtone decided about one window of one microphone."""
+
+    mic_id: str
+    start_unix_ms: int
+    end_unix_ms: int
+    label: str | None  # activity class from the head; None when the model has no head
+    probabilities: dict[str, float]  # class name -> posterior, sums to 1 (empty without a head)
+    health_state: str  # one of HEALTH_STATES
+    health_reasons: tuple[str, ...]  # human-readable reasons for a non-ok state, e.g. "clipping: 4.1% of samples at full scale"
+    health_scores: dict[str, float]  # check name -> score (see encoder/signal_checks.py for units)
+    rms_dbfs: float  # RMS level of the window in dBFS (mono mix)
+    embedding: np.ndarray | None = field(default=None, compare=False)  # float32 [embedding_dim], L2-normalised
+    window_id: int | None = None  # assigned by the store when written
+
+
+EVENT_KINDS = ("activity_changed", "health_changed")
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """A microphone's activity label or health state changed between two consecutive windows."""
+
+    kind: str  # one of EVENT_KINDS
+    mic_id: str
+    time_unix_ms: int  # start of the window that shows the new state
+    previous: str | None  # previous label/state; None for the first window of a mic
+    current: str
+    window_id: int | None = None  # the window that shows the new state
+    reasons: tuple[str, ...] = ()  # health reasons for health_changed
+    event_id: int | None = None  # assigned by the store when written
