@@ -18,14 +18,33 @@ import torchaudio
 FRAMES_PER_10S = 1001
 
 
+def _empty_mel_bands(config: LogMelConfig) -> list[int]:
+    """Indices of Mel bands whose triangle holds no FFT bin strictly inside (always-zero filters)."""
+    edges = mel_band_edges_hz(config)
+    bins = np.arange(config.n_fft // 2 + 1) * config.sample_rate / config.n_fft
+    return [
+        i for i in range(config.n_mels)
+        if not np.any((bins > edges[i]) & (bins < edges[i + 2]))
+    ]
+
+
+def mel_band_edges_hz(config: LogMelConfig) -> np.ndarray:
+    """Edges of the triangular Mel filters in Hz (``n_mels + 2`` values, HTK scale), band i spans
+    ``edges[i]..edges[i+2]`` with its peak at ``edges[i+1]``."""
+    mel_lo = 2595.0 * np.log10(1.0 + config.fmin / 700.0)
+    mel_hi = 2595.0 * np.log10(1.0 + config.fmax / 700.0)
+    mels = np.linspace(mel_lo, mel_hi, config.n_mels + 2)
+    return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+
+
 @dataclass(frozen=True)
 class LogMelConfig:
     """Parameters of the log-Mel spectrogram; stored inside every model file."""
 
     sample_rate: int = 16000
     n_mels: int = 128
-    n_fft: int = 512
-    win_ms: float = 25.0
+    n_fft: int = 1024  # 512 leaves the lowest of 128 HTK Mel bands without an FFT bin
+    win_ms: float = 32.0
     hop_ms: float = 10.0
     fmin: float = 0.0
     fmax: float = 8000.0
@@ -35,7 +54,7 @@ class LogMelConfig:
         if self.sample_rate <= 0:
             raise ValueError(f"LogMelConfig.sample_rate must be positive, got {self.sample_rate}")
         if self.n_fft < 512:
-            raise ValueError(f"LogMelConfig.n_fft must be >= 512 for 128 Mel bins, got {self.n_fft}")
+            raise ValueError(f"LogMelConfig.n_fft must be >= 512, got {self.n_fft}")
         if self.win_length > self.n_fft:
             raise ValueError(
                 f"LogMelConfig.win_ms={self.win_ms} gives {self.win_length} samples > n_fft={self.n_fft}"
@@ -45,6 +64,12 @@ class LogMelConfig:
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
             raise ValueError(
                 f"LogMelConfig needs 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin} fmax={self.fmax}"
+            )
+        empty = _empty_mel_bands(self)
+        if empty:
+            raise ValueError(
+                f"LogMelConfig: n_fft={self.n_fft} is too coarse for n_mels={self.n_mels}: Mel band(s) "
+                f"{empty[:5]} contain no FFT bin and would always read the floor; raise n_fft"
             )
 
     @property
@@ -131,12 +156,3 @@ def log_mel(waveform: Any, config: LogMelConfig = LogMelConfig()) -> torch.Tenso
     power = _mel_transform(config, str(x.device))(x)
     floor = 10.0 ** (config.floor_db / 10.0)
     return 10.0 * torch.log10(torch.clamp(power, min=floor))
-
-
-def mel_band_edges_hz(config: LogMelConfig = LogMelConfig()) -> np.ndarray:
-    """Edges of the triangular Mel filters in Hz (``n_mels + 2`` values, HTK scale), band i spans
-    ``edges[i]..edges[i+2]`` with its peak at ``edges[i+1]``."""
-    mel_lo = 2595.0 * np.log10(1.0 + config.fmin / 700.0)
-    mel_hi = 2595.0 * np.log10(1.0 + config.fmax / 700.0)
-    mels = np.linspace(mel_lo, mel_hi, config.n_mels + 2)
-    return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
