@@ -1,0 +1,98 @@
+"""Specification of audio decoding (encoder/audio.py): channels kept, resampled, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from encoder.audio import AudioError, decode_audio, load_audio, to_mono
+
+
+def write(path, data, rate=16000, **kwargs):
+    soundfile.write(str(path), data, rate, **kwargs)
+    return path
+
+
+def test_a_shared_flac_clip_loads_as_one_channel_of_ten_seconds(homesounds):
+    waveform, rate = load_audio(homesounds / "audio" / "speech" / "speech_A1_000.flac")
+    assert rate == 16000
+    assert tuple(waveform.shape) == (1, 160000)
+    assert waveform.dtype == torch.float32
+
+
+@pytest.mark.parametrize("fmt, suffix", [("WAV", ".wav"), ("FLAC", ".flac"), ("OGG", ".ogg")])
+def test_four_channel_files_keep_their_channels_in_every_supported_format(tmp_path, fmt, suffix):
+    data = np.random.default_rng(0).uniform(-0.5, 0.5, (8000, 4)).astype(np.float32)
+    path = write(tmp_path / f"node{suffix}", data, format=fmt)
+    waveform, _ = load_audio(path)
+    assert tuple(waveform.shape) == (4, 8000)
+
+
+def test_mono_mix_averages_the_channels(tmp_path):
+    data = np.stack([np.full(1000, 0.2), np.full(1000, -0.1)], axis=1).astype(np.float32)
+    waveform, _ = load_audio(write(tmp_path / "st.wav", data), mono=True)
+    assert tuple(waveform.shape) == (1, 1000)
+    assert torch.allclose(waveform, torch.full((1, 1000), 0.05), atol=1e-4)
+    assert torch.equal(to_mono(torch.ones(3, 5)), torch.ones(1, 5))
+
+
+def test_other_rates_are_resampled_to_the_target_rate(tmp_path):
+    t = np.arange(44100) / 44100
+    data = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    waveform, rate = load_audio(write(tmp_path / "cd.wav", data, rate=44100), 16000)
+    assert rate == 16000
+    assert waveform.shape[1] == 16000
+    spectrum = np.abs(np.fft.rfft(waveform[0].numpy()))
+    assert abs(int(spectrum.argmax()) - 440) <= 1  # 1 s -> 1 Hz per bin
+
+
+def test_bytes_decode_like_files(tmp_path):
+    path = write(tmp_path / "a.wav", np.zeros(1600, dtype=np.float32) + 0.1)
+    from_bytes, _ = decode_audio(path.read_bytes(), 16000)
+    from_file, _ = load_audio(path)
+    assert torch.equal(from_bytes, from_file)
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(AudioError, match=r"nothere\.wav: no such file"):
+        load_audio(tmp_path / "nothere.wav")
+
+
+def test_an_empty_file_is_named(tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(AudioError, match=r"empty\.wav: empty file"):
+        load_audio(tmp_path / "empty.wav")
+
+
+def test_a_truncated_file_is_reported_as_undecodable(tmp_path):
+    good = write(tmp_path / "good.flac", np.zeros(16000, dtype=np.float32), format="FLAC")
+    (tmp_path / "cut.flac").write_bytes(good.read_bytes()[:30])
+    with pytest.raises(AudioError, match=r"cut\.flac: cannot decode"):
+        load_audio(tmp_path / "cut.flac")
+
+
+def test_an_unsupported_format_says_which_formats_work(tmp_path):
+    (tmp_path / "notes.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
+    with pytest.raises(AudioError, match="WAV, FLAC and OGG"):
+        load_audio(tmp_path / "notes.mp4")
+
+
+def test_zero_length_audio_is_rejected(tmp_path):
+    path = write(tmp_path / "nothing.wav", np.zeros((0, 1), dtype=np.float32))
+    with pytest.raises(AudioError, match=r"nothing\.wav: contains no audio samples"):
+        load_audio(path)
+
+
+def test_nan_samples_are_rejected(tmp_path):
+    data = np.zeros(1000, dtype=np.float32)
+    data[10] = np.nan
+    path = write(tmp_path / "nan.wav", data, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"nan\.wav: contains 1 NaN/Inf samples"):
+        load_audio(path)
+
+
+def test_a_directory_is_not_audio(tmp_path):
+    with pytest.raises(AudioError, match="is a directory"):
+        load_audio(tmp_path)
