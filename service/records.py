@@ -42,3 +42,20 @@ class StateChange:
     window_id: int | None = None  # the window that shows the new state
     reasons: tuple[str, ...] = ()  # health reasons for health_changed
     event_id: int | None = None  # assigned by the store when written
+
+
+MIC_STATES = ("starting", "running", "reopening", "stopped", "failed")
+
+
+@dataclass(frozen=True)
+class MicStatus:
+    """What the daemon knows about one microphone right now (for ListMicrophones/GetMicrophoneHealth)."""
+
+    mic_id: str
+    device: str  # sound-card name, file path, or "demo:<file>"
+    state: str  # capture state, one of MIC_STATES
+    last_window_end_unix_ms: int | None = None  # end of the last processed window; None before the first
+    health_state: str | None = None  # one of HEALTH_STATES; None before the first window
+    health_reasons: tuple[str, ...] = ()
+    health_scores: dict[str, float] = field(default_factory=dict)
+    label: str | None = None  # activity label of the last processed window
