@@ -1,0 +1,647 @@
+"""SQLite store of window records and state-change events: durable writes, filtered pages, retention
+and exact nearest-neighbour search over the stored embeddings.
+
+Durability: WAL journal with ``synchronous=FULL``, so a transaction is on disk when `add_results`
+returns; a crash (process or power) loses nothing that was acknowledged, only batches still in flight.
+One connection guarded by a lock makes the store safe to share between the pipeline, the retention
+thread and the gRPC servicers (writes are one small batch per window hop, so contention is low).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.records import EVENT_KINDS, HEALTH_STATES, StateChange, WindowResult
+
+#: Kinds a query can ask for: window records and the two state-change kinds.
+QUERY_KINDS = ("window",) + EVENT_KINDS
+
+
+class StoreError(RuntimeError):
+    """The store file cannot be used (not a database, written by a newer roomtone, closed)."""
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How much history `enforce_retention` keeps; None disables a limit."""
+
+    max_age_days: float | None = 30.0  # windows/events older than this are deleted
+    max_bytes: int | None = 1 << 30  # database pages in use (the file size after vacuum) stays below this
+
+    def __post_init__(self) -> None:
+        if self.max_age_days is not None and not self.max_age_days > 0:
+            raise ValueError(f"retention.max_age_days must be positive or None, got {self.max_age_days}")
+        if self.max_bytes is not None and self.max_bytes < 64 * 1024:
+            raise ValueError(f"retention.max_bytes must be at least 65536 or None, got {self.max_bytes}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for config files."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RetentionConfig:
+        """Build from a dict, naming unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"retention: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    """What one `enforce_retention` pass deleted."""
+
+    windows_deleted: int
+    events_deleted: int
+    bytes_in_use: int  # pages in use after the pass
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """Filters for `list_events`; every set filter must match, values inside one are alternatives.
+
+    A state change matches ``labels`` only if it is an activity change to one of them and
+    ``health_states`` only if it is a health change to one of them.
+    """
+
+    mic_ids: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    health_states: tuple[str, ...] = ()  # values of HEALTH_STATES
+    kinds: tuple[str, ...] = ()  # values of QUERY_KINDS; empty = all
+    since_unix_ms: int | None = None  # inclusive (window start / change time)
+    until_unix_ms: int | None = None  # exclusive
+
+    def __post_init__(self) -> None:
+        bad_states = sorted(set(self.health_states) - set(HEALTH_STATES))
+        if bad_states:
+            raise ValueError(f"health_states: unknown state(s) {bad_states}; known: {list(HEALTH_STATES)}")
+        bad_kinds = sorted(set(self.kinds) - set(QUERY_KINDS))
+        if bad_kinds:
+            raise ValueError(f"kinds: unknown kind(s) {bad_kinds}; known: {list(QUERY_KINDS)}")
+        if self.since_unix_ms is not None and self.until_unix_ms is not None and self.until_unix_ms <= self.since_unix_ms:
+            raise ValueError(f"until_unix_ms ({self.until_unix_ms}) must be after since_unix_ms ({self.since_unix_ms})")
+
+    def matches(self, item: WindowResult | StateChange) -> bool:
+        """Whether a live item passes these filters (the same rules the SQL query applies)."""
+        if self.mic_ids and item.mic_id not in self.mic_ids:
+            return False
+        if isinstance(item, WindowResult):
+            kind, when = "window", item.start_unix_ms
+            if self.labels and item.label not in self.labels:
+                return False
+            if self.health_states and item.health_state not in self.health_states:
+                return False
+        else:
+            kind, when = item.kind, item.time_unix_ms
+            if self.labels and not (kind == "activity_changed" and item.current in self.labels):
+                return False
+            if self.health_states and not (kind == "health_changed" and item.current in self.health_states):
+                return False
+        if self.kinds and kind not in self.kinds:
+            return False
+        if self.since_unix_ms is not None and when < self.since_unix_ms:
+            return False
+        return self.until_unix_ms is None or when < self.until_unix_ms
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of `list_events`: items newest first and the token of the next (older) page."""
+
+    items: list[WindowResult | StateChange]
+    next_page_token: str  # "" when there is no older item
+
+
+@dataclass(frozen=True)
+class NearestResult:
+    """Stored windows nearest to a query embedding, nearest first, with cosine distances."""
+
+    neighbors: list[tuple[WindowResult, float]]
+    searched: int  # stored embeddings compared
+
+
+# Schema history. Index i upgrades user_version i -> i+1; never edit a released step, append one.
+_MIGRATIONS: list[str] = [
+    # 1: windows and state-change events with mic+time indexes.
+    """
+    CREATE TABLE windows (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids are never reused after retention
+        mic_id TEXT NOT NULL,
+        start_unix_ms INTEGER NOT NULL,
+        end_unix_ms INTEGER NOT NULL,
+        label TEXT,
+        probabilities_json TEXT NOT NULL,
+        health_state TEXT NOT NULL,
+        health_reasons_json TEXT NOT NULL,
+        health_scores_json TEXT NOT NULL,
+        rms_dbfs REAL NOT NULL,
+        embedding BLOB  -- little-endian float16
+    );
+    CREATE INDEX windows_mic_time ON windows (mic_id, start_unix_ms);
+    CREATE INDEX windows_time ON windows (start_unix_ms);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        mic_id TEXT NOT NULL,
+        time_unix_ms INTEGER NOT NULL,
+        previous TEXT,
+        current TEXT NOT NULL,
+        window_id INTEGER,
+        reasons_json TEXT NOT NULL
+    );
+    CREATE INDEX events_mic_time ON events (mic_id, time_unix_ms);
+    CREATE INDEX events_time ON events (time_unix_ms);
+    """,
+    # 2: embedding dimension per row, so the similarity cache can load one model's rows without
+    # decoding blobs (rows from a model with another dimension are never compared).
+    """
+    ALTER TABLE windows ADD COLUMN embedding_dim INTEGER;
+    UPDATE windows SET embedding_dim = length(embedding) / 2 WHERE embedding IS NOT NULL;
+    CREATE INDEX windows_embedding_dim ON windows (embedding_dim, id) WHERE embedding IS NOT NULL;
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_WINDOW_COLUMNS = ("id, mic_id, start_unix_ms, end_unix_ms, label, probabilities_json, health_state, "
+                   "health_reasons_json, health_scores_json, rms_dbfs")
+_CHUNK_ROWS = 65536  # rows per matrix product in `nearest`, bounds the float32 temporary to 64 MiB at D=256
+
+
+def migrate(connection: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Apply the pending schema steps up to ``target`` (each in its own transaction); returns the version."""
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"schema version {version} is newer than this roomtone understands ({SCHEMA_VERSION}); "
+                         "upgrade roomtone or point it at another store path")
+    for step in range(version, target):
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _MIGRATIONS[step].split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {step + 1}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+    return max(version, target)
+
+
+def _open_connection(path: Path) -> sqlite3.Connection:
+    """Connection in autocommit mode (we issue BEGIN/COMMIT) with WAL and FULL sync."""
+    connection = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+    try:
+        # auto_vacuum only takes effect before the first table exists: set it for new files.
+        connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        connection.close()
+        raise StoreError(f"{path}: not a usable SQLite database ({exc})") from None
+    if str(mode).lower() != "wal":
+        connection.close()
+        raise StoreError(f"{path}: cannot switch to WAL journal mode (got {mode!r}); is it on a network file system?")
+    connection.execute("PRAGMA synchronous = FULL")
+    connection.execute("PRAGMA foreign_keys = OFF")
+    return connection
+
+
+def _encode_embedding(embedding: np.ndarray | None) -> tuple[bytes | None, int | None]:
+    """float16 little-endian blob and its dimension; rejects non-1-D or non-finite vectors."""
+    if embedding is None:
+        return None, None
+    vector = np.asarray(embedding, dtype=np.float32)
+    if vector.ndim != 1 or vector.size == 0:
+        raise ValueError(f"embedding must be a non-empty 1-D vector, got shape {vector.shape}")
+    if not np.all(np.isfinite(vector)):
+        raise ValueError("embedding contains NaN/Inf")
+    return vector.astype("<f2").tobytes(), int(vector.size)
+
+
+def _decode_embedding(blob: bytes | None) -> np.ndarray | None:
+    """float32 vector from a stored float16 blob."""
+    return None if blob is None else np.frombuffer(blob, dtype="<f2").astype(np.float32)
+
+
+def _encode_page_token(key: tuple[int, int, int]) -> str:
+    """Opaque token for the keyset (time, rank, id) of the last item of a page."""
+    return base64.urlsafe_b64encode(("%d.%d.%d" % key).encode()).decode().rstrip("=")
+
+
+def _decode_page_token(token: str) -> tuple[int, int, int]:
+    """Inverse of `_encode_page_token`; ValueError for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        t, rank, ident = (int(part) for part in raw.split("."))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValueError(f"invalid page_token {token[:40]!r}: pass next_page_token from the previous page") from None
+    if rank not in (0, 1):
+        raise ValueError(f"invalid page_token {token[:40]!r}: pass next_page_token from the previous page")
+    return t, rank, ident
+
+
+class _EmbeddingIndex:
+    """In-memory copy of the stored embeddings of one dimension (float16), appended incrementally."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.mics = np.zeros(0, dtype=object)
+        self.matrix = np.zeros((0, dim), dtype=np.float16)
+        self.norms = np.zeros(0, dtype=np.float32)
+        self._pending: list[tuple[int, str, np.ndarray]] = []
+
+    def add(self, ident: int, mic_id: str, vector16: np.ndarray) -> None:
+        """Queue one row; merged into the matrix at the next search."""
+        self._pending.append((ident, mic_id, vector16))
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Drop rows by window id (after retention)."""
+        self._flush()
+        keep = ~np.isin(self.ids, ids)
+        self.ids, self.mics, self.matrix, self.norms = self.ids[keep], self.mics[keep], self.matrix[keep], self.norms[keep]
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        ids, mics, vectors = zip(*self._pending)
+        block = np.stack(vectors).astype(np.float16)
+        self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=np.int64)])
+        self.mics = np.concatenate([self.mics, np.asarray(mics, dtype=object)])
+        self.matrix = np.concatenate([self.matrix, block])
+        self.norms = np.concatenate([self.norms, np.linalg.norm(block.astype(np.float32), axis=1)])
+        self._pending.clear()
+
+    def search(self, query: np.ndarray, k: int, mic_ids: Sequence[str] | None, exclude: set[int]) -> tuple[list[tuple[int, float]], int]:
+        """Exact top-k by cosine distance: ([(window id, distance)], rows compared)."""
+        self._flush()
+        mask = np.ones(len(self.ids), dtype=bool)
+        if mic_ids:
+            mask &= np.isin(self.mics, list(mic_ids))
+        if exclude:
+            mask &= ~np.isin(self.ids, list(exclude))
+        candidates = np.flatnonzero(mask)
+        if candidates.size == 0:
+            return [], 0
+        distances = np.empty(candidates.size, dtype=np.float32)
+        for begin in range(0, candidates.size, _CHUNK_ROWS):
+            rows = candidates[begin:begin + _CHUNK_ROWS]
+            sims = self.matrix[rows].astype(np.float32) @ query
+            norms = np.maximum(self.norms[rows], 1e-12)
+            distances[begin:begin + rows.size] = 1.0 - sims / norms
+        count = min(k, candidates.size)
+        top = np.argpartition(distances, count - 1)[:count] if count < candidates.size else np.arange(candidates.size)
+        top = top[np.lexsort((self.ids[candidates[top]], distances[top]))]
+        return [(int(self.ids[candidates[i]]), float(distances[i])) for i in top], int(candidates.size)
+
+
+class EventStore:
+    """Windows and state changes in one SQLite file (WAL); safe to share between threads."""
+
+    def __init__(self, path: str | Path, retention: RetentionConfig = RetentionConfig()) -> None:
+        self.path = Path(path)
+        self.retention = retention
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._connection: sqlite3.Connection | None = _open_connection(self.path)
+        try:
+            migrate(self._connection)
+        except sqlite3.DatabaseError as exc:
+            self._connection.close()
+            raise StoreError(f"{self.path}: cannot read or upgrade the schema ({exc})") from None
+        except BaseException:
+            self._connection.close()
+            raise
+        self._indexes: dict[int, _EmbeddingIndex] | None = None  # loaded on the first `nearest`
+        self._loaded_up_to = 0  # highest window id already in the indexes
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close; later calls raise StoreError."""
+        with self._lock:
+            if self._connection is None:
+                return
+            try:
+                self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._connection.close()
+                self._connection = None
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise StoreError(f"{self.path}: store is closed")
+        return self._connection
+
+    def schema_version(self) -> int:
+        """PRAGMA user_version of the open file."""
+        with self._lock:
+            return int(self._db().execute("PRAGMA user_version").fetchone()[0])
+
+    # -- writing ---------------------------------------------------------------------------------
+    def add_results(
+        self, windows: Sequence[WindowResult], changes: Sequence[StateChange] = ()
+    ) -> tuple[list[WindowResult], list[StateChange]]:
+        """Store windows and state changes in ONE transaction, durable on return; returns copies with ids.
+
+        A change whose ``window_id`` is None is linked to the window of this batch with the same mic
+        and ``start_unix_ms == change.time_unix_ms`` (if any).
+        """
+        rows = [self._window_row(w) for w in windows]
+        for change in changes:
+            if change.kind not in EVENT_KINDS:
+                raise ValueError(f"StateChange.kind must be one of {list(EVENT_KINDS)}, got {change.kind!r}")
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                stored_windows = []
+                for window, row in zip(windows, rows):
+                    cursor = db.execute(
+                        "INSERT INTO windows (mic_id, start_unix_ms, end_unix_ms, label, probabilities_json, "
+                        "health_state, health_reasons_json, health_scores_json, rms_dbfs, embedding, embedding_dim) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                    stored_windows.append(replace(window, window_id=int(cursor.lastrowid)))
+                by_start = {(w.mic_id, w.start_unix_ms): w.window_id for w in stored_windows}
+                stored_changes = []
+                for change in changes:
+                    window_id = change.window_id
+                    if window_id is None:
+                        window_id = by_start.get((change.mic_id, change.time_unix_ms))
+                    cursor = db.execute(
+                        "INSERT INTO events (kind, mic_id, time_unix_ms, previous, current, window_id, reasons_json) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (change.kind, change.mic_id, int(change.time_unix_ms), change.previous, change.current,
+                         window_id, json.dumps(list(change.reasons))))
+                    stored_changes.append(replace(change, window_id=window_id, event_id=int(cursor.lastrowid)))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            if self._indexes is not None:
+                self._cache_new_rows()
+        return stored_windows, stored_changes
+
+    @staticmethod
+    def _window_row(window: WindowResult) -> tuple:
+        """Validated column values of one window."""
+        if window.health_state not in HEALTH_STATES:
+            raise ValueError(f"WindowResult.health_state must be one of {list(HEALTH_STATES)}, got {window.health_state!r}")
+        if window.end_unix_ms < window.start_unix_ms:
+            raise ValueError(f"WindowResult for {window.mic_id}: end_unix_ms {window.end_unix_ms} before start {window.start_unix_ms}")
+        blob, dim = _encode_embedding(window.embedding)
+        return (window.mic_id, int(window.start_unix_ms), int(window.end_unix_ms), window.label,
+                json.dumps({k: float(v) for k, v in window.probabilities.items()}), window.health_state,
+                json.dumps(list(window.health_reasons)), json.dumps({k: float(v) for k, v in window.health_scores.items()}),
+                float(window.rms_dbfs), blob, dim)
+
+    # -- reading ---------------------------------------------------------------------------------
+    @staticmethod
+    def _window_from_row(row: tuple, embedding: bytes | None = None) -> WindowResult:
+        return WindowResult(
+            mic_id=row[1], start_unix_ms=row[2], end_unix_ms=row[3], label=row[4],
+            probabilities=json.loads(row[5]), health_state=row[6], health_reasons=tuple(json.loads(row[7])),
+            health_scores=json.loads(row[8]), rms_dbfs=row[9], embedding=_decode_embedding(embedding),
+            window_id=row[0],
+        )
+
+    @staticmethod
+    def _change_from_row(row: tuple) -> StateChange:
+        return StateChange(kind=row[1], mic_id=row[2], time_unix_ms=row[3], previous=row[4], current=row[5],
+                           window_id=row[6], reasons=tuple(json.loads(row[7])), event_id=row[0])
+
+    def get_window(self, window_id: int, include_embedding: bool = True) -> WindowResult | None:
+        """One stored window by id (with its embedding by default), or None."""
+        found = self.get_windows([window_id], include_embedding)
+        return found[0] if found else None
+
+    def get_windows(self, window_ids: Sequence[int], include_embedding: bool = False) -> list[WindowResult]:
+        """Stored windows by id, in the order asked; missing ids are skipped."""
+        if not window_ids:
+            return []
+        columns = _WINDOW_COLUMNS + (", embedding" if include_embedding else "")
+        with self._lock:
+            rows = []
+            for begin in range(0, len(window_ids), 500):
+                part = [int(i) for i in window_ids[begin:begin + 500]]
+                rows += self._db().execute(
+                    f"SELECT {columns} FROM windows WHERE id IN ({','.join('?' * len(part))})", part).fetchall()
+        by_id = {row[0]: self._window_from_row(row, row[10] if include_embedding else None) for row in rows}
+        return [by_id[i] for i in window_ids if i in by_id]
+
+    def list_events(self, query: EventQuery = EventQuery(), limit: int = 100, page_token: str = "") -> EventPage:
+        """Windows and state changes matching ``query``, newest first (a window before its changes), paged.
+
+        Raises ValueError for a bad limit or page token.
+        """
+        if not 1 <= limit <= 10000:
+            raise ValueError(f"limit must be between 1 and 10000, got {limit}")
+        after = _decode_page_token(page_token) if page_token else None
+        parts, params = [], []
+        for rank, table, time_column, where, args in self._query_parts(query):
+            if after is not None:
+                where.append(f"({time_column}, {rank}, id) < (?, ?, ?)")
+                args += list(after)
+            sql = (f"SELECT * FROM (SELECT {rank} AS rank, id, {time_column} AS t FROM {table} "
+                   f"WHERE {' AND '.join(where) or '1'} ORDER BY {time_column} DESC, id DESC LIMIT ?)")
+            parts.append(sql)
+            params += args + [limit + 1]
+        if not parts:
+            return EventPage([], "")
+        sql = " UNION ALL ".join(parts) + " ORDER BY t DESC, rank DESC, id DESC LIMIT ?"
+        with self._lock:
+            keys = self._db().execute(sql, params + [limit + 1]).fetchall()
+            more = len(keys) > limit
+            keys = keys[:limit]
+            windows = {w.window_id: w for w in self.get_windows([k[1] for k in keys if k[0] == 1])}
+            changes = self._get_changes([k[1] for k in keys if k[0] == 0])
+        items = [windows[k[1]] if k[0] == 1 else changes[k[1]] for k in keys]
+        token = _encode_page_token((keys[-1][2], keys[-1][0], keys[-1][1])) if more else ""
+        return EventPage(items, token)
+
+    def list_windows(self, query: EventQuery = EventQuery(), limit: int = 100, page_token: str = "") -> EventPage:
+        """Like `list_events` restricted to window records."""
+        return self.list_events(replace(query, kinds=("window",)), limit, page_token)
+
+    def _get_changes(self, event_ids: list[int]) -> dict[int, StateChange]:
+        if not event_ids:
+            return {}
+        rows = self._db().execute(
+            "SELECT e.id, e.kind, e.mic_id, e.time_unix_ms, e.previous, e.current, w.id, e.reasons_json "
+            "FROM events e LEFT JOIN windows w ON w.id = e.window_id "
+            f"WHERE e.id IN ({','.join('?' * len(event_ids))})", event_ids).fetchall()
+        return {row[0]: self._change_from_row(row) for row in rows}
+
+    @staticmethod
+    def _query_parts(query: EventQuery) -> list[tuple[int, str, str, list[str], list[Any]]]:
+        """(rank, table, time column, WHERE clauses, args) for the windows and events halves of a query."""
+        kinds = set(query.kinds or QUERY_KINDS)
+
+        def common(time_column: str) -> tuple[list[str], list[Any]]:
+            where, args = [], []
+            if query.mic_ids:
+                where.append(f"mic_id IN ({','.join('?' * len(query.mic_ids))})")
+                args += list(query.mic_ids)
+            if query.since_unix_ms is not None:
+                where.append(f"{time_column} >= ?")
+                args.append(int(query.since_unix_ms))
+            if query.until_unix_ms is not None:
+                where.append(f"{time_column} < ?")
+                args.append(int(query.until_unix_ms))
+            return where, args
+
+        parts = []
+        if "window" in kinds:
+            where, args = common("start_unix_ms")
+            if query.labels:
+                where.append(f"label IN ({','.join('?' * len(query.labels))})")
+                args += list(query.labels)
+            if query.health_states:
+                where.append(f"health_state IN ({','.join('?' * len(query.health_states))})")
+                args += list(query.health_states)
+            parts.append((1, "windows", "start_unix_ms", where, args))
+        change_kinds = [k for k in EVENT_KINDS if k in kinds]
+        if query.labels:
+            change_kinds = [k for k in change_kinds if k == "activity_changed"]
+        if query.health_states:
+            change_kinds = [k for k in change_kinds if k == "health_changed"]
+        if change_kinds:
+            where, args = common("time_unix_ms")
+            where.append(f"kind IN ({','.join('?' * len(change_kinds))})")
+            args += change_kinds
+            wanted = query.labels or query.health_states
+            if wanted:
+                where.append(f"current IN ({','.join('?' * len(wanted))})")
+                args += list(wanted)
+            parts.append((0, "events", "time_unix_ms", where, args))
+        return parts
+
+    def latest_windows(self) -> dict[str, WindowResult]:
+        """The most recent stored window of every microphone (e.g. to resume state after a restart)."""
+        with self._lock:
+            ids = [row[0] for row in self._db().execute(
+                "SELECT (SELECT id FROM windows w2 WHERE w2.mic_id = m.mic_id ORDER BY start_unix_ms DESC, id DESC LIMIT 1) "
+                "FROM (SELECT DISTINCT mic_id FROM windows) m")]
+            return {w.mic_id: w for w in self.get_windows(ids)}
+
+    def counts(self) -> tuple[int, int]:
+        """(stored windows, stored state changes)."""
+        with self._lock:
+            db = self._db()
+            return (db.execute("SELECT count(*) FROM windows").fetchone()[0],
+                    db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    # -- similarity ------------------------------------------------------------------------------
+    def _cache_new_rows(self) -> None:
+        """Load rows with id above the high-water mark into the in-memory indexes (lock held)."""
+        assert self._indexes is not None
+        for ident, mic_id, blob, dim in self._db().execute(
+            "SELECT id, mic_id, embedding, embedding_dim FROM windows WHERE id > ? AND embedding IS NOT NULL ORDER BY id",
+            (self._loaded_up_to,),
+        ):
+            index = self._indexes.setdefault(dim, _EmbeddingIndex(dim))
+            index.add(ident, mic_id, np.frombuffer(blob, dtype="<f2"))
+        row = self._db().execute("SELECT max(id) FROM windows").fetchone()
+        self._loaded_up_to = max(self._loaded_up_to, row[0] or 0)
+
+    def nearest(
+        self, embedding: np.ndarray, k: int = 10, mic_id: str | Sequence[str] | None = None, exclude_ids: Sequence[int] = ()
+    ) -> NearestResult:
+        """The ``k`` stored windows nearest to ``embedding`` by cosine distance (exact search in numpy).
+
+        Only rows of the same embedding dimension are compared; ``mic_id`` restricts the search to
+        one or several microphones, ``exclude_ids`` leaves windows out (e.g. the query window).
+        """
+        query = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        norm = float(np.linalg.norm(query))
+        if not math.isfinite(norm) or norm == 0.0:
+            raise ValueError("query embedding must be finite and non-zero")
+        mic_ids = [mic_id] if isinstance(mic_id, str) else (list(mic_id) if mic_id else None)
+        with self._lock:
+            if self._indexes is None:
+                self._indexes = {}
+                self._cache_new_rows()
+            index = self._indexes.get(query.size)
+            if index is None:
+                return NearestResult([], 0)
+            hits, searched = index.search(query / norm, k, mic_ids, set(int(i) for i in exclude_ids))
+            windows = {w.window_id: w for w in self.get_windows([i for i, _ in hits])}
+        return NearestResult([(windows[i], d) for i, d in hits if i in windows], searched)
+
+    # -- retention -------------------------------------------------------------------------------
+    def bytes_in_use(self) -> int:
+        """Database pages in use (excludes free pages and the WAL file), in bytes."""
+        with self._lock:
+            db = self._db()
+            pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+            return int(pages * db.execute("PRAGMA page_size").fetchone()[0])
+
+    def enforce_retention(self, now_unix_ms: int | None = None) -> RetentionReport:
+        """Delete what is older than ``max_age_days``, then the oldest windows/events until the pages in
+        use fit ``max_bytes``; frees the pages and truncates the WAL. Safe to call from any thread."""
+        now = int(time.time() * 1000) if now_unix_ms is None else int(now_unix_ms)
+        windows_deleted = events_deleted = 0
+        if self.retention.max_age_days is not None:
+            cutoff = now - int(self.retention.max_age_days * 86_400_000)
+            w, e = self._delete_before(cutoff, inclusive=False)
+            windows_deleted, events_deleted = windows_deleted + w, events_deleted + e
+        if self.retention.max_bytes is not None:
+            for _ in range(50):  # each pass removes a proportional share; a few passes always suffice
+                used = self.bytes_in_use()
+                if used <= self.retention.max_bytes:
+                    break
+                with self._lock:
+                    db = self._db()
+                    total = db.execute("SELECT count(*) FROM windows").fetchone()[0]
+                    if total == 0:
+                        cutoff_row = db.execute("SELECT max(time_unix_ms) FROM events").fetchone()
+                    else:
+                        share = max(1, math.ceil(total * (1.0 - self.retention.max_bytes / used) * 1.1), total // 100)
+                        cutoff_row = db.execute("SELECT start_unix_ms FROM windows ORDER BY start_unix_ms, id LIMIT 1 OFFSET ?",
+                                                (min(share, total) - 1,)).fetchone()
+                if cutoff_row is None or cutoff_row[0] is None:
+                    break
+                w, e = self._delete_before(cutoff_row[0], inclusive=True)
+                windows_deleted, events_deleted = windows_deleted + w, events_deleted + e
+        return RetentionReport(windows_deleted, events_deleted, self.bytes_in_use())
+
+    def _delete_before(self, cutoff_unix_ms: int, inclusive: bool) -> tuple[int, int]:
+        """Delete windows starting and changes happening before (or at) the cutoff; release pages."""
+        op = "<=" if inclusive else "<"
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [row[0] for row in db.execute(f"DELETE FROM windows WHERE start_unix_ms {op} ? RETURNING id", (cutoff_unix_ms,))]
+                events = db.execute(f"DELETE FROM events WHERE time_unix_ms {op} ?", (cutoff_unix_ms,)).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            if ids or events:
+                db.execute("PRAGMA incremental_vacuum")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if ids and self._indexes is not None:
+                removed = np.asarray(ids, dtype=np.int64)
+                for index in self._indexes.values():
+                    index.remove(removed)
+        return len(ids), int(events)
