@@ -1,0 +1,370 @@
+"""The gRPC face of the daemon: thin servicers over EventStore, EventBus and a ServiceBackend, plus
+grpc.health.v1 and server reflection. Servicers validate, call plain Python and map errors to status
+codes; unexpected errors are logged here and reach the client only as INTERNAL "internal error"."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from encoder.audio import AudioError
+from service.backend import BackendUnavailable, ServiceBackend
+from service.event_bus import BusClosed, EventBus, Gap
+from service.event_store import EventQuery, EventStore, StoreError
+from service.grpc_metrics import GRPC_REQUESTS, STREAM_ITEMS_DROPPED
+from service.records import MicStatus, StateChange, WindowResult
+from service.rpc import roomtone_pb2 as pb
+from service.rpc import roomtone_pb2_grpc as pb_grpc
+
+log = logging.getLogger("roomtone.grpc")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Roomtone"].full_name  # "roomtone.v1.Roomtone"
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_MAX_UPLOAD_BYTES = 16 * 1024 * 1024
+MAX_PAGE = 1000
+MAX_K = 1000
+_SILENCE_DBFS = -200.0  # what an infinitely quiet (all-zero) window reports on the wire
+
+HEALTH_TO_PB = {"ok": pb.HEALTH_STATE_OK, "degraded": pb.HEALTH_STATE_DEGRADED, "faulty": pb.HEALTH_STATE_FAULTY}
+HEALTH_FROM_PB = {v: k for k, v in HEALTH_TO_PB.items()}
+KIND_TO_PB = {"window": pb.EVENT_KIND_WINDOW, "activity_changed": pb.EVENT_KIND_ACTIVITY_CHANGED,
+              "health_changed": pb.EVENT_KIND_HEALTH_CHANGED}
+KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
+
+
+class Reject(Exception):
+    """Ends an RPC with ``code`` and a message meant for the client."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# -- records -> messages -------------------------------------------------------------------------
+def _finite_dbfs(value: float) -> float:
+    return float(value) if math.isfinite(value) else _SILENCE_DBFS
+
+
+def window_to_pb(window: WindowResult, include_embedding: bool = False) -> pb.Window:
+    """The wire form of a window record."""
+    message = pb.Window(
+        window_id=window.window_id or 0, mic_id=window.mic_id, start_unix_ms=int(window.start_unix_ms),
+        end_unix_ms=int(window.end_unix_ms), label=window.label or "", probabilities=window.probabilities,
+        health_state=HEALTH_TO_PB.get(window.health_state, pb.HEALTH_STATE_UNSPECIFIED),
+        health_reasons=list(window.health_reasons), health_scores=window.health_scores,
+        rms_dbfs=_finite_dbfs(window.rms_dbfs),
+    )
+    if include_embedding and window.embedding is not None:
+        message.embedding.extend(np.asarray(window.embedding, dtype=np.float32).tolist())
+    return message
+
+
+def change_to_pb(change: StateChange) -> pb.StateChange:
+    """The wire form of a state change."""
+    return pb.StateChange(
+        event_id=change.event_id or 0, kind=KIND_TO_PB[change.kind], mic_id=change.mic_id,
+        time_unix_ms=int(change.time_unix_ms), previous=change.previous or "", current=change.current,
+        window_id=change.window_id or 0, reasons=list(change.reasons),
+    )
+
+
+def event_to_pb(item: WindowResult | StateChange | Gap) -> pb.Event:
+    """An Event wrapping a window, a state change or a stream gap."""
+    if isinstance(item, WindowResult):
+        return pb.Event(window=window_to_pb(item))
+    if isinstance(item, StateChange):
+        return pb.Event(state_change=change_to_pb(item))
+    return pb.Event(gap=pb.StreamGap(dropped=item.dropped))
+
+
+def health_to_pb(mic: MicStatus) -> pb.MicrophoneHealth:
+    """Current health of a microphone."""
+    return pb.MicrophoneHealth(
+        mic_id=mic.mic_id, state=HEALTH_TO_PB.get(mic.health_state or "", pb.HEALTH_STATE_UNSPECIFIED),
+        reasons=list(mic.health_reasons), scores=mic.health_scores,
+        last_window_end_unix_ms=mic.last_window_end_unix_ms or 0,
+    )
+
+
+def mic_to_pb(mic: MicStatus) -> pb.Microphone:
+    """Status of one microphone."""
+    return pb.Microphone(mic_id=mic.mic_id, device=mic.device, state=mic.state,
+                         last_window_end_unix_ms=mic.last_window_end_unix_ms or 0,
+                         health=health_to_pb(mic), label=mic.label or "")
+
+
+# -- requests -> queries -------------------------------------------------------------------------
+def query_from_pb(message: pb.EventFilter) -> EventQuery:
+    """EventQuery for an EventFilter; Reject(INVALID_ARGUMENT) naming the bad field."""
+    states = []
+    for value in message.health_states:
+        if value not in HEALTH_FROM_PB:
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"filter.health_states: unsupported value {value}")
+        states.append(HEALTH_FROM_PB[value])
+    kinds = []
+    for value in message.kinds:
+        if value not in KIND_FROM_PB:
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"filter.kinds: unsupported value {value}")
+        kinds.append(KIND_FROM_PB[value])
+    if message.since_unix_ms < 0 or message.until_unix_ms < 0:
+        raise Reject(grpc.StatusCode.INVALID_ARGUMENT, "filter.since_unix_ms/until_unix_ms must not be negative")
+    if any(not mic for mic in message.mic_ids) or any(not label for label in message.labels):
+        raise Reject(grpc.StatusCode.INVALID_ARGUMENT, "filter.mic_ids/labels must not contain empty strings")
+    try:
+        return EventQuery(
+            mic_ids=tuple(message.mic_ids), labels=tuple(message.labels), health_states=tuple(states),
+            kinds=tuple(kinds), since_unix_ms=message.since_unix_ms or None, until_unix_ms=message.until_unix_ms or None,
+        )
+    except ValueError as exc:
+        raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"filter: {exc}") from None
+
+
+# -- error mapping -------------------------------------------------------------------------------
+def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """Status code and client-facing message for an exception raised while serving."""
+    if isinstance(exc, Reject):
+        return exc.code, exc.message
+    if isinstance(exc, AudioError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, BackendUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, f"analysis backend unavailable: {exc}"
+    if isinstance(exc, (StoreError, BusClosed)):
+        return grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down or its store is unavailable"
+    log.exception("unexpected error while serving a gRPC request")
+    return grpc.StatusCode.INTERNAL, "internal error; see the roomtone daemon log"
+
+
+def _unary(method: Callable) -> Callable:
+    """Count the call, map exceptions to status codes."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def handler(self: RoomtoneServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            response = method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status code, never a traceback
+            code, message = _status_of(exc)
+            GRPC_REQUESTS.labels(name, code.name).inc()
+            context.abort(code, message)
+        GRPC_REQUESTS.labels(name, "OK").inc()
+        return response
+
+    return handler
+
+
+def _streaming(method: Callable) -> Callable:
+    """`_unary` for server-streaming methods; a client that goes away counts as CANCELLED."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def handler(self: RoomtoneServicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from method(self, request, context)
+        except GeneratorExit:
+            GRPC_REQUESTS.labels(name, "CANCELLED").inc()
+            raise
+        except Exception as exc:  # noqa: BLE001
+            code, message = _status_of(exc)
+            GRPC_REQUESTS.labels(name, code.name).inc()
+            context.abort(code, message)
+        GRPC_REQUESTS.labels(name, "OK" if context.is_active() else "CANCELLED").inc()
+
+    return handler
+
+
+class RoomtoneServicer(pb_grpc.RoomtoneServicer):
+    """roomtone.v1.Roomtone over a store, a bus and a backend."""
+
+    def __init__(self, store: EventStore, bus: EventBus, backend: ServiceBackend,
+                 max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_streams: int = 16) -> None:
+        self.store, self.bus, self.backend = store, bus, backend
+        self.max_upload_bytes = max_upload_bytes
+        self.max_streams = max_streams
+        self._streams = 0
+        self._streams_lock = threading.Lock()
+
+    def _check_upload(self, data: bytes, field: str) -> bytes:
+        if not data:
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: empty audio upload (0 bytes)")
+        if len(data) > self.max_upload_bytes:
+            raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"{field}: upload of {len(data)} bytes exceeds the limit of {self.max_upload_bytes} bytes")
+        return data
+
+    def _mic(self, mic_id: str) -> MicStatus:
+        for mic in self.backend.microphones():
+            if mic.mic_id == mic_id:
+                return mic
+        raise Reject(grpc.StatusCode.NOT_FOUND, f"no microphone {mic_id!r}")
+
+    @_unary
+    def ListMicrophones(self, request: pb.ListMicrophonesRequest, context: grpc.ServicerContext) -> pb.ListMicrophonesResponse:
+        mics = sorted(self.backend.microphones(), key=lambda m: m.mic_id)
+        return pb.ListMicrophonesResponse(microphones=[mic_to_pb(m) for m in mics])
+
+    @_unary
+    def GetMicrophoneHealth(self, request: pb.GetMicrophoneHealthRequest, context: grpc.ServicerContext) -> pb.MicrophoneHealth:
+        if not request.mic_id:
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, "mic_id is required")
+        return health_to_pb(self._mic(request.mic_id))
+
+    @_unary
+    def ListEvents(self, request: pb.ListEventsRequest, context: grpc.ServicerContext) -> pb.ListEventsResponse:
+        if not 0 <= request.limit <= MAX_PAGE:
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 0 and {MAX_PAGE}, got {request.limit}")
+        query = query_from_pb(request.filter)
+        try:
+            page = self.store.list_events(query, request.limit or 100, request.page_token)
+        except ValueError as exc:
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        return pb.ListEventsResponse(events=[event_to_pb(i) for i in page.items], next_page_token=page.next_page_token)
+
+    @_streaming
+    def StreamEvents(self, request: pb.StreamEventsRequest, context: grpc.ServicerContext) -> Iterator[pb.Event]:
+        if not 0 <= request.replay_last <= MAX_PAGE:
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"replay_last must be between 0 and {MAX_PAGE}, got {request.replay_last}")
+        query = query_from_pb(request.filter)
+        live = EventQuery(query.mic_ids, query.labels, query.health_states, query.kinds, query.since_unix_ms, None)
+        with self._streams_lock:
+            if self._streams >= self.max_streams:
+                raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many live streams (limit {self.max_streams}); try again later")
+            self._streams += 1
+        subscription = None
+        reported = 0
+        try:
+            try:
+                subscription = self.bus.subscribe(live.matches)  # before the replay, so nothing falls in between
+            except OverflowError as exc:
+                raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}; try again later") from None
+            context.add_callback(subscription.close)  # wakes the loop below when the client goes away
+            last_window = last_event = 0
+            if request.replay_last:
+                for item in reversed(self.store.list_events(query, request.replay_last).items):
+                    if isinstance(item, WindowResult):
+                        last_window = max(last_window, item.window_id or 0)
+                    else:
+                        last_event = max(last_event, item.event_id or 0)
+                    yield event_to_pb(item)
+            while context.is_active():
+                try:
+                    entry = subscription.get(timeout=0.5)
+                except BusClosed:
+                    return
+                if entry is None:
+                    continue
+                if isinstance(entry, Gap):
+                    reported += entry.dropped
+                    STREAM_ITEMS_DROPPED.inc(entry.dropped)
+                elif isinstance(entry, WindowResult) and entry.window_id is not None and entry.window_id <= last_window:
+                    continue  # already sent by the replay
+                elif isinstance(entry, StateChange) and entry.event_id is not None and entry.event_id <= last_event:
+                    continue
+                yield event_to_pb(entry)
+        finally:
+            if subscription is not None:
+                subscription.close()
+                if subscription.dropped_total > reported:
+                    STREAM_ITEMS_DROPPED.inc(subscription.dropped_total - reported)
+            with self._streams_lock:
+                self._streams -= 1
+
+    @_unary
+    def FindSimilar(self, request: pb.FindSimilarRequest, context: grpc.ServicerContext) -> pb.FindSimilarResponse:
+        if not 0 <= request.k <= MAX_K:
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"k must be between 0 and {MAX_K}, got {request.k}")
+        if any(not mic for mic in request.mic_ids):
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, "mic_ids must not contain empty strings")
+        which = request.WhichOneof("query")
+        exclude: list[int] = []
+        if which == "window_id":
+            window = self.store.get_window(request.window_id)
+            if window is None:
+                raise Reject(grpc.StatusCode.NOT_FOUND, f"no stored window {request.window_id}")
+            if window.embedding is None:
+                raise Reject(grpc.StatusCode.FAILED_PRECONDITION, f"window {request.window_id} has no stored embedding")
+            query, exclude = window.embedding, [request.window_id]
+        elif which == "audio":
+            embeddings = np.asarray(self.backend.embed_audio_bytes(self._check_upload(request.audio, "audio")), dtype=np.float32)
+            if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+                raise Reject(grpc.StatusCode.INVALID_ARGUMENT, "audio: too short for one analysis window")
+            query = embeddings.mean(axis=0)
+            if not np.linalg.norm(query) > 0:
+                raise Reject(grpc.StatusCode.INVALID_ARGUMENT, "audio: its windows' embeddings cancel out; upload a longer or single-sound clip")
+        else:
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, "set either window_id or audio")
+        result = self.store.nearest(query, request.k or 10, list(request.mic_ids) or None, exclude_ids=exclude)
+        return pb.FindSimilarResponse(
+            neighbors=[pb.Neighbor(window=window_to_pb(w), distance=d) for w, d in result.neighbors], searched=result.searched)
+
+    @_unary
+    def Classify(self, request: pb.ClassifyRequest, context: grpc.ServicerContext) -> pb.ClassifyResponse:
+        windows = self.backend.analyze_audio(self._check_upload(request.audio, "audio"))
+        return pb.ClassifyResponse(windows=[window_to_pb(w, request.include_embedding) for w in windows])
+
+
+def _bind_host(address: str) -> str:
+    return address.rsplit(":", 1)[0]
+
+
+def start_server(
+    store: EventStore,
+    bus: EventBus,
+    backend: ServiceBackend,
+    address: str = DEFAULT_ADDRESS,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_streams: int = 16,
+) -> grpc.Server:
+    """Start roomtone.v1.Roomtone + grpc.health.v1 + reflection on ``address`` (port 0 = any free port).
+
+    The bound address is ``server.roomtone_address``; stop with `stop_server`. Raises OSError when
+    the address cannot be bound.
+    """
+    if max_upload_bytes < 1:
+        raise ValueError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
+    # Each live stream holds a worker thread; keep 8 for unary calls.
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_streams + 8, thread_name_prefix="grpc"),
+        options=[
+            # room for the request envelope around an upload that is exactly at the limit; anything
+            # larger than this is refused by gRPC itself with RESOURCE_EXHAUSTED
+            ("grpc.max_receive_message_length", max_upload_bytes + 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ],
+    )
+    pb_grpc.add_RoomtoneServicer_to_server(RoomtoneServicer(store, bus, backend, max_upload_bytes, max_streams), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address}: {exc} (address in use or not local?)") from None
+    if not port:
+        raise OSError(f"cannot listen on {address} (address in use or not local?)")
+    server.start()
+    for service in ("", SERVICE_NAME):
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    server.roomtone_address = f"{_bind_host(address)}:{port}"  # type: ignore[attr-defined]
+    server.roomtone_health = health_servicer  # type: ignore[attr-defined]
+    log.info("gRPC API listening on %s (max upload %d bytes)", server.roomtone_address, max_upload_bytes)
+    return server
+
+
+def stop_server(server: grpc.Server, grace_s: float = 2.0) -> None:
+    """Report NOT_SERVING, let running calls finish for ``grace_s`` seconds, then stop."""
+    health_servicer = getattr(server, "roomtone_health", None)
+    if health_servicer is not None:
+        health_servicer.enter_graceful_shutdown()
+    server.stop(grace_s).wait()
