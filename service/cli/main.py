@@ -12,6 +12,7 @@ import sys
 
 # (command, module, one-line help). Order is the order shown in --help.
 COMMANDS: list[tuple[str, str, str]] = [
+    ("run", "service.cli.run", "run the daemon: capture, windows, embedding, activity + health, store, gRPC, /metrics"),
     ("dataset", "service.cli.dataset", "inspect a dataset (shared meta.csv or DCASE 2018 task 5 layout)"),
     ("features", "service.cli.features", "compute log-Mel features of audio files and save them as .npz"),
 ]

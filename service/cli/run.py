@@ -1,0 +1,146 @@
+"""Run the roomtone daemon: capture -> 10 s windows -> log-Mel -> embedding -> activity + health -> SQLite
+store -> gRPC API and Prometheus /metrics.
+
+With no arguments it uses the bundled model (models/roomtone.pt), stores windows and events in
+<data dir>/roomtone.db (data dir: $ROOMTONE_DATA_DIR, else ./var), listens for gRPC on 127.0.0.1:50051 and
+serves /metrics on 127.0.0.1:9464, and records from the default input device, or, when the machine has
+none, from the bundled demo recording looped at real time (a log line says so).
+
+Settings come from, in increasing priority: built-in defaults, the TOML file given with --config, ROOMTONE_*
+environment variables (ROOMTONE_DATA_DIR, ROOMTONE_MODEL, ROOMTONE_SECTION__KEY e.g.
+ROOMTONE_METRICS__PORT=9500), and the options below. docs/daemon.md is the full reference.
+--device/--file/--demo replace the configured microphones (several --file give several microphones).
+SIGTERM or Ctrl-C stops capture, finishes the windows in flight, flushes the store and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `roomtone run`."""
+    parser.add_argument("--config", metavar="FILE.toml", help="TOML config file (see docs/daemon.md)")
+    parser.add_argument("--model", help="model file (default: the bundled models/roomtone.pt)")
+    parser.add_argument("--data-dir", help="directory for the store (default: $ROOMTONE_DATA_DIR or ./var)")
+    parser.add_argument("--store", help="SQLite store file (default: <data dir>/roomtone.db)")
+    source = parser.add_argument_group("microphones (each replaces the configured ones)")
+    source.add_argument("--device", action="append", metavar="NAME|INDEX",
+                        help="capture from this input device (name substring or index); repeat for more mics")
+    source.add_argument("--file", action="append", metavar="[ID=]PATH",
+                        help="read this WAV/FLAC file as a microphone; repeat for more mics")
+    source.add_argument("--demo", action="store_true", help="use the bundled demo recording, looped")
+    source.add_argument("--fast", action="store_true",
+                        help="read --file sources as fast as the pipeline takes them instead of at real time")
+    source.add_argument("--loop", action="store_true", help="loop --file sources")
+    source.add_argument("--channels", type=int, help="input channels per --device microphone")
+    parser.add_argument("--list-devices", action="store_true", help="print the audio input devices and exit")
+    parser.add_argument("--window-s", type=float, help="window length in seconds (default 10)")
+    parser.add_argument("--hop-s", type=float, help="hop between windows in seconds (default 10)")
+    parser.add_argument("--compute-device", help="torch device for the model: auto, cpu, cuda, cuda:N (default auto)")
+    parser.add_argument("--grpc-address", help="gRPC listen address host:port (default 127.0.0.1:50051)")
+    parser.add_argument("--no-grpc", action="store_true", help="do not start the gRPC API")
+    parser.add_argument("--metrics-address", help="/metrics listen address (default 127.0.0.1)")
+    parser.add_argument("--metrics-port", type=int, help="/metrics port, 0 = any free port (default 9464)")
+    parser.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    parser.add_argument("--max-windows", type=int, help="stop after storing this many windows (demos, tests)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument("--log-format", choices=("json", "text"), help="log line format (default json)")
+
+
+def _mics(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    """Microphone tables from --device/--file/--demo, or None to keep the configured ones."""
+    mics: list[dict[str, Any]] = []
+    for i, device in enumerate(args.device or []):
+        mic: dict[str, Any] = {"id": f"mic{i}", "kind": "device", "device": int(device) if device.isdigit() else device}
+        if args.channels:
+            mic["channels"] = args.channels
+        mics.append(mic)
+    for i, spec in enumerate(args.file or []):
+        mic_id, sep, path = spec.partition("=")
+        if not sep:
+            mic_id, path = f"file{i}", spec
+        mics.append({"id": mic_id, "kind": "file", "path": path, "realtime": not args.fast, "loop": args.loop})
+    if args.demo:
+        mics.append({"id": "demo", "kind": "demo"})
+    return mics or None
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The plain config overrides the command-line options ask for."""
+    out: dict[str, Any] = {}
+
+    def put(section: str | None, key: str, value: Any) -> None:
+        if value is not None:
+            (out.setdefault(section, {}) if section else out)[key] = value
+
+    put(None, "model", args.model)
+    put(None, "data_dir", args.data_dir)
+    put(None, "log_level", args.log_level)
+    put(None, "log_format", args.log_format)
+    put("store", "path", args.store)
+    put("pipeline", "window_s", args.window_s)
+    put("pipeline", "hop_s", args.hop_s)
+    put("pipeline", "device", args.compute_device)
+    put("pipeline", "max_windows", args.max_windows)
+    put("grpc", "address", args.grpc_address)
+    put("grpc", "enabled", False if args.no_grpc else None)
+    put("metrics", "address", args.metrics_address)
+    put("metrics", "port", args.metrics_port)
+    put("metrics", "enabled", False if args.no_metrics else None)
+    mics = _mics(args)
+    if mics is not None:
+        out["mics"] = mics
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the daemon and run it until SIGTERM/SIGINT, max_windows, or the end of every file source."""
+    from service.config import ConfigError, load_config
+
+    if args.list_devices:
+        from service.sources import input_devices
+
+        devices = input_devices()
+        for device in devices:
+            print(f"{device['index']}: {device['name']} ({device['max_input_channels']} ch, "
+                  f"{device['default_samplerate']:.0f} Hz)")
+        if not devices:
+            print("no audio input devices (roomtone run would use the bundled demo recording)")
+        return 0
+    try:
+        config = load_config(args.config, overrides_from_args(args))
+    except ConfigError as exc:
+        print(f"roomtone run: config error: {exc}", file=sys.stderr)
+        return 2
+
+    from encoder.model_file import ModelFileError
+    from service.daemon import Daemon, configure_logging
+    from service.sources import SourceError
+
+    configure_logging(config.log_level, config.log_format)
+    daemon = Daemon(config)
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if received:  # a second signal: the user really wants out now
+            print("roomtone run: second signal, exiting without draining", file=sys.stderr)
+            sys.exit(1)
+        received.append(signum)
+        daemon.request_stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon.start()
+    except (ModelFileError, SourceError, OSError, RuntimeError) as exc:
+        print(f"roomtone run: cannot start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        daemon.wait()
+    finally:
+        daemon.stop()
+    return 0

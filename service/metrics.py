@@ -1,0 +1,102 @@
+"""The daemon's Prometheus metrics (names are a contract: docs/daemon.md and the README list them) and the
+/metrics HTTP listener. Labels stay low-cardinality: microphone id, activity, check, stage, state."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import start_http_server
+
+from service import grpc_metrics
+from service.records import HEALTH_STATES, WindowResult
+
+log = logging.getLogger("roomtone.metrics")
+
+STAGES = ("capture", "features", "embed", "head", "health", "store")
+DROP_STAGES = ("capture", "analysis", "store")  # the queue a window was dropped in front of
+HEALTH_VALUE = {state: float(i) for i, state in enumerate(HEALTH_STATES)}  # ok 0, degraded 1, faulty 2
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Every roomtone metric in its own registry (so tests and several daemons in one process never clash)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.windows = Counter("roomtone_windows_total", "Windows fully processed and stored.", ["mic"], registry=r)
+        self.dropped = Counter("roomtone_windows_dropped_total",
+                               "Windows (or capture blocks, stage=capture) dropped by back-pressure, by the queue "
+                               "they were dropped in front of.", ["mic", "stage"], registry=r)
+        self.overruns = Counter("roomtone_capture_overruns_total", "PortAudio input overflows.", ["mic"], registry=r)
+        self.capture_errors = Counter("roomtone_capture_errors_total",
+                                      "Source failures: device lost, stalled, reopen attempts.", ["mic"], registry=r)
+        self.health_state = Gauge("roomtone_mic_health_state", "Microphone health: 0 ok, 1 degraded, 2 faulty.",
+                                  ["mic"], registry=r)
+        self.check_score = Gauge("roomtone_mic_check_score",
+                                 "Score of one health check on the last window (units: encoder/signal_checks.py).",
+                                 ["mic", "check"], registry=r)
+        self.check_failing = Gauge("roomtone_mic_check_failing", "1 when the check failed on the last window.",
+                                   ["mic", "check"], registry=r)
+        self.activity = Gauge("roomtone_activity_probability", "Class probability of the last window.",
+                              ["mic", "activity"], registry=r)
+        self.rms = Gauge("roomtone_rms_dbfs", "RMS level of the last window in dBFS.", ["mic"], registry=r)
+        self.last_window = Gauge("roomtone_last_window_timestamp_seconds",
+                                 "Unix time of the end of the last processed window.", ["mic"], registry=r)
+        self.stage_latency = Histogram("roomtone_stage_latency_seconds",
+                                       "Time spent per pipeline stage per batch (capture: window end until "
+                                       "analysis starts).", ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.window_to_event = Histogram("roomtone_window_to_event_seconds",
+                                         "Window end (wall clock) until its record is stored and published.",
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.store_errors = Counter("roomtone_store_errors_total", "Failed writes to the event store.", registry=r)
+        # The gRPC API counts its requests itself (service/grpc_metrics.py); serve them from here too.
+        for collector in (grpc_metrics.GRPC_REQUESTS, grpc_metrics.STREAM_ITEMS_DROPPED):
+            r.register(collector)
+        self.model_info = Gauge("roomtone_model_info", "The loaded model (value 1).",
+                                ["model_sha256", "embedding_dim", "classes"], registry=r)
+        self._server = None
+
+    def register_mic(self, mic_id: str) -> None:
+        """Create a microphone's counters at 0 so dashboards and rate() see them before the first event."""
+        self.windows.labels(mic=mic_id)
+        self.overruns.labels(mic=mic_id)
+        self.capture_errors.labels(mic=mic_id)
+        for stage in DROP_STAGES:
+            self.dropped.labels(mic=mic_id, stage=stage)
+
+    def set_model(self, sha256: str, embedding_dim: int, classes: Iterable[str]) -> None:
+        """Publish which model is loaded."""
+        self.model_info.labels(model_sha256=sha256, embedding_dim=str(embedding_dim),
+                               classes=",".join(classes)).set(1)
+
+    def observe_analysis(self, result: WindowResult, failing: dict[str, bool]) -> None:
+        """Gauges describing the microphone's latest window: health, checks, activity, level."""
+        mic = result.mic_id
+        self.health_state.labels(mic=mic).set(HEALTH_VALUE.get(result.health_state, 2.0))
+        for check, score in result.health_scores.items():
+            self.check_score.labels(mic=mic, check=check).set(score)
+        for check, is_failing in failing.items():
+            self.check_failing.labels(mic=mic, check=check).set(1.0 if is_failing else 0.0)
+        for activity, p in result.probabilities.items():
+            self.activity.labels(mic=mic, activity=activity).set(p)
+        self.rms.labels(mic=mic).set(result.rms_dbfs)
+
+    def observe_stored(self, result: WindowResult) -> None:
+        """Count a stored window and its end time."""
+        self.windows.labels(mic=result.mic_id).inc()
+        self.last_window.labels(mic=result.mic_id).set(result.end_unix_ms / 1000.0)
+
+    def serve(self, address: str = "127.0.0.1", port: int = 9464) -> int:
+        """Start the /metrics HTTP listener on a daemon thread; returns the bound port (port 0 = any free)."""
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        self._server = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        """Stop the HTTP listener (if started)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -1,0 +1,257 @@
+"""The processing pipeline: sources -> [capture queue] -> windowing -> [analysis queue] -> analysis (batched
+across microphones) -> [store queue] -> store + publish. Every queue is bounded; when a stage falls behind a
+realtime source, the newest item is dropped and COUNTED (roomtone_windows_dropped_total{stage} + a log
+line), never lost silently. Fast file sources block instead, so they are processed completely.
+
+    source ─► capture queue ─► windowing ─► analysis queue ─► analysis ─► store queue ─► store/publish
+    (thread)  (chunks)         (thread)     (windows)         (thread)    (results)      (thread)
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from service.analysis import Analysed, Analyzer, Timings
+from service.config import PipelineConfig
+from service.metrics import Metrics
+from service.records import StateChange
+from service.sources import Chunk, Source
+from service.windowing import Window, Windower
+
+log = logging.getLogger("roomtone.pipeline")
+
+#: Queue length for capture blocks: this many blocks (0.1 s each by default) may wait for windowing.
+CAPTURE_QUEUE_BLOCKS = 600
+_END = object()  # sentinel: no more items will follow
+
+#: What the store stage does with a batch: write it and publish it; returns the records with ids.
+StoreFn = Callable[[list[Analysed], list[StateChange]], None]
+
+
+@dataclass
+class StageStats:
+    """Running totals, for logs and tests."""
+
+    windows_cut: int = 0
+    windows_analysed: int = 0
+    windows_stored: int = 0
+    dropped: int = 0
+    store_errors: int = 0
+
+
+class Pipeline:
+    """Runs the stages of `sources` on threads; `stop()` stops capture and drains what is in flight."""
+
+    def __init__(self, sources: list[Source], analyzer: Analyzer, store: StoreFn, metrics: Metrics,
+                 config: PipelineConfig = PipelineConfig()) -> None:
+        self.sources = {s.mic_id: s for s in sources}
+        self.analyzer = analyzer
+        self.store = store
+        self.metrics = metrics
+        self.config = config
+        self.stats = StageStats()
+        self.capture_q: queue.Queue = queue.Queue(maxsize=CAPTURE_QUEUE_BLOCKS)
+        self.analysis_q: queue.Queue = queue.Queue(maxsize=config.queue_size)
+        self.store_q: queue.Queue = queue.Queue(maxsize=config.queue_size)
+        self.windowers = {
+            s.mic_id: Windower(s.mic_id, s.sample_rate, analyzer.sample_rate, window_s=config.window_s,
+                               hop_s=config.hop_s, realtime=s.realtime)
+            for s in sources
+        }
+        self.ended: set[str] = set()  # microphones whose finite source has delivered everything
+        self.drained = threading.Event()  # set when every stage has finished (after stop or all sources ended)
+        self.on_stored: Callable[[int], None] | None = None  # called with the total stored count
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_drop_log: dict[tuple[str, str], float] = {}
+        self._reported_overruns = {s.mic_id: 0 for s in sources}
+        self._reported_errors = {s.mic_id: 0 for s in sources}
+
+    # --- back-pressure ------------------------------------------------------------------------------
+
+    def _drop(self, mic_id: str, stage: str, what: str = "window") -> None:
+        self.stats.dropped += 1
+        self.metrics.dropped.labels(mic=mic_id, stage=stage).inc()
+        now = time.monotonic()
+        if now - self._last_drop_log.get((mic_id, stage), 0.0) >= 5.0:  # one line per 5 s per mic and stage
+            self._last_drop_log[(mic_id, stage)] = now
+            log.warning("dropped %s: %s queue full", what, stage,
+                        extra={"mic": mic_id, "stage": stage, "dropped_total": self.stats.dropped})
+
+    def _offer(self, q: queue.Queue, item, *, block: bool, mic_id: str, stage: str, what: str = "window") -> bool:
+        """Put ``item`` on ``q``; realtime producers never wait (drop + count), fast file sources wait."""
+        if block:
+            while True:
+                try:
+                    q.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    if self._stopping.is_set() and not self._threads_alive():
+                        return False
+        try:
+            q.put_nowait(item)
+            return True
+        except queue.Full:
+            self._drop(mic_id, stage, what)
+            return False
+
+    def _threads_alive(self) -> bool:
+        return all(t.is_alive() for t in self._threads)
+
+    def sink(self, chunk: Chunk) -> bool:
+        """Where sources deliver chunks (PortAudio callback thread for devices: never blocks for them)."""
+        source = self.sources[chunk.mic_id]
+        block = not source.realtime or chunk.end_of_stream  # an end marker must never be lost
+        return self._offer(self.capture_q, chunk, block=block, mic_id=chunk.mic_id, stage="capture",
+                           what="capture block")
+
+    # --- stages -------------------------------------------------------------------------------------
+
+    def _windowing(self) -> None:
+        while True:
+            chunk = self.capture_q.get()
+            if chunk is _END:
+                for windower in self.windowers.values():
+                    if windower.buffered_s:
+                        log.info("capture stopped; discarding a partial window",
+                                 extra={"mic": windower.mic_id, "seconds": round(windower.buffered_s, 2)})
+                    windower.reset()
+                self._offer(self.analysis_q, _END, block=True, mic_id="", stage="analysis")
+                return
+            windower = self.windowers[chunk.mic_id]
+            windows = windower.finish() if chunk.end_of_stream else windower.push(chunk)
+            realtime = self.sources[chunk.mic_id].realtime
+            for window in windows:
+                self.stats.windows_cut += 1
+                self._offer(self.analysis_q, window, block=not realtime, mic_id=window.mic_id, stage="analysis")
+            if chunk.end_of_stream:
+                self.ended.add(chunk.mic_id)
+                log.info("source ended", extra={"mic": chunk.mic_id})
+                if self.ended == set(self.sources):
+                    self._offer(self.analysis_q, _END, block=True, mic_id="", stage="analysis")
+                    return
+
+    def _analysis(self) -> None:
+        while True:
+            first = self.analysis_q.get()
+            if first is _END:
+                self._offer(self.store_q, _END, block=True, mic_id="", stage="store")
+                return
+            batch: list[Window] = [first]
+            end_seen = False
+            while len(batch) < self.config.batch_size:
+                try:
+                    item = self.analysis_q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _END:
+                    end_seen = True
+                    break
+                batch.append(item)
+            now = time.time()
+            for w in batch:
+                if w.realtime:
+                    self.metrics.stage_latency.labels(stage="capture").observe(max(0.0, now - w.end_unix))
+            timings = Timings()
+            try:
+                analysed, changes = self.analyzer.analyse(batch, timings)
+            except Exception:  # one bad batch must not stop the daemon; it is logged and counted as dropped
+                log.exception("analysis failed; dropping the batch", extra={"windows": len(batch)})
+                for w in batch:
+                    self._drop(w.mic_id, "analysis")
+                analysed, changes = [], []
+            for stage in ("features", "embed", "head", "health"):
+                self.metrics.stage_latency.labels(stage=stage).observe(getattr(timings, stage))
+            for item in analysed:
+                self.metrics.observe_analysis(item.result, item.failing)
+            self.stats.windows_analysed += len(analysed)
+            if analysed:
+                block = not all(item.realtime for item in analysed)
+                self._offer(self.store_q, (analysed, changes), block=block, mic_id=analysed[0].result.mic_id,
+                            stage="store")
+            if end_seen:
+                self._offer(self.store_q, _END, block=True, mic_id="", stage="store")
+                return
+
+    def _storing(self) -> None:
+        while True:
+            item = self.store_q.get()
+            if item is _END:
+                self.drained.set()
+                return
+            analysed, changes = item
+            t0 = time.perf_counter()
+            try:
+                self.store(analysed, changes)
+            except Exception:
+                self.stats.store_errors += 1
+                self.metrics.store_errors.inc()
+                log.exception("store failed; windows not stored", extra={"windows": len(analysed)})
+                continue
+            self.metrics.stage_latency.labels(stage="store").observe(time.perf_counter() - t0)
+            now = time.time()
+            for a in analysed:
+                self.metrics.observe_stored(a.result)
+                if a.realtime:
+                    self.metrics.window_to_event.observe(max(0.0, now - a.result.end_unix_ms / 1000.0))
+            self.stats.windows_stored += len(analysed)
+            if self.on_stored is not None:
+                self.on_stored(self.stats.windows_stored)
+
+    def _poll_sources(self) -> None:
+        """Copy sources' overrun/error counts into the metrics (PortAudio callbacks must stay lean)."""
+        while not self._stopping.wait(1.0):
+            self.sync_source_counters()
+        self.sync_source_counters()
+
+    def sync_source_counters(self) -> None:
+        """Add new overruns and errors reported by sources to their counters."""
+        for mic_id, source in self.sources.items():
+            new = source.overruns - self._reported_overruns[mic_id]
+            if new > 0:
+                self.metrics.overruns.labels(mic=mic_id).inc(new)
+                self._reported_overruns[mic_id] = source.overruns
+                log.warning("capture overrun", extra={"mic": mic_id, "overruns_total": source.overruns})
+            new = source.errors - self._reported_errors[mic_id]
+            if new > 0:
+                self.metrics.capture_errors.labels(mic=mic_id).inc(new)
+                self._reported_errors[mic_id] = source.errors
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the stage threads, then the sources."""
+        for mic_id in self.sources:
+            self.metrics.register_mic(mic_id)
+        for name, target in (("windowing", self._windowing), ("analysis", self._analysis),
+                             ("store", self._storing), ("source-counters", self._poll_sources)):
+            thread = threading.Thread(target=target, name=f"pipeline-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        started = []
+        try:
+            for source in self.sources.values():
+                source.start(self.sink)
+                started.append(source)
+        except Exception:
+            for source in started:
+                source.stop()
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Stop capture, let in-flight windows finish analysis and storage; True when fully drained."""
+        self._stopping.set()
+        for source in self.sources.values():
+            source.stop()
+        if not self.drained.is_set() and self._threads[0].is_alive():
+            self._offer(self.capture_q, _END, block=True, mic_id="", stage="capture")
+        drained = self.drained.wait(timeout)
+        for thread in self._threads:
+            thread.join(timeout=1.0)
+        return drained

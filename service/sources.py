@@ -1,0 +1,284 @@
+"""Where audio comes from: a sounddevice (PortAudio) input, an audio file (paced at real time or as fast as
+the pipeline takes it), and the demo source, the bundled recording looped when no input device exists.
+
+Every source delivers `Chunk`s of float32 ``[channels, samples]`` at the source's native rate to a sink
+callable; windowing resamples to the model's rate. Sources run on their own thread (PortAudio's callback
+thread for devices) and never block a realtime producer on a slow pipeline: the sink decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import soundfile
+
+from service.config import DEMO_CLIP, MicConfig
+
+log = logging.getLogger("roomtone.sources")
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or read; the message names the microphone and the device/file."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A block of captured audio of one microphone."""
+
+    mic_id: str
+    samples: np.ndarray  # float32 [channels, n] at sample_rate; empty with end_of_stream
+    sample_rate: int
+    start_unix: float  # wall-clock time of the first sample (synthetic for fast file sources)
+    end_of_stream: bool = False  # the source has no more audio (a file source without loop)
+
+
+#: Where a source hands its chunks; returns False when the chunk was dropped.
+Sink = Callable[[Chunk], bool]
+
+
+class Source(Protocol):
+    """What the pipeline needs from any source."""
+
+    mic_id: str
+    description: str  # for logs and ListMicrophones: device name or file path
+    sample_rate: int  # native rate of the delivered chunks
+    channels: int
+    realtime: bool  # timestamps are wall-clock and the producer must never block
+    overruns: int  # PortAudio input overflows seen
+    errors: int  # failures (device lost, stalled, reopen attempts)
+
+    @property
+    def state(self) -> str: ...  # one of service.records.MIC_STATES
+
+    def start(self, sink: Sink) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def input_devices() -> list[dict]:
+    """The PortAudio input devices (empty when PortAudio or any input is missing)."""
+    try:
+        import sounddevice
+    except OSError:  # libportaudio missing
+        return []
+    try:
+        return [d for d in sounddevice.query_devices() if d["max_input_channels"] > 0]
+    except sounddevice.PortAudioError:
+        return []
+
+
+def default_input_device() -> dict | None:
+    """The default PortAudio input device, or None when there is none."""
+    try:
+        import sounddevice
+        return dict(sounddevice.query_devices(kind="input"))
+    except (OSError, ValueError, Exception):  # sounddevice raises PortAudioError/ValueError for "no device"
+        return None
+
+
+class FileSource:
+    """Reads an audio file in blocks; ``realtime`` paces it at the recording's speed, ``loop`` repeats it."""
+
+    def __init__(self, mic_id: str, path: str | Path, *, realtime: bool = True, loop: bool = False,
+                 block_s: float = 0.1) -> None:
+        self.mic_id = mic_id
+        self.path = Path(path)
+        try:
+            info = soundfile.info(str(self.path))
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            raise SourceError(f"mic {mic_id}: cannot open audio file {self.path} ({exc})") from None
+        if info.frames == 0:
+            raise SourceError(f"mic {mic_id}: audio file {self.path} has no samples")
+        self.description = str(self.path)
+        self.sample_rate = int(info.samplerate)
+        self.channels = int(info.channels)
+        self.realtime = realtime
+        self.loop = loop
+        self.block = max(1, int(round(block_s * self.sample_rate)))
+        self.overruns = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def state(self) -> str:
+        """starting, running or stopped (end of file or stopped)."""
+        if self._thread is None:
+            return "starting"
+        return "running" if self._thread.is_alive() else "stopped"
+
+    def start(self, sink: Sink) -> None:
+        """Start reading on a background thread."""
+        self._thread = threading.Thread(target=self._run, args=(sink,), name=f"source-{self.mic_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reading (returns once the reader thread has ended)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self, sink: Sink) -> None:
+        t0 = time.time()
+        sent = 0
+        try:
+            with soundfile.SoundFile(str(self.path)) as handle:
+                while not self._stop.is_set():
+                    data = handle.read(self.block, dtype="float32", always_2d=True)
+                    if len(data) == 0:
+                        if not self.loop:
+                            break
+                        handle.seek(0)
+                        continue
+                    start = t0 + sent / self.sample_rate
+                    if self.realtime:  # deliver a block once it "has been recorded"
+                        delay = start + len(data) / self.sample_rate - time.time()
+                        if delay > 0 and self._stop.wait(delay):
+                            break
+                    sink(Chunk(self.mic_id, np.ascontiguousarray(data.T), self.sample_rate, start))
+                    sent += len(data)
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            self.errors += 1
+            log.error("source failed", extra={"mic": self.mic_id, "file": str(self.path), "error": str(exc)})
+        sink(Chunk(self.mic_id, np.zeros((self.channels, 0), np.float32), self.sample_rate,
+                   t0 + sent / self.sample_rate, end_of_stream=True))
+
+
+class DeviceSource:
+    """A PortAudio input stream at the device's native rate; reopens the device when it stalls or fails."""
+
+    STALL_S = 5.0  # no callback for this long while running = stalled
+
+    def __init__(self, mic_id: str, device: str | int | None = None, *, channels: int = 1,
+                 block_s: float = 0.1) -> None:
+        import sounddevice
+
+        self.mic_id = mic_id
+        self.device = device
+        try:
+            info = sounddevice.query_devices(device, kind="input")
+        except (ValueError, sounddevice.PortAudioError) as exc:
+            names = [d["name"] for d in input_devices()]
+            raise SourceError(f"mic {mic_id}: no input device {device!r} ({exc}); input devices: {names}") from None
+        if info["max_input_channels"] < channels:
+            raise SourceError(f"mic {mic_id}: device {info['name']!r} has {info['max_input_channels']} input "
+                              f"channel(s), {channels} requested")
+        self.description = str(info["name"])
+        self.sample_rate = int(info["default_samplerate"])
+        self.channels = channels
+        self.realtime = True
+        self.block = max(1, int(round(block_s * self.sample_rate)))
+        self.overruns = 0
+        self.errors = 0
+        self._stream = None
+        self._last_callback = 0.0
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        self._sink: Sink | None = None
+
+    def _callback(self, indata, frames, time_info, status) -> None:  # PortAudio thread: stay short
+        now = time.time()
+        self._last_callback = now
+        if status.input_overflow:
+            self.overruns += 1
+        samples = np.ascontiguousarray(indata.T, dtype=np.float32)
+        if self._sink is not None:
+            self._sink(Chunk(self.mic_id, samples, self.sample_rate, now - frames / self.sample_rate))
+
+    def _open(self) -> None:
+        import sounddevice
+
+        stream = sounddevice.InputStream(
+            device=self.device, channels=self.channels, samplerate=self.sample_rate, blocksize=self.block,
+            dtype="float32", callback=self._callback,
+        )
+        stream.start()
+        self._stream = stream
+        self._last_callback = time.time()
+
+    def _close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except Exception:  # a lost device may fail to close; nothing more to do
+                pass
+
+    @property
+    def state(self) -> str:
+        """starting, running, reopening (stalled or lost) or stopped."""
+        if self._stop.is_set():
+            return "stopped"
+        if self._watchdog is None:
+            return "starting"
+        stream = self._stream
+        return "running" if stream is not None and stream.active else "reopening"
+
+    def start(self, sink: Sink) -> None:
+        """Open the input stream; SourceError when the device refuses."""
+        import sounddevice
+
+        self._sink = sink
+        try:
+            self._open()
+        except sounddevice.PortAudioError as exc:
+            raise SourceError(f"mic {self.mic_id}: cannot open input {self.description!r} ({exc})") from None
+        self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.mic_id}", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Reopen a stream that stalled or stopped (device unplugged, server restarted), with back-off."""
+        backoff = 1.0
+        while not self._stop.wait(1.0):
+            stream = self._stream
+            healthy = stream is not None and stream.active and time.time() - self._last_callback < self.STALL_S
+            if healthy:
+                backoff = 1.0
+                continue
+            self.errors += 1
+            log.warning("input stalled or lost; reopening", extra={"mic": self.mic_id, "device": self.description,
+                                                                    "errors": self.errors})
+            self._close()
+            try:
+                self._open()
+            except Exception as exc:
+                log.error("reopen failed", extra={"mic": self.mic_id, "device": self.description, "error": str(exc)})
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def stop(self) -> None:
+        """Stop capturing and close the device."""
+        self._stop.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)
+        self._close()
+
+
+def demo_source(mic_id: str, block_s: float = 0.1) -> FileSource:
+    """The bundled demo recording, looped at real time."""
+    source = FileSource(mic_id, DEMO_CLIP, realtime=True, loop=True, block_s=block_s)
+    source.description = f"demo:{DEMO_CLIP.name}"
+    return source
+
+
+def open_source(mic: MicConfig) -> Source:
+    """The source a microphone's config asks for; ``auto`` = default input, else the demo (logged)."""
+    if mic.kind == "file":
+        return FileSource(mic.id, mic.path, realtime=mic.realtime, loop=mic.loop, block_s=mic.block_s)
+    if mic.kind == "demo":
+        return demo_source(mic.id, mic.block_s)
+    if mic.kind == "device" or (mic.kind == "auto" and mic.device is not None):
+        return DeviceSource(mic.id, mic.device, channels=mic.channels, block_s=mic.block_s)
+    default = default_input_device()
+    if default is None:
+        log.warning("no audio input device found; using the bundled demo recording, looped",
+                    extra={"mic": mic.id, "file": str(DEMO_CLIP)})
+        return demo_source(mic.id, mic.block_s)
+    return DeviceSource(mic.id, None, channels=mic.channels, block_s=mic.block_s)

@@ -1,0 +1,125 @@
+"""Cutting a microphone's stream of chunks into analysis windows (10 s, hop configurable), resampled from
+the source's native rate to the model's. Windows match `encoder.windows.window_spans` over the same audio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from encoder.windows import WINDOW_SECONDS
+from service.sources import Chunk
+
+#: A chunk arriving this much later than the buffered audio predicts means samples were lost.
+GAP_TOLERANCE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """One analysis window of one microphone at the model's sample rate."""
+
+    mic_id: str
+    samples: np.ndarray  # float32 [channels, n]
+    sample_rate: int
+    start_unix: float
+    end_unix: float
+    realtime: bool  # timestamps are wall-clock, so window-end -> event latency means something
+
+
+def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """``samples [channels, n]`` resampled with torchaudio's band-limited sinc interpolation."""
+    if source_rate == target_rate:
+        return samples
+    return AF.resample(torch.from_numpy(np.ascontiguousarray(samples)), source_rate, target_rate).numpy()
+
+
+class Windower:
+    """Accumulates one microphone's chunks and emits every complete window (and a trailing one at the end)."""
+
+    def __init__(self, mic_id: str, source_rate: int, target_rate: int, *, window_s: float = WINDOW_SECONDS,
+                 hop_s: float | None = None, min_s: float = 1.0, realtime: bool = True) -> None:
+        self.mic_id = mic_id
+        self.source_rate = source_rate
+        self.target_rate = target_rate
+        self.window = int(round(window_s * source_rate))
+        self.hop = int(round((hop_s if hop_s is not None else window_s) * source_rate))
+        self.minimum = max(1, int(round(min_s * source_rate)))
+        if self.window <= 0 or self.hop <= 0:
+            raise ValueError(f"window_s and hop_s must be positive, got {window_s}, {hop_s}")
+        self.realtime = realtime
+        self.gaps = 0  # discontinuities seen (lost samples); the buffer restarts at each
+        self._parts: list[np.ndarray] = []
+        self._buffered = 0
+        self._start_unix: float | None = None  # time of the first buffered sample
+        self._emitted_end = 0  # end of the last emitted window, in samples from the buffer start
+        self._skip = 0  # samples still to discard before the next window starts (hop > window)
+
+    def _buffer(self) -> np.ndarray:
+        if len(self._parts) != 1:
+            self._parts = [np.concatenate(self._parts, axis=1)] if self._parts else [np.zeros((0, 0), np.float32)]
+        return self._parts[0]
+
+    def _cut(self, start: int, end: int) -> Window:
+        buf = self._buffer()
+        t0 = self._start_unix + start / self.source_rate
+        samples = resample(buf[:, start:end], self.source_rate, self.target_rate).astype(np.float32, copy=False)
+        return Window(self.mic_id, samples, self.target_rate, t0, t0 + (end - start) / self.source_rate,
+                      self.realtime)
+
+    def push(self, chunk: Chunk) -> list[Window]:
+        """Add a chunk; returns the windows it completed (oldest first)."""
+        if chunk.samples.shape[1] == 0:
+            return []
+        if self._start_unix is None:
+            self._start_unix = chunk.start_unix
+        elif self.realtime:
+            expected = self._start_unix + self._buffered / self.source_rate
+            if abs(chunk.start_unix - expected) > GAP_TOLERANCE_S:
+                self.gaps += 1
+                self.reset()
+                self._start_unix = chunk.start_unix
+        samples = chunk.samples
+        if self._skip:  # hop longer than the window: audio between windows is not analysed
+            skipped = min(self._skip, samples.shape[1])
+            samples, self._skip = samples[:, skipped:], self._skip - skipped
+        self._parts.append(samples)
+        self._buffered += samples.shape[1]
+        windows = []
+        while self._buffered >= self.window:
+            windows.append(self._cut(0, self.window))
+            self._advance(self.hop)
+        return windows
+
+    def _advance(self, samples: int) -> None:
+        buf = self._buffer()
+        dropped = min(samples, buf.shape[1])
+        self._parts = [buf[:, dropped:]] if dropped < buf.shape[1] else []
+        self._buffered -= dropped
+        self._skip = samples - dropped
+        self._start_unix += samples / self.source_rate
+        self._emitted_end = max(0, self.window - samples)  # end of the last window, relative to the buffer
+
+    def finish(self) -> list[Window]:
+        """At the end of a finite stream: the trailing window (>= min_s of audio not yet covered), as
+        `window_spans` would cut it."""
+        covered = self._emitted_end
+        windows = []
+        if self._buffered >= self.minimum and self._buffered > covered:
+            windows.append(self._cut(0, self._buffered))
+        self.reset()
+        return windows
+
+    def reset(self) -> None:
+        """Forget buffered audio (on a gap or when capture stops); returns nothing."""
+        self._parts = []
+        self._buffered = 0
+        self._start_unix = None
+        self._emitted_end = 0
+        self._skip = 0
+
+    @property
+    def buffered_s(self) -> float:
+        """Seconds of audio waiting for the next window."""
+        return self._buffered / self.source_rate
