@@ -22,6 +22,7 @@ from service.backend import BackendUnavailable, ServiceBackend
 from service.event_bus import BusClosed, EventBus, Gap
 from service.event_store import EventQuery, EventStore, StoreError
 from service.grpc_metrics import GRPC_REQUESTS, STREAM_ITEMS_DROPPED
+from service.proto_names import HEALTH_FROM_PB, HEALTH_TO_PB, KIND_FROM_PB, KIND_TO_PB
 from service.records import MicStatus, StateChange, WindowResult
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
@@ -35,11 +36,6 @@ MAX_PAGE = 1000
 MAX_K = 1000
 _SILENCE_DBFS = -200.0  # what an infinitely quiet (all-zero) window reports on the wire
 
-HEALTH_TO_PB = {"ok": pb.HEALTH_STATE_OK, "degraded": pb.HEALTH_STATE_DEGRADED, "faulty": pb.HEALTH_STATE_FAULTY}
-HEALTH_FROM_PB = {v: k for k, v in HEALTH_TO_PB.items()}
-KIND_TO_PB = {"window": pb.EVENT_KIND_WINDOW, "activity_changed": pb.EVENT_KIND_ACTIVITY_CHANGED,
-              "health_changed": pb.EVENT_KIND_HEALTH_CHANGED}
-KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}
 
 
 class Reject(Exception):

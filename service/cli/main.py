@@ -15,6 +15,9 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("run", "service.cli.run", "run the daemon: capture, windows, embedding, activity + health, store, gRPC, /metrics"),
     ("dataset", "service.cli.dataset", "inspect a dataset (shared meta.csv or DCASE 2018 task 5 layout)"),
     ("features", "service.cli.features", "compute log-Mel features of audio files and save them as .npz"),
+    ("events", "service.cli.events", "show stored and live window records and state changes from a running daemon"),
+    ("mics", "service.cli.mics", "list a running daemon's microphones with capture state and health"),
+    ("similar", "service.cli.similar", "find stored windows that sound like a stored window or an audio file"),
 ]
 
 

@@ -1,0 +1,136 @@
+"""Show stored window records and state changes (activity changed, health changed) of a running
+roomtone daemon, newest last; with --follow keep printing live ones as they are stored.
+
+Times for --since/--until: a duration back from now ("90s", "10m", "2h", "7d"), a local date/time
+("2026-11-24", "2026-11-24T18:30"), or Unix milliseconds. Repeat --mic/--label/--health/--kind to
+allow several values. A state change matches --label only if it is an activity change to that label,
+and --health only if it is a health change to that state. With --follow a client that reads too
+slowly is told how many items it missed ("... N items dropped ...") and the stream continues.
+Talks to the daemon's gRPC API (--address, default 127.0.0.1:50051 or $ROOMTONE_ADDRESS).
+Exit codes: 0 ok, 1 other error, 2 invalid argument, 3 daemon not reachable."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from datetime import datetime
+
+from service.grpc_client import add_address_argument
+
+HEALTH_CHOICES = ("ok", "degraded", "faulty")
+KIND_CHOICES = ("window", "activity", "health")
+_KIND_NAMES = {"window": "window", "activity": "activity_changed", "health": "health_changed"}
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register `events` options."""
+    add_address_argument(parser)
+    parser.add_argument("--mic", action="append", default=[], help="only this microphone id (repeatable)")
+    parser.add_argument("--since", help="only items at or after this time (e.g. 10m, 2h, 2026-11-24T18:30)")
+    parser.add_argument("--until", help="only items before this time (same forms as --since)")
+    parser.add_argument("--label", action="append", default=[], help="only this activity label (repeatable)")
+    parser.add_argument("--health", action="append", default=[], choices=HEALTH_CHOICES,
+                        help="only this health state (repeatable)")
+    parser.add_argument("--kind", action="append", default=[], choices=KIND_CHOICES,
+                        help="only windows, activity changes or health changes (repeatable; default all)")
+    parser.add_argument("--limit", type=int, default=20, help="how many of the latest matching items to show (1..10000)")
+    parser.add_argument("--follow", "-f", action="store_true", help="after the latest items, print live ones until Ctrl-C")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+
+
+def parse_time(text: str, now_unix_ms: int) -> int:
+    """Unix ms for a duration back from now ("10m"), a local ISO date/time, or Unix ms digits."""
+    value = text.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", value)
+    if match:
+        return now_unix_ms - int(float(match.group(1)) * _UNITS_S[match.group(2)] * 1000)
+    if re.fullmatch(r"\d{10,}", value):
+        return int(value)
+    try:
+        return int(datetime.fromisoformat(value).timestamp() * 1000)
+    except ValueError:
+        raise ValueError(f"cannot read time {text!r}: use a duration like 10m/2h/7d, a date/time like "
+                         "2026-11-24T18:30, or Unix milliseconds") from None
+
+
+def describe_event(event) -> list[str]:
+    """Table row [time, mic, event, detail] for one Event message."""
+    from service.grpc_client import format_time
+    from service.proto_names import HEALTH_FROM_PB, KIND_FROM_PB
+
+    which = event.WhichOneof("item")
+    if which == "window":
+        w = event.window
+        top = f"{w.label} ({w.probabilities[w.label]:.2f})" if w.label in w.probabilities else (w.label or "-")
+        health = HEALTH_FROM_PB.get(w.health_state, "?")
+        reasons = f" ({'; '.join(w.health_reasons)})" if w.health_reasons else ""
+        return [format_time(w.start_unix_ms), w.mic_id, "window",
+                f"#{w.window_id} {top}  {health}{reasons}  {w.rms_dbfs:.1f} dBFS"]
+    if which == "state_change":
+        c = event.state_change
+        kind = KIND_FROM_PB.get(c.kind, "?").replace("_changed", "")
+        reasons = f" ({'; '.join(c.reasons)})" if c.reasons else ""
+        return [format_time(c.time_unix_ms), c.mic_id, kind, f"{c.previous or '(start)'} -> {c.current}{reasons}"]
+    return ["", "", "gap", f"... {event.gap.dropped} items dropped: this client read too slowly ..."]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the latest matching items, then (with --follow) live ones."""
+    from google.protobuf.json_format import MessageToDict
+
+    from service.grpc_client import EXIT_OK, EXIT_USAGE, call, format_table
+    from service.proto_names import HEALTH_TO_PB, KIND_TO_PB
+    from service.rpc import roomtone_pb2 as pb
+
+    now = int(time.time() * 1000)
+    try:
+        since = parse_time(args.since, now) if args.since else 0
+        until = parse_time(args.until, now) if args.until else 0
+    except ValueError as exc:
+        print(f"roomtone events: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not 1 <= args.limit <= 10000:
+        print(f"roomtone events: --limit must be between 1 and 10000, got {args.limit}", file=sys.stderr)
+        return EXIT_USAGE
+    event_filter = pb.EventFilter(
+        mic_ids=args.mic, labels=args.label, health_states=[HEALTH_TO_PB[h] for h in args.health],
+        kinds=[KIND_TO_PB[_KIND_NAMES[k]] for k in args.kind], since_unix_ms=since, until_unix_ms=until)
+
+    def emit(events, header: bool) -> None:
+        if args.json:
+            for event in events:
+                print(json.dumps(MessageToDict(event, preserving_proto_field_name=True)), flush=True)
+        elif events:
+            table = format_table(["TIME", "MIC", "EVENT", "DETAIL"], [describe_event(e) for e in events])
+            print(table if header else table.split("\n", 1)[1], flush=True)
+
+    def body(stub) -> int:
+        if args.follow:
+            stream = stub.StreamEvents(pb.StreamEventsRequest(filter=event_filter, replay_last=min(args.limit, 1000)))
+            header = True
+            try:
+                for event in stream:
+                    # keep columns readable: a header per burst is cheaper than buffering the stream
+                    emit([event], header)
+                    header = False
+            except KeyboardInterrupt:
+                stream.cancel()
+            return EXIT_OK
+        events, token = [], ""
+        while len(events) < args.limit:
+            page = stub.ListEvents(pb.ListEventsRequest(
+                filter=event_filter, limit=min(1000, args.limit - len(events)), page_token=token), timeout=30)
+            events += page.events
+            token = page.next_page_token
+            if not token:
+                break
+        if not events and not args.json:
+            print("no matching events")
+        emit(list(reversed(events)), True)
+        return EXIT_OK
+
+    return call("events", args.address, body)

@@ -1,0 +1,79 @@
+"""Connecting the command-line clients to a running daemon and turning gRPC failures into one clear
+line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+
+import grpc
+
+from service.rpc import roomtone_pb2_grpc as pb_grpc
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+ADDRESS_ENV = "ROOMTONE_ADDRESS"
+
+# Exit codes shared by the client commands.
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+_EXIT_BY_CODE = {
+    grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE,
+    grpc.StatusCode.UNAVAILABLE: EXIT_UNREACHABLE,
+    grpc.StatusCode.NOT_FOUND: EXIT_NOT_FOUND,
+}
+# UNAVAILABLE details the daemon itself sends (it is running but cannot serve this request).
+_SERVER_UNAVAILABLE_PREFIXES = ("analysis backend unavailable", "the daemon is shutting down")
+EXIT_CODES_HELP = "exit codes: 0 ok, 1 other error, 2 invalid argument, 3 daemon not reachable, 4 not found"
+
+
+def add_address_argument(parser: argparse.ArgumentParser) -> None:
+    """The --address option every client command takes."""
+    parser.add_argument("--address", default=os.environ.get(ADDRESS_ENV, DEFAULT_ADDRESS),
+                        help=f"host:port of the roomtone daemon's gRPC API (env {ADDRESS_ENV})")
+
+
+def connect(address: str, max_message_bytes: int = 64 * 1024 * 1024) -> pb_grpc.RoomtoneStub:
+    """A stub on an insecure channel to ``address`` (connects lazily, on the first call)."""
+    channel = grpc.insecure_channel(address, options=[
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ])
+    return pb_grpc.RoomtoneStub(channel)
+
+
+def is_unreachable(error: grpc.RpcError) -> bool:
+    """True when the call failed because no daemon answered (not because the daemon refused)."""
+    return error.code() == grpc.StatusCode.UNAVAILABLE and not str(error.details() or "").startswith(_SERVER_UNAVAILABLE_PREFIXES)
+
+
+def report_rpc_error(command: str, address: str, error: grpc.RpcError) -> int:
+    """Print one line for a failed call to stderr; returns the command's exit code."""
+    if is_unreachable(error):
+        print(f"roomtone {command}: no roomtone daemon at {address} — start it with `roomtone run`", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(f"roomtone {command}: {error.code().name}: {error.details()}", file=sys.stderr)
+    return _EXIT_BY_CODE.get(error.code(), EXIT_ERROR)
+
+
+def call(command: str, address: str, body: Callable[[pb_grpc.RoomtoneStub], int]) -> int:
+    """Run ``body(stub)``; gRPC failures become a message and an exit code."""
+    try:
+        return body(connect(address))
+    except grpc.RpcError as error:
+        return report_rpc_error(command, address, error)
+
+
+def format_time(unix_ms: int) -> str:
+    """Local wall-clock time of a Unix-ms timestamp ("-" for 0)."""
+    if not unix_ms:
+        return "-"
+    return datetime.fromtimestamp(unix_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns separated by two spaces."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in [header, *rows])
