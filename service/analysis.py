@@ -71,7 +71,7 @@ class Analysed:
 class MicState:
     """Per-microphone memory of the analyser: drift baseline and the last label / health state."""
 
-    drift: object  # encoder.drift.DriftTracker
+    drift: object | None  # encoder.drift.DriftTracker
     label: str | None = None
     health: str | None = None
     seen: bool = False
@@ -124,22 +124,21 @@ class Analyzer:
         return labels, [{n: float(p) for n, p in zip(names, row)} for row in proba]
 
     def _health(self, samples: np.ndarray, embedding: np.ndarray, drift) -> object:
-        from encoder.drift import with_drift
         from encoder.signal_checks import assess_window
 
         health = assess_window(samples, self.sample_rate, self.health_config)
         if drift is not None:
+            from encoder.drift import with_drift
+
             health = with_drift(health, drift.update(embedding) if health.state == "ok" else drift_score_of(drift, embedding))
         return health
 
     # --- live windows -------------------------------------------------------------------------------
 
     def _mic(self, mic_id: str) -> MicState:
-        from encoder.drift import DriftTracker
-
         state = self._mics.get(mic_id)
         if state is None:
-            state = self._mics[mic_id] = MicState(drift=DriftTracker())
+            state = self._mics[mic_id] = MicState(drift=new_drift_tracker())
         return state
 
     def analyse(self, windows: list[Window], timings: Timings | None = None) -> tuple[list[Analysed], list[StateChange]]:
@@ -198,7 +197,7 @@ class Analyzer:
     def drift_state(self) -> dict[str, dict]:
         """Every microphone's drift baseline (DriftTracker.to_dict), to persist across restarts."""
         with self._lock:
-            return {mic_id: state.drift.to_dict() for mic_id, state in self._mics.items()}
+            return {mic_id: state.drift.to_dict() for mic_id, state in self._mics.items() if state.drift is not None}
 
     def restore_drift(self, saved: dict[str, dict]) -> None:
         """Load drift baselines saved by `drift_state`; unusable entries are skipped with a log line."""
@@ -248,6 +247,15 @@ class Analyzer:
         """Embeddings ``[n, D]`` of every window of uploaded audio bytes (channels averaged)."""
         samples, spans = self._decode(data)
         return self.embed([samples[:, s.start:s.end].mean(axis=0).astype(np.float32) for s in spans])
+
+
+def new_drift_tracker():
+    """A fresh DriftTracker, or None when encoder.drift is not installed (health then has no drift check)."""
+    try:
+        from encoder.drift import DriftTracker
+    except ImportError:
+        return None
+    return DriftTracker()
 
 
 def drift_score_of(drift, embedding: np.ndarray):

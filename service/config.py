@@ -94,7 +94,7 @@ class DaemonConfig:
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    health: dict[str, float] = field(default_factory=dict)  # HealthConfig thresholds (encoder/signal_checks.py)
+    health: dict[str, Any] = field(default_factory=dict)  # HealthConfig thresholds (encoder/signal_checks.py)
 
     @property
     def store_path(self) -> Path:
@@ -110,6 +110,8 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """``value`` checked (and, for strings from env/CLI, parsed) as type ``tp``."""
+    if tp is Any:
+        return value
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
@@ -298,6 +300,12 @@ def validate(config: DaemonConfig) -> DaemonConfig:
         raise ConfigError(f"log_format: must be json or text, got {config.log_format!r}")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level: must be DEBUG, INFO, WARNING or ERROR, got {config.log_level!r}")
+    try:
+        from encoder.signal_checks import HealthConfig
+
+        HealthConfig.from_dict(dict(config.health))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"health: {exc}") from None
     store_dir = config.store_path.parent
     if store_dir.exists() and not store_dir.is_dir():
         raise ConfigError(f"store.path: parent {store_dir} is not a directory")

@@ -172,8 +172,14 @@ class Pipeline:
             self.stats.windows_analysed += len(analysed)
             if analysed:
                 block = not all(item.realtime for item in analysed)
-                self._offer(self.store_q, (analysed, changes), block=block, mic_id=analysed[0].result.mic_id,
-                            stage="store")
+                if block:
+                    self._offer(self.store_q, (analysed, changes), block=True, mic_id="", stage="store")
+                else:
+                    try:
+                        self.store_q.put_nowait((analysed, changes))
+                    except queue.Full:  # every window of the batch is counted, for its own microphone
+                        for item in analysed:
+                            self._drop(item.result.mic_id, "store")
             if end_seen:
                 self._offer(self.store_q, _END, block=True, mic_id="", stage="store")
                 return

@@ -1,0 +1,111 @@
+"""The daemon config: one typed schema from defaults, TOML, ROOMTONE_* env and CLI, errors name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.cli.main import build_parser
+from service.cli.run import overrides_from_args
+from service.config import DEFAULT_MODEL, DaemonConfig, ConfigError, MicConfig, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def model(tmp_path) -> Path:
+    """Any existing file stands in for the model path (config checks only that it exists)."""
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"x")
+    return path
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "roomtone.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_bundled_model_a_data_dir_store_and_one_auto_microphone():
+    config = DaemonConfig()
+    assert Path(config.model) == DEFAULT_MODEL
+    assert config.store_path == Path("var") / "roomtone.db"
+    assert config.mics == (MicConfig(id="mic0", kind="auto"),)
+    assert config.grpc.address.startswith("127.0.0.1:")
+    assert config.metrics.address == "127.0.0.1"
+    assert (config.pipeline.window_s, config.pipeline.hop_s) == (10.0, 10.0)
+
+
+def test_toml_env_and_cli_override_in_that_order(tmp_path, model):
+    path = write(tmp_path, f'model = "{model}"\n[pipeline]\nhop_s = 5.0\nqueue_size = 3\n[metrics]\nport = 9000\n')
+    env = {"ROOMTONE_PIPELINE__HOP_S": "2.5", "ROOMTONE_DATA_DIR": str(tmp_path / "d"), "PATH": "/bin"}
+    config = load_config(path, {"pipeline": {"hop_s": 1.0}}, environ=env)
+    assert config.pipeline.hop_s == 1.0  # CLI beats env beats TOML
+    assert config.pipeline.queue_size == 3  # TOML kept where nothing overrides it
+    assert config.metrics.port == 9000
+    assert config.store_path == tmp_path / "d" / "roomtone.db"
+    assert load_config(path, {}, environ=env).pipeline.hop_s == 2.5
+
+
+def test_several_microphones_from_toml_tables(tmp_path, model, homesounds):
+    clip = homesounds / "audio" / "water" / "water_A1_000.flac"
+    path = write(tmp_path, f'model = "{model}"\n[[mics]]\nid = "kitchen"\nkind = "file"\npath = "{clip}"\n'
+                           '[[mics]]\nid = "hall"\nkind = "demo"\n')
+    config = load_config(path, environ={})
+    assert [m.id for m in config.mics] == ["kitchen", "hall"]
+    assert config.mics[0].path == str(clip)
+
+
+@pytest.mark.parametrize("text, key", [
+    ("colour = 3\n", "colour"),
+    ("[pipeline]\nhop = 5\n", "pipeline.hop"),
+    ("[pipeline]\nhop_s = \"fast\"\n", "pipeline.hop_s"),
+    ("[metrics]\nport = 1.5\n", "metrics.port"),
+    ("[grpc]\nenabled = \"maybe\"\n", "grpc.enabled"),
+    ("[[mics]]\nid = \"a\"\nkind = \"file\"\npath = \"/no/such.wav\"\n", "mics[0].path"),
+    ("[[mics]]\nid = \"a\"\nkind = \"radio\"\n", "mics[0].kind"),
+    ("[[mics]]\nid = \"a\"\n[[mics]]\nid = \"a\"\n", "mics[1].id"),
+    ("[[mics]]\nid = \"a\"\nchannels = 0\n", "mics[0].channels"),
+    ("[pipeline]\ndevice = \"tpu\"\n", "pipeline.device"),
+    ("[grpc]\naddress = \"nowhere\"\n", "grpc.address"),
+])
+def test_a_bad_value_is_an_error_naming_its_key(tmp_path, model, text, key):
+    path = write(tmp_path, f'model = "{model}"\n' + text)
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_config(path, environ={})
+
+
+def test_a_missing_model_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"model: no such model file .*absent\.pt"):
+        load_config(None, {"model": str(tmp_path / "absent.pt")}, environ={})
+
+
+def test_a_missing_or_broken_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.toml: no such file"):
+        load_config(tmp_path / "nope.toml", environ={})
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(write(tmp_path, "model = \n"), environ={})
+
+
+def test_an_unknown_roomtone_environment_variable_is_named(model):
+    with pytest.raises(ConfigError, match="ROOMTONE_COLOUR"):
+        load_config(None, {"model": str(model)}, environ={"ROOMTONE_COLOUR": "red"})
+    with pytest.raises(ConfigError, match="ROOMTONE_DISPLAY__PORT"):
+        load_config(None, {"model": str(model)}, environ={"ROOMTONE_DISPLAY__PORT": "1"})
+    with pytest.raises(ConfigError, match="metrics.port"):
+        load_config(None, {"model": str(model)}, environ={"ROOMTONE_METRICS__PORT": "high"})
+
+
+def test_command_line_sources_replace_the_configured_microphones(model, homesounds):
+    clip = homesounds / "audio" / "water" / "water_A1_000.flac"
+    args = build_parser().parse_args(["run", "--model", str(model), "--file", f"sink={clip}", "--file", str(clip),
+                                      "--fast", "--hop-s", "5", "--max-windows", "3", "--metrics-port", "0"])
+    config = load_config(None, overrides_from_args(args), environ={})
+    assert [(m.id, m.kind, m.realtime) for m in config.mics] == [("sink", "file", False), ("file1", "file", False)]
+    assert (config.pipeline.hop_s, config.pipeline.max_windows, config.metrics.port) == (5.0, 3, 0)
+
+
+def test_the_deploy_example_config_is_valid(model):
+    config = load_config(REPO / "deploy" / "roomtone.toml", {"model": str(model)}, environ={})
+    assert config.mics[0].id == "livingroom"

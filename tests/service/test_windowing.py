@@ -1,0 +1,80 @@
+"""Streaming windows cut exactly what `window_spans` cuts from the whole recording, at the model's rate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from encoder.audio import load_audio
+from encoder.windows import window_spans
+from service.sources import Chunk
+from service.windowing import Windower, resample
+
+
+def stream(samples: np.ndarray, rate: int, sizes: list[int], t0: float = 1000.0):
+    """Chunks of ``samples [channels, n]`` with the given sizes (cycled), timestamped from ``t0``."""
+    pos, i = 0, 0
+    while pos < samples.shape[1]:
+        n = sizes[i % len(sizes)]
+        yield Chunk("m", samples[:, pos:pos + n], rate, t0 + pos / rate)
+        pos, i = pos + n, i + 1
+
+
+@pytest.fixture(scope="module")
+def recording(homesounds) -> np.ndarray:
+    """25 s of real audio: three shared clips back to back (16 kHz mono)."""
+    names = ["water/water_A1_000.flac", "typing/typing_A1_000.flac", "speech/speech_A1_000.flac"]
+    parts = [load_audio(homesounds / "audio" / n)[0].numpy() for n in names]
+    return np.concatenate(parts, axis=1)[:, :25 * 16000]
+
+
+@pytest.mark.parametrize("hop_s", [10.0, 4.0, 15.0])
+def test_streamed_windows_are_the_window_spans_of_the_whole_recording(recording, hop_s):
+    windower = Windower("m", 16000, 16000, window_s=10.0, hop_s=hop_s, realtime=False)
+    windows = [w for c in stream(recording, 16000, [1600, 777, 5000]) for w in windower.push(c)]
+    windows += windower.finish()
+    spans = window_spans(recording.shape[1], 16000, 10.0, hop_s)
+    assert len(windows) == len(spans)
+    for window, span in zip(windows, spans):
+        np.testing.assert_array_equal(window.samples, recording[:, span.start:span.end])
+        assert window.start_unix == pytest.approx(1000.0 + span.start / 16000)
+        assert window.end_unix == pytest.approx(1000.0 + span.end / 16000)
+
+
+def test_a_window_is_emitted_as_soon_as_its_last_sample_arrives(recording):
+    windower = Windower("m", 16000, 16000)
+    assert windower.push(Chunk("m", recording[:, :159_999], 16000, 0.0)) == []
+    (window,) = windower.push(Chunk("m", recording[:, 159_999:160_000], 16000, 159_999 / 16000))
+    assert window.samples.shape == (1, 160_000)
+    assert windower.buffered_s == 0.0
+
+
+def test_native_rate_windows_are_resampled_to_the_model_rate(recording):
+    audio_48k = resample(recording[:, :160_000], 16000, 48000)
+    windower = Windower("m", 48000, 16000)
+    windows = [w for c in stream(audio_48k, 48000, [4800]) for w in windower.push(c)]
+    assert len(windows) == 1 and windows[0].samples.shape == (1, 160_000)
+    assert windows[0].sample_rate == 16000
+    assert windows[0].end_unix - windows[0].start_unix == pytest.approx(10.0)
+    inner = slice(1000, -1000)  # away from the edges the round trip is close to the original
+    error = windows[0].samples[0, inner] - recording[0, :160_000][inner]
+    assert np.linalg.norm(error) < 0.05 * np.linalg.norm(recording[0, :160_000][inner])
+
+
+def test_lost_samples_restart_the_window_instead_of_gluing_audio_across_the_gap(recording):
+    windower = Windower("m", 16000, 16000, realtime=True)
+    assert windower.push(Chunk("m", recording[:, :80_000], 16000, 100.0)) == []
+    # the next block starts 3 s later than the 5 s buffered predict: samples were lost
+    assert windower.push(Chunk("m", recording[:, 80_000:160_000], 16000, 108.0)) == []
+    assert windower.gaps == 1
+    (window,) = windower.push(Chunk("m", recording[:, 160_000:240_000], 16000, 113.0))
+    assert window.start_unix == pytest.approx(108.0)
+
+
+def test_finish_emits_a_tail_of_at_least_one_second_and_nothing_shorter(recording):
+    windower = Windower("m", 16000, 16000)
+    windower.push(Chunk("m", recording[:, :180_000], 16000, 0.0))
+    (tail,) = windower.finish()
+    assert tail.samples.shape[1] == 20_000 and tail.start_unix == pytest.approx(10.0)
+    windower.push(Chunk("m", recording[:, :160_000 + 8000], 16000, 0.0))
+    assert windower.finish() == []
