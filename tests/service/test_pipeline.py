@@ -1,0 +1,150 @@
+"""The pipeline: every window a source yields is analysed and stored, or counted as dropped; the stored
+record carries the head's label, the health verdict and the very embedding `embed_windows` gives."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from prometheus_client import generate_latest
+
+from daemon_support import HEAD_CLASSES, clipped, small_model_file, write_wav
+from encoder.audio import load_audio
+from encoder.embedding import embed_windows
+from encoder.model_file import load_model
+from encoder.windows import window_spans
+from service.analysis import Analyzer, rms_dbfs
+from service.config import PipelineConfig
+from service.event_store import EventQuery, EventStore
+from service.metrics import Metrics
+from service.pipeline import Pipeline
+from service.sources import FileSource
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, homesounds):
+    return load_model(small_model_file(tmp_path_factory.mktemp("model") / "small.pt", homesounds))
+
+
+@pytest.fixture()
+def store(tmp_path):
+    with EventStore(tmp_path / "events.db") as s:
+        yield s
+
+
+def store_into(store: EventStore):
+    def write(analysed, changes):
+        store.add_results([a.result for a in analysed], changes)
+    return write
+
+
+def run_to_end(pipeline: Pipeline, timeout: float = 120.0) -> None:
+    pipeline.start()
+    assert pipeline.drained.wait(timeout), "pipeline did not finish its finite sources"
+    pipeline.stop()
+
+
+def test_every_window_of_two_file_microphones_is_stored_with_label_health_and_embedding(bundle, store, homesounds, tmp_path):
+    water = load_audio(homesounds / "audio" / "water" / "water_A2_000.flac")[0].numpy()
+    typing = load_audio(homesounds / "audio" / "typing" / "typing_A2_000.flac")[0].numpy()
+    long_water = write_wav(tmp_path / "water25.wav", np.concatenate([water, water, water[:, :50_000]], axis=1))
+    sources = [FileSource("kitchen", long_water, realtime=False), FileSource("desk", homesounds / "audio" / "typing" /
+                                                                            "typing_A2_000.flac", realtime=False)]
+    pipeline = Pipeline(sources, Analyzer(bundle), store_into(store), Metrics(), PipelineConfig(batch_size=4))
+    run_to_end(pipeline)
+
+    kitchen = sorted(store.list_windows(limit=100).items, key=lambda w: w.start_unix_ms)
+    kitchen = [w for w in kitchen if w.mic_id == "kitchen"]
+    desk = [w for w in store.list_windows(limit=100).items if w.mic_id == "desk"]
+    assert len(kitchen) == len(window_spans(2 * 160_000 + 50_000, 16000)) == 3
+    assert len(desk) == 1 and pipeline.stats.dropped == 0
+    window = store.get_window(desk[0].window_id)
+    assert window.label in HEAD_CLASSES and set(window.probabilities) == set(HEAD_CLASSES)
+    assert sum(window.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    assert window.health_state in ("ok", "degraded", "faulty") and "clipping" in window.health_scores
+    assert window.rms_dbfs == pytest.approx(rms_dbfs(typing), abs=0.01)
+    expected = embed_windows(bundle, torch.from_numpy(typing))[0]
+    np.testing.assert_allclose(window.embedding, expected, atol=2e-3)  # float16 in the store
+    assert window.end_unix_ms - window.start_unix_ms == 10_000
+
+
+def test_the_first_window_and_every_change_of_label_or_health_is_an_event(bundle, store, homesounds, tmp_path):
+    speech = load_audio(homesounds / "audio" / "speech" / "speech_A1_001.flac")[0].numpy()
+    path = write_wav(tmp_path / "three.wav", np.concatenate([speech, speech, clipped(speech)], axis=1))
+    pipeline = Pipeline([FileSource("m", path, realtime=False)], Analyzer(bundle), store_into(store), Metrics())
+    run_to_end(pipeline)
+    windows = sorted(store.list_windows(limit=10).items, key=lambda w: w.start_unix_ms)
+    assert [w.health_state for w in windows][:2] == ["ok", "ok"] and windows[2].health_state != "ok"
+    assert any("clipping" in r for r in windows[2].health_reasons)
+    changes = store.list_events(EventQuery(kinds=("activity_changed", "health_changed")), limit=50).items
+    events = [e for e in changes if e.kind == "health_changed"]
+    assert [(e.previous, e.current) for e in sorted(events, key=lambda e: e.time_unix_ms)] == [
+        (None, "ok"), ("ok", windows[2].health_state)]
+    assert sorted(events, key=lambda e: e.time_unix_ms)[1].window_id == windows[2].window_id
+    first_activity = [e for e in changes if e.kind == "activity_changed" and e.previous is None]
+    assert len(first_activity) == 1 and first_activity[0].current == windows[0].label
+
+
+class SlowStore:
+    """The real store behind a slow disk: each write takes ``delay`` seconds longer."""
+
+    def __init__(self, store: EventStore, delay: float) -> None:
+        self.store, self.delay, self.stored = store, delay, 0
+
+    def __call__(self, analysed, changes) -> None:
+        time.sleep(self.delay)
+        self.store.add_results([a.result for a in analysed], changes)
+        self.stored += len(analysed)
+
+
+def test_a_stage_that_falls_behind_a_realtime_source_drops_windows_and_counts_every_one(bundle, store, homesounds):
+    metrics = Metrics()
+    slow = SlowStore(store, delay=0.6)
+    source = FileSource("hall", homesounds / "audio" / "water" / "water_A1_000.flac", realtime=True, loop=True,
+                        block_s=0.05)
+    config = PipelineConfig(window_s=0.25, hop_s=0.25, queue_size=1, batch_size=1)
+    pipeline = Pipeline([source], Analyzer(bundle), slow, metrics, config)
+    pipeline.start()
+    time.sleep(3.0)
+    assert pipeline.stop(timeout=30)
+    dropped = sum(metrics.dropped.labels(mic="hall", stage=s)._value.get() for s in ("analysis", "store"))
+    assert dropped > 0
+    assert pipeline.stats.windows_cut == slow.stored + dropped  # nothing silently lost
+    assert slow.stored == len(store.list_windows(limit=1000).items)
+    text = generate_latest(metrics.registry).decode()
+    assert 'roomtone_windows_dropped_total{mic="hall",stage="' in text
+
+
+def test_stop_finishes_the_windows_in_flight_before_returning(bundle, store, homesounds):
+    slow = SlowStore(store, delay=0.2)
+    source = FileSource("hall", homesounds / "audio" / "water" / "water_A1_000.flac", realtime=True, loop=True,
+                        block_s=0.05)
+    pipeline = Pipeline([source], Analyzer(bundle), slow, Metrics(),
+                        PipelineConfig(window_s=0.5, hop_s=0.5, queue_size=64, batch_size=1))
+    pipeline.start()
+    time.sleep(2.2)
+    assert pipeline.stop(timeout=30)
+    assert pipeline.stats.dropped == 0
+    assert pipeline.stats.windows_cut >= 3
+    assert slow.stored == pipeline.stats.windows_cut  # every window cut before stop reached the store
+
+
+def test_a_failing_store_is_counted_and_the_pipeline_goes_on(bundle, homesounds, tmp_path):
+    metrics = Metrics()
+    calls = []
+
+    def broken_then_working(analysed, changes):
+        calls.append(len(analysed))
+        if len(calls) == 1:
+            raise OSError("disk full")
+
+    speech = load_audio(homesounds / "audio" / "speech" / "speech_A1_001.flac")[0].numpy()
+    path = write_wav(tmp_path / "two.wav", np.concatenate([speech, speech], axis=1))
+    pipeline = Pipeline([FileSource("m", path, realtime=False)], Analyzer(bundle), broken_then_working, metrics,
+                        PipelineConfig(batch_size=1))
+    run_to_end(pipeline)
+    assert len(calls) == 2 and pipeline.stats.windows_stored == 1
+    assert metrics.store_errors._value.get() == 1
