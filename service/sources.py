@@ -187,7 +187,7 @@ class DeviceSource:
         self._last_callback = now
         if status.input_overflow:
             self.overruns += 1
-        samples = np.ascontiguousarray(indata.T, dtype=np.float32)
+        samples = np.array(indata.T, dtype=np.float32, copy=True)  # PortAudio reuses indata after we return
         if self._sink is not None:
             self._sink(Chunk(self.mic_id, samples, self.sample_rate, now - frames / self.sample_rate))
 
