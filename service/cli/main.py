@@ -18,6 +18,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("events", "service.cli.events", "show stored and live window records and state changes from a running daemon"),
     ("mics", "service.cli.mics", "list a running daemon's microphones with capture state and health"),
     ("similar", "service.cli.similar", "find stored windows that sound like a stored window or an audio file"),
+    ("health", "service.cli.health", "check microphone health (clipping, dropouts, dead channel, DC, hum, stuck) per 10 s window of audio files"),
 ]
 
 
