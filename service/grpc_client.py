@@ -3,18 +3,14 @@ line and an exit code."""
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
 
 import grpc
 
+from service.cli.daemon_address import ADDRESS_ENV, DEFAULT_ADDRESS, add_address_argument
 from service.rpc import roomtone_pb2_grpc as pb_grpc
-
-DEFAULT_ADDRESS = "127.0.0.1:50051"
-ADDRESS_ENV = "ROOMTONE_ADDRESS"
 
 # Exit codes shared by the client commands.
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
@@ -25,13 +21,6 @@ _EXIT_BY_CODE = {
 }
 # UNAVAILABLE details the daemon itself sends (it is running but cannot serve this request).
 _SERVER_UNAVAILABLE_PREFIXES = ("analysis backend unavailable", "the daemon is shutting down")
-EXIT_CODES_HELP = "exit codes: 0 ok, 1 other error, 2 invalid argument, 3 daemon not reachable, 4 not found"
-
-
-def add_address_argument(parser: argparse.ArgumentParser) -> None:
-    """The --address option every client command takes."""
-    parser.add_argument("--address", default=os.environ.get(ADDRESS_ENV, DEFAULT_ADDRESS),
-                        help=f"host:port of the roomtone daemon's gRPC API (env {ADDRESS_ENV})")
 
 
 def connect(address: str, max_message_bytes: int = 64 * 1024 * 1024) -> pb_grpc.RoomtoneStub:
@@ -77,3 +66,7 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
                      for row in [header, *rows])
+
+
+__all__ = ["ADDRESS_ENV", "DEFAULT_ADDRESS", "add_address_argument", "call", "connect", "format_table", "format_time",
+           "is_unreachable", "report_rpc_error"]

@@ -18,7 +18,7 @@ import sys
 import time
 from datetime import datetime
 
-from service.grpc_client import add_address_argument
+from service.cli.daemon_address import add_address_argument
 
 HEALTH_CHOICES = ("ok", "degraded", "faulty")
 KIND_CHOICES = ("window", "activity", "health")

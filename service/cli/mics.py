@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from service.grpc_client import add_address_argument
+from service.cli.daemon_address import add_address_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

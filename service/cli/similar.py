@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from service.grpc_client import add_address_argument
+from service.cli.daemon_address import add_address_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
