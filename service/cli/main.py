@@ -19,6 +19,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("mics", "service.cli.mics", "list a running daemon's microphones with capture state and health"),
     ("similar", "service.cli.similar", "find stored windows that sound like a stored window or an audio file"),
     ("health", "service.cli.health", "check microphone health (clipping, dropouts, dead channel, DC, hum, stuck) per 10 s window of audio files"),
+    ("train", "service.cli.train", "train the self-supervised encoder and write a model file"),
+    ("embed", "service.cli.embed", "embed audio files or a dataset with a model file into an .npz"),
 ]
 
 

@@ -1,0 +1,118 @@
+"""The embedding network and nothing else: a ResNet18-layout CNN on log-Mel spectrograms.
+
+``[batch, 1, n_mels, frames] -> [batch, embedding_dim]``, L2-normalised, for any frame count (global
+average pooling over frequency and time). Width and depth are an `EncoderConfig`, stored in the model
+file. CPU and CUDA; autograd; no TorchScript needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Architecture of the encoder: stem width, basic blocks per stage, embedding size."""
+
+    width: int = 24
+    blocks: tuple[int, ...] = (2, 2, 2, 2)
+    embedding_dim: int = 256
+
+    def __post_init__(self) -> None:
+        if self.width < 1:
+            raise ValueError(f"EncoderConfig.width must be >= 1, got {self.width}")
+        if not self.blocks or any(int(b) < 1 for b in self.blocks):
+            raise ValueError(f"EncoderConfig.blocks must be non-empty positive counts, got {self.blocks}")
+        if self.embedding_dim < 1:
+            raise ValueError(f"EncoderConfig.embedding_dim must be >= 1, got {self.embedding_dim}")
+        object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (blocks as a list) for a model file, JSON or TOML."""
+        data = asdict(self)
+        data["blocks"] = list(self.blocks)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EncoderConfig":
+        """Rebuild from `to_dict` output; unknown keys are an error that names them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"EncoderConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        values = dict(data)
+        if "blocks" in values:
+            values["blocks"] = tuple(values["blocks"])
+        return cls(**values)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and an identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class Encoder(nn.Module):
+    """ResNet-style encoder: input norm, 7x7/2 stem + max-pool, stages of basic blocks
+    (widths w, 2w, 4w, 8w, ...), global average pool, linear to ``embedding_dim``, L2 norm."""
+
+    def __init__(self, config: EncoderConfig = EncoderConfig()) -> None:
+        super().__init__()
+        self.config = config
+        w = config.width
+        # Log-Mel dB values sit around -100..0; a learned per-input normalisation keeps loudness
+        # information (unlike per-clip standardisation) while giving the stem unit-scale inputs.
+        self.input_norm = nn.BatchNorm2d(1)
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, w, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+        stages = []
+        in_channels = w
+        for index, count in enumerate(config.blocks):
+            out_channels = w * 2**index
+            stride = 1 if index == 0 else 2
+            blocks = [BasicBlock(in_channels, out_channels, stride)]
+            blocks += [BasicBlock(out_channels, out_channels, 1) for _ in range(count - 1)]
+            stages.append(nn.Sequential(*blocks))
+            in_channels = out_channels
+        self.stages = nn.Sequential(*stages)
+        self.projection = nn.Linear(in_channels, config.embedding_dim)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[batch, 1, n_mels, frames]`` log-Mel dB -> ``[batch, embedding_dim]`` unit vectors."""
+        if features.dim() != 4 or features.shape[1] != 1:
+            raise ValueError(
+                f"Encoder expects [batch, 1, n_mels, frames], got shape {tuple(features.shape)}"
+            )
+        x = self.stages(self.stem(self.input_norm(features)))
+        pooled = x.mean(dim=(2, 3))
+        return F.normalize(self.projection(pooled).float(), dim=1)
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,140 @@
+"""The roomtone model file: encoder weights plus everything needed to use them the way they were trained.
+
+One ``torch.save`` dict (loadable with ``weights_only=True``: only tensors and plain values) holding the
+encoder weights, the `LogMelConfig` features must be computed with, the `EncoderConfig`, the embedding
+size, the optional activity head (``ActivityHead.to_dict()``) and its class names, and metadata
+(training data summary and hash, git commit, date, final metrics). Serving and evaluation take their
+features only from the stored config, so they can never disagree with training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from encoder.features import LogMelConfig
+from encoder.model import Encoder, EncoderConfig
+
+FORMAT = "roomtone-model"
+VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, corrupt or incompatible; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A loaded model: the encoder (eval mode) with its feature and architecture configs, head and metadata."""
+
+    encoder: nn.Module
+    feature_config: LogMelConfig
+    encoder_config: EncoderConfig
+    head: dict | None = None
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of one embedding."""
+        return self.encoder_config.embedding_dim
+
+    @property
+    def class_names(self) -> list[str]:
+        """Activity classes of the head (empty without a head)."""
+        return list(self.head.get("class_names", [])) if self.head else []
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists and numpy scalars/arrays to Python values, recursively (weights_only-safe)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, torch.Tensor):
+        return value.tolist()
+    return value
+
+
+def bundle_to_dict(bundle: ModelBundle) -> dict[str, Any]:
+    """The dict written to disk for ``bundle`` (weights copied to CPU)."""
+    state = {k: v.detach().cpu().clone() for k, v in bundle.encoder.state_dict().items()}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "state_dict": state,
+        "feature_config": bundle.feature_config.to_dict(),
+        "encoder_config": bundle.encoder_config.to_dict(),
+        "embedding_dim": bundle.embedding_dim,
+        "head": _plain(bundle.head) if bundle.head is not None else None,
+        "class_names": bundle.class_names,
+        "metadata": _plain(bundle.metadata),
+    }
+
+
+def save_model(bundle: ModelBundle, path: str | Path) -> None:
+    """Write ``bundle`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(bundle_to_dict(bundle), stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_model_dict(path: str | Path) -> dict[str, Any]:
+    """The raw stored dict, checked for format and version; ModelFileError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/garbage files
+        raise ModelFileError(f"{path}: not a readable roomtone model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a roomtone model file (no format={FORMAT!r} marker)")
+    if data.get("version") != VERSION:
+        raise ModelFileError(f"{path}: model file version {data.get('version')!r}; this roomtone reads version {VERSION}")
+    missing = [k for k in ("state_dict", "feature_config", "encoder_config", "embedding_dim") if k not in data]
+    if missing:
+        raise ModelFileError(f"{path}: model file lacks {missing}")
+    return data
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
+    """Load a model file into a `ModelBundle` with the encoder in eval mode on ``device``."""
+    data = read_model_dict(path)
+    try:
+        feature_config = LogMelConfig.from_dict(data["feature_config"])
+        encoder_config = EncoderConfig.from_dict(data["encoder_config"])
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: incompatible configuration ({exc})") from None
+    if data["embedding_dim"] != encoder_config.embedding_dim:
+        raise ModelFileError(
+            f"{path}: embedding_dim {data['embedding_dim']} disagrees with encoder_config {encoder_config.embedding_dim}"
+        )
+    encoder = Encoder(encoder_config)
+    try:
+        encoder.load_state_dict(data["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFileError(f"{path}: weights do not fit encoder width={encoder_config.width} ({first})") from None
+    encoder.to(device).eval()
+    return ModelBundle(encoder, feature_config, encoder_config, data.get("head"), dict(data.get("metadata") or {}))
+
+
+def with_metadata(bundle: ModelBundle, **updates: Any) -> ModelBundle:
+    """A copy of ``bundle`` with ``updates`` merged into its metadata."""
+    return dataclasses.replace(bundle, metadata={**bundle.metadata, **updates})

@@ -1,0 +1,188 @@
+"""Unlabelled triplet sampling (Tile2Vec): anchor and neighbour are two different tiles of one clip,
+the opposite is a tile of a clip from another ``group``.
+
+Only clip lengths (in feature frames) and groups are read: the sampler never sees a label. Clips that
+share a group (simultaneous recordings of one session by several microphones, segments of one music
+track, clips built from the same source recordings) are never each other's opposites; with
+``neighbour="group"`` another clip of the anchor's group may serve as the neighbour. Every triplet is a
+pure function of ``(seed, epoch, anchor index)``, so DataLoader workers and DDP ranks agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Sequence
+
+import numpy as np
+
+NEIGHBOUR_OPTIONS = ("clip", "group")
+
+
+@dataclass(frozen=True)
+class TripletConfig:
+    """How tiles are cut and where neighbours come from."""
+
+    tile_s: float = 5.0
+    random_offsets: bool = False
+    neighbour: str = "clip"
+
+    def __post_init__(self) -> None:
+        if self.tile_s <= 0:
+            raise ValueError(f"TripletConfig.tile_s must be positive, got {self.tile_s}")
+        if self.neighbour not in NEIGHBOUR_OPTIONS:
+            raise ValueError(f"TripletConfig.neighbour must be one of {NEIGHBOUR_OPTIONS}, got {self.neighbour!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for the model file and training config files."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TripletConfig":
+        """Rebuild from `to_dict` output; unknown keys are an error that names them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"TripletConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """What the sampler may know about a clip: its length in feature frames and its group."""
+
+    frames: int
+    group: str
+
+
+@dataclass(frozen=True)
+class Tile:
+    """``frames`` feature frames of clip ``clip`` starting at frame ``start``."""
+
+    clip: int
+    start: int
+
+
+@dataclass(frozen=True)
+class Triplet:
+    """Anchor and neighbour (should embed close) and opposite (should embed far)."""
+
+    anchor: Tile
+    neighbour: Tile
+    opposite: Tile
+
+
+def tile_starts(frames: int, tile_frames: int) -> list[int]:
+    """Starts of the non-overlapping tiles that fit in a clip (0, T, 2T, ...)."""
+    return list(range(0, frames - tile_frames + 1, tile_frames))
+
+
+def check_clips(clips: Sequence[Clip], tile_frames: int) -> None:
+    """Raise ValueError when a clip cannot give two different tiles or all clips share one group."""
+    if tile_frames < 1:
+        raise ValueError(f"tile length must be at least one frame, got {tile_frames}")
+    short = [i for i, clip in enumerate(clips) if clip.frames <= tile_frames]
+    if short:
+        raise ValueError(
+            f"{len(short)} clip(s) (first: index {short[0]}, {clips[short[0]].frames} frames) are not longer "
+            f"than one tile ({tile_frames} frames): shorten tile_s or drop them"
+        )
+    if len({clip.group for clip in clips}) < 2:
+        raise ValueError("triplets need clips from at least two groups (opposites come from another group)")
+
+
+def _two_tile_starts(frames: int, tile_frames: int, random_offsets: bool, rng: np.random.Generator) -> tuple[int, int]:
+    """Two different tile starts within one clip, in random order."""
+    fixed = tile_starts(frames, tile_frames)
+    if not random_offsets and len(fixed) >= 2:
+        first, second = rng.choice(len(fixed), size=2, replace=False)
+        return fixed[int(first)], fixed[int(second)]
+    last = frames - tile_frames
+    first = int(rng.integers(0, last + 1))
+    # Prefer a non-overlapping second tile; a clip shorter than two tiles gets any other start.
+    apart = [s for s in (range(0, first - tile_frames + 1), range(first + tile_frames, last + 1)) if len(s)]
+    if apart:
+        span = apart[int(rng.integers(0, len(apart)))]
+        return first, int(rng.integers(span.start, span.stop))
+    second = int(rng.integers(0, last))
+    return first, second + (second >= first)
+
+
+def _one_tile_start(frames: int, tile_frames: int, random_offsets: bool, rng: np.random.Generator) -> int:
+    """One tile start within a clip."""
+    if random_offsets:
+        return int(rng.integers(0, frames - tile_frames + 1))
+    fixed = tile_starts(frames, tile_frames)
+    return fixed[int(rng.integers(0, len(fixed)))]
+
+
+class TripletSampler:
+    """Draws the triplet of an anchor clip for a given seed and epoch (pure: same inputs, same triplet)."""
+
+    def __init__(self, clips: Sequence[Clip], tile_frames: int, config: TripletConfig = TripletConfig()) -> None:
+        check_clips(clips, tile_frames)
+        self.clips = list(clips)
+        self.tile_frames = tile_frames
+        self.config = config
+        self._groups: dict[str, list[int]] = {}
+        for index, clip in enumerate(self.clips):
+            self._groups.setdefault(clip.group, []).append(index)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def _opposite_clip(self, group: str, rng: np.random.Generator) -> int:
+        """A random clip of another group (rejection sampling, exact fallback when one group dominates)."""
+        for _ in range(32):
+            candidate = int(rng.integers(0, len(self.clips)))
+            if self.clips[candidate].group != group:
+                return candidate
+        others = [i for i, clip in enumerate(self.clips) if clip.group != group]
+        return others[int(rng.integers(0, len(others)))]
+
+    def triplet(self, anchor_clip: int, seed: int, epoch: int = 0) -> Triplet:
+        """The triplet anchored on clip ``anchor_clip`` in epoch ``epoch`` under ``seed``."""
+        rng = np.random.default_rng([seed, epoch, anchor_clip])
+        clip = self.clips[anchor_clip]
+        anchor_start, neighbour_start = _two_tile_starts(
+            clip.frames, self.tile_frames, self.config.random_offsets, rng
+        )
+        neighbour_clip = anchor_clip
+        if self.config.neighbour == "group":
+            mates = [i for i in self._groups[clip.group] if i != anchor_clip]
+            if mates:
+                neighbour_clip = mates[int(rng.integers(0, len(mates)))]
+                mate = self.clips[neighbour_clip]
+                neighbour_start = _one_tile_start(mate.frames, self.tile_frames, self.config.random_offsets, rng)
+        opposite_clip = self._opposite_clip(clip.group, rng)
+        other = self.clips[opposite_clip]
+        opposite_start = _one_tile_start(other.frames, self.tile_frames, self.config.random_offsets, rng)
+        return Triplet(
+            Tile(anchor_clip, anchor_start), Tile(neighbour_clip, neighbour_start), Tile(opposite_clip, opposite_start)
+        )
+
+    def epoch(self, seed: int, epoch: int = 0) -> list[Triplet]:
+        """One triplet per clip (every clip is an anchor once per epoch)."""
+        return [self.triplet(i, seed, epoch) for i in range(len(self.clips))]
+
+
+def held_out_groups(groups: Sequence[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split clip indices into (train, validation) by whole groups, about ``fraction`` of clips held out."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    unique = sorted(set(groups))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    target = int(round(fraction * len(groups)))
+    held: set[str] = set()
+    count = 0
+    by_group: dict[str, int] = {}
+    for group in groups:
+        by_group[group] = by_group.get(group, 0) + 1
+    for position in order:
+        if count >= target:
+            break
+        group = unique[int(position)]
+        held.add(group)
+        count += by_group[group]
+    train = [i for i, g in enumerate(groups) if g not in held]
+    validation = [i for i, g in enumerate(groups) if g in held]
+    return train, validation

@@ -1,0 +1,61 @@
+"""Specification of the encoder network: shapes, normalisation, any frame count, config round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from encoder.model import Encoder, EncoderConfig, parameter_count
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Encoder:
+    torch.manual_seed(0)
+    return Encoder(EncoderConfig(width=4)).eval()
+
+
+@pytest.mark.parametrize("frames", [1, 101, 500, 1001])
+def test_embeddings_are_256_dim_unit_vectors_for_any_frame_count(tiny, frames):
+    with torch.no_grad():
+        out = tiny(torch.randn(3, 1, 128, frames) * 20 - 60)
+    assert out.shape == (3, 256)
+    assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_layout_is_resnet18_stages_with_widths_doubling(tiny):
+    assert [len(stage) for stage in tiny.stages] == [2, 2, 2, 2]
+    widths = [stage[0].conv1.out_channels for stage in tiny.stages]
+    assert widths == [4, 8, 16, 32]
+    assert tiny.projection.out_features == 256
+
+
+def test_wider_config_has_more_parameters():
+    assert parameter_count(Encoder(EncoderConfig(width=8))) > parameter_count(Encoder(EncoderConfig(width=4)))
+
+
+def test_embedding_dim_and_blocks_are_configurable():
+    model = Encoder(EncoderConfig(width=2, blocks=(1, 1), embedding_dim=16)).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, 128, 50)).shape == (1, 16)
+    assert len(model.stages) == 2
+
+
+def test_config_round_trips_through_a_plain_dict():
+    config = EncoderConfig(width=12, blocks=(2, 1, 2), embedding_dim=64)
+    assert EncoderConfig.from_dict(config.to_dict()) == config
+    assert config.to_dict()["blocks"] == [2, 1, 2]
+
+
+def test_config_from_dict_names_unknown_keys():
+    with pytest.raises(ValueError, match="depth"):
+        EncoderConfig.from_dict({"width": 8, "depth": 18})
+
+
+def test_config_rejects_non_positive_width():
+    with pytest.raises(ValueError, match="width"):
+        EncoderConfig(width=0)
+
+
+def test_wrong_input_shape_is_a_clear_error(tiny):
+    with pytest.raises(ValueError, match=r"\[batch, 1, n_mels, frames\]"):
+        tiny(torch.zeros(2, 128, 100))

@@ -1,0 +1,180 @@
+"""Specification of `encoder.train` and `roomtone train`: config files, a tiny end-to-end run, exact
+resume, interruption, bad checkpoints and two-process DDP on the CPU (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from encoder.model import EncoderConfig
+from encoder.model_file import load_model
+from encoder.train import CheckpointError, TrainConfig, read_train_config, train, training_clips
+from encoder.triplets import TripletConfig
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "data"
+CLASSES = ["speech", "typing", "water", "animals", "motor_machine", "footsteps_doors", "quiet_ambience", "tv_speech_music"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """Eight real homesounds clips of different classes cut to 3 s, in the shared meta.csv layout."""
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "audio").mkdir()
+    lines = ["path,label,fold"]
+    for index, label in enumerate(CLASSES):
+        source = sorted((SHARED / "homesounds" / "audio" / label).glob("*.flac"))[0]
+        data, rate = soundfile.read(source, dtype="float32")
+        soundfile.write(root / "audio" / f"{label}.flac", data[: 3 * rate], rate)
+        lines.append(f"audio/{label}.flac,{label},{index % 4 + 1}")
+    (root / "meta.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
+    """A training run that takes a second or two: width 2, 1 s tiles, batch 4."""
+    values = dict(
+        data=(str(data),), out=str(out), steps=4, batch_size=3, validation_fraction=0.25, validate_every=2,
+        checkpoint_every=2, seed=3, device="cpu", encoder=EncoderConfig(width=2, blocks=(1, 1, 1, 1)),
+        triplets=TripletConfig(tile_s=1.0),
+    )
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_config_file_in_toml_sets_nested_tables(tmp_path):
+    path = tmp_path / "train.toml"
+    path.write_text('data = ["x"]\nsteps = 7\nlearning_rate = 0.0005\n[encoder]\nwidth = 16\n[triplets]\ntile_s = 2.5\nneighbour = "group"\n')
+    config = read_train_config(path)
+    assert (config.steps, config.learning_rate, config.encoder.width) == (7, 0.0005, 16)
+    assert config.triplets == TripletConfig(tile_s=2.5, neighbour="group")
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_config_file_errors_name_the_file_and_the_key(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"steps": 5, "learning_rat": 0.1}))
+    with pytest.raises(ValueError, match=r"train.json: unknown key\(s\) \['learning_rat'\]"):
+        read_train_config(path)
+    path.write_text(json.dumps({"encoder": {"widht": 3}}))
+    with pytest.raises(ValueError, match="train.json: EncoderConfig: unknown key.*widht"):
+        read_train_config(path)
+
+
+def test_training_clips_carry_paths_and_dataset_qualified_groups_but_no_labels(tiny_data):
+    clips, summary = training_clips([tiny_data])
+    assert len(clips) == 8 and summary[0]["clips"] == 8
+    assert all(clip.group.startswith(f"{tiny_data.name}:") for clip in clips)
+    assert not hasattr(clips[0], "label")
+
+
+def test_tiny_run_writes_a_loadable_model_file_with_its_training_record(tiny_data, tmp_path):
+    result = train(tiny_config(tiny_data, tmp_path / "m.pt"), progress=False)
+    assert not result.interrupted
+    bundle = load_model(tmp_path / "m.pt")
+    meta = bundle.metadata
+    assert bundle.encoder_config.width == 2
+    assert meta["training"]["steps"] == 4 and len(meta["history"]["loss"]) == 4
+    assert all(0.0 <= f <= 1.0 for f in meta["history"]["active_fraction"])
+    assert [v["step"] for v in meta["validation_history"]] == [2, 4]
+    assert meta["data"]["labels_used"] is False and len(meta["data"]["sha256"]) == 64
+    assert meta["data"]["train_clips"] + meta["data"]["validation_clips"] == 8
+    assert meta["metrics"]["validation_loss"] is not None
+    assert (tmp_path / "m.pt.ckpt").is_file()
+
+
+def test_resumed_run_ends_where_an_uninterrupted_run_ends(tiny_data, tmp_path):
+    straight = train(tiny_config(tiny_data, tmp_path / "a.pt", steps=6), progress=False)
+    train(tiny_config(tiny_data, tmp_path / "b.pt", steps=3), progress=False)
+    resumed = train(tiny_config(tiny_data, tmp_path / "b.pt", steps=6), resume=True, progress=False)
+    assert resumed.state.step == 6
+    assert resumed.state.history["loss"] == pytest.approx(straight.state.history["loss"], abs=1e-5)
+    for name, value in straight.bundle.encoder.state_dict().items():
+        assert torch.allclose(value.float(), resumed.bundle.encoder.state_dict()[name].float(), atol=1e-5), name
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tiny_data, tmp_path):
+    (tmp_path / "m.pt.ckpt").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match=r"m.pt.ckpt: corrupt checkpoint"):
+        train(tiny_config(tiny_data, tmp_path / "m.pt"), resume=True, progress=False)
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(tiny_data, tmp_path):
+    train(tiny_config(tiny_data, tmp_path / "m.pt", steps=2), progress=False)
+    wider = tiny_config(tiny_data, tmp_path / "m.pt", encoder=EncoderConfig(width=3, blocks=(1, 1, 1, 1)))
+    with pytest.raises(CheckpointError, match="different configuration.*encoder"):
+        train(wider, resume=True, progress=False)
+
+
+def test_missing_checkpoint_is_a_clear_error(tiny_data, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+        train(tiny_config(tiny_data, tmp_path / "m.pt"), resume=True, progress=False)
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "service.cli.main", "train", *args]
+
+
+def test_sigterm_saves_a_resumable_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "m.pt"
+    (tmp_path / "tiny.toml").write_text("batch_size = 3\ncheckpoint_every = 1\n[encoder]\nwidth = 2\n"
+                                        "blocks = [1, 1, 1, 1]\n[triplets]\ntile_s = 1.0\n")
+    common = ["--data", str(tiny_data), "--config", str(tmp_path / "tiny.toml"), "--out", str(out),
+              "--device", "cpu", "--quiet"]
+    process = subprocess.Popen(cli(*common, "--steps", "100000"), cwd=REPO, stderr=subprocess.PIPE, text=True)
+    checkpoint = Path(str(out) + ".ckpt")
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "resume with --resume" in err
+    assert not out.exists()
+    step = torch.load(checkpoint, weights_only=True)["state"]["step"]
+    assert step >= 1
+    done = subprocess.run(cli(*common, "--steps", str(step + 1), "--resume"), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert load_model(out).metadata["training"]["steps"] == step + 1
+
+
+DDP_SCRIPT = """
+import json, os, sys
+import torch
+from encoder.train import TrainConfig, train
+config = TrainConfig.from_dict(json.loads(sys.argv[1]))
+result = train(config, progress=False)
+torch.save(result.bundle.encoder.state_dict(), os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))
+"""
+
+
+def test_two_process_ddp_on_cpu_ends_with_identical_weights_on_both_ranks(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, tmp_path / "m.pt", steps=3, batch_size=4)
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(script), json.dumps(config.to_dict()), str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    bundle = load_model(tmp_path / "m.pt")
+    assert bundle.metadata["training"]["world_size"] == 2
+    assert not torch.equal(bundle.encoder.state_dict()["projection.weight"], torch.zeros(1))
+    assert np.isfinite(bundle.metadata["history"]["loss"]).all()

@@ -1,0 +1,94 @@
+"""Specification of unlabelled triplet sampling: where anchors, neighbours and opposites come from."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from encoder.triplets import Clip, TripletConfig, TripletSampler, held_out_groups, tile_starts
+
+TILE = 500  # 5 s of a 10 s (1001-frame) clip, as in the thesis
+GROUPS = ["a", "a", "b", "c", "c", "c", "d", "e"]
+CLIPS = [Clip(1001, g) for g in GROUPS]
+
+
+def every_triplet(sampler: TripletSampler, seeds=range(5), epochs=range(4)):
+    return [t for s in seeds for e in epochs for t in sampler.epoch(s, e)]
+
+
+@pytest.mark.parametrize("config", [TripletConfig(), TripletConfig(random_offsets=True),
+                                    TripletConfig(neighbour="group"), TripletConfig(tile_s=2.0, random_offsets=True)])
+def test_opposite_segment_never_comes_from_the_anchor_clip_or_its_group(config):
+    for triplet in every_triplet(TripletSampler(CLIPS, TILE, config)):
+        assert triplet.opposite.clip != triplet.anchor.clip
+        assert GROUPS[triplet.opposite.clip] != GROUPS[triplet.anchor.clip]
+
+
+def test_neighbour_is_a_different_tile_of_the_anchor_clip():
+    for triplet in every_triplet(TripletSampler(CLIPS, TILE)):
+        assert triplet.neighbour.clip == triplet.anchor.clip
+        assert triplet.neighbour.start != triplet.anchor.start
+
+
+def test_fixed_tiles_are_the_two_halves_of_a_ten_second_clip():
+    assert tile_starts(1001, TILE) == [0, 500]
+    for triplet in every_triplet(TripletSampler(CLIPS, TILE)):
+        assert {triplet.anchor.start, triplet.neighbour.start} == {0, 500}
+        assert triplet.opposite.start in (0, 500)
+
+
+def test_random_offset_tiles_stay_inside_the_clip_and_do_not_overlap_when_they_fit():
+    tile = 200
+    for triplet in every_triplet(TripletSampler(CLIPS, tile, TripletConfig(random_offsets=True))):
+        for t in (triplet.anchor, triplet.neighbour, triplet.opposite):
+            assert 0 <= t.start <= 1001 - tile
+        assert abs(triplet.anchor.start - triplet.neighbour.start) >= tile
+
+
+def test_group_option_takes_the_neighbour_from_another_clip_of_the_same_group_when_there_is_one():
+    sampler = TripletSampler(CLIPS, TILE, TripletConfig(neighbour="group"))
+    for triplet in every_triplet(sampler):
+        assert GROUPS[triplet.neighbour.clip] == GROUPS[triplet.anchor.clip]
+        has_mates = GROUPS.count(GROUPS[triplet.anchor.clip]) > 1
+        assert (triplet.neighbour.clip != triplet.anchor.clip) == has_mates
+
+
+def test_same_seed_gives_same_triplets_and_another_seed_or_epoch_differs():
+    sampler = TripletSampler(CLIPS, TILE, TripletConfig(random_offsets=True))
+    assert sampler.epoch(seed=7, epoch=3) == TripletSampler(CLIPS, TILE, TripletConfig(random_offsets=True)).epoch(7, 3)
+    assert sampler.epoch(seed=7, epoch=3) != sampler.epoch(seed=8, epoch=3)
+    assert sampler.epoch(seed=7, epoch=3) != sampler.epoch(seed=7, epoch=4)
+
+
+def test_every_clip_is_an_anchor_once_per_epoch():
+    triplets = TripletSampler(CLIPS, TILE).epoch(seed=0)
+    assert [t.anchor.clip for t in triplets] == list(range(len(CLIPS)))
+
+
+def test_sampler_sees_only_lengths_and_groups_never_labels():
+    assert [f.name for f in dataclasses.fields(Clip)] == ["frames", "group"]
+
+
+def test_clip_not_longer_than_a_tile_is_a_clear_error():
+    with pytest.raises(ValueError, match="not longer than one tile"):
+        TripletSampler([Clip(1001, "a"), Clip(400, "b")], TILE)
+
+
+def test_a_single_group_cannot_give_opposites():
+    with pytest.raises(ValueError, match="two groups"):
+        TripletSampler([Clip(1001, "a"), Clip(1001, "a")], TILE)
+
+
+def test_unknown_neighbour_option_is_rejected():
+    with pytest.raises(ValueError, match="neighbour"):
+        TripletConfig(neighbour="session")
+
+
+def test_held_out_validation_clips_keep_whole_groups_together():
+    groups = [f"g{i // 3}" for i in range(60)]
+    train, validation = held_out_groups(groups, 0.2, seed=1)
+    assert sorted(train + validation) == list(range(60))
+    assert {groups[i] for i in train}.isdisjoint({groups[i] for i in validation})
+    assert 10 <= len(validation) <= 15
+    assert held_out_groups(groups, 0.2, seed=1) == (train, validation)
