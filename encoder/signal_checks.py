@@ -60,7 +60,7 @@ class HealthConfig:
     stuck_min_period_ms: float = 1.0
     stuck_max_period_ms: float = 250.0  # repeated buffers of up to 4096 samples at 16 kHz
     stuck_chunk_s: float = 0.75  # every other chunk is checked, so a stall of 1.5 s anywhere is caught
-    stuck_residual_max_db: float = -50.0  # a repeated buffer or constant is ~exact: residual << -50 dB
+    stuck_residual_max_db: float = -80.0  # a repeated buffer is exact (-120); a pure tone with 50 dB SNR ~ -47
     faulty_checks: tuple[str, ...] = ("non_finite", "dead_channel", "stuck")  # the rest -> degraded
 
     def __post_init__(self) -> None:
@@ -234,7 +234,8 @@ def periodic_residual_db(samples: np.ndarray, sample_rate: int, min_period_ms: f
     Every other ``chunk_s`` chunk (mean removed) is compared with itself shifted by every lag in
     [min, max] period: residual = energy of (x[t+P] - x[t]) over energy of x. The lowest residual over
     chunks and lags is the score. A repeated buffer or a constant non-zero chunk scores -120 dB; real
-    sound, even a held note, stays above about -40 dB (the period is 0 for a constant). A pure tone
+    sound stays above about -40 dB, and even a clean electronic tone (which some long lag nearly
+    matches) stays above -60 dB (the period is 0 for a constant). A pure digital tone
     whose period is a whole number of samples is, digitally, a repeated buffer too. Digitally silent chunks are skipped (they are
     the dropout/dead checks' business); a channel with none left scores 0 dB.
     """
@@ -249,14 +250,15 @@ def periodic_residual_db(samples: np.ndarray, sample_rate: int, min_period_ms: f
     # Every other chunk: a stall lasting two chunks is always seen, at half the FFT work.
     starts = np.arange(0, n - chunk + 1, 2 * chunk)
     count = starts.size
-    x = samples[:, starts[:, None] + np.arange(chunk)].reshape(channels * count, chunk)
-    mean = x.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+    # float64: an exact repeat must read as ~0, and float32 rounding alone would leave about -70 dB.
+    x = samples[:, starts[:, None] + np.arange(chunk)].reshape(channels * count, chunk).astype(np.float64)
+    mean = x.mean(axis=1, keepdims=True)
     x = x - mean
     nfft = 1 << int(math.ceil(math.log2(chunk + hi)))  # no circular wrap for lags <= hi
     spectrum = np.fft.rfft(x, n=nfft, axis=1)
     autocorr = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, n=nfft, axis=1)[:, lo : hi + 1]
     cumulative = np.concatenate(
-        (np.zeros((x.shape[0], 1)), np.cumsum(np.square(x, dtype=np.float64), axis=1)), axis=1
+        (np.zeros((x.shape[0], 1)), np.cumsum(x * x, axis=1)), axis=1
     )
     lags = np.arange(lo, hi + 1)
     head = cumulative[:, chunk - lags]  # energy of x[0 : chunk-P]
