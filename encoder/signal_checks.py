@@ -235,9 +235,9 @@ def periodic_residual_db(samples: np.ndarray, sample_rate: int, min_period_ms: f
     [min, max] period: residual = energy of (x[t+P] - x[t]) over energy of x. The lowest residual over
     chunks and lags is the score. A repeated buffer or a constant non-zero chunk scores -120 dB; real
     sound stays above about -40 dB, and even a clean electronic tone (which some long lag nearly
-    matches) stays above -60 dB (the period is 0 for a constant). A pure digital tone
-    whose period is a whole number of samples is, digitally, a repeated buffer too. Digitally silent chunks are skipped (they are
-    the dropout/dead checks' business); a channel with none left scores 0 dB.
+    matches) stays above -60 dB. The period is 0 for a constant. A pure digital tone whose period is a
+    whole number of samples is, digitally, a repeated buffer too. Digitally silent chunks are skipped
+    (they are the dropout/dead checks' business); a channel with none left scores 0 dB.
     """
     channels, n = samples.shape
     chunk = min(n, int(round(chunk_s * sample_rate)))
