@@ -177,7 +177,6 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 _WINDOW_COLUMNS = ("id, mic_id, start_unix_ms, end_unix_ms, label, probabilities_json, health_state, "
                    "health_reasons_json, health_scores_json, rms_dbfs")
-_CHUNK_ROWS = 65536  # rows per matrix product in `nearest`, bounds the float32 temporary to 64 MiB at D=256
 
 
 def migrate(connection: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
@@ -253,40 +252,44 @@ def _decode_page_token(token: str) -> tuple[int, int, int]:
 
 
 class _EmbeddingIndex:
-    """In-memory copy of the stored embeddings of one dimension (float16), appended incrementally."""
+    """In-memory copy of the stored embeddings of one dimension, appended incrementally.
+
+    Rows are the stored float16 values widened to float32 and scaled to unit length once, so a query
+    is one matrix-vector product (converting float16 per query would cost ~10x more time).
+    """
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self.ids = np.zeros(0, dtype=np.int64)
         self.mics = np.zeros(0, dtype=object)
-        self.matrix = np.zeros((0, dim), dtype=np.float16)
-        self.norms = np.zeros(0, dtype=np.float32)
-        self._pending: list[tuple[int, str, np.ndarray]] = []
+        self.matrix = np.zeros((0, dim), dtype=np.float32)
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def add(self, ident: int, mic_id: str, vector16: np.ndarray) -> None:
-        """Queue one row; merged into the matrix at the next search."""
-        self._pending.append((ident, mic_id, vector16))
+    def add(self, ids: np.ndarray, mics: np.ndarray, vectors16: np.ndarray) -> None:
+        """Queue rows; merged into the matrix at the next search."""
+        self._pending.append((ids, mics, vectors16))
 
     def remove(self, ids: np.ndarray) -> None:
         """Drop rows by window id (after retention)."""
         self._flush()
         keep = ~np.isin(self.ids, ids)
-        self.ids, self.mics, self.matrix, self.norms = self.ids[keep], self.mics[keep], self.matrix[keep], self.norms[keep]
+        self.ids, self.mics, self.matrix = self.ids[keep], self.mics[keep], self.matrix[keep]
 
     def _flush(self) -> None:
         if not self._pending:
             return
-        ids, mics, vectors = zip(*self._pending)
-        block = np.stack(vectors).astype(np.float16)
-        self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=np.int64)])
-        self.mics = np.concatenate([self.mics, np.asarray(mics, dtype=object)])
+        ids, mics, blocks = zip(*self._pending)
+        block = np.concatenate(blocks).astype(np.float32)
+        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+        self.ids = np.concatenate([self.ids, *ids])
+        self.mics = np.concatenate([self.mics, *mics])
         self.matrix = np.concatenate([self.matrix, block])
-        self.norms = np.concatenate([self.norms, np.linalg.norm(block.astype(np.float32), axis=1)])
         self._pending.clear()
 
     def search(self, query: np.ndarray, k: int, mic_ids: Sequence[str] | None, exclude: set[int]) -> tuple[list[tuple[int, float]], int]:
-        """Exact top-k by cosine distance: ([(window id, distance)], rows compared)."""
+        """Exact top-k by cosine distance to a unit ``query``: ([(window id, distance)], rows compared)."""
         self._flush()
+        distances = 1.0 - self.matrix @ query
         mask = np.ones(len(self.ids), dtype=bool)
         if mic_ids:
             mask &= np.isin(self.mics, list(mic_ids))
@@ -295,12 +298,7 @@ class _EmbeddingIndex:
         candidates = np.flatnonzero(mask)
         if candidates.size == 0:
             return [], 0
-        distances = np.empty(candidates.size, dtype=np.float32)
-        for begin in range(0, candidates.size, _CHUNK_ROWS):
-            rows = candidates[begin:begin + _CHUNK_ROWS]
-            sims = self.matrix[rows].astype(np.float32) @ query
-            norms = np.maximum(self.norms[rows], 1e-12)
-            distances[begin:begin + rows.size] = 1.0 - sims / norms
+        distances = distances[candidates]
         count = min(k, candidates.size)
         top = np.argpartition(distances, count - 1)[:count] if count < candidates.size else np.arange(candidates.size)
         top = top[np.lexsort((self.ids[candidates[top]], distances[top]))]
@@ -552,14 +550,19 @@ class EventStore:
     def _cache_new_rows(self) -> None:
         """Load rows with id above the high-water mark into the in-memory indexes (lock held)."""
         assert self._indexes is not None
-        for ident, mic_id, blob, dim in self._db().execute(
-            "SELECT id, mic_id, embedding, embedding_dim FROM windows WHERE id > ? AND embedding IS NOT NULL ORDER BY id",
-            (self._loaded_up_to,),
-        ):
-            index = self._indexes.setdefault(dim, _EmbeddingIndex(dim))
-            index.add(ident, mic_id, np.frombuffer(blob, dtype="<f2"))
-        row = self._db().execute("SELECT max(id) FROM windows").fetchone()
-        self._loaded_up_to = max(self._loaded_up_to, row[0] or 0)
+        high = self._db().execute("SELECT max(id) FROM windows").fetchone()[0] or 0
+        for (dim,) in self._db().execute(
+            "SELECT DISTINCT embedding_dim FROM windows WHERE id > ? AND embedding IS NOT NULL", (self._loaded_up_to,)
+        ).fetchall():
+            rows = self._db().execute(
+                "SELECT id, mic_id, embedding FROM windows WHERE embedding_dim = ? AND id > ? AND id <= ? "
+                "AND embedding IS NOT NULL ORDER BY id", (dim, self._loaded_up_to, high)).fetchall()
+            if rows:
+                ids, mics, blobs = zip(*rows)
+                vectors = np.frombuffer(b"".join(blobs), dtype="<f2").reshape(len(rows), dim)
+                index = self._indexes.setdefault(dim, _EmbeddingIndex(dim))
+                index.add(np.asarray(ids, dtype=np.int64), np.asarray(mics, dtype=object), vectors)
+        self._loaded_up_to = max(self._loaded_up_to, high)
 
     def nearest(
         self, embedding: np.ndarray, k: int = 10, mic_id: str | Sequence[str] | None = None, exclude_ids: Sequence[int] = ()
