@@ -277,8 +277,21 @@ def open_source(mic: MicConfig) -> Source:
     if mic.kind == "device" or (mic.kind == "auto" and mic.device is not None):
         return DeviceSource(mic.id, mic.device, channels=mic.channels, block_s=mic.block_s)
     default = default_input_device()
-    if default is None:
-        log.warning("no audio input device found; using the bundled demo recording, looped",
+    problem = "no audio input device found" if default is None else usable_problem(default, mic.channels)
+    if problem:
+        log.warning(f"{problem}; using the bundled demo recording, looped",
                     extra={"mic": mic.id, "file": str(DEMO_CLIP)})
         return demo_source(mic.id, mic.block_s)
     return DeviceSource(mic.id, None, channels=mic.channels, block_s=mic.block_s)
+
+
+def usable_problem(device: dict, channels: int) -> str | None:
+    """Why PortAudio would refuse to record ``channels`` from ``device`` at its native rate (None if it would not)."""
+    import sounddevice
+
+    try:
+        sounddevice.check_input_settings(device=device["index"], channels=channels,
+                                         samplerate=device["default_samplerate"], dtype="float32")
+    except (sounddevice.PortAudioError, ValueError) as exc:
+        return f"the default input {device['name']!r} cannot record ({exc})"
+    return None

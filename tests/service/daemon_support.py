@@ -56,3 +56,77 @@ def hummed(samples: np.ndarray, rate: int = 16000, level: float = 0.3) -> np.nda
     t = np.arange(samples.shape[-1]) / rate
     hum = sum(level / k * np.sin(2 * np.pi * 50 * k * t) for k in (1, 2, 3))
     return (samples + hum).astype(np.float32)
+
+
+# --- a real PulseAudio server with a null sink whose monitor is the default input ---------------------
+
+import os
+import shutil
+import subprocess
+import time as _time
+
+import pytest
+
+NULL_SINK = "virt"
+
+
+def _pactl(*args: str, timeout: float = 10) -> subprocess.CompletedProcess:
+    return subprocess.run(["pactl", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _server_up() -> bool:
+    try:
+        return _pactl("info", timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def start_pulseaudio() -> str | None:
+    """Start (or reuse) a PulseAudio server, load the null sink ``virt`` once, make its monitor the default
+    input and the sink the default output; returns why that was impossible, or None."""
+    for tool in ("pulseaudio", "pactl", "paplay"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (Debian package pulseaudio / pulseaudio-utils)"
+    if not _server_up():
+        attempts = [["pulseaudio", "--start", "--exit-idle-time=-1"],
+                    ["pulseaudio", "-D", "--exit-idle-time=-1", "--disallow-exit"],
+                    ["pulseaudio", "--system", "-D", "--disallow-exit", "--disallow-module-loading=0"]]
+        errors = []
+        for command in attempts:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+            deadline = _time.monotonic() + 10
+            while _time.monotonic() < deadline and not _server_up():
+                _time.sleep(0.2)
+            if _server_up():
+                break
+            errors.append(f"{' '.join(command)}: rc={result.returncode} {result.stderr.strip()[-300:]}")
+        else:
+            return "PulseAudio could not be started: " + " | ".join(errors)
+    sinks = _pactl("list", "short", "sinks").stdout
+    if not any(line.split("\t")[1:2] == [NULL_SINK] for line in sinks.splitlines()):
+        loaded = _pactl("load-module", "module-null-sink", f"sink_name={NULL_SINK}")
+        if loaded.returncode != 0:
+            return f"cannot load module-null-sink: {loaded.stderr.strip()}"
+    for args in (("set-default-source", f"{NULL_SINK}.monitor"), ("set-default-sink", NULL_SINK)):
+        result = _pactl(*args)
+        if result.returncode != 0:
+            return f"pactl {' '.join(args)} failed: {result.stderr.strip()}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pulseaudio() -> str:
+    """A running PulseAudio whose default input hears what is played into the sink ``virt``.
+
+    Skips with the reason when PulseAudio cannot be started, except under CI=true, where that fails."""
+    reason = start_pulseaudio()
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI needs PulseAudio for the capture tests: {reason}")
+        pytest.skip(reason)
+    return NULL_SINK
+
+
+def play(path: Path, sink: str = NULL_SINK) -> subprocess.Popen:
+    """Start ``paplay`` of a file into ``sink`` (returns at once)."""
+    return subprocess.Popen(["paplay", "-d", sink, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
