@@ -337,6 +337,7 @@ def start_server(
             # larger than this is refused by gRPC itself with RESOURCE_EXHAUSTED
             ("grpc.max_receive_message_length", max_upload_bytes + 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
         ],
     )
     pb_grpc.add_RoomtoneServicer_to_server(RoomtoneServicer(store, bus, backend, max_upload_bytes, max_streams), server)

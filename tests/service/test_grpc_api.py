@@ -359,3 +359,17 @@ def test_the_server_listens_on_loopback_and_stopping_ends_open_streams(tmp_path:
     assert time.perf_counter() - started < 5.0 and bus.subscriber_count() == 0
     channel.close()
     store.close()
+
+
+def test_a_closed_store_or_bus_is_unavailable_not_internal(api: Api) -> None:
+    api.bus.close()
+    assert code_of(api.stub.StreamEvents, pb.StreamEventsRequest()) == (
+        grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down or its store is unavailable")
+    api.store.close()
+    assert code_of(api.stub.ListEvents, pb.ListEventsRequest()) == (
+        grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down or its store is unavailable")
+
+
+def test_an_address_in_use_is_refused_with_the_address_named(api: Api, backend: LogMelBackend) -> None:
+    with pytest.raises(OSError, match=api.address):
+        start_server(api.store, api.bus, backend, api.address)
