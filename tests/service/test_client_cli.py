@@ -29,17 +29,28 @@ def clips(homesounds: Path) -> dict[str, Path]:
     return {"speech": audio / "speech" / "speech_A1_000.flac", "water": audio / "water" / "water_A1_000.flac"}
 
 
-@pytest.fixture()
-def daemon(tmp_path: Path, clips: dict[str, Path]):
-    backend = LogMelBackend(clips, [MicStatus("kitchen", "USB Audio Device", "running", NOW_MS, "degraded",
-                                              ("hum: 50 Hz peak 24 dB above the floor",), {"hum": 24.0}, "water")])
-    store, bus = EventStore(tmp_path / "cli.db"), EventBus()
+@pytest.fixture(scope="module")
+def backend(clips: dict[str, Path]) -> LogMelBackend:
+    return LogMelBackend(clips, [MicStatus("kitchen", "USB Audio Device", "running", NOW_MS, "degraded",
+                                           ("hum: 50 Hz peak 24 dB above the floor",), {"hum": 24.0}, "water")])
+
+
+@pytest.fixture(scope="module")
+def analysed(backend: LogMelBackend, clips: dict[str, Path]) -> list[WindowResult]:
+    """The first window of the speech and the water clip, as a kitchen mic 60 s and 50 s ago."""
+    windows = []
     for index, name in enumerate(("speech", "water")):
-        analysed = backend.analyze_audio(clips[name].read_bytes())[0]
+        result = backend.analyze_audio(clips[name].read_bytes())[0]
         start = NOW_MS - 60_000 + index * 10_000
-        store.add_results([WindowResult(**{**analysed.__dict__, "mic_id": "kitchen", "start_unix_ms": start,
-                                           "end_unix_ms": start + 10_000})],
-                          [StateChange("activity_changed", "kitchen", start, None if index == 0 else "speech", name)])
+        windows.append(WindowResult(**{**result.__dict__, "mic_id": "kitchen", "start_unix_ms": start, "end_unix_ms": start + 10_000}))
+    return windows
+
+
+@pytest.fixture()
+def daemon(tmp_path: Path, backend: LogMelBackend, analysed: list[WindowResult]):
+    store, bus = EventStore(tmp_path / "cli.db"), EventBus()
+    for previous, window in zip([None, "speech"], analysed):
+        store.add_results([window], [StateChange("activity_changed", "kitchen", window.start_unix_ms, previous, window.label)])
     server = start_server(store, bus, backend, "127.0.0.1:0")
     yield server.roomtone_address, store, bus
     stop_server(server, grace_s=0.2)
