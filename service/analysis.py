@@ -130,7 +130,8 @@ class Analyzer:
         if drift is not None:
             from encoder.drift import with_drift
 
-            health = with_drift(health, drift.update(embedding) if health.state == "ok" else drift_score_of(drift, embedding))
+            # only windows that pass every signal check teach the baseline what this microphone sounds like
+            health = with_drift(health, drift.update(embedding, learn=health.state == "ok"), self.health_config)
         return health
 
     # --- live windows -------------------------------------------------------------------------------
@@ -256,12 +257,6 @@ def new_drift_tracker():
     except ImportError:
         return None
     return DriftTracker()
-
-
-def drift_score_of(drift, embedding: np.ndarray):
-    """The drift score of an unhealthy window without teaching it to the baseline (when supported)."""
-    score = getattr(drift, "score", None)
-    return score(embedding) if callable(score) else drift.update(embedding)
 
 
 @dataclass

@@ -1,0 +1,205 @@
+"""The daemon end to end: `roomtone run` as the README starts it (demo recording when there is no
+microphone), live capture from a PulseAudio source with the bundled model and head, health changing when
+the sound is clipped and hummed, the gRPC API over the running pipeline, clean shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from daemon_support import clipped, hummed, play, pulseaudio, small_model_file, write_wav  # noqa: F401
+from encoder.audio import load_audio
+from encoder.model_file import load_model
+from service.cli.main import main
+from service.config import load_config
+from service.daemon import Daemon
+from service.event_store import EventQuery, EventStore
+from service.rpc import roomtone_pb2 as pb
+from service.rpc import roomtone_pb2_grpc as pb_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLED_MODEL = REPO / "models" / "roomtone.pt"
+ROOMTONE = Path(sys.executable).parent / "roomtone"
+LIVE_CLASS = "typing"  # the class of the clip played into the PulseAudio sink
+LIVE_CLIP = f"audio/{LIVE_CLASS}/{LIVE_CLASS}_A4_000.flac"
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, homesounds) -> Path:
+    return small_model_file(tmp_path_factory.mktemp("model") / "small.pt", homesounds)
+
+
+@pytest.fixture(scope="module")
+def bundled_model() -> Path:
+    if not BUNDLED_MODEL.is_file():
+        pytest.fail(f"the bundled model {BUNDLED_MODEL} is missing (train it with `roomtone train`)")
+    return BUNDLED_MODEL
+
+
+class DaemonProcess:
+    """`roomtone run ...` in a subprocess whose JSON log lines are read on a thread."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.lines: list[dict] = []
+        self.raw: list[str] = []
+        self.proc = subprocess.Popen([str(ROOMTONE), "run", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.raw.append(line)
+            try:
+                self.lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+
+    def wait_for(self, message: str, timeout: float, **fields) -> dict:
+        """The first log entry with this message (and fields); fails with the log when it does not come."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in list(self.lines):
+                if entry.get("message") == message and all(entry.get(k) == v for k, v in fields.items()):
+                    return entry
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.1)
+        pytest.fail(f"no log line {message!r} {fields} within {timeout} s; log:\n" + "".join(self.raw[-40:]))
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, then the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._reader.join(5)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def isolated_args(tmp_path: Path) -> list[str]:
+    """Options that keep a test daemon off the default ports and data dir."""
+    return ["--data-dir", str(tmp_path / "data"), "--grpc-address", "127.0.0.1:0", "--metrics-port", "0"]
+
+
+def stored_windows(tmp_path: Path) -> list:
+    with EventStore(tmp_path / "data" / "roomtone.db") as store:
+        return sorted(store.list_windows(limit=1000).items, key=lambda w: w.start_unix_ms)
+
+
+def test_the_readme_command_runs_on_the_demo_recording_without_a_microphone_and_stops_cleanly(bundled_model, tmp_path):
+    env = {**os.environ, "PULSE_SERVER": "unix:/nonexistent"}  # no sound card, no sound server: no input at all
+    env.pop("ROOMTONE_DATA_DIR", None)
+    daemon = DaemonProcess(isolated_args(tmp_path), env=env)
+    try:
+        demo = daemon.wait_for("no audio input device found; using the bundled demo recording, looped", 60)
+        assert demo["mic"] == "mic0" and demo["file"].endswith("service/assets/demo.flac")
+        loaded = daemon.wait_for("model loaded", 60)
+        assert loaded["model"] == str(bundled_model) and loaded["device"] in ("cpu", "cuda")
+        assert daemon.wait_for("store opened", 60)["store"] == str((tmp_path / "data" / "roomtone.db").resolve())
+        daemon.wait_for("state changed", 60, kind="health_changed")  # the first 10 s window was stored
+    finally:
+        code = daemon.stop()
+    assert code == 0, "".join(daemon.raw[-20:])
+    stopped = daemon.wait_for("roomtone stopped", 5)
+    assert stopped["reason"] == "SIGTERM" and stopped["drained"] is True
+    windows = stored_windows(tmp_path)
+    assert len(windows) >= 1 and windows[0].mic_id == "mic0"
+    assert windows[0].embedding is None or windows[0].embedding.shape == (load_model(bundled_model).embedding_dim,)
+    assert windows[0].health_state == "ok", windows[0].health_reasons
+
+
+def test_a_bad_config_key_stops_the_start_and_names_the_key(tmp_path, capsys):
+    config = tmp_path / "roomtone.toml"
+    config.write_text("[pipeline]\nhop_seconds = 5\n")
+    assert main(["run", "--config", str(config)]) == 2
+    assert "pipeline.hop_seconds" in capsys.readouterr().err
+
+
+def test_the_daemon_serves_its_microphones_and_windows_over_grpc_while_running(small_model, homesounds, tmp_path):
+    clip = homesounds / "audio" / "speech" / "speech_A2_000.flac"
+    config = load_config(None, {
+        "model": str(small_model), "data_dir": str(tmp_path / "data"),
+        "mics": [{"id": "desk", "kind": "file", "path": str(clip), "realtime": False}],
+        "grpc": {"address": "127.0.0.1:0"}, "metrics": {"port": 0},
+    }, environ={})
+    daemon = Daemon(config)
+    daemon.start()
+    try:
+        assert daemon.pipeline.drained.wait(60)
+        with grpc.insecure_channel(daemon.grpc_address) as channel:
+            stub = pb_grpc.RoomtoneStub(channel)
+            (mic,) = stub.ListMicrophones(pb.ListMicrophonesRequest(), timeout=10).microphones
+            assert (mic.mic_id, mic.device, mic.state) == ("desk", str(clip), "stopped")
+            assert mic.health.state == pb.HEALTH_STATE_OK and mic.label in ("water", "typing", "speech")
+            assert mic.last_window_end_unix_ms > 0
+            events = stub.ListEvents(pb.ListEventsRequest(limit=10), timeout=10).events
+            assert any(e.HasField("window") for e in events)
+            classified = stub.Classify(pb.ClassifyRequest(audio=clip.read_bytes()), timeout=60)
+            assert len(classified.windows) == 1
+    finally:
+        daemon.stop()
+    assert daemon.drift_path.is_file()
+    restarted = Daemon(config)
+    restarted.start()
+    try:
+        assert restarted.analyzer.drift_state()["desk"]["count"] == 1  # the baseline survived the restart
+    finally:
+        restarted.stop()
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+def test_live_capture_labels_what_is_played_and_notices_when_it_becomes_clipped_and_hummed(
+        pulseaudio, bundled_model, homesounds, tmp_path):
+    clean = load_audio(homesounds / LIVE_CLIP)[0].numpy()
+    bad = hummed(clipped(clean))
+    # 25 s clean then 30 s clipped + hummed, played before the daemon starts so no window starts in silence
+    track = write_wav(tmp_path / "live.wav", np.concatenate([clean, clean, clean[:, :80_000], bad, bad, bad], axis=1))
+    player = play(track)
+    daemon = None
+    try:
+        time.sleep(1.5)  # paplay loses up to ~1 s at its start
+        daemon = DaemonProcess([*isolated_args(tmp_path), "--max-windows", "5"])
+        daemon.wait_for("microphone", 60, mic="mic0")
+        running = daemon.wait_for("roomtone running", 60)
+        first = daemon.wait_for("state changed", 60, kind="health_changed")
+        assert first["current"] == "ok", first
+        with grpc.insecure_channel(running["grpc"]) as channel:
+            health = pb_grpc.RoomtoneStub(channel).GetMicrophoneHealth(
+                pb.GetMicrophoneHealthRequest(mic_id="mic0"), timeout=10)
+        assert health.state == pb.HEALTH_STATE_OK
+        changed = daemon.wait_for("state changed", 90, kind="health_changed", previous="ok")
+        assert changed["current"] in ("degraded", "faulty")
+        assert any(r.startswith(("clipping", "hum")) for r in changed["reasons"]), changed
+        assert daemon.proc.wait(60) == 0  # --max-windows reached: drains, flushes, exits 0
+    finally:
+        player.kill()
+        if daemon is not None:
+            daemon.kill()
+    assert daemon.wait_for("microphone", 1, mic="mic0")["device"] != "demo:demo.flac"
+    windows = stored_windows(tmp_path)
+    assert len(windows) == 5
+    first_window = windows[0]
+    assert first_window.health_state == "ok" and first_window.embedding is not None
+    if load_model(bundled_model).head is not None:
+        assert first_window.label == LIVE_CLASS, first_window.probabilities
+    assert windows[-1].health_state != "ok"
+    with EventStore(tmp_path / "data" / "roomtone.db") as store:
+        changes = store.list_events(EventQuery(kinds=("health_changed",)), limit=10).items
+    assert [c.current for c in sorted(changes, key=lambda c: c.time_unix_ms)][:1] == ["ok"]
