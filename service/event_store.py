@@ -322,7 +322,10 @@ class EventStore:
         except BaseException:
             self._connection.close()
             raise
-        self._indexes: dict[int, _EmbeddingIndex] | None = None  # loaded on the first `nearest`
+        # Similarity cache, filled on the first `nearest` and topped up by later ones. Its own lock
+        # (always taken before `_lock`, never inside it) keeps searches from blocking writers.
+        self._cache_lock = threading.Lock()
+        self._indexes: dict[int, _EmbeddingIndex] = {}
         self._loaded_up_to = 0  # highest window id already in the indexes
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -393,8 +396,6 @@ class EventStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            if self._indexes is not None:
-                self._cache_new_rows()
         return stored_windows, stored_changes
 
     @staticmethod
@@ -547,22 +548,24 @@ class EventStore:
                     db.execute("SELECT count(*) FROM events").fetchone()[0])
 
     # -- similarity ------------------------------------------------------------------------------
-    def _cache_new_rows(self) -> None:
-        """Load rows with id above the high-water mark into the in-memory indexes (lock held)."""
-        assert self._indexes is not None
-        high = self._db().execute("SELECT max(id) FROM windows").fetchone()[0] or 0
-        for (dim,) in self._db().execute(
-            "SELECT DISTINCT embedding_dim FROM windows WHERE id > ? AND embedding IS NOT NULL", (self._loaded_up_to,)
-        ).fetchall():
-            rows = self._db().execute(
-                "SELECT id, mic_id, embedding FROM windows WHERE embedding_dim = ? AND id > ? AND id <= ? "
-                "AND embedding IS NOT NULL ORDER BY id", (dim, self._loaded_up_to, high)).fetchall()
-            if rows:
-                ids, mics, blobs = zip(*rows)
-                vectors = np.frombuffer(b"".join(blobs), dtype="<f2").reshape(len(rows), dim)
-                index = self._indexes.setdefault(dim, _EmbeddingIndex(dim))
-                index.add(np.asarray(ids, dtype=np.int64), np.asarray(mics, dtype=object), vectors)
-        self._loaded_up_to = max(self._loaded_up_to, high)
+    def _cache_new_rows(self, batch: int = 20_000) -> None:
+        """Load rows above the high-water mark into the indexes (cache lock held), in batches that
+        take the database lock only briefly so writers are not held up by a first large load."""
+        while True:
+            with self._lock:
+                rows = self._db().execute(
+                    "SELECT id, mic_id, embedding, embedding_dim FROM windows WHERE id > ? AND embedding IS NOT NULL "
+                    "ORDER BY id LIMIT ?", (self._loaded_up_to, batch)).fetchall()
+            if not rows:
+                return
+            for dim in {row[3] for row in rows}:
+                part = [row for row in rows if row[3] == dim]
+                vectors = np.frombuffer(b"".join(row[2] for row in part), dtype="<f2").reshape(len(part), dim)
+                self._indexes.setdefault(dim, _EmbeddingIndex(dim)).add(
+                    np.asarray([row[0] for row in part], dtype=np.int64), np.asarray([row[1] for row in part], dtype=object), vectors)
+            self._loaded_up_to = rows[-1][0]
+            if len(rows) < batch:
+                return
 
     def nearest(
         self, embedding: np.ndarray, k: int = 10, mic_id: str | Sequence[str] | None = None, exclude_ids: Sequence[int] = ()
@@ -579,15 +582,13 @@ class EventStore:
         if not math.isfinite(norm) or norm == 0.0:
             raise ValueError("query embedding must be finite and non-zero")
         mic_ids = [mic_id] if isinstance(mic_id, str) else (list(mic_id) if mic_id else None)
-        with self._lock:
-            if self._indexes is None:
-                self._indexes = {}
-                self._cache_new_rows()
+        with self._cache_lock:
+            self._cache_new_rows()
             index = self._indexes.get(query.size)
             if index is None:
                 return NearestResult([], 0)
             hits, searched = index.search(query / norm, k, mic_ids, set(int(i) for i in exclude_ids))
-            windows = {w.window_id: w for w in self.get_windows([i for i, _ in hits])}
+        windows = {w.window_id: w for w in self.get_windows([i for i, _ in hits])}
         return NearestResult([(windows[i], d) for i, d in hits if i in windows], searched)
 
     # -- retention -------------------------------------------------------------------------------
@@ -643,7 +644,8 @@ class EventStore:
             if ids or events:
                 db.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page per step
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            if ids and self._indexes is not None:
+        if ids:
+            with self._cache_lock:
                 removed = np.asarray(ids, dtype=np.int64)
                 for index in self._indexes.values():
                     index.remove(removed)
