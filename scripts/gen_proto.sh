@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Regenerate the Python gRPC stubs in service/rpc/ from proto/roomtone/v1/roomtone.proto.
-# Usage: bash scripts/gen_proto.sh   (needs the venv: grpcio-tools). The output is committed.
+# Usage: bash scripts/gen_proto.sh [OUT_DIR]   (default service/rpc; needs grpcio-tools from the venv,
+# or the interpreter in $PYTHON). The output is committed; a test checks it matches the .proto.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=service/rpc
+out=${1:-service/rpc}
+py=${PYTHON:-.venv/bin/python}
+mkdir -p "$out"
 rm -f "$out"/roomtone_pb2.py "$out"/roomtone_pb2.pyi "$out"/roomtone_pb2_grpc.py
-# -I at the package folder: the stubs land flat in service/rpc/ (the proto package stays roomtone.v1).
-.venv/bin/python -m grpc_tools.protoc -I proto/roomtone/v1 \
+# -I at the package folder: the stubs land flat in $out (the proto package stays roomtone.v1).
+"$py" -m grpc_tools.protoc -I proto/roomtone/v1 \
     --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" roomtone.proto
 # protoc writes a top-level import; make it relative so the stubs work inside the `service` package.
 sed -i 's/^import roomtone_pb2 as roomtone__pb2$/from . import roomtone_pb2 as roomtone__pb2/' "$out"/roomtone_pb2_grpc.py
