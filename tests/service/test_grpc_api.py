@@ -1,6 +1,6 @@
 """The gRPC API against a real server on an ephemeral loopback port: every RPC, every documented
 status code, health checking and reflection. The backend is a small real one (decoding, windows and
-log-Mel of encoder/) so uploads travel the whole path."""
+a tiny random-weight encoder and the signal checks of encoder/) so uploads travel the whole path."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from service.records import MicStatus, StateChange, WindowResult
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
 
-from logmel_backend import LogMelBackend  # tests/service/ is on sys.path (pytest rootdir-relative import)
+from tiny_model_backend import EMBEDDING_DIM, TinyModelBackend  # tests/service/ is on sys.path (pytest rootdir-relative import)
 
 UPLOAD_LIMIT = 1024 * 1024
 MICS = [
@@ -41,7 +41,7 @@ class Api:
     channel: grpc.Channel
     store: EventStore
     bus: EventBus
-    backend: LogMelBackend
+    backend: TinyModelBackend
     address: str
 
 
@@ -53,12 +53,12 @@ def clips(homesounds: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def backend(clips: dict[str, Path]) -> LogMelBackend:
-    return LogMelBackend({"speech": clips["speech"], "water": clips["water"]}, MICS)
+def backend(clips: dict[str, Path]) -> TinyModelBackend:
+    return TinyModelBackend({"speech": clips["speech"], "water": clips["water"]}, MICS)
 
 
 @pytest.fixture()
-def api(tmp_path: Path, backend: LogMelBackend):
+def api(tmp_path: Path, backend: TinyModelBackend):
     backend.ready, backend.failure = True, None
     store = EventStore(tmp_path / "api.db")
     bus = EventBus(queue_size=64, max_subscribers=8)
@@ -199,7 +199,7 @@ def test_stream_events_replays_the_latest_stored_items_then_goes_live_without_du
     assert received == [stored[2].window_id, stored[3].window_id, stored[4].window_id, live.window_id]
 
 
-def test_a_client_that_reads_too_slowly_gets_a_gap_and_never_blocks_publishing(tmp_path: Path, backend: LogMelBackend) -> None:
+def test_a_client_that_reads_too_slowly_gets_a_gap_and_never_blocks_publishing(tmp_path: Path, backend: TinyModelBackend) -> None:
     store = EventStore(tmp_path / "slow.db")
     bus = EventBus(queue_size=1)
     server = start_server(store, bus, backend, "127.0.0.1:0")
@@ -248,10 +248,9 @@ def test_find_similar_by_window_id_leaves_the_query_out_and_orders_by_distance(a
 
 
 def test_find_similar_by_audio_finds_the_stored_window_of_the_same_recording(api: Api, clips: dict[str, Path]) -> None:
-    stored = []
     for name in ("speech", "water", "speech2", "water2"):
-        analysed = api.backend.analyze_audio(clips[name].read_bytes())[0]
-        stored += api.store.add_results([WindowResult(**{**analysed.__dict__, "mic_id": name, "start_unix_ms": 0})])[0]
+        (embedding,) = api.backend.embed_audio_bytes(clips[name].read_bytes())
+        api.store.add_results([WindowResult(name, 0, 10_000, None, {}, "ok", (), {}, -30.0, embedding)])
     response = api.stub.FindSimilar(pb.FindSimilarRequest(audio=clips["water2"].read_bytes(), k=2))
     assert response.neighbors[0].window.mic_id == "water2"
     assert response.neighbors[0].distance == pytest.approx(0.0, abs=1e-3)
@@ -283,7 +282,7 @@ def test_classify_labels_every_window_of_an_uploaded_recording(api: Api, clips: 
     first = response.windows[0]
     assert first.window_id == 0 and first.mic_id == "upload" and first.health_state == pb.HEALTH_STATE_OK
     assert sum(first.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
-    assert len(first.embedding) == 128 and np.linalg.norm(first.embedding) == pytest.approx(1.0, abs=1e-4)
+    assert len(first.embedding) == EMBEDDING_DIM and np.linalg.norm(first.embedding) == pytest.approx(1.0, abs=1e-4)
     assert not api.stub.Classify(pb.ClassifyRequest(audio=clips["speech"].read_bytes())).windows[0].embedding
 
 
@@ -343,7 +342,7 @@ def test_reflection_lists_the_services_and_serves_the_proto(api: Api) -> None:
     assert described.file_descriptor_response.file_descriptor_proto
 
 
-def test_the_server_listens_on_loopback_and_stopping_ends_open_streams(tmp_path: Path, backend: LogMelBackend) -> None:
+def test_the_server_listens_on_loopback_and_stopping_ends_open_streams(tmp_path: Path, backend: TinyModelBackend) -> None:
     store, bus = EventStore(tmp_path / "stop.db"), EventBus()
     server = start_server(store, bus, backend, "127.0.0.1:0")
     assert server.roomtone_address.startswith("127.0.0.1:")
@@ -370,6 +369,6 @@ def test_a_closed_store_or_bus_is_unavailable_not_internal(api: Api) -> None:
         grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down or its store is unavailable")
 
 
-def test_an_address_in_use_is_refused_with_the_address_named(api: Api, backend: LogMelBackend) -> None:
+def test_an_address_in_use_is_refused_with_the_address_named(api: Api, backend: TinyModelBackend) -> None:
     with pytest.raises(OSError, match=api.address):
         start_server(api.store, api.bus, backend, api.address)
