@@ -148,7 +148,7 @@ def main() -> int:
                 if process.poll() is None:
                     process.terminate()
                     process.wait(30)
-    print(f"live_check: OK in {time.monotonic() - started:.0f} s (logs in {work})")
+    print(f"live_check: OK in {time.monotonic() - started:.0f} s" + (f" (logs in {work})" if args.keep else ""))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
