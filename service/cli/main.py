@@ -21,6 +21,10 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("health", "service.cli.health", "check microphone health (clipping, dropouts, dead channel, DC, hum, stuck) per 10 s window of audio files"),
     ("train", "service.cli.train", "train the self-supervised encoder and write a model file"),
     ("embed", "service.cli.embed", "embed audio files or a dataset with a model file into an .npz"),
+    ("evaluate", "service.cli.evaluate", "linear probe on the dataset's folds vs baselines, clusters, embedding map -> report.md"),
+    ("neighbours", "service.cli.neighbours", "the k most similar segments of an embedding index to a query recording"),
+    ("audit", "service.cli.audit", "rank a dataset's clips by suspected mislabels, broken recordings and outliers -> CSV"),
+    ("train-head", "service.cli.train_head", "fit the activity head on labelled clips and store it in a copy of the model file"),
 ]
 
 

@@ -1,0 +1,127 @@
+"""report.md of an evaluation run: the method x macro-F1 table first, then per-fold and per-class
+scores, the confusion matrix, clusters, the embedding map, the exact command, model hash and data."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import numpy as np
+
+from encoder.probe import ProbeResult
+
+
+def plot_confusion(result: ProbeResult, path: str | Path, title: str) -> Path:
+    """Confusion matrix (rows true, columns predicted; counts, colour = row fraction) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = result.confusion
+    fraction = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    n = len(result.class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n), dpi=120)
+    ax.imshow(fraction, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if fraction[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), result.class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), result.class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def _pct(x: float) -> str:
+    """A fraction as a percentage with one decimal."""
+    return f"{100 * x:.1f}"
+
+
+def method_table(result) -> list[str]:
+    """Markdown lines of the first table: method x macro-F1 (mean +- std), with/without rendered styles."""
+    has_without = any(m.probe_without_rendered is not None for m in result.methods)
+    header = "| method | macro-F1 % (mean +- std over 4 folds) |"
+    rule = "| --- | --- |"
+    if has_without:
+        header += " without `_rendered` styles |"
+        rule += " --- |"
+    lines = [header, rule]
+    for m in result.methods:
+        if m.probe is None:
+            cells = f"| {m.name} | not run: {m.unavailable} |" + (" |" if has_without else "")
+        else:
+            cells = f"| {m.name} | {m.probe.summary()} |"
+            if has_without:
+                cells += f" {m.probe_without_rendered.summary() if m.probe_without_rendered else ''} |"
+        lines.append(cells)
+    return lines
+
+
+def write_report(result, path: str | Path) -> Path:
+    """Write report.md for an `EvaluationResult` (figures are referenced relative to the report)."""
+    config, table, sweep = result.config, result.table, result.sweep
+    model = next(m for m in result.methods if m.key == "model")
+    classes = table.class_names
+    lines = [f"# Evaluation: {config.data_path.name}", ""]
+    lines += ["## Linear probe (DCASE 2018 task 5 protocol), macro-F1", ""]
+    lines += method_table(result)
+    lines += ["",
+              "Per fold k: StandardScaler + multinomial logistic regression (C=1) fit on the frozen features of "
+              "the other folds' segments, scored on fold k; one decision per 10 s segment (class posteriors "
+              "averaged over a segment's channels). Folds come from the dataset. Std is over the 4 folds.", ""]
+    available = [m for m in result.methods if m.probe is not None]
+    folds = sorted(model.probe.fold_f1)
+    lines += ["### Macro-F1 per held-out fold (%)", "",
+              "| method | " + " | ".join(f"fold {k}" for k in folds) + " |",
+              "| --- |" + " --- |" * len(folds)]
+    for m in available:
+        lines.append(f"| {m.name} | " + " | ".join(_pct(m.probe.fold_f1[k]) for k in folds) + " |")
+    lines += ["", "### F1 per class (%, pooled over the held-out folds)", "",
+              "| class | " + " | ".join(m.name for m in available) + " |",
+              "| --- |" + " --- |" * len(available)]
+    for c in classes:
+        lines.append(f"| {c} | " + " | ".join(_pct(m.probe.per_class_f1.get(c, 0.0)) for m in available) + " |")
+    lines += ["", f"### Confusion matrix: {model.name}", "", f"![confusion matrix]({result.figures['confusion']})", ""]
+
+    target = len(classes)
+    lines += ["## Clusters (k-Means on the unit-normalised segment embeddings)", "",
+              f"Best silhouette at **k = {sweep.best_k}** ({target} classes; "
+              f"{'within' if abs(sweep.best_k - target) <= 1 else 'outside'} +-1 of the class count). "
+              f"At that k: purity **{_pct(sweep.purity)} %**, NMI **{sweep.nmi:.3f}**.", "",
+              "| k | " + " | ".join(str(k) for k in sweep.ks) + " |",
+              "| --- |" + " --- |" * len(sweep.ks),
+              "| silhouette | " + " | ".join(f"{s:.3f}" for s in sweep.silhouette) + " |",
+              "| inertia | " + " | ".join(f"{i:.1f}" for i in sweep.inertia) + " |", "",
+              f"![elbow]({result.figures['elbow']}) ![silhouette]({result.figures['silhouette']})", ""]
+    lines += ["## Embedding map (t-SNE)", "",
+              f"![embedding map]({result.figures['map']})", "",
+              f"Interactive version (hover a point for its file and label): [{result.figures['map_html']}]"
+              f"({result.figures['map_html']}). `embeddings.npz` in this folder is a neighbour index: "
+              f"`roomtone neighbours --model M --index embeddings.npz QUERY_AUDIO`.", ""]
+    lines += ["## Run", "",
+              "```", config.command or "(command not recorded)", "```", "",
+              f"- model: `{config.model_path}`, sha256 `{result.model_sha256}`"]
+    meta = result.model_metadata or {}
+    for key in ("git_commit", "created", "trained_on", "data_sha256", "epochs"):
+        if key in meta:
+            lines.append(f"- model {key}: `{meta[key]}`")
+    lines.append(f"- written: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
+    summary = result.data_summary
+    lines += ["", "## Data", "",
+              f"`{config.data_path}`: {summary.clips} clips, {table.num_segments} segments of up to 10 s, "
+              f"{len(summary.classes)} classes, {summary.minutes:.1f} minutes; channels: "
+              + ", ".join(f"{c} ch x {n}" for c, n in sorted(summary.channels.items())) + ".", "",
+              "| class | fold 1 | fold 2 | fold 3 | fold 4 | total |", "| --- | --- | --- | --- | --- | --- |"]
+    for label, per_fold in summary.classes.items():
+        lines.append(f"| {label} | " + " | ".join(str(per_fold.get(k, 0)) for k in (1, 2, 3, 4))
+                     + f" | {sum(per_fold.values())} |")
+    if summary.problems:
+        lines += ["", "Problems found in the data:"] + [f"- {p}" for p in summary.problems]
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return Path(path)
