@@ -30,6 +30,7 @@ RULES = REPO / "deploy" / "prometheus" / "rules"
 
 
 def free_port() -> int:
+    """A TCP port free on loopback right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -84,6 +85,7 @@ def wait_for(prometheus: str, wanted: set[tuple[str, str]], timeout_s: float, st
 
 
 def main() -> int:
+    """Run the check; exit code 0 when every expected alert fired."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model file (default: models/roomtone.pt, else an untrained stand-in)")
     parser.add_argument("--keep", help="work in this folder and keep it (logs, store, Prometheus data)")

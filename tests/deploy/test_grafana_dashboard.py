@@ -12,10 +12,12 @@ PROVISIONING = DEPLOY / "grafana" / "provisioning"
 
 
 def dashboard() -> dict:
+    """The dashboard JSON."""
     return json.loads(DASHBOARD.read_text())
 
 
 def panels() -> list[dict]:
+    """Every panel except row headers."""
     return [p for p in dashboard()["panels"] if p["type"] != "row"]
 
 
@@ -25,6 +27,7 @@ def queries() -> list[tuple[str, str]]:
 
 
 def provisioned(path, key: str) -> list[str]:
+    """Values of ``key:`` in a Grafana provisioning YAML file."""
     return re.findall(rf"^\s*-?\s*{key}:\s*(\S+)", path.read_text(), flags=re.M)
 
 

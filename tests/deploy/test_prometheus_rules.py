@@ -20,6 +20,7 @@ REQUIRED_ALERTS = {
 
 
 def alert_names() -> list[str]:
+    """Names of the alerts in the rules file, in order."""
     return re.findall(r"^\s*- alert:\s*(\w+)", RULES.read_text(), flags=re.M)
 
 

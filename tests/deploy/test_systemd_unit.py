@@ -45,6 +45,7 @@ def installed_copy(tmp_path: Path) -> Path:
 
 
 def systemd_analyze() -> str:
+    """Path of systemd-analyze; skips the test where systemd is not installed."""
     path = shutil.which("systemd-analyze")
     if not path:
         pytest.skip("systemd-analyze is not installed (no systemd on this machine)")
