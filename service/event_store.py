@@ -406,10 +406,13 @@ class EventStore:
         if window.end_unix_ms < window.start_unix_ms:
             raise ValueError(f"WindowResult for {window.mic_id}: end_unix_ms {window.end_unix_ms} before start {window.start_unix_ms}")
         blob, dim = _encode_embedding(window.embedding)
+        # SQLite turns NaN into NULL; a level of non-finite samples is stored as silence (the health
+        # reasons say non_finite).
+        rms = float(window.rms_dbfs) if not math.isnan(window.rms_dbfs) else float("-inf")
         return (window.mic_id, int(window.start_unix_ms), int(window.end_unix_ms), window.label,
                 json.dumps({k: float(v) for k, v in window.probabilities.items()}), window.health_state,
                 json.dumps(list(window.health_reasons)), json.dumps({k: float(v) for k, v in window.health_scores.items()}),
-                float(window.rms_dbfs), blob, dim)
+                rms, blob, dim)
 
     # -- reading ---------------------------------------------------------------------------------
     @staticmethod

@@ -67,10 +67,11 @@ def test_a_window_reads_back_with_every_field_and_a_float16_embedding(store: Eve
     assert store.get_window(999) is None
 
 
-def test_silence_with_minus_infinite_rms_is_stored(store: EventStore) -> None:
+def test_silence_and_non_finite_levels_are_stored_as_minus_infinity(store: EventStore) -> None:
     silent = WindowResult("kitchen", 0, 10_000, None, {}, "faulty", ("dead",), {}, float("-inf"))
-    (stored,), _ = store.add_results([silent])
-    assert store.get_window(stored.window_id).rms_dbfs == float("-inf")
+    broken = WindowResult("kitchen", 10_000, 20_000, None, {}, "faulty", ("non_finite",), {}, float("nan"))
+    stored, _ = store.add_results([silent, broken])
+    assert [store.get_window(w.window_id).rms_dbfs for w in stored] == [float("-inf"), float("-inf")]
 
 
 def test_a_batch_with_an_invalid_record_stores_nothing(store: EventStore) -> None:
