@@ -88,6 +88,7 @@ def save_model(bundle: ModelBundle, path: str | Path) -> None:
             torch.save(bundle_to_dict(bundle), stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a model file is meant to be shared
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

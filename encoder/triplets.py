@@ -97,14 +97,15 @@ def _two_tile_starts(frames: int, tile_frames: int, random_offsets: bool, rng: n
         first, second = rng.choice(len(fixed), size=2, replace=False)
         return fixed[int(first)], fixed[int(second)]
     last = frames - tile_frames
-    first = int(rng.integers(0, last + 1))
-    # Prefer a non-overlapping second tile; a clip shorter than two tiles gets any other start.
-    apart = [s for s in (range(0, first - tile_frames + 1), range(first + tile_frames, last + 1)) if len(s)]
-    if apart:
-        span = apart[int(rng.integers(0, len(apart)))]
-        return first, int(rng.integers(span.start, span.stop))
-    second = int(rng.integers(0, last))
-    return first, second + (second >= first)
+    if last < tile_frames:  # shorter than two tiles: any other start (the tiles overlap)
+        first = int(rng.integers(0, last + 1))
+        second = int(rng.integers(0, last))
+        return first, second + (second >= first)
+    # Two non-overlapping tiles: draw the earlier start among those leaving room for a later tile,
+    # the later start after it, then randomise which one is the anchor.
+    earlier = int(rng.integers(0, last - tile_frames + 1))
+    later = int(rng.integers(earlier + tile_frames, last + 1))
+    return (earlier, later) if rng.random() < 0.5 else (later, earlier)
 
 
 def _one_tile_start(frames: int, tile_frames: int, random_offsets: bool, rng: np.random.Generator) -> int:

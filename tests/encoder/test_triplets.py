@@ -38,12 +38,17 @@ def test_fixed_tiles_are_the_two_halves_of_a_ten_second_clip():
         assert triplet.opposite.start in (0, 500)
 
 
-def test_random_offset_tiles_stay_inside_the_clip_and_do_not_overlap_when_they_fit():
-    tile = 200
+@pytest.mark.parametrize("tile", [200, 400, 500])
+def test_random_offset_tiles_stay_inside_the_clip_and_do_not_overlap_when_two_fit(tile):
     for triplet in every_triplet(TripletSampler(CLIPS, tile, TripletConfig(random_offsets=True))):
         for t in (triplet.anchor, triplet.neighbour, triplet.opposite):
             assert 0 <= t.start <= 1001 - tile
         assert abs(triplet.anchor.start - triplet.neighbour.start) >= tile
+
+
+def test_random_offset_tiles_overlap_but_differ_when_two_do_not_fit():
+    for triplet in every_triplet(TripletSampler(CLIPS, 700, TripletConfig(random_offsets=True))):
+        assert triplet.anchor.start != triplet.neighbour.start
 
 
 def test_group_option_takes_the_neighbour_from_another_clip_of_the_same_group_when_there_is_one():
