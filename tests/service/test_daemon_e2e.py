@@ -98,8 +98,10 @@ def isolated_args(tmp_path: Path) -> list[str]:
 
 
 def stored_windows(tmp_path: Path) -> list:
+    """Every stored window, oldest first, with its embedding."""
     with EventStore(tmp_path / "data" / "roomtone.db") as store:
-        return sorted(store.list_windows(limit=1000).items, key=lambda w: w.start_unix_ms)
+        listed = sorted(store.list_windows(limit=1000).items, key=lambda w: w.start_unix_ms)
+        return [store.get_window(w.window_id) for w in listed]
 
 
 def test_the_readme_command_runs_on_the_demo_recording_without_a_microphone_and_stops_cleanly(bundled_model, tmp_path):
@@ -120,7 +122,7 @@ def test_the_readme_command_runs_on_the_demo_recording_without_a_microphone_and_
     assert stopped["reason"] == "SIGTERM" and stopped["drained"] is True
     windows = stored_windows(tmp_path)
     assert len(windows) >= 1 and windows[0].mic_id == "mic0"
-    assert windows[0].embedding is None or windows[0].embedding.shape == (load_model(bundled_model).embedding_dim,)
+    assert windows[0].embedding.shape == (load_model(bundled_model).embedding_dim,)
     assert windows[0].health_state == "ok", windows[0].health_reasons
 
 
