@@ -289,7 +289,7 @@ class _EmbeddingIndex:
     def search(self, query: np.ndarray, k: int, mic_ids: Sequence[str] | None, exclude: set[int]) -> tuple[list[tuple[int, float]], int]:
         """Exact top-k by cosine distance to a unit ``query``: ([(window id, distance)], rows compared)."""
         self._flush()
-        distances = 1.0 - self.matrix @ query
+        distances = np.clip(1.0 - self.matrix @ query, 0.0, 2.0)  # rounding can step just outside
         mask = np.ones(len(self.ids), dtype=bool)
         if mic_ids:
             mask &= np.isin(self.mics, list(mic_ids))

@@ -24,6 +24,7 @@ HEALTH_CHOICES = ("ok", "degraded", "faulty")
 KIND_CHOICES = ("window", "activity", "health")
 _KIND_NAMES = {"window": "window", "activity": "activity_changed", "health": "health_changed"}
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+FOLLOW_ROW = "{:<19}  {:<12}  {:<8}  {}"  # TIME, MIC, EVENT, DETAIL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,23 +101,17 @@ def run(args: argparse.Namespace) -> int:
         mic_ids=args.mic, labels=args.label, health_states=[HEALTH_TO_PB[h] for h in args.health],
         kinds=[KIND_TO_PB[_KIND_NAMES[k]] for k in args.kind], since_unix_ms=since, until_unix_ms=until)
 
-    def emit(events, header: bool) -> None:
-        if args.json:
-            for event in events:
-                print(json.dumps(MessageToDict(event, preserving_proto_field_name=True)), flush=True)
-        elif events:
-            table = format_table(["TIME", "MIC", "EVENT", "DETAIL"], [describe_event(e) for e in events])
-            print(table if header else table.split("\n", 1)[1], flush=True)
+    def as_json(event) -> str:
+        return json.dumps(MessageToDict(event, preserving_proto_field_name=True))
 
     def body(stub) -> int:
         if args.follow:
             stream = stub.StreamEvents(pb.StreamEventsRequest(filter=event_filter, replay_last=min(args.limit, 1000)))
-            header = True
+            if not args.json:
+                print(FOLLOW_ROW.format("TIME", "MIC", "EVENT", "DETAIL"), flush=True)
             try:
-                for event in stream:
-                    # keep columns readable: a header per burst is cheaper than buffering the stream
-                    emit([event], header)
-                    header = False
+                for event in stream:  # fixed column widths: rows are printed as they arrive
+                    print(as_json(event) if args.json else FOLLOW_ROW.format(*describe_event(event)), flush=True)
             except KeyboardInterrupt:
                 stream.cancel()
             return EXIT_OK
@@ -128,9 +123,14 @@ def run(args: argparse.Namespace) -> int:
             token = page.next_page_token
             if not token:
                 break
-        if not events and not args.json:
+        events.reverse()  # oldest first, the latest at the bottom
+        if args.json:
+            for event in events:
+                print(as_json(event))
+        elif events:
+            print(format_table(["TIME", "MIC", "EVENT", "DETAIL"], [describe_event(e) for e in events]))
+        else:
             print("no matching events")
-        emit(list(reversed(events)), True)
         return EXIT_OK
 
     return call("events", args.address, body)
