@@ -206,17 +206,20 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
 
     @_unary
     def ListMicrophones(self, request: pb.ListMicrophonesRequest, context: grpc.ServicerContext) -> pb.ListMicrophonesResponse:
+        """Every microphone of the backend, sorted by id."""
         mics = sorted(self.backend.microphones(), key=lambda m: m.mic_id)
         return pb.ListMicrophonesResponse(microphones=[mic_to_pb(m) for m in mics])
 
     @_unary
     def GetMicrophoneHealth(self, request: pb.GetMicrophoneHealthRequest, context: grpc.ServicerContext) -> pb.MicrophoneHealth:
+        """Health of one microphone; INVALID_ARGUMENT without mic_id, NOT_FOUND for an unknown one."""
         if not request.mic_id:
             raise Reject(grpc.StatusCode.INVALID_ARGUMENT, "mic_id is required")
         return health_to_pb(self._mic(request.mic_id))
 
     @_unary
     def ListEvents(self, request: pb.ListEventsRequest, context: grpc.ServicerContext) -> pb.ListEventsResponse:
+        """One page of stored windows and state changes, newest first."""
         if not 0 <= request.limit <= MAX_PAGE:
             raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 0 and {MAX_PAGE}, got {request.limit}")
         query = query_from_pb(request.filter)
@@ -228,6 +231,7 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
 
     @_streaming
     def StreamEvents(self, request: pb.StreamEventsRequest, context: grpc.ServicerContext) -> Iterator[pb.Event]:
+        """Optionally the latest stored items, then live ones (with gaps where this client was too slow)."""
         if not 0 <= request.replay_last <= MAX_PAGE:
             raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"replay_last must be between 0 and {MAX_PAGE}, got {request.replay_last}")
         query = query_from_pb(request.filter)
@@ -277,6 +281,7 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
 
     @_unary
     def FindSimilar(self, request: pb.FindSimilarRequest, context: grpc.ServicerContext) -> pb.FindSimilarResponse:
+        """Nearest stored windows to a stored window or to uploaded audio."""
         if not 0 <= request.k <= MAX_K:
             raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"k must be between 0 and {MAX_K}, got {request.k}")
         if any(not mic for mic in request.mic_ids):
@@ -305,11 +310,13 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
 
     @_unary
     def Classify(self, request: pb.ClassifyRequest, context: grpc.ServicerContext) -> pb.ClassifyResponse:
+        """Per-window analysis of uploaded audio; nothing is stored."""
         windows = self.backend.analyze_audio(self._check_upload(request.audio, "audio"))
         return pb.ClassifyResponse(windows=[window_to_pb(w, request.include_embedding) for w in windows])
 
 
 def _bind_host(address: str) -> str:
+    """The host part of host:port (IPv6 in brackets kept as is)."""
     return address.rsplit(":", 1)[0]
 
 
