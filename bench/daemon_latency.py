@@ -1,0 +1,112 @@
+"""Window end -> event visible latency and memory of a running daemon, measured from outside.
+
+Starts ``roomtone run --demo`` (the bundled model, the demo recording at real time) in a subprocess on
+free loopback ports, follows gRPC ``StreamEvents`` as a client and, for each window event, records
+``receive time - window end``: the time from the last sample of a window until a client sees its record
+(stored in SQLite and published). It also reads the daemon's own ``roomtone_window_to_event_seconds``
+histogram and its resident memory (VmRSS now, VmHWM peak) from /proc. Usage:
+
+    .venv/bin/python bench/daemon_latency.py [--windows 12] [--hop-s 10] [--model M] [--compute-device auto]
+
+Prints one JSON object. Speed targets belong here, not in the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from service.rpc import roomtone_pb2 as pb  # noqa: E402
+from service.rpc import roomtone_pb2_grpc as pb_grpc  # noqa: E402
+
+
+def proc_memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process in KiB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def main() -> int:
+    """Run the measurement and print the result."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=12, help="window events to measure")
+    parser.add_argument("--hop-s", type=float, default=10.0, help="hop between windows (10 = no overlap)")
+    parser.add_argument("--model", default=str(REPO / "models" / "roomtone.pt"))
+    parser.add_argument("--compute-device", default="auto")
+    args = parser.parse_args()
+
+    data = Path(tempfile.mkdtemp(prefix="roomtone-bench-"))
+    command = [str(Path(sys.executable).parent / "roomtone"), "run", "--demo", "--model", args.model,
+               "--data-dir", str(data), "--grpc-address", "127.0.0.1:0", "--metrics-port", "0",
+               "--hop-s", str(args.hop_s), "--compute-device", args.compute_device]
+    daemon = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    running: dict = {}
+    device: dict = {}
+    ready = threading.Event()
+
+    def read_log() -> None:
+        for line in daemon.stderr:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if entry.get("message") == "model loaded":
+                device.update(entry)
+            if entry.get("message") == "roomtone running":
+                running.update(entry)
+                ready.set()
+
+    threading.Thread(target=read_log, daemon=True).start()
+    if not ready.wait(120):
+        daemon.kill()
+        raise SystemExit("daemon did not start")
+    latencies = []
+    with grpc.insecure_channel(running["grpc"]) as channel:
+        stream = pb_grpc.RoomtoneStub(channel).StreamEvents(
+            pb.StreamEventsRequest(filter=pb.EventFilter(kinds=[pb.EVENT_KIND_WINDOW])))
+        for event in stream:
+            if event.HasField("window"):
+                latencies.append(time.time() - event.window.end_unix_ms / 1000.0)
+                if len(latencies) >= args.windows:
+                    break
+        stream.cancel()
+    memory = proc_memory_kib(daemon.pid)
+    with urllib.request.urlopen(f"http://127.0.0.1:{running['metrics_port']}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    daemon.send_signal(signal.SIGTERM)
+    code = daemon.wait(60)
+    total = float(re.search(r"^roomtone_window_to_event_seconds_sum ([0-9.e+-]+)$", metrics, re.M).group(1))
+    count = float(re.search(r"^roomtone_window_to_event_seconds_count ([0-9.e+-]+)$", metrics, re.M).group(1))
+    values = np.array(latencies)
+    print(json.dumps({
+        "windows": len(values), "hop_s": args.hop_s, "model": args.model, "device": device.get("device"),
+        "client_latency_s": {"median": round(float(np.median(values)), 4), "p95": round(float(np.percentile(values, 95)), 4),
+                             "max": round(float(values.max()), 4)},
+        "daemon_window_to_event_mean_s": round(total / count, 4) if count else None,
+        "rss_mib": round(memory["VmRSS"] / 1024, 1), "peak_rss_mib": round(memory["VmHWM"] / 1024, 1),
+        "exit_code": code,
+    }, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
