@@ -58,8 +58,8 @@ class HealthConfig:
     hum_max_harmonic_hz: float = 600.0  # harmonics k*f0 up to this frequency count as hum
     hum_max_db: float = -12.0  # steady hum power over the power of everything else, dB
     stuck_min_period_ms: float = 1.0
-    stuck_max_period_ms: float = 250.0  # repeated buffers of up to 4096 samples at 16 kHz
-    stuck_chunk_s: float = 0.75  # every other chunk is checked, so a stall of 1.5 s anywhere is caught
+    stuck_max_period_ms: float = 300.0  # repeated buffers of up to 4800 samples at 16 kHz
+    stuck_chunk_s: float = 0.5  # every other chunk is checked, so a stall of 1 s anywhere is caught
     stuck_residual_max_db: float = -80.0  # a repeated buffer is exact (-120); a pure tone with 50 dB SNR ~ -47
     faulty_checks: tuple[str, ...] = ("non_finite", "dead_channel", "stuck")  # the rest -> degraded
 
@@ -265,8 +265,9 @@ def periodic_residual_db(samples: np.ndarray, sample_rate: int, min_period_ms: f
     tail = cumulative[:, -1:] - cumulative[:, lags]  # energy of x[P : chunk]
     both = head + tail
     residual = np.maximum(both - 2 * autocorr, 0) / np.maximum(both, 1e-30)
-    best_lag = residual.argmin(axis=1)
-    best = residual[np.arange(residual.shape[0]), best_lag]
+    best = residual.min(axis=1)
+    # Multiples of a repeated buffer match as well as the buffer itself: report the shortest.
+    best_lag = np.argmax(residual <= np.maximum(best * 10, 1e-12)[:, None], axis=1)
     ac_power = cumulative[:, -1] / chunk
     constant = (ac_power <= 1e-12) & (np.abs(mean[:, 0]) > 1e-6)  # AC below -120 dBFS, DC present
     silent = (ac_power <= 1e-12) & ~constant
