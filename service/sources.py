@@ -54,11 +54,17 @@ class Source(Protocol):
     errors: int  # failures (device lost, stalled, reopen attempts)
 
     @property
-    def state(self) -> str: ...  # one of service.records.MIC_STATES
+    def state(self) -> str:
+        """Capture state, one of service.records.MIC_STATES."""
+        ...
 
-    def start(self, sink: Sink) -> None: ...
+    def start(self, sink: Sink) -> None:
+        """Begin delivering chunks to ``sink``; SourceError when the device or file refuses."""
+        ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Stop delivering and release the device or file."""
+        ...
 
 
 def input_devices() -> list[dict]:

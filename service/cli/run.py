@@ -74,6 +74,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     def put(section: str | None, key: str, value: Any) -> None:
+        """Set ``section.key`` (top level when section is None) unless the option was not given."""
         if value is not None:
             (out.setdefault(section, {}) if section else out)[key] = value
 
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     received: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
+        """First SIGTERM/SIGINT: drain and stop; a second one: leave at once."""
         if received:  # a second signal: the user really wants out now
             print("roomtone run: second signal, exiting without draining", file=sys.stderr)
             sys.exit(1)
