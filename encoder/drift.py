@@ -1,16 +1,25 @@
-"""Embedding drift of one microphone: how far a window's embedding lies from what this microphone
-usually sounds like, so a mic that suddenly hears something unlike itself (moved, covered, swapped,
-its element failing) is noticed even when every signal check passes.
+"""Embedding drift of one microphone: how unlike its own history a microphone sounds, so a mic that is
+moved, covered, swapped or whose capsule fails is noticed even when every signal check passes.
 
-`DriftTracker` (one per microphone) keeps a running centroid of the L2-normalised embeddings of its
-healthy windows and the running mean and spread of their cosine distances to that centroid. A window's
-drift score is its distance in spreads above the usual distance: ``(d - mean) / std``. Scores are
-given once ``min_history`` windows were learned (`ready`); a flagged window is not learned, so a lasting
-change stays flagged until the baseline is `reset` (e.g. after the mic was moved on purpose).
+`DriftTracker` (one per microphone) keeps a sample of the L2-normalised embeddings of its healthy
+windows (a reservoir of ``memory`` exemplars). A window's distance is its mean cosine distance to its
+``k`` nearest exemplars; the usual distance and its spread are those of each exemplar to its k nearest
+other exemplars. A window's distance in spreads above the usual one is its window score (capped at
+twice the threshold); the drift score is the mean of the last ``persistence`` window scores, so one
+unusual sound (a first vacuum-cleaner run) does not flag, but a microphone that keeps sounding unlike
+itself for about a minute does. Scores are given once ``min_history`` windows were learned (`ready`).
+A window is learned ``persistence`` windows later, and only if the microphone was not drifting by then,
+so a lasting change is never taught to the baseline and stays flagged until `reset` (e.g. after the
+mic was moved on purpose).
+
+Why exemplars and not one centroid: a household microphone hears many kinds of sound, and the mean of
+them all is close to none of them; measured in bench/fault_detection.py (docs/mic-health.md).
 """
 
 from __future__ import annotations
 
+import base64
+from collections import deque
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -18,21 +27,30 @@ import numpy as np
 
 from encoder.signal_checks import HealthConfig, WindowHealth, state_of
 
-_FORMAT = "roomtone.drift/1"
+_FORMAT = "roomtone.drift/2"
 
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """How the baseline is learned and when a window counts as drifted (tuned in bench/fault_detection.py)."""
+    """How the baseline is learned and when a microphone counts as drifted (tuned in bench/fault_detection.py)."""
 
     min_history: int = 30  # healthy windows (5 minutes) before scores are given
-    memory: int = 2000  # after this many windows the baseline becomes an exponential average over ~memory
-    threshold: float = 4.0  # flag at this many spreads above the usual distance
+    memory: int = 512  # exemplars kept (a uniform sample of the last ``horizon`` healthy windows)
+    horizon: int = 8640  # windows (one day of 10 s windows) the exemplar sample reaches back
+    neighbours: int = 3  # distance of a window = mean cosine distance to its k nearest exemplars
+    persistence: int = 6  # the drift score averages this many consecutive windows (1 minute)
+    threshold: float = 1.5  # flag when that average is this many spreads above the usual distance
     min_spread: float = 0.01  # floor on the spread (cosine distance) so a very steady mic is not hair-trigger
+    seed: int = 0  # which windows the reservoir keeps (reproducible)
 
     def __post_init__(self) -> None:
-        if self.min_history < 2 or self.memory < self.min_history:
-            raise ValueError(f"DriftConfig needs 2 <= min_history <= memory, got {self.min_history}, {self.memory}")
+        if not 2 <= self.min_history <= self.memory <= self.horizon:
+            raise ValueError(
+                f"DriftConfig needs 2 <= min_history <= memory <= horizon, got {self.min_history}, "
+                f"{self.memory}, {self.horizon}"
+            )
+        if self.neighbours < 1 or self.persistence < 1:
+            raise ValueError(f"DriftConfig needs neighbours >= 1 and persistence >= 1, got {self.neighbours}, {self.persistence}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DriftConfig":
@@ -46,13 +64,15 @@ class DriftConfig:
 
 @dataclass(frozen=True)
 class DriftScore:
-    """Drift of one window: score in spreads (0 while not ready), whether it is flagged, and whether the
-    baseline had enough history to judge."""
+    """Drift of one window: score (mean of the last ``persistence`` window scores, in spreads; 0 while
+    not ready), whether it is flagged, whether the baseline had enough history to judge, and this
+    window's own distance and score."""
 
     score: float
     flagged: bool
     ready: bool
-    distance: float = 0.0  # cosine distance to the centroid
+    distance: float = 0.0  # mean cosine distance to the nearest exemplars
+    window_score: float = 0.0  # this window alone, in spreads
 
 
 def _unit(embedding: np.ndarray) -> np.ndarray:
@@ -64,6 +84,21 @@ def _unit(embedding: np.ndarray) -> np.ndarray:
     return vector / norm if norm > 0 else vector
 
 
+def _pack(array: np.ndarray) -> dict[str, Any]:
+    """A float32 matrix as JSON-ready base64 (exact, a quarter of the size of a list of floats)."""
+    matrix = np.ascontiguousarray(array, dtype="<f4")
+    return {"shape": list(matrix.shape), "float32_base64": base64.b64encode(matrix.tobytes()).decode("ascii")}
+
+
+def _unpack(data: Any, key: str) -> np.ndarray:
+    """Inverse of `_pack`; a ValueError naming ``key`` when it is not one."""
+    try:
+        raw = base64.b64decode(data["float32_base64"], validate=True)
+        return np.frombuffer(raw, dtype="<f4").reshape(data["shape"]).astype(np.float32)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"drift: saved DriftTracker has an unreadable {key!r} ({exc})") from None
+
+
 class DriftTracker:
     """Running reference of one microphone's embeddings; `update` scores a window and learns it."""
 
@@ -73,58 +108,97 @@ class DriftTracker:
 
     def reset(self) -> None:
         """Forget the baseline (after the microphone was moved or replaced on purpose)."""
-        self.count = 0
-        self.centroid: np.ndarray | None = None
+        self.count = 0  # healthy windows learned
+        self.exemplars: np.ndarray | None = None  # [kept, D] float32 (what the encoder gives)
         self.distance_count = 0
         self.distance_mean = 0.0
         self.distance_var = 0.0
+        self.recent: deque[float] = deque(maxlen=self.config.persistence)
+        self.pending: deque[np.ndarray] = deque()  # heard, not yet learned
 
     @property
     def ready(self) -> bool:
         """Whether enough healthy history was learned to score windows."""
         return self.count >= self.config.min_history
 
+    def _distance(self, vector: np.ndarray) -> float:
+        """Mean cosine distance of a unit vector to its nearest exemplars (1.0 with none)."""
+        if self.exemplars is None:
+            return 1.0
+        if self.exemplars.shape[1] != vector.size:
+            raise ValueError(f"drift: embedding has {vector.size} values, the baseline {self.exemplars.shape[1]}")
+        distances = 1.0 - self.exemplars @ vector
+        k = min(self.config.neighbours, distances.size)
+        return float(np.partition(distances, k - 1)[:k].mean())
+
+    def _window_score(self, distance: float) -> float:
+        """Distance in spreads above the usual distance of a healthy window, capped at twice the
+        threshold so that one very odd window cannot flag alone: half of the last ``persistence``
+        windows must be far out."""
+        spread = max(float(np.sqrt(self.distance_var)), self.config.min_spread)
+        return min((distance - self.distance_mean) / spread, 2 * self.config.threshold)
+
     def score(self, embedding: np.ndarray) -> DriftScore:
-        """Drift of one window against the baseline, without learning it."""
-        vector = _unit(embedding)
-        if self.centroid is None:
-            return DriftScore(0.0, False, False, 0.0)
-        if self.centroid.shape != vector.shape:
-            raise ValueError(f"drift: embedding has {vector.size} values, the baseline {self.centroid.size}")
+        """Drift of one window against the baseline, without learning it or remembering its score."""
+        return self._judge(_unit(embedding))[0]
+
+    def _judge(self, vector: np.ndarray) -> tuple[DriftScore, float]:
+        """The DriftScore of a unit vector and its raw window score."""
         distance = self._distance(vector)
         if not self.ready:
-            return DriftScore(0.0, False, False, distance)
-        spread = max(float(np.sqrt(self.distance_var)), self.config.min_spread)
-        value = (distance - self.distance_mean) / spread
-        return DriftScore(float(value), bool(value >= self.config.threshold), True, distance)
+            return DriftScore(0.0, False, False, distance, 0.0), 0.0
+        window = self._window_score(distance)
+        recent = list(self.recent)[1 - self.config.persistence :] if self.config.persistence > 1 else []
+        value = float(np.mean(recent + [window]))
+        return DriftScore(value, bool(value >= self.config.threshold), True, distance, window), window
 
     def update(self, embedding: np.ndarray, learn: bool = True) -> DriftScore:
-        """Score one window, then learn it into the baseline unless it is flagged (or ``learn`` is False)."""
-        result = self.score(embedding)
-        if learn and not result.flagged:
-            self._learn(_unit(embedding), result.distance)
+        """Score one window and remember its score; learn it into the baseline (unless ``learn`` is False)
+        once ``persistence`` later windows showed the microphone was not drifting while it was heard.
+
+        Learning is delayed so that the first windows of a change are not taught to the baseline before
+        the change is recognised."""
+        vector = _unit(embedding)
+        result, window = self._judge(vector)
+        if not result.ready:
+            if learn:
+                self._learn(vector)
+            return result
+        self.recent.append(window)
+        if learn:
+            self.pending.append(vector)
+        if learn and len(self.pending) >= self.config.persistence:
+            oldest = self.pending.popleft()
+            if result.score < self.config.threshold / 2:
+                self._learn(oldest)
         return result
 
-    def _distance(self, vector: np.ndarray) -> float:
-        """Cosine distance of a unit vector to the (normalised) centroid."""
-        norm = np.linalg.norm(self.centroid)
-        return float(1.0 - vector @ self.centroid / norm) if norm > 0 else 1.0
-
-    def _learn(self, vector: np.ndarray, distance: float) -> None:
-        """Fold one healthy window into the centroid and the distance statistics."""
-        weight = 1.0 / min(self.count + 1, self.config.memory)
-        if self.centroid is None:
-            self.centroid = vector.copy()
-        else:
-            self.centroid += weight * (vector - self.centroid)
-            # Distances against a centroid of 1-2 windows say little; start the statistics after that.
-            if self.count >= 2:
-                self.distance_count += 1
-                d_weight = 1.0 / min(self.distance_count, self.config.memory)
-                delta = distance - self.distance_mean
-                self.distance_mean += d_weight * delta
-                self.distance_var = (1 - d_weight) * (self.distance_var + d_weight * delta * delta)
+    def _learn(self, vector: np.ndarray) -> None:
+        """Fold one healthy window into the exemplars; refresh the usual-distance statistics."""
+        if self.exemplars is None:
+            self.exemplars = vector[None, :].astype(np.float32)
+        elif self.exemplars.shape[0] < self.config.memory:
+            self.exemplars = np.vstack([self.exemplars, vector.astype(np.float32)])
+        else:  # reservoir sampling over (at most) the last ``horizon`` windows
+            slot = int(np.random.default_rng([self.config.seed, self.count]).integers(0, min(self.count, self.config.horizon) + 1))
+            if slot < self.config.memory:
+                self.exemplars[slot] = vector
         self.count += 1
+        kept = self.exemplars.shape[0]
+        if kept <= 64 or self.count % max(1, kept // 16) == 0:  # ~O(memory^2 * D) every memory/16 windows
+            self._refresh_statistics()
+
+    def _refresh_statistics(self) -> None:
+        """Usual distance and spread: each exemplar's distance to its k nearest other exemplars."""
+        if self.exemplars is None or self.exemplars.shape[0] <= self.config.neighbours:
+            return
+        distances = 1.0 - self.exemplars @ self.exemplars.T
+        np.fill_diagonal(distances, np.inf)
+        k = self.config.neighbours
+        nearest = np.partition(distances, k - 1, axis=1)[:, :k].mean(axis=1)
+        self.distance_count = int(nearest.size)
+        self.distance_mean = float(nearest.mean())
+        self.distance_var = float(nearest.var())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state (config and baseline) to persist across restarts."""
@@ -132,10 +206,12 @@ class DriftTracker:
             "format": _FORMAT,
             "config": asdict(self.config),
             "count": self.count,
-            "centroid": None if self.centroid is None else [float(v) for v in self.centroid],
+            "exemplars": None if self.exemplars is None else _pack(self.exemplars),
             "distance_count": self.distance_count,
             "distance_mean": self.distance_mean,
             "distance_var": self.distance_var,
+            "recent": list(self.recent),
+            "pending": [_pack(v[None, :]) for v in self.pending],
         }
 
     @classmethod
@@ -144,15 +220,17 @@ class DriftTracker:
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"drift: not a saved DriftTracker (format {found!r}, expected {_FORMAT!r})")
-        missing = sorted({"config", "count", "centroid", "distance_count", "distance_mean", "distance_var"} - set(data))
+        missing = sorted({"config", "count", "exemplars", "distance_count", "distance_mean", "distance_var", "recent", "pending"} - set(data))
         if missing:
             raise ValueError(f"drift: saved DriftTracker lacks key(s) {missing}")
         tracker = cls(DriftConfig.from_dict(data["config"]))
         tracker.count = int(data["count"])
-        tracker.centroid = None if data["centroid"] is None else np.asarray(data["centroid"], dtype=np.float64)
+        tracker.exemplars = None if data["exemplars"] is None else _unpack(data["exemplars"], "exemplars")
         tracker.distance_count = int(data["distance_count"])
         tracker.distance_mean = float(data["distance_mean"])
         tracker.distance_var = float(data["distance_var"])
+        tracker.recent.extend(float(v) for v in data["recent"])
+        tracker.pending.extend(_unpack(v, "pending")[0].astype(np.float64) for v in data["pending"])
         return tracker
 
 
@@ -163,7 +241,7 @@ def with_drift(health: WindowHealth, drift: DriftScore, config: HealthConfig = H
     reasons = health.reasons
     if drift.flagged:
         reasons = reasons + (
-            f"drift: sounds unlike this microphone's history ({drift.score:.1f} spreads from its usual "
-            f"sound, cosine distance {drift.distance:.3f})",
+            f"drift: has sounded unlike this microphone's history for a while ({drift.score:.1f} spreads "
+            f"above its usual distance, latest window {drift.window_score:.1f})",
         )
     return replace(health, state=state_of(flags, config), reasons=reasons, scores=scores, flags=flags)
