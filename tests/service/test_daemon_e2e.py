@@ -124,6 +124,8 @@ def test_the_readme_command_runs_on_the_demo_recording_without_a_microphone_and_
     assert len(windows) >= 1 and windows[0].mic_id == "mic0"
     assert windows[0].embedding.shape == (load_model(bundled_model).embedding_dim,)
     assert windows[0].health_state == "ok", windows[0].health_reasons
+    if load_model(bundled_model).head is not None:
+        assert windows[0].label == "footsteps_doors", windows[0].probabilities  # the demo recording's class
 
 
 def test_a_bad_config_key_stops_the_start_and_names_the_key(tmp_path, capsys):
@@ -171,8 +173,9 @@ def test_live_capture_labels_what_is_played_and_notices_when_it_becomes_clipped_
         pulseaudio, bundled_model, homesounds, tmp_path):
     clean = load_audio(homesounds / LIVE_CLIP)[0].numpy()
     bad = hummed(clipped(clean))
-    # 25 s clean then 30 s clipped + hummed, played before the daemon starts so no window starts in silence
-    track = write_wav(tmp_path / "live.wav", np.concatenate([clean, clean, clean[:, :80_000], bad, bad, bad], axis=1))
+    # 40 s clean then 30 s clipped + hummed, played before the daemon starts so no window starts in silence;
+    # with 5 windows the first is clean and the last is bad for any start-up time up to ~20 s
+    track = write_wav(tmp_path / "live.wav", np.concatenate([clean] * 4 + [bad] * 3, axis=1))
     player = play(track)
     daemon = None
     try:
