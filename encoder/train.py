@@ -380,14 +380,22 @@ def agreed(flag: bool, distributed: Distributed) -> bool:
 
 # ------------------------------------------------------------------------------------------ validation
 
+VALIDATION_ROUNDS = 3  # triplets per held-out clip, fixed for the whole run (less noise than one)
+
+
 def validate(model: torch.nn.Module, dataset: TripletTiles, device: torch.device, batch_size: int, margin: float) -> dict[str, float]:
     """Zero-filtered triplet loss, its active fraction and the plain mean loss over fixed held-out triplets."""
     was_training = model.training
     model.eval()
     losses = []
+    items = [(round_, i) for round_ in range(VALIDATION_ROUNDS) for i in range(len(dataset))]
     with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            batch = torch.stack([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]).to(device)
+        for start in range(0, len(items), batch_size):
+            tiles = []
+            for round_, index in items[start:start + batch_size]:
+                dataset.epoch = round_
+                tiles.append(dataset[index])
+            batch = torch.stack(tiles).to(device)
             emb = model(batch.flatten(0, 1)).view(batch.shape[0], 3, -1)
             losses.append(triplet_losses(emb[:, 0], emb[:, 1], emb[:, 2], margin).cpu())
     model.train(was_training)
