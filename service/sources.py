@@ -184,6 +184,7 @@ class DeviceSource:
         self.errors = 0
         self._stream = None
         self._last_callback = 0.0
+        self._reopening = False  # a stall was seen and no audio has arrived since
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._sink: Sink | None = None
@@ -191,6 +192,7 @@ class DeviceSource:
     def _callback(self, indata, frames, time_info, status) -> None:  # PortAudio thread: stay short
         now = time.time()
         self._last_callback = now
+        self._reopening = False  # audio flows (again)
         if status.input_overflow:
             self.overruns += 1
         samples = np.array(indata.T, dtype=np.float32, copy=True)  # PortAudio reuses indata after we return
@@ -204,9 +206,9 @@ class DeviceSource:
             device=self.device, channels=self.channels, samplerate=self.sample_rate, blocksize=self.block,
             dtype="float32", callback=self._callback,
         )
+        self._last_callback = time.time()  # give a fresh stream STALL_S to deliver its first block
         stream.start()
         self._stream = stream
-        self._last_callback = time.time()
 
     def _close(self) -> None:
         stream, self._stream = self._stream, None
@@ -225,7 +227,7 @@ class DeviceSource:
         if self._watchdog is None:
             return "starting"
         stream = self._stream
-        return "running" if stream is not None and stream.active else "reopening"
+        return "running" if stream is not None and stream.active and not self._reopening else "reopening"
 
     def start(self, sink: Sink) -> None:
         """Open the input stream; SourceError when the device refuses."""
@@ -249,6 +251,7 @@ class DeviceSource:
                 backoff = 1.0
                 continue
             self.errors += 1
+            self._reopening = True
             log.warning("input stalled or lost; reopening", extra={"mic": self.mic_id, "device": self.description,
                                                                     "errors": self.errors})
             self._close()

@@ -151,3 +151,37 @@ def test_the_default_input_records_what_is_played_into_the_pulseaudio_sink(pulse
     corr = scipy.signal.correlate(reference, piece, mode="valid", method="fft")
     norms = np.sqrt(scipy.signal.fftconvolve(reference ** 2, np.ones(len(piece)), mode="valid") * np.sum(piece ** 2))
     assert np.max(corr / np.maximum(norms, 1e-12)) > 0.6  # unrelated audio scores < 0.1
+
+
+@pytest.mark.audio
+def test_a_stalled_input_is_counted_reported_as_reopening_and_recovers(pulseaudio):
+    import sounddevice
+
+    sounddevice._terminate()
+    sounddevice._initialize()
+    source = open_source(MicConfig(id="pa", kind="auto"))
+    assert isinstance(source, DeviceSource)
+    sink = Collector()
+    source.start(sink)
+    try:
+        deadline = time.monotonic() + 15
+        while not sink.chunks and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert source.state == "running"
+        subprocess.run(["pactl", "suspend-sink", pulseaudio, "1"], check=True, timeout=10)
+        try:  # the monitor delivers nothing while its sink is suspended: the device has stalled
+            deadline = time.monotonic() + 20
+            while source.errors == 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert source.errors >= 1
+            time.sleep(1.5)
+            assert source.state == "reopening"
+        finally:
+            subprocess.run(["pactl", "suspend-sink", pulseaudio, "0"], check=True, timeout=10)
+        before = len(sink.chunks)
+        deadline = time.monotonic() + 20
+        while len(sink.chunks) < before + 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(sink.chunks) >= before + 5 and source.state == "running"
+    finally:
+        source.stop()
