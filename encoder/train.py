@@ -419,12 +419,17 @@ class TrainResult:
     interrupted: bool
 
 
+# The files that decide what a trained model is; others' uncommitted work elsewhere does not make it dirty.
+TRAINING_CODE = ("encoder/audio.py", "encoder/datasets.py", "encoder/features.py", "encoder/loss.py",
+                 "encoder/model.py", "encoder/model_file.py", "encoder/train.py", "encoder/triplets.py")
+
+
 def git_commit() -> str:
     """Commit of the code doing the training (``-dirty`` when it has uncommitted changes)."""
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "encoder"], cwd=root, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *TRAINING_CODE], cwd=root, capture_output=True, text=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
