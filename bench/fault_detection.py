@@ -370,7 +370,8 @@ def markdown(result: dict) -> str:
     lines += ["", f"Per-window cost of `assess_window` (10 s at 16 kHz, this machine): "
               f"{cost['1ch_median_ms']:.1f} ms median ({cost['1ch_p90_ms']:.1f} ms p90) for one channel, "
               f"{cost['4ch_median_ms']:.1f} ms ({cost['4ch_p90_ms']:.1f} ms p90) for four."]
-    for key, title in (("drift_model", f"the model file `{result['model']}`"),
+    note = f" (its metadata says: {result['model_note']})" if result.get("model_note") else ""
+    for key, title in (("drift_model", f"the model file `{result['model']}`{note}"),
                        ("drift_mfcc", "a model-free stand-in (MFCC-40 mean+std, standardised)")):
         drift = result.get(key)
         lines += [""]
