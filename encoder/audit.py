@@ -1,18 +1,21 @@
 """Dataset audit: clips whose label or recording looks wrong, ranked most suspicious first.
 
 Three kinds of evidence per clip (one embedding per clip: the mean over its windows and channels):
-- mislabelled: the label disagrees with most of its k nearest neighbours (cosine). ``knn_vote`` is
+- mislabelled: the label disagrees with most of its k nearest neighbours (cosine, after each dimension
+  is standardised over the audited clips, as the probe's scaler does). ``knn_vote`` is
   the fraction of neighbours carrying the majority label (the vote's confidence), ``own_vote`` the
   fraction carrying the clip's own label; ``mislabel_score = knn_vote - own_vote`` when the majority
   label differs and holds more than half of the votes, else 0.
 - broken recording / microphone: a window failing the microphone-health checks
   (`encoder.signal_checks.assess_window`: clipping, dropouts, dead channel, DC offset, hum, stuck,
   NaN/Inf), or a file that cannot be decoded at all.
-- embedding outlier: the mean distance to its k nearest neighbours, as a robust z-score over the
-  dataset (median / 1.4826 MAD); flagged at z >= 3.5.
+- embedding outlier: the log of the mean Euclidean distance (unit vectors) to its k nearest
+  neighbours, as a robust z-score over the dataset (median / 1.4826 MAD); flagged at z >= 5
+  (conservative: only clips far outside the spread).
 
 ``suspicion`` (0..1) orders the rows: max of the fault score (faulty or unreadable 1.0, degraded 0.9),
-the mislabel score, and the outlier score ``min(1, z / 10)`` for flagged outliers.
+the mislabel score, and for flagged outliers ``0.5 + 0.3 * min(1, (z - 5) / 5)``: an outlier alone
+is weaker evidence than a failed signal check or a confident neighbour vote, so it tops out at 0.8.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 
 from encoder.datasets import Record
 
-OUTLIER_Z = 3.5
+OUTLIER_Z = 5.0
 FAULT_SCORES = {"faulty": 1.0, "unreadable": 1.0, "degraded": 0.9, "ok": 0.0}
 
 
@@ -58,7 +61,7 @@ class ClipAudit:
 
 
 def neighbour_votes(embeddings: np.ndarray, labels: Sequence[str], k: int = 10) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Per clip: majority label of its k nearest others, that label's vote share, own-label share, mean distance."""
+    """Per clip: majority label of its k nearest others (cosine), its vote share, own-label share, mean chord distance."""
     x = np.asarray(embeddings, dtype=np.float64)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     labels = np.asarray(labels)
@@ -76,8 +79,9 @@ def neighbour_votes(embeddings: np.ndarray, labels: Sequence[str], k: int = 10) 
         majority.append(str(winner))
         share[i] = top / k
         own[i] = votes.get(labels[i], 0) / k
-    mean_distance = np.take_along_axis(distance, nearest, axis=1).mean(axis=1)
-    return majority, share, own, mean_distance
+    # Euclidean distance between unit vectors, sqrt(2 (1 - cos)), for the outlier score.
+    chord = np.sqrt(np.maximum(2.0 * np.take_along_axis(distance, nearest, axis=1), 0.0))
+    return majority, share, own, chord.mean(axis=1)
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -88,6 +92,13 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     if spread <= 0:
         spread = values.std() or 1.0
     return (values - centre) / spread
+
+
+def outlier_score(z: float) -> float:
+    """Suspicion of an embedding outlier with robust z-score ``z``: 0 below `OUTLIER_Z`, else 0.5..0.8."""
+    if z < OUTLIER_Z:
+        return 0.0
+    return 0.5 + 0.3 * min(1.0, (z - OUTLIER_Z) / 5.0)
 
 
 def clip_health(path: str | Path, config=None) -> ClipHealth:
@@ -124,10 +135,12 @@ def audit_clips(
     share, own, z = np.zeros(len(records)), np.ones(len(records)), np.zeros(len(records))
     usable = np.flatnonzero(readable)
     if len(usable) >= 3:
-        m, s, o, d = neighbour_votes(np.asarray(embeddings)[usable], [labels[i] for i in usable], k)
+        x = np.asarray(embeddings, dtype=np.float64)[usable]
+        x = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-9)
+        m, s, o, d = neighbour_votes(x, [labels[i] for i in usable], k)
         for j, i in enumerate(usable):
             majority[i], share[i], own[i] = m[j], s[j], o[j]
-        z[usable] = robust_z(d)
+        z[usable] = robust_z(np.log(np.maximum(d, 1e-9)))
     rows = []
     for i, record in enumerate(records):
         disagrees = bool(majority[i]) and majority[i] != record.label and share[i] > 0.5
@@ -140,7 +153,7 @@ def audit_clips(
             findings.append("mislabelled")
         if outlier:
             findings.append("embedding_outlier")
-        suspicion = max(FAULT_SCORES[health[i].state], mislabel, min(1.0, z[i] / 10) if outlier else 0.0)
+        suspicion = max(FAULT_SCORES[health[i].state], mislabel, outlier_score(z[i]))
         rows.append(ClipAudit(
             path=str(record.path), label=record.label, fold=record.fold, knn_label=majority[i],
             knn_vote=float(share[i]), own_vote=float(own[i]), mislabel_score=mislabel, outlier_z=float(z[i]),

@@ -33,9 +33,10 @@ def purity(labels: Sequence[str], clusters: np.ndarray) -> float:
 
 
 def kmeans_sweep(
-    embeddings: np.ndarray, labels: Sequence[str], ks: Sequence[int] = range(2, 16), seed: int = 0, progress: bool = True
+    embeddings: np.ndarray, labels: Sequence[str], ks: Sequence[int] = range(2, 16), seed: int = 0, progress: bool = True,
+    restarts: int = 10,
 ) -> ClusterSweep:
-    """Fit k-Means (10 restarts) for every k; silhouette on the Euclidean distance of the given vectors."""
+    """Fit k-Means (``restarts`` initialisations, best kept) for every k; silhouette on the Euclidean distance of the given vectors."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score, silhouette_score
     from tqdm import tqdm
@@ -46,7 +47,7 @@ def kmeans_sweep(
         raise ValueError(f"kmeans_sweep: {len(x)} points are too few for k >= 2")
     inertia, silhouette, assignments = [], [], []
     for k in tqdm(ks, desc="k-Means", unit="k", disable=not progress):
-        model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(x)
+        model = KMeans(n_clusters=k, n_init=restarts, random_state=seed).fit(x)
         inertia.append(float(model.inertia_))
         silhouette.append(float(silhouette_score(x, model.labels_)))
         assignments.append(model.labels_)

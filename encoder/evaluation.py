@@ -42,6 +42,7 @@ class EvaluationConfig:
     device: str = "cpu"
     progress: bool = True
     command: str = ""
+    cache_dir: Path | None = None
 
 
 @dataclass
@@ -98,7 +99,17 @@ def probe_both(table: SegmentTable) -> tuple[ProbeResult, ProbeResult | None]:
 
 
 def method_features(key: str, bundle, paths: list[Path], config: EvaluationConfig) -> list:
-    """Per-clip (offsets, features [windows, channels, D]) of one method."""
+    """Per-clip (offsets, features [windows, channels, D]) of one method, from the cache when it has them."""
+    from encoder.feature_cache import cached_features, method_cache_key
+
+    compute = lambda: compute_method_features(key, bundle, paths, config)  # noqa: E731
+    if config.cache_dir is None:
+        return compute()
+    return cached_features(config.cache_dir, method_cache_key(key, bundle, paths, config.seed), compute)
+
+
+def compute_method_features(key: str, bundle, paths: list[Path], config: EvaluationConfig) -> list:
+    """Per-clip (offsets, features [windows, channels, D]) of one method, computed now."""
     from encoder import baselines
     from encoder.embedding import embed_paths
 

@@ -108,9 +108,18 @@ def write_report(result, path: str | Path) -> Path:
               "```", config.command or "(command not recorded)", "```", "",
               f"- model: `{config.model_path}`, sha256 `{result.model_sha256}`"]
     meta = result.model_metadata or {}
-    for key in ("git_commit", "created", "trained_on", "data_sha256", "epochs"):
-        if key in meta:
-            lines.append(f"- model {key}: `{meta[key]}`")
+    training = meta.get("training") or {}
+    facts = {
+        "provisional": meta.get("provisional"), "note": meta.get("note"),
+        "created": meta.get("created_utc"), "git commit": meta.get("git_commit"),
+        "training data sha256": (meta.get("data") or {}).get("sha256"),
+        "training steps / epochs / wall time s": (
+            f"{training.get('steps')} / {training.get('epochs')} / {training.get('wall_time_s')}" if training else None),
+        "activity head": (meta.get("head") or {}).get("classes"),
+    }
+    for key, value in facts.items():
+        if value not in (None, "", False):
+            lines.append(f"- model {key}: `{value}`")
     lines.append(f"- written: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     summary = result.data_summary
     lines += ["", "## Data", "",

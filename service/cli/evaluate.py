@@ -35,7 +35,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k-max", type=int, default=15, help="largest k of the k-Means sweep")
     parser.add_argument("--seed", type=int, default=0, help="seed of k-Means, t-SNE and the random-weights CNN")
     parser.add_argument("--device", default="cpu", help="torch device for the encoder (cpu, cuda)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="folder to cache per-method features in (keyed by encoder weights, configs and input files); off by default")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run (options at their defaults left out)."""
+    parts = ["roomtone", "evaluate", "--model", str(args.model), "--data", str(args.data), "--out", str(args.out)]
+    defaults = {"baselines": "mfcc,random,aisfx", "k_min": 2, "k_max": 15, "seed": 0, "device": "cpu", "cache": None}
+    for name, default in defaults.items():
+        value = getattr(args, name)
+        if value != default:
+            parts += ["--" + name.replace("_", "-"), str(value)]
+    if args.no_progress:
+        parts.append("--no-progress")
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     config = EvaluationConfig(
         model_path=args.model, data_path=args.data, out_dir=args.out, baselines=baselines,
         ks=tuple(range(args.k_min, args.k_max + 1)), seed=args.seed, device=args.device,
-        progress=not args.no_progress, command="roomtone " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        progress=not args.no_progress, cache_dir=args.cache, command=command_line(args),
     )
     try:
         run_evaluation(config, log=lambda line: print(line, file=sys.stderr))

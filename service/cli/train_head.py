@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="labelled dataset directory or meta.csv")
     parser.add_argument("--out", type=Path, default=None, help="where to write the model with its head (default: overwrite --model)")
     parser.add_argument("-C", type=float, default=1.0, help="inverse L2 regularisation strength of the logistic regression")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="feature cache folder shared with `roomtone evaluate --cache` (off by default)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -31,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from encoder.audio import AudioError
     from encoder.datasets import DatasetError, read_dataset
     from encoder.embedding import embed_paths
+    from encoder.feature_cache import cached_features, method_cache_key
     from encoder.head import fit_head
     from encoder.model_file import ModelFileError, load_model, save_model, with_metadata
     from encoder.segment_table import segment_table
@@ -39,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         records = read_dataset(args.data)
         bundle = load_model(args.model)
-        table = segment_table(records, embed_paths(bundle, [r.path for r in records], progress=not args.no_progress))
+        paths = [r.path for r in records]
+        compute = lambda: embed_paths(bundle, paths, progress=not args.no_progress)  # noqa: E731
+        per_clip = compute() if args.cache is None else cached_features(
+            args.cache, method_cache_key("model", bundle, paths), compute)
+        table = segment_table(records, per_clip)
     except (DatasetError, ModelFileError, AudioError) as exc:
         print(f"roomtone train-head: {exc}", file=sys.stderr)
         return 2

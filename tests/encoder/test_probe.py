@@ -1,0 +1,71 @@
+"""Specification of the linear probe: DCASE 2018 task 5 protocol on the dataset's own folds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from encoder.baselines import mfcc_features
+from encoder.datasets import read_dataset
+from encoder.head import fit_head
+from encoder.probe import linear_probe, segment_posteriors
+from encoder.segment_table import SegmentTable, segment_table
+
+
+def _table(features: np.ndarray, labels: list[str], folds: list[int], segment: list[int] | None = None) -> SegmentTable:
+    """A table with one row per segment unless ``segment`` maps rows to segments."""
+    n = len(labels)
+    return SegmentTable(
+        features=np.asarray(features, dtype=np.float32),
+        segment=np.asarray(segment if segment is not None else range(n)),
+        paths=tuple(f"clip{i}.wav" for i in range(n)), offsets_s=np.zeros(n), labels=np.asarray(labels),
+        folds=np.asarray(folds), groups=tuple(f"g{i}" for i in range(n)),
+    )
+
+
+def test_separable_classes_score_macro_f1_of_one_on_every_fold():
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c"] * 16
+    x = np.eye(3)[[("abc").index(l) for l in labels]] * 5 + rng.normal(scale=0.1, size=(48, 3))
+    result = linear_probe(_table(x, labels, [1 + i % 4 for i in range(48)]))
+    assert result.fold_f1 == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0}
+    assert (result.mean_f1, result.std_f1, result.summary()) == (1.0, 0.0, "100.0 +- 0.0")
+    assert result.confusion.trace() == 48
+
+
+def test_each_fold_is_scored_by_a_head_that_never_saw_it():
+    # In fold 4 the feature that separates the classes is flipped: a head trained on folds 1-3 must fail
+    # there, which it would not if fold 4 leaked into training or folds were re-drawn at random.
+    labels = ["a", "b"] * 20
+    folds = [1 + (i // 2) % 4 for i in range(40)]
+    sign = np.where(np.asarray(folds) == 4, -1.0, 1.0)
+    x = (np.where(np.asarray(labels) == "a", 1.0, -1.0) * sign)[:, None] + np.linspace(0, 0.01, 40)[:, None]
+    result = linear_probe(_table(x, labels, folds))
+    assert result.fold_f1[4] == 0.0
+    assert all(result.fold_f1[k] == 1.0 for k in (1, 2, 3))
+
+
+def test_channel_posteriors_are_averaged_before_the_decision():
+    # Training rows: a at -1, b at +1. Test segment: two channels barely on a's side, one far on b's.
+    # A vote over channels would say a; averaging posteriors says b (the DCASE rule).
+    x_train = np.array([[-1.0], [1.0]] * 20)
+    head = fit_head(x_train, ["a", "b"] * 20)
+    table = _table(np.array([[-0.05], [-0.05], [8.0]]), ["b"], [1], segment=[0, 0, 0])
+    posteriors = segment_posteriors(head, table, np.array([0]))
+    assert head.predict(np.array([[-0.05], [-0.05], [8.0]])) == ["a", "a", "b"]
+    assert np.asarray(head.class_names)[posteriors.argmax(axis=1)].tolist() == ["b"]
+
+
+def test_probe_needs_more_than_one_fold():
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        linear_probe(_table(np.zeros((4, 2)), ["a", "b", "a", "b"], [1, 1, 1, 1]))
+
+
+def test_mfcc_probe_on_real_clips_beats_chance(homesounds):
+    all_records = read_dataset(homesounds)
+    records = [r for label in ("typing", "speech", "quiet_ambience") for k in (1, 2, 3, 4)
+               for r in [r for r in all_records if r.label == label and r.fold == k][:2]]
+    table = segment_table(records, mfcc_features([r.path for r in records], progress=False))
+    assert table.features.shape == (24, 80)
+    result = linear_probe(table)
+    assert result.mean_f1 > 0.6  # chance is 1/3

@@ -1,0 +1,129 @@
+"""Specification of `roomtone evaluate` and `roomtone train-head` on a small real subset with a tiny model."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from encoder.datasets import read_dataset
+from encoder.features import LogMelConfig
+from encoder.head import ActivityHead
+from encoder.model import Encoder, EncoderConfig
+from encoder.model_file import ModelBundle, load_model, save_model
+from encoder.neighbours import load_index
+from service.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def small_set(shared_data: Path, tmp_path_factory) -> Path:
+    """3 s excerpts of 2 clips per fold of 3 homesounds classes and 2 music styles (one `_rendered`)."""
+    root = tmp_path_factory.mktemp("small_set")
+    rows = []
+    for name, labels in (("homesounds", ("typing", "speech", "quiet_ambience")),
+                         ("music", ("metal", "celtic_folk_rendered"))):
+        records = read_dataset(shared_data / name)
+        rows += [r for label in labels for k in (1, 2, 3, 4)
+                 for r in [r for r in records if r.label == label and r.fold == k][:2]]
+    with (root / "meta.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "fold"])
+        for i, r in enumerate(rows):
+            samples, rate = soundfile.read(r.path, dtype="float32", frames=3 * 16000, start=3 * 16000)
+            soundfile.write(root / f"{i:02d}_{r.path.stem}.wav", samples, rate)
+            writer.writerow([f"{i:02d}_{r.path.stem}.wav", r.label, r.fold])
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A randomly initialised small encoder in a model file."""
+    torch.manual_seed(0)
+    config = EncoderConfig(width=4, blocks=(1, 1), embedding_dim=16)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model(ModelBundle(Encoder(config).eval(), LogMelConfig(), config, metadata={"note": "test"}), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(small_set, tiny_model, tmp_path_factory) -> Path:
+    """One evaluate run shared by the report tests."""
+    out = tmp_path_factory.mktemp("report") / "small"
+    code = main(["evaluate", "--model", str(tiny_model), "--data", str(small_set), "--out", str(out),
+                 "--baselines", "mfcc,random", "--k-min", "2", "--k-max", "6", "--no-progress",
+                 "--cache", str(out.parent / "cache")])
+    assert code == 0
+    return out
+
+
+def test_report_starts_with_the_method_by_macro_f1_table_including_without_rendered(report):
+    text = (report / "report.md").read_text()
+    first_table = text.split("\n\n")[2].splitlines()
+    assert first_table[0].startswith("| method | macro-F1 % (mean +- std over 4 folds) | without `_rendered` styles |")
+    methods = [line.split("|")[1].strip() for line in first_table[2:]]
+    assert methods == ["roomtone embedding (this model)", "MFCC-40 mean+std", "same CNN, random weights"]
+    assert all(" +- " in line for line in first_table[2:])
+
+
+def test_report_names_the_command_the_model_hash_the_data_and_every_figure(report, tiny_model, small_set):
+    text = (report / "report.md").read_text()
+    assert "roomtone evaluate --model" in text
+    import hashlib
+    assert hashlib.sha256(tiny_model.read_bytes()).hexdigest() in text
+    assert "40 clips" in text
+    for figure in ("confusion_model.png", "kmeans_elbow.png", "kmeans_silhouette.png", "embedding_map.png",
+                   "embedding_map.html"):
+        assert f"({figure})" in text
+        assert (report / figure).stat().st_size > 0
+
+
+def test_results_json_holds_per_fold_scores_and_the_cluster_sweep(report):
+    results = json.loads((report / "results.json").read_text())
+    model = results["methods"]["model"]["probe"]
+    assert set(model["fold_macro_f1"]) == {"1", "2", "3", "4"}
+    assert np.isclose(model["macro_f1_mean"], np.mean(list(model["fold_macro_f1"].values())))
+    assert results["methods"]["model"]["probe_without_rendered"]["class_names"] == [
+        "metal", "quiet_ambience", "speech", "typing"]
+    assert results["kmeans"]["ks"] == [2, 3, 4, 5, 6] and results["kmeans"]["num_classes"] == 5
+
+
+def test_embeddings_npz_is_a_neighbour_index_of_every_segment(report):
+    index = load_index(report / "embeddings.npz")
+    assert index.embeddings.shape == (40, 16)
+    assert set(index.labels) == {"typing", "speech", "quiet_ambience", "metal", "celtic_folk_rendered"}
+
+
+def test_second_run_reuses_the_feature_cache(report, small_set, tiny_model):
+    cached = sorted(p.name.split("-")[0] for p in (report.parent / "cache").glob("*.npz"))
+    assert cached == ["mfcc", "model", "random"]
+
+
+def test_unknown_baseline_is_refused_with_exit_2(small_set, tiny_model, tmp_path, capsys):
+    assert main(["evaluate", "--model", str(tiny_model), "--data", str(small_set), "--out", str(tmp_path),
+                 "--baselines", "mfcc,vggish"]) == 2
+    assert "vggish" in capsys.readouterr().err
+
+
+def test_missing_model_file_is_refused_with_exit_2(small_set, tmp_path, capsys):
+    assert main(["evaluate", "--model", str(tmp_path / "no.pt"), "--data", str(small_set), "--out",
+                 str(tmp_path / "r")]) == 2
+    assert "no.pt" in capsys.readouterr().err
+
+
+def test_train_head_stores_a_head_over_the_datasets_classes_in_a_copy_of_the_model(small_set, tiny_model, tmp_path):
+    out = tmp_path / "with_head.pt"
+    assert main(["train-head", "--model", str(tiny_model), "--data", str(small_set), "--out", str(out),
+                 "--no-progress"]) == 0
+    bundle = load_model(out)
+    head = ActivityHead.from_dict(bundle.head)
+    assert head.class_names == ("celtic_folk_rendered", "metal", "quiet_ambience", "speech", "typing")
+    assert bundle.metadata["head"]["rows"] == 40 and bundle.metadata["note"] == "test"
+    assert load_model(tiny_model).head is None
+    original, copy = load_model(tiny_model).encoder.state_dict(), bundle.encoder.state_dict()
+    assert all(torch.equal(original[k], copy[k]) for k in original)
+    assert head.predict_proba(np.zeros((1, 16))).shape == (1, 5)
