@@ -7,7 +7,7 @@ Writes one CSV row per clip, most suspicious first, with its findings:
   broken_recording  a window fails the microphone-health checks (clipping, dropouts, dead channel, DC
                     offset, mains hum, stuck samples, NaN/Inf) or the file cannot be decoded
                     (health_state, health_reasons);
-  embedding_outlier mean distance to the k nearest neighbours is a robust z-score >= 3.5 (outlier_z).
+  embedding_outlier log mean distance to the k nearest neighbours has a robust z-score >= 5 (outlier_z).
 `suspicion` (0..1) orders the rows; the top few lines are printed. Exit 2 on bad input."""
 
 from __future__ import annotations
