@@ -48,7 +48,7 @@ class HealthConfig:
     non_finite_max: float = 0.0  # fraction of NaN/Inf samples tolerated
     clip_level: float = 0.99  # abs value counted as "at full scale" (int16 full scale reads 0.99997)
     clip_fraction_max: float = 1e-4  # flag at >= 0.01% of samples at full scale (16 per 10 s)...
-    clip_run_min: int = 3  # ...or at a run of this many consecutive full-scale samples
+    clip_run_min: int = 2  # ...or at this many consecutive full-scale samples (one can be a true peak)
     dropout_min_run_ms: float = 4.0  # shortest flat run that can be a dropout
     dropout_edge_jump: float = 1e-4  # jump (full scale) into/out of the run; real silence enters by <= 2 LSB
     dead_floor_dbfs: float = -70.0  # a channel quieter than this for the whole window is dead
