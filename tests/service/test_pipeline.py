@@ -148,3 +148,16 @@ def test_a_failing_store_is_counted_and_the_pipeline_goes_on(bundle, homesounds,
     run_to_end(pipeline)
     assert len(calls) == 2 and pipeline.stats.windows_stored == 1
     assert metrics.store_errors._value.get() == 1
+
+
+def test_a_two_channel_microphone_is_checked_per_channel_and_embedded_as_its_mix(bundle, store, homesounds, tmp_path):
+    speech = load_audio(homesounds / "audio" / "speech" / "speech_A3_000.flac")[0].numpy()
+    stereo = write_wav(tmp_path / "stereo.wav", np.concatenate([speech, np.zeros_like(speech)], axis=0))
+    pipeline = Pipeline([FileSource("pair", stereo, realtime=False)], Analyzer(bundle), store_into(store), Metrics())
+    run_to_end(pipeline)
+    (listed,) = store.list_windows(limit=10).items
+    window = store.get_window(listed.window_id)
+    assert window.health_state == "faulty" and any(r.startswith("dead_channel") for r in window.health_reasons)
+    mix = speech * 0.5  # the channel mean
+    np.testing.assert_allclose(window.embedding, embed_windows(bundle, torch.from_numpy(mix))[0], atol=2e-3)
+    assert window.rms_dbfs == pytest.approx(rms_dbfs(mix), abs=0.01)
