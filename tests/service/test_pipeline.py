@@ -3,7 +3,6 @@ record carries the head's label, the health verdict and the very embedding `embe
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
