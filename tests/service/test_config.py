@@ -69,6 +69,8 @@ def test_several_microphones_from_toml_tables(tmp_path, model, homesounds):
     ("[[mics]]\nid = \"a\"\nchannels = 0\n", "mics[0].channels"),
     ("[pipeline]\ndevice = \"tpu\"\n", "pipeline.device"),
     ("[grpc]\naddress = \"nowhere\"\n", "grpc.address"),
+    ("[health]\nclip_levle = 0.9\n", "health: .*clip_levle"),
+    ("log_format = \"xml\"\n", "log_format"),
 ])
 def test_a_bad_value_is_an_error_naming_its_key(tmp_path, model, text, key):
     path = write(tmp_path, f'model = "{model}"\n' + text)
