@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from encoder.datasets import read_dataset  # noqa: E402
-from encoder.embedding import embed_paths  # noqa: E402
-from encoder.features import LogMelConfig  # noqa: E402
+from encoder.audio import load_audio  # noqa: E402
+from encoder.features import LogMelConfig, log_mel  # noqa: E402
 from encoder.model import Encoder, EncoderConfig  # noqa: E402
 from encoder.model_file import ModelBundle, load_model  # noqa: E402
 
@@ -75,14 +75,22 @@ def main() -> int:
         config = EncoderConfig(width=width)
         candidates.append((f"untrained w={width}", ModelBundle(Encoder(config).eval(), LogMelConfig(), config)))
 
+    # Every candidate uses the default LogMelConfig, so features are computed once and shared.
+    torch.set_num_threads(args.threads)
+    features = {}
+    for dataset, records in datasets.items():
+        clips = [load_audio(r.path, LogMelConfig().sample_rate, mono=True)[0][0] for r in records]
+        features[dataset] = [log_mel(clip, LogMelConfig()) for clip in clips]
     print("| model | width | train steps | train wall min | homesounds macro-F1 | music macro-F1 | ms/window (1 thread) |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|", flush=True)
     for name, bundle in candidates:
+        if bundle.feature_config != LogMelConfig():
+            raise SystemExit(f"{name}: non-default LogMelConfig; this bench shares default features")
         torch.set_num_threads(args.threads)
         f1 = {}
         for dataset, records in datasets.items():
-            results = embed_paths(bundle, [r.path for r in records], progress=False, mono=True)
-            embeddings = np.stack([r[1][0, 0] for r in results])
+            with torch.inference_mode():
+                embeddings = np.stack([bundle.encoder(f[None, None]).numpy()[0] for f in features[dataset]])
             labels = np.array([r.label for r in records])
             folds = np.array([r.fold for r in records])
             f1[dataset] = probe_macro_f1(embeddings, labels, folds)

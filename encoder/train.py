@@ -445,6 +445,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     amp = device.type == "cuda"
     torch.manual_seed(config.seed)
     started = time.monotonic()
+    commit = git_commit()  # at the start: the code that trains, not whatever is checked out at the end
     show = progress and distributed.is_main
 
     # Data: unlabelled clips, held-out groups for validation, log-Mel computed once per clip.
@@ -548,7 +549,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         "provisional": config.provisional,
         "note": config.note,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "training": {
             "config": config.to_dict(), "steps": state.step, "epochs": round(state.epoch + state.batches_in_epoch / batches_per_epoch, 2),
             "wall_time_s": round(state.elapsed_s, 1), "device": str(device), "world_size": distributed.world,
