@@ -58,6 +58,15 @@ class GrpcConfig:
 
     enabled: bool = True
     address: str = "127.0.0.1:50051"  # host:port; port 0 picks a free port
+    # A non-loopback address needs TLS (tls_cert + tls_key) AND client authentication: a bearer token read
+    # from token_file, or client certificates signed by client_ca (mTLS). The token itself never sits in
+    # the config, so the start-up log line (which prints the config) cannot leak it.
+    tls_cert: str | None = None  # PEM server certificate (chain)
+    tls_key: str | None = None  # PEM private key of tls_cert
+    client_ca: str | None = None  # PEM CA bundle: clients must present a certificate it signed (mTLS)
+    token_file: str | None = None  # file holding the bearer token clients send as "authorization: Bearer <token>"
+    max_upload_bytes: int = 16 * 1024 * 1024  # Classify/FindSimilar uploads above this: RESOURCE_EXHAUSTED
+    max_streams: int = 64  # concurrent StreamEvents clients; more: RESOURCE_EXHAUSTED
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,10 @@ class MetricsConfig:
     enabled: bool = True
     address: str = "127.0.0.1"
     port: int = 9464  # 0 picks a free port
+    # A non-loopback address needs HTTPS with client certificates (mTLS): all three of these.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None
 
 
 @dataclass(frozen=True)
@@ -294,6 +307,10 @@ def validate(config: DaemonConfig) -> DaemonConfig:
     host, sep, port = config.grpc.address.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"grpc.address: expected host:port, got {config.grpc.address!r}")
+    _validate_exposure(config)
+    if config.grpc.max_upload_bytes < 1 or config.grpc.max_streams < 1:
+        raise ConfigError(f"grpc.max_upload_bytes/max_streams: must be >= 1, got "
+                          f"{config.grpc.max_upload_bytes}/{config.grpc.max_streams}")
     if config.store.max_age_days <= 0 or config.store.max_size_mb <= 0 or config.store.retention_interval_s <= 0:
         raise ConfigError("store.max_age_days/max_size_mb/retention_interval_s: must be positive")
     if config.log_format not in ("json", "text"):
@@ -310,6 +327,48 @@ def validate(config: DaemonConfig) -> DaemonConfig:
     if store_dir.exists() and not store_dir.is_dir():
         raise ConfigError(f"store.path: parent {store_dir} is not a directory")
     return config
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything reachable
+        return False
+
+
+def _validate_exposure(config: DaemonConfig) -> None:
+    """Listeners beyond loopback must be encrypted and authenticated; the files they name must exist."""
+    g, m = config.grpc, config.metrics
+    for key, value in (("grpc.tls_cert", g.tls_cert), ("grpc.tls_key", g.tls_key), ("grpc.client_ca", g.client_ca),
+                       ("grpc.token_file", g.token_file), ("metrics.tls_cert", m.tls_cert),
+                       ("metrics.tls_key", m.tls_key), ("metrics.client_ca", m.client_ca)):
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"{key}: no such file {value}")
+    if bool(g.tls_cert) != bool(g.tls_key):
+        raise ConfigError("grpc.tls_cert/tls_key: give both (the server certificate and its private key) or neither")
+    if g.token_file and not Path(g.token_file).read_text().strip():
+        raise ConfigError(f"grpc.token_file: {g.token_file} is empty")
+    if g.client_ca and not g.tls_cert:
+        raise ConfigError("grpc.client_ca: client certificates (mTLS) need grpc.tls_cert and grpc.tls_key too")
+    host = g.address.rpartition(":")[0]
+    if g.enabled and not is_loopback(host) and not (g.tls_cert and (g.token_file or g.client_ca)):
+        raise ConfigError(
+            f"grpc.address: {g.address} is reachable from other machines; refusing to serve the API there without "
+            f"TLS and client authentication: set grpc.tls_cert and grpc.tls_key, plus grpc.token_file (bearer "
+            f"token) or grpc.client_ca (client certificates), or listen on 127.0.0.1")
+    if bool(m.tls_cert) != bool(m.tls_key) or (m.client_ca and not m.tls_cert):
+        raise ConfigError("metrics.tls_cert/tls_key/client_ca: HTTPS needs both tls_cert and tls_key")
+    if m.enabled and not is_loopback(m.address) and not (m.tls_cert and m.client_ca):
+        raise ConfigError(
+            f"metrics.address: {m.address} is reachable from other machines; refusing to serve /metrics there "
+            f"without HTTPS and client certificates: set metrics.tls_cert, metrics.tls_key and metrics.client_ca "
+            f"(Prometheus: scrape_configs tls_config cert_file/key_file), or listen on 127.0.0.1")
 
 
 def load_config(

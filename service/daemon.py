@@ -184,8 +184,12 @@ class Daemon:
         self.pipeline = Pipeline(sources, self.analyzer, self._store_and_publish, self.metrics, config.pipeline)
         self.pipeline.on_stored = self._on_stored
         if config.metrics.enabled:
-            self.metrics_port = self.metrics.serve(config.metrics.address, config.metrics.port)
-            log.info("metrics listening", extra={"url": f"http://{config.metrics.address}:{self.metrics_port}/metrics"})
+            m = config.metrics
+            self.metrics_port = self.metrics.serve(m.address, m.port, certfile=m.tls_cert, keyfile=m.tls_key,
+                                                   client_cafile=m.client_ca)
+            scheme = "https" if m.tls_cert else "http"
+            log.info("metrics listening", extra={"url": f"{scheme}://{m.address}:{self.metrics_port}/metrics",
+                                                 "client_certificates": m.client_ca is not None})
         if config.grpc.enabled:
             self._start_grpc(DaemonBackend(self.analyzer, self.mic_status))
         self.pipeline.start()
@@ -195,12 +199,23 @@ class Daemon:
                                             "grpc": self.grpc_address, "metrics_port": self.metrics_port})
 
     def _start_grpc(self, backend) -> None:
-        from service.grpc_server import start_server
+        from service.grpc_server import ServerSecurity, start_server
 
-        self.grpc_server = start_server(self.store, self.bus, backend, address=self.config.grpc.address)
+        g = self.config.grpc
+        security = None
+        if g.tls_cert:
+            security = ServerSecurity(
+                cert_chain=Path(g.tls_cert).read_bytes(), private_key=Path(g.tls_key).read_bytes(),
+                client_ca=Path(g.client_ca).read_bytes() if g.client_ca else None,
+                token=Path(g.token_file).read_text().strip() if g.token_file else None)
+        self.grpc_server = start_server(self.store, self.bus, backend, address=g.address,
+                                        max_upload_bytes=g.max_upload_bytes, max_streams=g.max_streams,
+                                        security=security)
         self.grpc_address = self.grpc_server.roomtone_address
         self.grpc_port = int(self.grpc_address.rpartition(":")[2])
-        log.info("gRPC listening", extra={"address": self.grpc_address})
+        log.info("gRPC listening", extra={"address": self.grpc_address, "tls": security is not None,
+                                          "bearer_token": bool(security and security.token),
+                                          "client_certificates": bool(security and security.client_ca)})
 
     def _retention_loop(self) -> None:
         interval = self.config.store.retention_interval_s

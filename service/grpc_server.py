@@ -5,11 +5,13 @@ codes; unexpected errors are logged here and reach the client only as INTERNAL "
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 import math
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -315,6 +317,43 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
         return pb.ClassifyResponse(windows=[window_to_pb(w, request.include_embedding) for w in windows])
 
 
+@dataclass(frozen=True)
+class ServerSecurity:
+    """TLS and client authentication for a listener beyond loopback (PEM bytes; token as text)."""
+
+    cert_chain: bytes
+    private_key: bytes
+    client_ca: bytes | None = None  # require client certificates signed by this CA (mTLS)
+    token: str | None = None  # require "authorization: Bearer <token>" metadata on every call
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):
+    """Refuses every call without the right bearer token with UNAUTHENTICATED (constant-time comparison)."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation, handler_call_details):  # noqa: D102 - grpc hook
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization" and hmac.compare_digest(str(value).encode(), self._expected):
+                return continuation(handler_call_details)
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+
+        def deny(request, context):
+            GRPC_REQUESTS.labels(method, grpc.StatusCode.UNAUTHENTICATED.name).inc()
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (metadata authorization: Bearer <token>)")
+
+        wrap = (grpc.unary_unary_rpc_method_handler if handler.unary_unary else
+                grpc.unary_stream_rpc_method_handler if handler.unary_stream else
+                grpc.stream_unary_rpc_method_handler if handler.stream_unary else
+                grpc.stream_stream_rpc_method_handler)
+        return wrap(deny, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+
+
 def _bind_host(address: str) -> str:
     """The host part of host:port (IPv6 in brackets kept as is)."""
     return address.rsplit(":", 1)[0]
@@ -328,6 +367,7 @@ def start_server(
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_streams: int = 16,
+    security: ServerSecurity | None = None,
 ) -> grpc.Server:
     """Start roomtone.v1.Roomtone + grpc.health.v1 + reflection on ``address`` (port 0 = any free port).
 
@@ -337,8 +377,10 @@ def start_server(
     if max_upload_bytes < 1:
         raise ValueError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
     # Each live stream holds a worker thread; keep 8 for unary calls.
+    interceptors = [BearerTokenInterceptor(security.token)] if security is not None and security.token else []
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_streams + 8, thread_name_prefix="grpc"),
+        interceptors=interceptors,
         options=[
             # room for the request envelope around an upload that is exactly at the limit; anything
             # larger than this is refused by gRPC itself with RESOURCE_EXHAUSTED
@@ -352,7 +394,13 @@ def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
-        port = server.add_insecure_port(address)
+        if security is None:
+            port = server.add_insecure_port(address)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(security.private_key, security.cert_chain)], root_certificates=security.client_ca,
+                require_client_auth=security.client_ca is not None)
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address}: {exc} (address in use or not local?)") from None
     if not port:

@@ -88,9 +88,13 @@ class Metrics:
         self.windows.labels(mic=result.mic_id).inc()
         self.last_window.labels(mic=result.mic_id).set(result.end_unix_ms / 1000.0)
 
-    def serve(self, address: str = "127.0.0.1", port: int = 9464) -> int:
-        """Start the /metrics HTTP listener on a daemon thread; returns the bound port (port 0 = any free)."""
-        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+    def serve(self, address: str = "127.0.0.1", port: int = 9464, *, certfile: str | None = None,
+              keyfile: str | None = None, client_cafile: str | None = None) -> int:
+        """Start the /metrics listener on a daemon thread (HTTPS with certfile/keyfile; client certificates
+        required with client_cafile); returns the bound port (port 0 = any free)."""
+        server, _thread = start_http_server(port, addr=address, registry=self.registry, certfile=certfile,
+                                            keyfile=keyfile, client_cafile=client_cafile,
+                                            client_auth_required=client_cafile is not None)
         self._server = server
         return int(server.server_port)
 
