@@ -43,6 +43,7 @@ class EvaluationConfig:
     progress: bool = True
     command: str = ""
     cache_dir: Path | None = None
+    notes: str = ""
 
 
 @dataclass

@@ -63,6 +63,23 @@ def method_table(result) -> list[str]:
     return lines
 
 
+def target_lines(result) -> list[str]:
+    """The issue's targets, measured: probe vs MFCC (homesounds), absolute probe (music), silhouette k."""
+    model = next(m for m in result.methods if m.key == "model")
+    mfcc = next((m for m in result.methods if m.key == "mfcc" and m.probe is not None), None)
+    sweep, classes = result.sweep, len(result.table.class_names)
+    lines = ["Targets (issue 5; measured, not asserted):", ""]
+    if mfcc is not None:
+        gap = 100 * (model.probe.mean_f1 - mfcc.probe.mean_f1)
+        lines.append(f"- probe minus MFCC baseline: **{gap:+.1f} points** (target on homesounds: >= +10)")
+    lines.append(f"- probe macro-F1: **{_pct(model.probe.mean_f1)} %** (target on music: >= 85 %)")
+    if model.probe_without_rendered is not None:
+        lines.append(f"- probe macro-F1 without `_rendered` styles: {_pct(model.probe_without_rendered.mean_f1)} %")
+    lines.append(f"- best-silhouette k: **{sweep.best_k}** for {classes} classes "
+                 f"({'met' if abs(sweep.best_k - classes) <= 1 else 'missed'}: target within +-1)")
+    return lines
+
+
 def write_report(result, path: str | Path) -> Path:
     """Write report.md for an `EvaluationResult` (figures are referenced relative to the report)."""
     config, table, sweep = result.config, result.table, result.sweep
@@ -71,6 +88,7 @@ def write_report(result, path: str | Path) -> Path:
     lines = [f"# Evaluation: {config.data_path.name}", ""]
     lines += ["## Linear probe (DCASE 2018 task 5 protocol), macro-F1", ""]
     lines += method_table(result)
+    lines += [""] + target_lines(result)
     lines += ["",
               "Per fold k: StandardScaler + multinomial logistic regression (C=1) fit on the frozen features of "
               "the other folds' segments, scored on fold k; one decision per 10 s segment (class posteriors "
@@ -132,5 +150,7 @@ def write_report(result, path: str | Path) -> Path:
                      + f" | {sum(per_fold.values())} |")
     if summary.problems:
         lines += ["", "Problems found in the data:"] + [f"- {p}" for p in summary.problems]
+    if result.config.notes:
+        lines += ["", "## Notes", "", result.config.notes.strip()]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return Path(path)

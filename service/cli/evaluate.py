@@ -37,13 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for the encoder (cpu, cuda)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="folder to cache per-method features in (keyed by encoder weights, configs and input files); off by default")
+    parser.add_argument("--notes", type=Path, default=None, help="markdown file appended to report.md as its Notes section")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run (options at their defaults left out)."""
     parts = ["roomtone", "evaluate", "--model", str(args.model), "--data", str(args.data), "--out", str(args.out)]
-    defaults = {"baselines": "mfcc,random,aisfx", "k_min": 2, "k_max": 15, "seed": 0, "device": "cpu", "cache": None}
+    defaults = {"baselines": "mfcc,random,aisfx", "k_min": 2, "k_max": 15, "seed": 0, "device": "cpu", "cache": None,
+                "notes": None}
     for name, default in defaults.items():
         value = getattr(args, name)
         if value != default:
@@ -68,10 +70,15 @@ def run(args: argparse.Namespace) -> int:
     if args.k_min < 2 or args.k_max < args.k_min:
         print(f"roomtone evaluate: need 2 <= --k-min <= --k-max, got {args.k_min}..{args.k_max}", file=sys.stderr)
         return 2
+    try:
+        notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
+    except OSError as exc:
+        print(f"roomtone evaluate: --notes {args.notes}: {exc.strerror}", file=sys.stderr)
+        return 2
     config = EvaluationConfig(
         model_path=args.model, data_path=args.data, out_dir=args.out, baselines=baselines,
         ks=tuple(range(args.k_min, args.k_max + 1)), seed=args.seed, device=args.device,
-        progress=not args.no_progress, cache_dir=args.cache, command=command_line(args),
+        progress=not args.no_progress, cache_dir=args.cache, notes=notes, command=command_line(args),
     )
     try:
         run_evaluation(config, log=lambda line: print(line, file=sys.stderr))

@@ -68,6 +68,7 @@ def test_report_starts_with_the_method_by_macro_f1_table_including_without_rende
     methods = [line.split("|")[1].strip() for line in first_table[2:]]
     assert methods == ["roomtone embedding (this model)", "MFCC-40 mean+std", "same CNN, random weights"]
     assert all(" +- " in line for line in first_table[2:])
+    assert "- probe minus MFCC baseline: **" in text and "- best-silhouette k: **" in text
 
 
 def test_report_names_the_command_the_model_hash_the_data_and_every_figure(report, tiny_model, small_set):
