@@ -22,14 +22,14 @@ from service.cli.main import main
 
 @pytest.fixture(scope="module")
 def small_set(shared_data: Path, tmp_path_factory) -> Path:
-    """3 s excerpts of 2 clips per fold of 3 homesounds classes and 2 music styles (one `_rendered`)."""
+    """3 s excerpts of 1 clip per fold of 3 homesounds classes and 2 music styles (one `_rendered`)."""
     root = tmp_path_factory.mktemp("small_set")
     rows = []
     for name, labels in (("homesounds", ("typing", "speech", "quiet_ambience")),
                          ("music", ("metal", "celtic_folk_rendered"))):
         records = read_dataset(shared_data / name)
         rows += [r for label in labels for k in (1, 2, 3, 4)
-                 for r in [r for r in records if r.label == label and r.fold == k][:2]]
+                 for r in [r for r in records if r.label == label and r.fold == k][:1]]
     with (root / "meta.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "fold"])
@@ -55,7 +55,7 @@ def report(small_set, tiny_model, tmp_path_factory) -> Path:
     """One evaluate run shared by the report tests."""
     out = tmp_path_factory.mktemp("report") / "small"
     code = main(["evaluate", "--model", str(tiny_model), "--data", str(small_set), "--out", str(out),
-                 "--baselines", "mfcc,random", "--k-min", "2", "--k-max", "6", "--no-progress",
+                 "--baselines", "mfcc,random", "--k-min", "2", "--k-max", "4", "--no-progress",
                  "--cache", str(out.parent / "cache")])
     assert code == 0
     return out
@@ -76,7 +76,7 @@ def test_report_names_the_command_the_model_hash_the_data_and_every_figure(repor
     assert "roomtone evaluate --model" in text
     import hashlib
     assert hashlib.sha256(tiny_model.read_bytes()).hexdigest() in text
-    assert "40 clips" in text
+    assert "20 clips" in text
     for figure in ("confusion_model.png", "kmeans_elbow.png", "kmeans_silhouette.png", "embedding_map.png",
                    "embedding_map.html"):
         assert f"({figure})" in text
@@ -90,12 +90,12 @@ def test_results_json_holds_per_fold_scores_and_the_cluster_sweep(report):
     assert np.isclose(model["macro_f1_mean"], np.mean(list(model["fold_macro_f1"].values())))
     assert results["methods"]["model"]["probe_without_rendered"]["class_names"] == [
         "metal", "quiet_ambience", "speech", "typing"]
-    assert results["kmeans"]["ks"] == [2, 3, 4, 5, 6] and results["kmeans"]["num_classes"] == 5
+    assert results["kmeans"]["ks"] == [2, 3, 4] and results["kmeans"]["num_classes"] == 5
 
 
 def test_embeddings_npz_is_a_neighbour_index_of_every_segment(report):
     index = load_index(report / "embeddings.npz")
-    assert index.embeddings.shape == (40, 16)
+    assert index.embeddings.shape == (20, 16)
     assert set(index.labels) == {"typing", "speech", "quiet_ambience", "metal", "celtic_folk_rendered"}
 
 
@@ -123,7 +123,7 @@ def test_train_head_stores_a_head_over_the_datasets_classes_in_a_copy_of_the_mod
     bundle = load_model(out)
     head = ActivityHead.from_dict(bundle.head)
     assert head.class_names == ("celtic_folk_rendered", "metal", "quiet_ambience", "speech", "typing")
-    assert bundle.metadata["head"]["rows"] == 40 and bundle.metadata["note"] == "test"
+    assert bundle.metadata["head"]["rows"] == 20 and bundle.metadata["note"] == "test"
     assert load_model(tiny_model).head is None
     original, copy = load_model(tiny_model).encoder.state_dict(), bundle.encoder.state_dict()
     assert all(torch.equal(original[k], copy[k]) for k in original)
