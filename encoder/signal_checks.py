@@ -132,15 +132,17 @@ def flat_runs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return bounds[:-1], np.diff(bounds)
 
 
-def dropout_ms(x: np.ndarray, sample_rate: int, min_run_ms: float, edge_jump: float) -> tuple[float, float]:
+def dropout_ms(x: np.ndarray, sample_rate: int, min_run_ms: float, edge_jump: float,
+               clip_level: float = 1.0) -> tuple[float, float]:
     """Total and longest duration (ms) of dropouts in a 1-D signal.
 
     A dropout is a run of identical samples (zeros or a held value) at least ``min_run_ms`` long that is
     entered or left with a jump of at least ``edge_jump``: real silence fades in and out through the
-    last bits, a lost buffer cuts live audio. A run spanning the whole signal is not a dropout.
+    last bits, a lost buffer cuts live audio. A run spanning the whole signal is not a dropout, nor is
+    a plateau at ``clip_level`` or above (that is clipping).
     """
     starts, lengths = flat_runs(x)
-    long = lengths >= max(2, int(math.ceil(min_run_ms * sample_rate / 1000)))
+    long = (lengths >= max(2, int(math.ceil(min_run_ms * sample_rate / 1000)))) & (np.abs(x[starts]) < clip_level)
     starts, lengths = starts[long], lengths[long]
     if starts.size == 0:
         return 0.0, 0.0
@@ -323,7 +325,8 @@ def assess_window(samples: np.ndarray, sample_rate: int, config: HealthConfig = 
             f"samples{_channel_name(worst, channels)}"
         )
 
-    drops = [dropout_ms(row, sample_rate, config.dropout_min_run_ms, config.dropout_edge_jump) for row in x]
+    drops = [dropout_ms(row, sample_rate, config.dropout_min_run_ms, config.dropout_edge_jump, config.clip_level)
+             for row in x]
     worst = int(np.argmax([total for total, _ in drops]))
     scores["dropout"] = drops[worst][0]
     scores["dropout_longest_ms"] = max(longest for _, longest in drops)

@@ -92,6 +92,13 @@ def test_a_short_run_of_full_scale_samples_is_clipping():
     assert health.flags["clipping"] and health.scores["clipping_run"] == 4
 
 
+def test_a_long_clipped_plateau_is_clipping_not_a_dropout():
+    x = noise(-30)
+    x[0, 8000:8800] = 1.0  # 50 ms held at full scale
+    health = assess_window(x, RATE)
+    assert flagged(health) == {"clipping"}
+
+
 @pytest.mark.parametrize("run_ms", [10, 50, 200])
 def test_a_sine_with_an_inserted_zero_run_is_a_dropout_of_that_length(run_ms):
     x = quantise(tone(441.3, 0.3) + noise(-50))
