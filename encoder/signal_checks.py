@@ -294,8 +294,14 @@ def _channel_name(index: int, channels: int) -> str:
 
 
 def assess_window(samples: np.ndarray, sample_rate: int, config: HealthConfig = HealthConfig()) -> WindowHealth:
-    """Run every signal check on one window ``[channels, n]`` (or 1-D mono) and give its health."""
-    x = np.asarray(samples, dtype=np.float32)
+    """Run every signal check on one window ``[channels, n]`` (or 1-D mono) and give its health.
+
+    Samples are floats in full-scale units (+-1.0); integer PCM (int16, int32) is scaled to that."""
+    raw = np.asarray(samples)
+    if np.issubdtype(raw.dtype, np.integer):
+        x = (raw / float(np.iinfo(raw.dtype).max + 1)).astype(np.float32)
+    else:
+        x = raw.astype(np.float32, copy=False)
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] == 0:

@@ -206,6 +206,13 @@ def test_a_one_dimensional_window_is_taken_as_mono():
     assert assess_window(noise(-40)[0], RATE).state == "ok"
 
 
+def test_integer_pcm_is_read_in_full_scale_units():
+    pcm = np.round(noise(-40) * 32768).astype(np.int16)
+    assert assess_window(pcm, RATE).scores["rms_dbfs"] == pytest.approx(-40, abs=0.2)
+    pcm[0, 100:200] = 32767
+    assert assess_window(pcm, RATE).flags["clipping"]
+
+
 def test_an_empty_window_is_an_error():
     with pytest.raises(ValueError, match="samples"):
         assess_window(np.zeros((1, 0), np.float32), RATE)
