@@ -15,6 +15,7 @@ import torchaudio.functional as AF
 
 from encoder.audio import load_audio
 from encoder.features import log_mel
+from encoder.inference import inference_encoder
 from encoder.model_file import ModelBundle
 from encoder.windows import WINDOW_SECONDS, window_spans
 
@@ -32,12 +33,13 @@ def embed_windows(bundle: ModelBundle, windows: torch.Tensor, batch_size: int = 
     if windows.shape[0] == 0:
         return np.zeros((0, bundle.embedding_dim), dtype=np.float32)
     device = _device(bundle)
+    encoder = inference_encoder(bundle.encoder)  # batch norms folded on the CPU (encoder/inference.py)
     outputs = []
     with torch.inference_mode():
         for start in range(0, windows.shape[0], batch_size):
             batch = windows[start:start + batch_size].to(device)
             features = log_mel(batch, bundle.feature_config).unsqueeze(1)
-            outputs.append(bundle.encoder(features).float().cpu())
+            outputs.append(encoder(features).float().cpu())
     return torch.cat(outputs).numpy().astype(np.float32, copy=False)
 
 

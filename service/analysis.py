@@ -18,6 +18,7 @@ import torch
 from encoder.audio import AudioError, decode_audio
 from encoder.features import log_mel
 from encoder.head import ActivityHead
+from encoder.inference import inference_encoder
 from encoder.model_file import ModelBundle
 from encoder.windows import window_spans
 from service.records import MicStatus, StateChange, WindowResult
@@ -100,6 +101,7 @@ class Analyzer:
         by_length: dict[int, list[int]] = {}
         for i, samples in enumerate(mono):
             by_length.setdefault(samples.shape[-1], []).append(i)
+        encoder = inference_encoder(self.bundle.encoder)  # batch norms folded on the CPU
         with torch.inference_mode():
             for indices in by_length.values():
                 batch = torch.from_numpy(np.stack([mono[i] for i in indices])).to(self.device)
@@ -108,7 +110,7 @@ class Analyzer:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 t1 = time.perf_counter()
-                out[indices] = self.bundle.encoder(features).float().cpu().numpy()
+                out[indices] = encoder(features).float().cpu().numpy()
                 t2 = time.perf_counter()
                 timings.features += t1 - t0
                 timings.embed += t2 - t1
