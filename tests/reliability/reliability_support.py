@@ -4,6 +4,7 @@ self-signed certificates made with the openssl CLI, /proc readings (RSS, open fd
 from __future__ import annotations
 
 import json
+import struct
 import os
 import signal
 import subprocess
@@ -133,3 +134,49 @@ def make_certificates(directory: Path) -> dict[str, Path]:
         openssl("x509", "-req", "-in", str(csr), "-CA", str(d["ca"]), "-CAkey", str(d["ca_key"]),
                 "-CAcreateserial", "-days", "2", "-extfile", str(extfile), "-out", str(d[name]))
     return d
+
+
+# --- broken audio files, each named for what is wrong with it ------------------------------------------
+
+def _wav_header(channels: int, rate: int, data_bytes: int, bits: int = 16) -> bytes:
+    block = channels * bits // 8
+    return (b"RIFF" + struct.pack("<I", (36 + data_bytes) & 0xFFFFFFFF) + b"WAVEfmt "
+            + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, bits)
+            + b"data" + struct.pack("<I", data_bytes))
+
+
+def write_bad_audio(directory: Path, clip: Path) -> dict[str, Path]:
+    """Broken and odd audio files made from a real 16 kHz clip: name -> path."""
+    import numpy as np
+    import soundfile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    x, _rate = soundfile.read(str(clip), dtype="float32")
+    files = {
+        "corrupt": directory / "corrupt.wav", "truncated": directory / "truncated.flac", "empty": directory / "empty.wav",
+        "no_samples": directory / "no_samples.wav", "zero_channels": directory / "zero_channels.wav",
+        "huge_header": directory / "huge_header.wav", "rate_8k": directory / "rate_8k.wav",
+        "rate_3hz": directory / "rate_3hz.wav", "nan": directory / "nan.wav", "garbage_1e6": directory / "garbage_1e6.wav",
+    }
+    files["corrupt"].write_bytes(b"RIFF" + np.random.default_rng(0).bytes(4000))
+    flac = clip.read_bytes()
+    files["truncated"].write_bytes(flac[: len(flac) * 4 // 10])
+    files["empty"].write_bytes(b"")
+    soundfile.write(str(files["no_samples"]), np.zeros((0, 1), np.float32), 16000)
+    files["zero_channels"].write_bytes(_wav_header(0, 16000, 32000) + bytes(32000))
+    # a header that claims ~4 GiB of samples in front of 1 s of real audio
+    files["huge_header"].write_bytes(_wav_header(1, 16000, 0xFFFFFF00) + (x[:16000] * 20000).astype("<i2").tobytes())
+    soundfile.write(str(files["rate_8k"]), x[::2], 8000)
+    soundfile.write(str(files["rate_3hz"]), x[:30], 3)
+    nan = x.copy()
+    nan[40000:] = np.nan
+    soundfile.write(str(files["nan"]), nan, 16000, subtype="FLOAT")
+    garbage = (np.random.default_rng(1).standard_normal(len(x)) * 1e6).astype(np.float32)
+    soundfile.write(str(files["garbage_1e6"]), garbage, 16000, subtype="FLOAT")
+    return files
+
+
+#: Files no tool can use: every command must refuse them with a message naming the file.
+UNUSABLE = ("corrupt", "truncated", "empty", "no_samples", "zero_channels", "nan")
+#: Odd but decodable files: every command must process them (resampled, clipped, or as far as the data goes).
+DECODABLE = ("huge_header", "rate_8k", "rate_3hz", "garbage_1e6")
