@@ -116,8 +116,7 @@ def dead_window(hiss_dbfs: float | None):
     def inject(x, rng):
         if hiss_dbfs is None:
             return np.zeros_like(x)
-        return quantise(rng.normal(0, 10 ** (hiss_dbfs / 20), x.shape)) if hiss_dbfs > -96 else (
-            rng.normal(0, 10 ** (hiss_dbfs / 20), x.shape).astype(np.float32))  # below 16-bit: a 24-bit input
+        return rng.normal(0, 10 ** (hiss_dbfs / 20), x.shape).astype(np.float32)  # preamp hiss, 24-bit input
     return inject
 
 
