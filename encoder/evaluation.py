@@ -17,7 +17,7 @@ import numpy as np
 
 from encoder.datasets import Record, read_dataset, summarize
 from encoder.probe import ProbeResult, linear_probe
-from encoder.segment_table import SegmentTable, segment_table
+from encoder.segment_table import SegmentTable, save_index, segment_table
 
 RENDERED_SUFFIX = "_rendered"
 METHOD_NAMES = {
@@ -171,10 +171,7 @@ def run_evaluation(config: EvaluationConfig, log: Callable[[str], None] = print)
         "confusion": "confusion_model.png", "elbow": elbow.name, "silhouette": silhouette.name,
         "map": "embedding_map.png", "map_html": "embedding_map.html",
     }
-    np.savez_compressed(
-        out / "embeddings.npz", paths=np.asarray(names), offsets_s=table.offsets_s, embeddings=vectors,
-        labels=labels, folds=table.folds,
-    )
+    save_index(table, out / "embeddings.npz", names)
     (out / "results.json").write_text(json.dumps(results_dict(result), indent=2), encoding="utf-8")
     write_report(result, out / "report.md")
     return result

@@ -105,11 +105,12 @@ def segment_table(records: Sequence[Record], per_clip: Sequence[tuple[np.ndarray
     )
 
 
-def save_index(table: SegmentTable, path: str | Path) -> None:
-    """Write the segment means as an embedding index npz (`paths`, `offsets_s`, `embeddings`, `labels`, `folds`)."""
+def save_index(table: SegmentTable, path: str | Path, names: Sequence[str] | None = None) -> None:
+    """Write the segment means as an embedding index npz (`paths`, `offsets_s`, `embeddings`, `labels`, `folds`);
+    ``names`` replaces the stored paths (e.g. paths relative to the dataset argument)."""
     np.savez_compressed(
         path,
-        paths=np.asarray(table.paths),
+        paths=np.asarray(names if names is not None else table.paths),
         offsets_s=table.offsets_s,
         embeddings=table.segment_means(normalise=True),
         labels=table.labels,
