@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import io
 import logging
 import math
 import threading
@@ -16,6 +17,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import soundfile
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -34,6 +36,9 @@ log = logging.getLogger("roomtone.grpc")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Roomtone"].full_name  # "roomtone.v1.Roomtone"
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_MAX_UPLOAD_BYTES = 16 * 1024 * 1024
+#: Longest upload analysed: a few MiB of compressed silence can decode to hours of audio (a decompression bomb).
+MAX_UPLOAD_SECONDS = 600.0
+MAX_UPLOAD_CHANNELS = 32
 MAX_PAGE = 1000
 MAX_K = 1000
 _SILENCE_DBFS = -200.0  # what an infinitely quiet (all-zero) window reports on the wire
@@ -198,6 +203,15 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
         if len(data) > self.max_upload_bytes:
             raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"{field}: upload of {len(data)} bytes exceeds the limit of {self.max_upload_bytes} bytes")
+        try:
+            info = soundfile.info(io.BytesIO(data))
+        except Exception:  # noqa: BLE001 - undecodable: the backend's AudioError names the problem
+            return data
+        seconds = info.frames / info.samplerate if info.samplerate > 0 else 0.0
+        if seconds > MAX_UPLOAD_SECONDS or info.channels > MAX_UPLOAD_CHANNELS:
+            raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"{field}: {seconds:.0f} s x {info.channels} channel(s) of audio exceeds the limit of "
+                         f"{MAX_UPLOAD_SECONDS:.0f} s and {MAX_UPLOAD_CHANNELS} channels per upload")
         return data
 
     def _mic(self, mic_id: str) -> MicStatus:
