@@ -144,14 +144,17 @@ def _mel_power_cpu(x: torch.Tensor, config: LogMelConfig) -> torch.Tensor:
 
     window, filterbank = _cpu_constants(config)
     pad, hop = config.n_fft // 2, config.hop_length
-    rows = x.reshape(-1, x.shape[-1]).numpy()
-    padded = np.pad(rows, ((0, 0), (pad, pad)), mode="reflect")
     start = (config.n_fft - config.win_length) // 2  # torch.stft centres a short window in the frame
-    frames = sliding_window_view(padded[:, start:], config.win_length, axis=1)[:, ::hop][:, : 1 + x.shape[-1] // hop]
-    spectrum = scipy.fft.rfft(frames * window, n=config.n_fft, axis=-1)  # [rows, frames, bins] complex64
-    power = torch.from_numpy(spectrum.real**2 + spectrum.imag**2)
-    mel = torch.matmul(filterbank, power.transpose(1, 2))  # [rows, n_mels, frames]
-    return mel.reshape(*x.shape[:-1], config.n_mels, mel.shape[-1])
+    rows = x.reshape(-1, x.shape[-1]).numpy()
+    frames = 1 + x.shape[-1] // hop
+    mel = torch.empty(rows.shape[0], config.n_mels, frames)
+    for index, row in enumerate(rows):  # one row at a time: temporaries stay ~8 MB whatever the batch
+        padded = np.pad(row, pad, mode="reflect")
+        tiles = sliding_window_view(padded[start:], config.win_length)[::hop][:frames]
+        spectrum = scipy.fft.rfft(tiles * window, n=config.n_fft, axis=-1)  # [frames, bins] complex64
+        power = torch.from_numpy(spectrum.real**2 + spectrum.imag**2)
+        torch.matmul(filterbank, power.T, out=mel[index])
+    return mel.reshape(*x.shape[:-1], config.n_mels, frames)
 
 
 def _as_float_tensor(waveform: Any) -> torch.Tensor:

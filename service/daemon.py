@@ -151,6 +151,9 @@ class Daemon:
 
         config = self.config
         log.info("starting roomtone", extra={"config": config_to_dict(config), "pid": os.getpid()})
+        from encoder.allocator import reuse_freed_memory
+
+        reuse_freed_memory()  # window-sized buffers are reused instead of page-faulted in anew (docs/performance.md)
         device = resolve_device(config.pipeline.device)
         bundle = load_model(config.model, device=device)
         sha = file_sha256(config.model)
