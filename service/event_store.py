@@ -194,7 +194,8 @@ def migrate(connection: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int
             connection.execute(f"PRAGMA user_version = {step + 1}")
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:  # SQLite already rolled back after a full disk or I/O error
+                connection.execute("ROLLBACK")
             raise
     return max(version, target)
 
@@ -394,7 +395,8 @@ class EventStore:
                     stored_changes.append(replace(change, window_id=window_id, event_id=int(cursor.lastrowid)))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite already rolled back after a full disk or I/O error
+                    db.execute("ROLLBACK")
                 raise
         return stored_windows, stored_changes
 
@@ -642,7 +644,8 @@ class EventStore:
                 events = db.execute(f"DELETE FROM events WHERE time_unix_ms {op} ?", (cutoff_unix_ms,)).rowcount
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite already rolled back after a full disk or I/O error
+                    db.execute("ROLLBACK")
                 raise
             if ids or events:
                 db.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page per step

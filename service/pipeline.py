@@ -69,6 +69,7 @@ class Pipeline:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_drop_log: dict[tuple[str, str], float] = {}
+        self._last_store_error_log = float("-inf")
         self._reported_overruns = {s.mic_id: 0 for s in sources}
         self._reported_errors = {s.mic_id: 0 for s in sources}
 
@@ -194,10 +195,16 @@ class Pipeline:
             t0 = time.perf_counter()
             try:
                 self.store(analysed, changes)
-            except Exception:
+            except Exception as exc:
                 self.stats.store_errors += 1
                 self.metrics.store_errors.inc()
-                log.exception("store failed; windows not stored", extra={"windows": len(analysed)})
+                # a full or read-only disk fails every batch: one line per 5 s (the counter has them all)
+                now = time.monotonic()
+                if now - self._last_store_error_log >= 5.0:
+                    self._last_store_error_log = now
+                    log.error("store failed; windows not stored", exc_info=self.stats.store_errors == 1,
+                              extra={"windows": len(analysed), "error": f"{type(exc).__name__}: {exc}",
+                                     "store_errors_total": self.stats.store_errors})
                 continue
             self.metrics.stage_latency.labels(stage="store").observe(time.perf_counter() - t0)
             now = time.time()
