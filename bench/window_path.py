@@ -20,6 +20,9 @@ eager as loaded, eager channels-last, batch norms folded + channels-last (what `
 returns), `torch.compile` (with ``--compile``; slow to build), and ONNX Runtime when `onnxruntime`
 and `onnx` are importable (they are not dependencies; put them on PYTHONPATH to compare).
 
+The process first calls `encoder.allocator.reuse_freed_memory()` as the daemon does;
+``--no-allocator-tuning`` leaves glibc's defaults, to show what that setting is worth.
+
 Every variant is timed round-robin (one call of each per round), so a busy machine slows all of them
 alike; the load average before and after is printed with the tables. Speed targets live here, never
 in the tests.
@@ -205,8 +208,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads (default: 1 2)")
     parser.add_argument("--rounds", type=int, default=40, help="timed calls of every stage and option")
     parser.add_argument("--compile", action="store_true", help="also try torch.compile (takes minutes to build)")
+    parser.add_argument("--no-allocator-tuning", action="store_true", help="keep glibc's malloc defaults")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    if not args.no_allocator_tuning:
+        from encoder.allocator import reuse_freed_memory
+
+        reuse_freed_memory()
 
     bundle = load_model(args.model)
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -214,9 +222,10 @@ def main() -> int:
     results = [measure(bundle, Path(args.clip), t, args.rounds, args.compile) for t in args.threads]
     record = {"date": started, "machine": machine(), "model": args.model,
               "width": bundle.encoder_config.width, "load_before": load_before, "load_after": load_average(),
-              "rounds": args.rounds, "results": results}
+              "rounds": args.rounds, "allocator_tuning": not args.no_allocator_tuning, "results": results}
     print(f"{started}; {record['machine']}; model {args.model} (width {record['width']}); "
-          f"load average {load_before} before, {record['load_after']} after; {args.rounds} rounds")
+          f"load average {load_before} before, {record['load_after']} after; {args.rounds} rounds; "
+          f"malloc {'tuned' if record['allocator_tuning'] else 'glibc defaults'}")
     header = " | ".join(f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}: median / p90 ms" for r in results)
     print(f"\n| stage | {header} |\n|---|" + "---|" * len(results))
     for stage in results[0]["stages"]:

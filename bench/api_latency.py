@@ -1,0 +1,155 @@
+"""gRPC ListEvents (100 rows) and FindSimilar (k=10) latency with 10^4 and 10^6 stored windows.
+
+    .venv/bin/python bench/api_latency.py                                   # 10^4 and 10^6 windows
+    .venv/bin/python bench/api_latency.py --windows 10000 --keep /tmp/rt-api  # keep the stores for reruns
+
+For each size it fills an `EventStore` (in ``--keep`` or a temporary folder; a kept store of the right
+size is reused) with windows of 4 microphones, 10 s apart, 256-d float16 embeddings drawn around 500
+random "sound" centres (so neighbours exist, as in real recordings), one state change per 10 windows;
+then starts the real gRPC server (`start_server`, loopback, the bundled model as backend) and times,
+from a gRPC client in this process:
+
+- ListEvents, newest page of 100 (windows and events), and the same filtered to one microphone;
+- FindSimilar by a stored window id, k=10: the first call (loads the store's in-memory embedding copy
+  from SQLite) and the following ones (median / p99), plus the resident memory that copy costs.
+
+Prints a markdown table with machine, date and load average. Speed targets live here, not in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import grpc
+import numpy as np
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.window_path import load_average, machine  # noqa: E402
+from service.event_store import EventStore, RetentionConfig  # noqa: E402
+from service.records import StateChange, WindowResult  # noqa: E402
+from service.rpc import roomtone_pb2 as pb  # noqa: E402
+from service.rpc import roomtone_pb2_grpc as pb_grpc  # noqa: E402
+
+DIM = 256
+MICS = 4
+LABELS = ("speech", "music", "kitchen", "silence")
+
+
+def clustered_unit_vectors(rng: np.random.Generator, count: int, centres: np.ndarray) -> np.ndarray:
+    """``count`` unit vectors, each a random centre plus noise."""
+    picks = rng.integers(0, len(centres), size=count)
+    vectors = centres[picks] + rng.normal(scale=0.6 / np.sqrt(DIM), size=(count, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def fill(store: EventStore, total: int, seed: int = 0) -> None:
+    """Add windows (and a state change per 10 windows) until the store holds ``total`` windows."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(500, DIM)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    have, _ = store.counts()
+    batch = 5_000
+    with tqdm(total=total, initial=have, desc="fill store", unit="window") as bar:
+        for begin in range(have, total, batch):
+            count = min(batch, total - begin)
+            vectors = clustered_unit_vectors(rng, count, centres)
+            windows, changes = [], []
+            for i, vector in enumerate(vectors):
+                n = begin + i
+                start = 1_700_000_000_000 + (n // MICS) * 10_000
+                label = LABELS[(n // 40) % len(LABELS)]
+                windows.append(WindowResult(f"mic{n % MICS}", start, start + 10_000, label, {label: 0.9, "other": 0.1},
+                                            "ok", (), {"clipping": 0.0, "hum": -60.0}, -35.0, vector))
+                if n % 10 == 0:
+                    changes.append(StateChange("activity_changed", f"mic{n % MICS}", start, "other", label))
+            store.add_results(windows, changes)
+            bar.update(count)
+
+
+def timed(call, repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` calls."""
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def rss_mib() -> float:
+    """This process's resident memory."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(folder: Path, total: int, repeats: int, model: str) -> dict:
+    """Fill (or reuse) a store of ``total`` windows, serve it, time the calls."""
+    from encoder.model_file import load_model
+    from service.analysis import Analyzer, DaemonBackend
+    from service.event_bus import EventBus
+    from service.grpc_server import start_server, stop_server
+
+    store = EventStore(folder / f"api-{total}.db", RetentionConfig(max_age_days=None, max_bytes=None))
+    fill(store, total)
+    server = start_server(store, EventBus(), DaemonBackend(Analyzer(load_model(model))), "127.0.0.1:0")
+    try:
+        with grpc.insecure_channel(server.roomtone_address) as channel:
+            stub = pb_grpc.RoomtoneStub(channel)
+            newest = stub.ListEvents(pb.ListEventsRequest(limit=100))
+            assert len(newest.events) == 100, len(newest.events)
+            list_all = timed(lambda: stub.ListEvents(pb.ListEventsRequest(limit=100)), repeats)
+            one_mic = pb.EventFilter(mic_ids=["mic1"])
+            list_mic = timed(lambda: stub.ListEvents(pb.ListEventsRequest(filter=one_mic, limit=100)), repeats)
+            rng = np.random.default_rng(1)
+            ids = [int(i) for i in rng.integers(1, total + 1, size=repeats + 1)]
+            before = rss_mib()
+            first = timed(lambda: stub.FindSimilar(pb.FindSimilarRequest(window_id=ids[0], k=10)), 1)[0]
+            index_mib = rss_mib() - before
+            queue = iter(ids[1:])
+            similar = timed(lambda: stub.FindSimilar(pb.FindSimilarRequest(window_id=next(queue), k=10)), repeats)
+            reply = stub.FindSimilar(pb.FindSimilarRequest(window_id=ids[0], k=10))
+            assert len(reply.neighbors) == 10 and reply.searched >= total - 1, reply.searched
+    finally:
+        stop_server(server)
+        store.close()
+
+    def cell(values: list[float]) -> str:
+        return f"{statistics.median(values):.1f} / {np.percentile(values, 99):.1f}"
+
+    return {"windows": total, "list": cell(list_all), "list_mic": cell(list_mic), "first": f"{first:.0f}",
+            "similar": cell(similar), "index_mib": f"{index_mib:.0f}"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--windows", type=int, nargs="+", default=[10_000, 1_000_000])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--keep", help="folder to keep the filled stores in (reused when run again)")
+    parser.add_argument("--model", default=str(REPO / "models" / "roomtone.pt"))
+    args = parser.parse_args()
+    folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="roomtone-api-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [measure(folder, total, args.repeats, args.model) for total in args.windows]
+    print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; {machine()}; load average {load_average()}; "
+          f"{args.repeats} calls each, client and server in one process over loopback gRPC")
+    print("\n| stored windows | ListEvents 100, median / p99 ms | ListEvents 100 of one mic | "
+          "FindSimilar k=10 first call ms | FindSimilar k=10, median / p99 ms | embedding copy MiB |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['windows']:,} | {r['list']} | {r['list_mic']} | {r['first']} | {r['similar']} | {r['index_mib']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Resident memory of the daemon with the model loaded, and whether it stays flat over an accelerated soak.
+
+    .venv/bin/python bench/memory.py                       # 10,000 windows, file source as fast as possible
+    .venv/bin/python bench/memory.py --windows 2000 --file some.flac
+
+Starts ``roomtone run --file mic0=FILE --fast --loop --max-windows N`` (the bundled model, gRPC and
+/metrics on free loopback ports; default file: the bundled demo recording) and samples, every
+``--every`` seconds, the daemon's VmRSS (and its anonymous / file-backed parts) from /proc, its open
+file descriptors, and ``roomtone_windows_total`` from /metrics. Prints the RSS at the first stored
+window and at each tenth of the run, the peak, and the growth per 1,000 windows over the second half
+(flat = close to 0). For scale it also prints what ``python -c "import torch"`` alone holds.
+
+Issue 10's soak (file descriptors, crash safety) can reuse this: ``--json`` writes every sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.window_path import load_average, machine  # noqa: E402
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM, RssAnon and RssFile of a process in KiB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def import_torch_rss_mib() -> float:
+    """Resident memory of a bare Python that has imported torch (the floor of any torch process)."""
+    code = "import torch, re; print(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) / 1024
+
+
+def windows_total(port: int) -> int:
+    """Sum of roomtone_windows_total over microphones, from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return int(sum(float(v) for v in re.findall(r"^roomtone_windows_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--windows", type=int, default=10_000)
+    parser.add_argument("--file", default=str(REPO / "service" / "assets" / "demo.flac"))
+    parser.add_argument("--model", default=str(REPO / "models" / "roomtone.pt"))
+    parser.add_argument("--every", type=float, default=2.0, help="seconds between samples")
+    parser.add_argument("--json", help="write every sample here")
+    args = parser.parse_args()
+
+    baseline = import_torch_rss_mib()
+    data = Path(tempfile.mkdtemp(prefix="roomtone-memory-"))
+    command = [str(Path(sys.executable).parent / "roomtone"), "run", "--file", f"mic0={args.file}", "--fast", "--loop",
+               "--max-windows", str(args.windows), "--model", args.model, "--data-dir", str(data),
+               "--grpc-address", "127.0.0.1:0", "--metrics-port", "0", "--compute-device", "cpu"]
+    started_at = datetime.now(timezone.utc)
+    load_before = load_average()
+    daemon = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    running: dict = {}
+    ready = threading.Event()
+
+    def read_log() -> None:
+        for line in daemon.stderr:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if entry.get("message") == "roomtone running":
+                running.update(entry)
+                ready.set()
+
+    threading.Thread(target=read_log, daemon=True).start()
+    if not ready.wait(180):
+        daemon.kill()
+        raise SystemExit("daemon did not start")
+    port = int(running["metrics_port"])
+    samples = []
+    start = time.perf_counter()
+    while daemon.poll() is None:
+        try:
+            memory = memory_kib(daemon.pid)
+            fds = len(list(Path(f"/proc/{daemon.pid}/fd").iterdir()))
+            stored = windows_total(port)
+        except (OSError, ValueError):
+            break  # the daemon is exiting
+        samples.append({"t_s": round(time.perf_counter() - start, 1), "windows": stored, "fds": fds,
+                        **{k.lower() + "_mib": round(v / 1024, 1) for k, v in memory.items()}})
+        time.sleep(args.every)
+    code = daemon.wait(120)
+    elapsed = time.perf_counter() - start
+    if args.json:
+        Path(args.json).write_text(json.dumps(samples, indent=0))
+    stored = [s for s in samples if s["windows"] > 0]
+    if not stored:
+        raise SystemExit("no window was stored")
+    windows = np.array([s["windows"] for s in stored], dtype=float)
+    rss = np.array([s["vmrss_mib"] for s in stored])
+    second_half = windows >= windows[-1] / 2
+    slope = np.polyfit(windows[second_half], rss[second_half], 1)[0] * 1000 if second_half.sum() >= 3 else float("nan")
+    print(f"{started_at:%Y-%m-%d %H:%M UTC}; {machine()}; load average {load_before} before, {load_average()} after")
+    print(f"daemon: {windows[-1]:.0f} windows in {elapsed:.0f} s ({windows[-1] / elapsed:.1f} windows/s), exit code {code}")
+    print(f"python -c 'import torch' alone: {baseline:.0f} MiB resident\n")
+    print("| windows stored | VmRSS MiB | anonymous MiB | file-backed MiB | open fds |\n|---|---|---|---|---|")
+    marks = sorted({0, *[int(i * (len(stored) - 1) / 10) for i in range(1, 11)]})
+    for i in marks:
+        s = stored[i]
+        print(f"| {s['windows']} | {s['vmrss_mib']} | {s['rssanon_mib']} | {s['rssfile_mib']} | {s['fds']} |")
+    print(f"\npeak VmRSS (VmHWM) {max(s['vmhwm_mib'] for s in stored)} MiB; "
+          f"growth over the second half {slope:+.2f} MiB per 1,000 windows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
