@@ -18,6 +18,9 @@ from service.config import DaemonConfig, config_to_dict
 
 log = logging.getLogger("roomtone.daemon")
 
+#: Capture states in which a microphone delivers no audio (service.records.MIC_STATES).
+CAPTURE_LOST_STATES = ("reopening", "failed")
+
 #: Attributes every LogRecord has; anything else came from ``extra=`` and is logged as a field.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -115,11 +118,14 @@ class Daemon:
         out = []
         for mic_id, source in (self.pipeline.sources.items() if self.pipeline else []):
             last = self._latest.get(mic_id)
+            state = source.state
+            lost = state in CAPTURE_LOST_STATES  # no audio arrives: the mic is faulty whatever its last window said
             out.append(MicStatus(
-                mic_id=mic_id, device=source.description, state=source.state,
+                mic_id=mic_id, device=source.description, state=state,
                 last_window_end_unix_ms=last.end_unix_ms if last else None,
-                health_state=last.health_state if last else None,
-                health_reasons=tuple(last.health_reasons) if last else (),
+                health_state="faulty" if lost else (last.health_state if last else None),
+                health_reasons=(f"no_input: capture is {state} (device lost or stalled)",) if lost
+                else (tuple(last.health_reasons) if last else ()),
                 health_scores=dict(last.health_scores) if last else {},
                 label=last.label if last else None,
             ))

@@ -234,6 +234,8 @@ class Pipeline:
             if new > 0:
                 self.metrics.capture_errors.labels(mic=mic_id).inc(new)
                 self._reported_errors[mic_id] = source.errors
+            if source.state in ("reopening", "failed"):  # no audio: faulty until a window says otherwise
+                self.metrics.health_state.labels(mic=mic_id).set(2.0)
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
