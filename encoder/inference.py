@@ -10,6 +10,7 @@ convolution's weights and bias, weights in channels-last memory. Same embeddings
 from __future__ import annotations
 
 import copy
+import itertools
 import threading
 import weakref
 
@@ -44,7 +45,7 @@ def fold_batch_norms(encoder: Encoder) -> Encoder:
 
 def _weights_version(module: nn.Module) -> tuple:
     """Changes whenever a weight or buffer is replaced or updated in place (an optimiser step)."""
-    return tuple((t.data_ptr(), t._version) for t in module.state_dict(keep_vars=True).values())
+    return tuple((t.data_ptr(), t._version) for t in itertools.chain(module.parameters(), module.buffers()))
 
 
 def inference_encoder(encoder: nn.Module) -> nn.Module:
