@@ -104,6 +104,7 @@ def aisfx_embedder(device: str = "cpu") -> Callable[[torch.Tensor], np.ndarray]:
     band_area = filters.sum(dim=0).clamp(min=1e-12)
 
     def embed(waveform: torch.Tensor) -> np.ndarray:
+        """[channels, samples] -> [channels, 512], block embeddings averaged."""
         # Essentia 'unit_sum' bands and log10(1 + 1e4 x), min-max scaled as in the ISMIR paper.
         power = 10.0 ** (log_mel(waveform.to(device), AISFX_MEL) / 10.0) / band_area[:, None]
         spec = torch.log10(1.0 + 1e4 * power) / AISFX_SPEC_MAX  # [channels, mels, frames]

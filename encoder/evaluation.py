@@ -180,6 +180,7 @@ def run_evaluation(config: EvaluationConfig, log: Callable[[str], None] = print)
 def results_dict(result: EvaluationResult) -> dict:
     """Machine-readable numbers of the run (results.json)."""
     def probe(p: ProbeResult | None):
+        """One probe's numbers (None stays None)."""
         if p is None:
             return None
         return {"macro_f1_mean": p.mean_f1, "macro_f1_std": p.std_f1, "fold_macro_f1": p.fold_f1,
