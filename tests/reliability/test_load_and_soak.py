@@ -1,0 +1,34 @@
+"""Bounded versions of the load and soak benches (bench/api_load.py, bench/soak.py; their full-length
+figures are in docs/reliability.md): 50 StreamEvents followers and 20 ListEvents hammers cost the pipeline
+no window and every follower sees every window; a thousand windows leave no file descriptor behind and
+barely move the resident memory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from api_load import api_load  # noqa: E402
+from soak import soak  # noqa: E402
+
+
+def test_fifty_followers_and_twenty_listers_cost_the_pipeline_no_window(small_model):
+    result = api_load(seconds=15, streams=50, listers=20, model=str(small_model), window_s=1.0, hop_s=0.5)
+    print(result)
+    assert result["exit_code"] == 0
+    assert result["windows_dropped"] == 0 and result["stream_items_dropped"] == 0
+    assert result["windows_stored"] >= 15 * 2 * 0.8  # two windows a second at real time
+    assert result["stream_errors"] == [] and result["stream_gaps"] == 0 and result["stream_windows_missing"] == 0
+    assert result["windows_every_stream_saw"] >= result["windows_stored"] - 2
+    assert result["list_events"]["errors"] == 0 and result["list_events"]["calls"] > 100
+    assert result["stream_latency_ms"]["p99"] is not None and result["list_events"]["p99_ms"] is not None
+
+
+def test_a_thousand_windows_leave_no_file_descriptor_behind_and_rss_flat(small_model, clip):
+    result = soak(windows=1000, model=str(small_model), clip=str(clip), window_s=1.0, hop_s=0.5)
+    print(result)
+    assert result["exit_code"] == 0 and result["windows_at_last_sample"] >= 900
+    assert result["fds"]["end"] <= result["fds"]["warm"] and result["fds"]["max"] <= result["fds"]["warm"] + 2
+    assert result["rss_mib"]["end"] - result["rss_mib"]["warm"] < 25
