@@ -22,6 +22,8 @@ DEFAULT_MODEL = REPO_ROOT / "models" / "roomtone.pt"
 DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo.flac"
 SOURCE_KINDS = ("auto", "device", "file", "demo")
 ENV_PREFIX = "ROOMTONE_"
+#: ROOMTONE_* variables of the command-line clients (service/grpc_client.py), not daemon config keys.
+CLIENT_ENV = ("ROOMTONE_ADDRESS", "ROOMTONE_CA", "ROOMTONE_TOKEN_FILE", "ROOMTONE_CLIENT_CERT", "ROOMTONE_CLIENT_KEY")
 
 
 class ConfigError(ValueError):
@@ -248,7 +250,7 @@ def env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
     top = {f.name for f in fields(DaemonConfig)} - sections - {"mics", "health"}
     out: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in CLIENT_ENV:
             continue
         rest = name[len(ENV_PREFIX):].lower()
         if "__" in rest:

@@ -3,9 +3,11 @@ line and an exit code."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import grpc
 
@@ -23,12 +25,37 @@ _EXIT_BY_CODE = {
 _SERVER_UNAVAILABLE_PREFIXES = ("analysis backend unavailable", "the daemon is shutting down")
 
 
+#: A daemon served over TLS (docs/reliability.md): the CA file that signed its certificate, the bearer token
+#: file, and optionally a client certificate and key (mTLS).
+CA_ENV, TOKEN_FILE_ENV, CERT_ENV, KEY_ENV = "ROOMTONE_CA", "ROOMTONE_TOKEN_FILE", "ROOMTONE_CLIENT_CERT", "ROOMTONE_CLIENT_KEY"
+
+
+def _credentials(environ: dict[str, str]) -> grpc.ChannelCredentials | None:
+    """TLS (+ bearer token, + client certificate) credentials from the environment; None = plaintext."""
+    if not environ.get(CA_ENV):
+        return None
+
+    def read(name: str) -> bytes | None:
+        return Path(environ[name]).read_bytes() if environ.get(name) else None
+
+    credentials = grpc.ssl_channel_credentials(root_certificates=read(CA_ENV), private_key=read(KEY_ENV),
+                                               certificate_chain=read(CERT_ENV))
+    token = read(TOKEN_FILE_ENV)
+    if token:
+        credentials = grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(token.decode().strip()))
+    return credentials
+
+
 def connect(address: str, max_message_bytes: int = 64 * 1024 * 1024) -> pb_grpc.RoomtoneStub:
-    """A stub on an insecure channel to ``address`` (connects lazily, on the first call)."""
-    channel = grpc.insecure_channel(address, options=[
+    """A stub on a channel to ``address`` (connects lazily): plaintext, or TLS when $ROOMTONE_CA is set."""
+    options = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
-    ])
+    ]
+    credentials = _credentials(dict(os.environ))
+    channel = (grpc.secure_channel(address, credentials, options=options) if credentials is not None
+               else grpc.insecure_channel(address, options=options))
     return pb_grpc.RoomtoneStub(channel)
 
 

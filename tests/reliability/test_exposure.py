@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from reliability_support import ROOMTONE, DaemonProcess, make_certificates, metric_value, scrape
+from service.cli.main import main
 from service.config import ConfigError, load_config
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
@@ -66,7 +67,13 @@ def _list_mics(address: str, credentials: grpc.ChannelCredentials | None, token:
         return pb_grpc.RoomtoneStub(channel).ListMicrophones(pb.ListMicrophonesRequest(), timeout=10, metadata=metadata)
 
 
-def test_with_tls_and_a_token_only_an_authenticated_client_is_served_and_secrets_never_show(small_model, certs, tmp_path):
+def test_the_client_variables_are_not_daemon_config_keys(small_model, certs):
+    environ = {"ROOMTONE_ADDRESS": "127.0.0.1:1", "ROOMTONE_CA": str(certs["ca"]), "ROOMTONE_TOKEN_FILE": "/x"}
+    assert load_config(overrides={"model": str(small_model)}, environ=environ).grpc.address == "127.0.0.1:50051"
+
+
+def test_with_tls_and_a_token_only_an_authenticated_client_is_served_and_secrets_never_show(
+        small_model, certs, tmp_path, monkeypatch, capsys):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     config = tmp_path / "roomtone.toml"
@@ -95,6 +102,12 @@ client_ca = "{certs['ca']}"
         tls = grpc.ssl_channel_credentials(root_certificates=certs["ca"].read_bytes())
 
         assert [m.mic_id for m in _list_mics(address, tls, TOKEN).microphones] == ["demo"]
+        monkeypatch.setenv("ROOMTONE_CA", str(certs["ca"]))
+        assert main(["mics", "--address", address]) == 1  # the command-line client without the token
+        assert "UNAUTHENTICATED" in capsys.readouterr().err
+        monkeypatch.setenv("ROOMTONE_TOKEN_FILE", str(token_file))
+        assert main(["mics", "--address", address]) == 0
+        assert "demo" in capsys.readouterr().out
         for token in (None, "wrong-token"):
             with pytest.raises(grpc.RpcError) as refused:
                 _list_mics(address, tls, token)
@@ -108,7 +121,7 @@ client_ca = "{certs['ca']}"
         with_client_cert = ssl.create_default_context(cafile=str(certs["ca"]))
         with_client_cert.load_cert_chain(str(certs["client"]), str(certs["client_key"]))
         text = scrape(url, with_client_cert)
-        assert metric_value(text, "roomtone_grpc_requests_total", method="ListMicrophones", code="UNAUTHENTICATED") == 2
+        assert metric_value(text, "roomtone_grpc_requests_total", method="ListMicrophones", code="UNAUTHENTICATED") == 3
         without_client_cert = ssl.create_default_context(cafile=str(certs["ca"]))
         with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
             scrape(url, without_client_cert)
