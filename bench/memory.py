@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/memory.py                       # 10,000 windows, file source as fast as possible
     .venv/bin/python bench/memory.py --windows 2000 --file some.flac
+    .venv/bin/python bench/memory.py --windows 2000 --no-allocator-tuning   # glibc's malloc defaults
 
 Starts ``roomtone run --file mic0=FILE --fast --loop --max-windows N`` (the bundled model, gRPC and
 /metrics on free loopback ports; default file: the bundled demo recording) and samples, every
@@ -64,12 +65,17 @@ def main() -> int:
     parser.add_argument("--file", default=str(REPO / "service" / "assets" / "demo.flac"))
     parser.add_argument("--model", default=str(REPO / "models" / "roomtone.pt"))
     parser.add_argument("--every", type=float, default=2.0, help="seconds between samples")
+    parser.add_argument("--no-allocator-tuning", action="store_true", help="run the daemon with glibc's malloc defaults")
     parser.add_argument("--json", help="write every sample here")
     args = parser.parse_args()
 
     baseline = import_torch_rss_mib()
     data = Path(tempfile.mkdtemp(prefix="roomtone-memory-"))
-    command = [str(Path(sys.executable).parent / "roomtone"), "run", "--file", f"mic0={args.file}", "--fast", "--loop",
+    launcher = [str(Path(sys.executable).parent / "roomtone")]
+    if args.no_allocator_tuning:  # the same daemon with glibc's malloc defaults, for comparison
+        launcher = [sys.executable, "-c", "import sys, encoder.allocator as a; a.reuse_freed_memory = lambda *_: False; "
+                    "from service.cli.main import main; sys.exit(main())"]
+    command = [*launcher, "run", "--file", f"mic0={args.file}", "--fast", "--loop",
                "--max-windows", str(args.windows), "--model", args.model, "--data-dir", str(data),
                "--grpc-address", "127.0.0.1:0", "--metrics-port", "0", "--compute-device", "cpu"]
     started_at = datetime.now(timezone.utc)
@@ -117,6 +123,7 @@ def main() -> int:
     second_half = windows >= windows[-1] / 2
     slope = np.polyfit(windows[second_half], rss[second_half], 1)[0] * 1000 if second_half.sum() >= 3 else float("nan")
     print(f"{started_at:%Y-%m-%d %H:%M UTC}; {machine()}; load average {load_before} before, {load_average()} after")
+    print(f"malloc: {'glibc defaults' if args.no_allocator_tuning else 'tuned (encoder.allocator)'}")
     print(f"daemon: {windows[-1]:.0f} windows in {elapsed:.0f} s ({windows[-1] / elapsed:.1f} windows/s), exit code {code}")
     print(f"python -c 'import torch' alone: {baseline:.0f} MiB resident\n")
     print("| windows stored | VmRSS MiB | anonymous MiB | file-backed MiB | open fds |\n|---|---|---|---|---|")
