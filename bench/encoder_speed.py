@@ -4,14 +4,15 @@
     .venv/bin/python bench/encoder_speed.py --model models/roomtone.pt --threads 1 2
 
 Prints a markdown table: width, parameters, file size (MB, float32 weights), median ms per window
-(batch of 1, the daemon's case) and ms per window in a batch of 8. Random weights time the same as
-trained ones; ``--model`` times the bundled file through `embed_windows` instead.
+(batch of 1, the daemon's case) and ms per window in a batch of 8, all through `embed_windows` (the
+daemon's path). Random weights time the same as trained ones; ``--model`` times a model file.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import sys
 import time
@@ -21,31 +22,33 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from encoder.features import LogMelConfig, log_mel  # noqa: E402
+from encoder.embedding import embed_windows  # noqa: E402
+from encoder.features import LogMelConfig  # noqa: E402
+from encoder.model_file import ModelBundle  # noqa: E402
 from encoder.model import Encoder, EncoderConfig, parameter_count  # noqa: E402
 
 
-def median_ms(fn, repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in milliseconds."""
+def median_ms(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
+    """Median wall time and median process CPU time of ``fn()`` in milliseconds. CPU time is the
+    steadier figure on a shared machine; with N threads it is the sum over the threads."""
     for _ in range(warmup):
         fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
+    return statistics.median(wall), statistics.median(cpu)
 
 
-def time_encoder(encoder: torch.nn.Module, config: LogMelConfig, batch: int, repeats: int) -> float:
-    """Median ms per window for log-Mel + forward pass on a ``batch`` of 10 s windows."""
+def time_encoder(encoder: torch.nn.Module, config: LogMelConfig, batch: int, repeats: int) -> tuple[float, float]:
+    """Median ms per window of `embed_windows` (the daemon's path: log-Mel + encoder) on ``batch``
+    10 s windows."""
+    bundle = ModelBundle(encoder, config, encoder.config)
     windows = torch.randn(batch, config.sample_rate * 10) * 0.1
-
-    def step() -> None:
-        with torch.inference_mode():
-            encoder(log_mel(windows, config).unsqueeze(1))
-
-    return median_ms(step, repeats) / batch
+    wall, cpu = median_ms(lambda: embed_windows(bundle, windows, batch_size=batch), repeats)
+    return wall / batch, cpu / batch
 
 
 def main() -> int:
@@ -67,17 +70,19 @@ def main() -> int:
         for width in args.widths:
             torch.manual_seed(0)
             candidates.append((str(width), Encoder(EncoderConfig(width=width)).eval(), LogMelConfig()))
-    print("| width | params | MB | threads | ms/window (batch 1) | ms/window (batch 8) |")
-    print("|---|---|---|---|---|---|")
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    print("| width | params | MB | threads | wall ms/window (batch 1) | CPU ms/window (batch 1) | wall ms/window (batch 8) |")
+    print("|---|---|---|---|---|---|---|")
     for name, encoder, config in candidates:
         buffer = io.BytesIO()
         torch.save(encoder.state_dict(), buffer)
         megabytes = buffer.tell() / 1e6
         for threads in args.threads:
             torch.set_num_threads(threads)
-            single = time_encoder(encoder, config, 1, args.repeats)
-            batched = time_encoder(encoder, config, 8, max(3, args.repeats // 3))
-            row = f"| {name} | {parameter_count(encoder):,} | {megabytes:.1f} | {threads} | {single:.1f} | {batched:.1f} |"
+            single, single_cpu = time_encoder(encoder, config, 1, args.repeats)
+            batched, _ = time_encoder(encoder, config, 8, max(3, args.repeats // 3))
+            row = (f"| {name} | {parameter_count(encoder):,} | {megabytes:.1f} | {threads} | {single:.1f} | "
+                   f"{single_cpu:.1f} | {batched:.1f} |")
             print(row, flush=True)
             rows.append(row)
     return 0
