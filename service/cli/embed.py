@@ -1,7 +1,6 @@
-"""Embed audio files, or every clip of a dataset, with a roomtone model file into an .npz.
-
-  roomtone embed --model models/roomtone.pt clip.flac other.wav --out emb.npz
-  roomtone embed --model models/roomtone.pt ../shared/data/homesounds --out homesounds.npz
+"""Embed audio files, or every clip of a dataset, with a roomtone model file into an .npz. Examples:
+"roomtone embed clip.flac other.wav --out emb.npz"; "roomtone embed ../shared/data/homesounds --out
+homesounds.npz" (the model defaults to models/roomtone.pt).
 
 Each file is cut into 10 s windows (a shorter tail of at least 1 s is one more window), and each window
 becomes one row. Arrays: `paths` (str, the file of each row), `offsets_s` (float, the window's start),

@@ -1,9 +1,7 @@
 """Train the encoder self-supervised (Tile2Vec triplets, zero-filtered triplet loss; labels are never
-read) and write a model file.
-
-  roomtone train --data ../shared/data --out models/roomtone.pt
-  roomtone train --config train.toml --resume            # continue from <out>.ckpt
-  torchrun --nproc_per_node 2 -m service.cli.main train --config train.toml   # DDP (gloo on CPU)
+read) and write a model file. Examples: "roomtone train --data ../shared/data --out models/roomtone.pt";
+"roomtone train --config models/roomtone.train.toml" (the bundled model); add --resume to continue from
+<out>.ckpt; "torchrun --nproc_per_node 2 -m service.cli.main train --config FILE" runs DDP (gloo on CPU).
 
 --data takes a dataset (directory or meta.csv; DCASE 2018 task 5 layout too) or a folder of datasets,
 and may be repeated. --config reads a TOML or JSON file with the TrainConfig keys (steps, batch_size,
