@@ -77,23 +77,29 @@ def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def round_robin(candidates: dict[str, Callable[[], object]], rounds: int, warmup: int = 3) -> dict[str, list[float]]:
-    """Milliseconds of each call of each candidate, one call of each per round."""
+def round_robin(candidates: dict[str, Callable[[], object]], rounds: int, warmup: int = 3) -> dict[str, list[tuple[float, float]]]:
+    """(wall ms, CPU ms of the calling thread) of each call of each candidate, one call of each per round.
+
+    With one thread all the work runs on the calling thread, so its CPU time is the cost on one core
+    even when other processes share the machine (wall time then includes waiting for a core).
+    """
     for _ in range(warmup):
         for fn in candidates.values():
             fn()
-    times: dict[str, list[float]] = {name: [] for name in candidates}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             fn()
-            times[name].append((time.perf_counter() - start) * 1000)
+            times[name].append(((time.perf_counter() - start) * 1000, (time.thread_time() - cpu) * 1000))
     return times
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    """Median and 90th percentile in ms."""
-    return {"median_ms": round(statistics.median(values), 2), "p90_ms": round(float(np.percentile(values, 90)), 2)}
+def summary(values: list[tuple[float, float]]) -> dict[str, float]:
+    """Median and 90th percentile of wall ms, median CPU ms of the calling thread."""
+    wall = [w for w, _ in values]
+    return {"median_ms": round(statistics.median(wall), 2), "p90_ms": round(float(np.percentile(wall, 90)), 2),
+            "cpu_median_ms": round(statistics.median(c for _, c in values), 2)}
 
 
 def head_of(bundle: ModelBundle) -> tuple[ActivityHead, bool]:
@@ -226,15 +232,23 @@ def main() -> int:
     print(f"{started}; {record['machine']}; model {args.model} (width {record['width']}); "
           f"load average {load_before} before, {record['load_after']} after; {args.rounds} rounds; "
           f"malloc {'tuned' if record['allocator_tuning'] else 'glibc defaults'}")
-    header = " | ".join(f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}: median / p90 ms" for r in results)
-    print(f"\n| stage | {header} |\n|---|" + "---|" * len(results))
-    for stage in results[0]["stages"]:
-        cells = " | ".join(f"{r['stages'][stage]['median_ms']} / {r['stages'][stage]['p90_ms']}" for r in results)
-        print(f"| {stage} | {cells} |")
-    print(f"\n| option (batch 1) | {header} |\n|---|" + "---|" * len(results))
-    for option in results[0]["options"]:
-        cells = " | ".join(f"{r['options'][option]['median_ms']} / {r['options'][option]['p90_ms']}" for r in results)
-        print(f"| {option} | {cells} |")
+    def header() -> str:
+        names = []
+        for r in results:
+            names.append(f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}: wall median / p90 ms")
+            if r["threads"] == 1:
+                names.append("1 thread: CPU ms (median)")
+        return " | ".join(names)
+
+    def cells(entry: dict, threads: int) -> str:
+        text = f"{entry['median_ms']} / {entry['p90_ms']}"
+        return text + (f" | {entry['cpu_median_ms']}" if threads == 1 else "")
+
+    columns = len(header().split(" | "))
+    for title, key in (("stage", "stages"), ("option (batch 1)", "options")):
+        print(f"\n| {title} | {header()} |\n|---|" + "---|" * columns)
+        for name in results[0][key]:
+            print(f"| {name} | " + " | ".join(cells(r[key][name], r["threads"]) for r in results) + " |")
     for note in {n for r in results for n in r["notes"]} | {f"head: {results[0]['head']}"}:
         print(f"- {note}")
     if args.json:
