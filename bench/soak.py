@@ -36,7 +36,8 @@ def soak(windows: int, model: str, clip: str, window_s: float = 10.0, hop_s: flo
         try:
             while daemon.proc.poll() is None and time.monotonic() - t0 < timeout_s:
                 try:
-                    samples.append((daemon.metric("roomtone_windows_total"), daemon.rss_mib(), daemon.open_fds()))
+                    fds, rss = daemon.open_fds(), daemon.rss_mib()  # before the scrape opens a socket of its own
+                    samples.append((daemon.metric("roomtone_windows_total"), rss, fds))
                 except (OSError, ValueError):
                     break  # the daemon is exiting
                 time.sleep(0.5)

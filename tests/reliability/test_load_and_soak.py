@@ -1,6 +1,6 @@
 """Bounded versions of the load and soak benches (bench/api_load.py, bench/soak.py; their full-length
 figures are in docs/reliability.md): 50 StreamEvents followers and 20 ListEvents hammers cost the pipeline
-no window and every follower sees every window; a thousand windows leave no file descriptor behind and
+no window and every follower sees every window; 600 windows leave no file descriptor behind and
 barely move the resident memory."""
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ def test_fifty_followers_and_twenty_listers_cost_the_pipeline_no_window(small_mo
     assert result["stream_latency_ms"]["p99"] is not None and result["list_events"]["p99_ms"] is not None
 
 
-def test_a_thousand_windows_leave_no_file_descriptor_behind_and_rss_flat(small_model, clip):
-    result = soak(windows=1000, model=str(small_model), clip=str(clip), window_s=1.0, hop_s=0.5)
+def test_six_hundred_windows_leave_no_file_descriptor_behind_and_rss_flat(small_model, clip):
+    result = soak(windows=600, model=str(small_model), clip=str(clip), window_s=1.0, hop_s=0.5)
     print(result)
-    assert result["exit_code"] == 0 and result["windows_at_last_sample"] >= 900
-    assert result["fds"]["end"] <= result["fds"]["warm"] and result["fds"]["max"] <= result["fds"]["warm"] + 2
+    assert result["exit_code"] == 0 and result["windows_at_last_sample"] >= 540
+    # one descriptor of slack: a /metrics connection may still be closing when /proc is read; a leak per
+    # window would show hundreds
+    assert result["fds"]["end"] <= result["fds"]["warm"] + 1 and result["fds"]["max"] <= result["fds"]["warm"] + 2
     assert result["rss_mib"]["end"] - result["rss_mib"]["warm"] < 25
