@@ -14,11 +14,13 @@ Stages, each as the daemon runs it for one mono 10 s window (batch 1):
   (`update` + `with_drift`) and the RMS level;
 - full: load + `Analyzer.analyse` on that window, i.e. all of the above end to end with the glue.
 
-Options tried for the two heavy stages (same window, batch 1): log-Mel through torchaudio's
-MelSpectrogram (the previous path) against the float32 framed FFT now in `log_mel`; the encoder
-eager as loaded, eager channels-last, batch norms folded + channels-last (what `inference_encoder`
-returns), `torch.compile` (with ``--compile``; slow to build), and ONNX Runtime when `onnxruntime`
-and `onnx` are importable (they are not dependencies; put them on PYTHONPATH to compare).
+Options tried for the encoder (same window, batch 1): eager as loaded, eager channels-last, batch
+norms folded + channels-last (what `inference_encoder` returns), `torch.compile` (with
+``--compile``; slow to build), and ONNX Runtime when `onnxruntime` and `onnx` are importable (they
+are not dependencies; put them on PYTHONPATH to compare).
+
+Everything runs in one worker thread, as the daemon's analysis thread does (glibc serves a worker
+thread from its own arena, which is where the malloc setting below matters most).
 
 The process first calls `encoder.allocator.reuse_freed_memory()` as the daemon does;
 ``--no-allocator-tuning`` leaves glibc's defaults, to show what that setting is worth.
@@ -38,6 +40,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from encoder.audio import load_audio  # noqa: E402
-from encoder.features import _mel_transform, log_mel  # noqa: E402
+from encoder.features import log_mel  # noqa: E402
 from encoder.head import ActivityHead, fit_head  # noqa: E402
 from encoder.inference import inference_encoder  # noqa: E402
 from encoder.model_file import ModelBundle, load_model  # noqa: E402
@@ -177,8 +180,6 @@ def measure(bundle: ModelBundle, clip: Path, threads: int, rounds: int, compile_
         "full": full,
     }
     options: dict[str, Callable[[], object]] = {
-        "log-Mel: torchaudio MelSpectrogram (previous)": lambda: _mel_transform(config, "cpu")(mono),
-        "log-Mel: float32 framed FFT (log_mel now)": lambda: log_mel(mono, config),
         "encoder: eager, as loaded (previous)": run_encoder(eager),
         "encoder: eager, channels-last": run_encoder(channels_last),
         "encoder: batch norms folded + channels-last (now)": run_encoder(fast),
@@ -225,7 +226,16 @@ def main() -> int:
     bundle = load_model(args.model)
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load_before = load_average()
-    results = [measure(bundle, Path(args.clip), t, args.rounds, args.compile) for t in args.threads]
+    results: list[dict] = []
+
+    def work() -> None:
+        results.extend(measure(bundle, Path(args.clip), t, args.rounds, args.compile) for t in args.threads)
+
+    worker = threading.Thread(target=work, name="analysis")
+    worker.start()
+    worker.join()
+    if len(results) != len(args.threads):
+        raise SystemExit("measurement failed (see the traceback above)")
     record = {"date": started, "machine": machine(), "model": args.model,
               "width": bundle.encoder_config.width, "load_before": load_before, "load_after": load_average(),
               "rounds": args.rounds, "allocator_tuning": not args.no_allocator_tuning, "results": results}

@@ -104,17 +104,3 @@ def test_config_rejects_an_fft_too_coarse_for_128_bins(n_fft):
 def test_every_mel_band_of_the_default_config_can_carry_energy():
     noise = torch.randn(32000, generator=torch.Generator().manual_seed(1)) * 0.1
     assert torch.all(log_mel(noise, CONFIG).mean(dim=1) > CONFIG.floor_db)
-
-
-def test_the_cpu_fast_path_equals_torchaudios_mel_spectrogram():
-    from encoder.features import _mel_transform
-
-    torch.manual_seed(0)
-    for waveform in (torch.randn(160000) * 0.1, torch.randn(3, 16037) * 0.3, sine(440.0, 2.0)):
-        reference = 10 * torch.log10(torch.clamp(_mel_transform(CONFIG, "cpu")(waveform), min=1e-10))
-        fast = log_mel(waveform, CONFIG)
-        # Far (> 80 dB) below the loudest bin both drift into float32 rounding noise of the FFT.
-        audible = reference > reference.max() - 80
-        assert fast.shape == reference.shape
-        assert torch.allclose(fast[audible], reference[audible], atol=0.01)
-        assert float((fast - reference).abs().max()) < 1.0
