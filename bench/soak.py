@@ -39,7 +39,7 @@ def soak(windows: int, model: str, clip: str, window_s: float = 10.0, hop_s: flo
                     fds, rss = daemon.open_fds(), daemon.rss_mib()  # before the scrape opens a socket of its own
                     samples.append((daemon.metric("roomtone_windows_total"), rss, fds))
                 except (OSError, ValueError):
-                    break  # the daemon is exiting
+                    pass  # the daemon is stopping by itself (max windows reached): let it finish, do not signal it
                 time.sleep(0.5)
         finally:
             code = daemon.stop()
