@@ -39,7 +39,7 @@ class DriftConfig:
     horizon: int = 8640  # windows (one day of 10 s windows) the exemplar sample reaches back
     neighbours: int = 3  # distance of a window = mean cosine distance to its k nearest exemplars
     persistence: int = 6  # the drift score averages this many consecutive windows (1 minute)
-    threshold: float = 1.5  # flag when that average is this many spreads above the usual distance
+    threshold: float = 1.25  # flag when that average is this many spreads above the usual distance (swept: docs)
     min_spread: float = 0.01  # floor on the spread (cosine distance) so a very steady mic is not hair-trigger
     seed: int = 0  # which windows the reservoir keeps (reproducible)
 

@@ -45,11 +45,11 @@ def test_no_score_is_given_before_the_minimum_history():
     assert tracker.ready and tracker.score(other).flagged
 
 
-def test_a_microphone_that_keeps_sounding_like_itself_is_never_flagged():
+def test_a_microphone_that_keeps_sounding_like_itself_is_flagged_at_most_1_percent_of_the_time():
     tracker = trained()
     results = [tracker.update(e) for e in room(2, 500)]
     assert all(r.ready for r in results)
-    assert not any(r.flagged for r in results)
+    assert sum(r.flagged for r in results) <= 5
 
 
 def test_one_odd_window_is_not_drift_but_a_lasting_change_is_flagged_within_a_minute():
