@@ -82,7 +82,10 @@ def test_events_prints_the_latest_items_oldest_first(daemon, capsys: pytest.Capt
     # change is announced just before its window
     assert [line.split()[3] for line in lines[1:]] == ["window", "activity", "window"]
     assert "speech -> water" in lines[2] and "water (" in lines[3]
-    assert main(["events", "--address", address, "--kind", "window", "--label", "water", "--since", "5m", "--json"]) == 0
+    # --since as Unix ms between the two stored windows (NOW_MS is fixed at import, so a duration like
+    # "5m" would expire when the suite is slow)
+    since = str(NOW_MS - 55_000)
+    assert main(["events", "--address", address, "--kind", "window", "--label", "water", "--since", since, "--json"]) == 0
     (only,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert only["window"]["label"] == "water"
     assert main(["events", "--address", address, "--mic", "attic"]) == 0
