@@ -3,14 +3,10 @@ self-signed certificates made with the openssl CLI, /proc readings (RSS, open fd
 
 from __future__ import annotations
 
-import json
 import struct
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,65 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 ROOMTONE = Path(sys.executable).parent / "roomtone"
 
 
-class DaemonProcess:
-    """`roomtone run ARGS` in a subprocess; its JSON log lines are collected as they come."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, preexec_fn=None) -> None:
-        self.lines: list[dict] = []
-        self.raw: list[str] = []
-        self.proc = subprocess.Popen([str(ROOMTONE), "run", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.raw.append(line)
-            try:
-                self.lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-
-    def find(self, message: str) -> dict | None:
-        """The first log entry with this message so far, or None."""
-        return next((e for e in list(self.lines) if e.get("message") == message), None)
-
-    def wait_for(self, message: str, timeout: float) -> dict:
-        """The first log entry with this message; AssertionError with the log tail when it does not come."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            entry = self.find(message)
-            if entry is not None:
-                return entry
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no log line {message!r} within {timeout} s; log:\n" + "".join(self.raw[-30:]))
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, then the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._reader.join(5)
-
-    def kill(self) -> None:
-        """SIGKILL (no clean-up of any kind), then reap."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self._reader.join(5)
-
-
-def isolated_args(data_dir: Path) -> list[str]:
-    """Options that keep a test daemon off the default ports and data dir."""
-    return ["--data-dir", str(data_dir), "--grpc-address", "127.0.0.1:0", "--metrics-port", "0"]
+from daemon_support import DaemonProcess, isolated_args  # noqa: E402,F401  (shared with tests/service)
 
 
 def rss_bytes(pid: int) -> int:

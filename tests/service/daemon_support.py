@@ -3,6 +3,12 @@ clips) so pipeline tests do not depend on the trained bundled model, and audio w
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +22,8 @@ from encoder.model import Encoder, EncoderConfig
 from encoder.model_file import ModelBundle, load_model, save_model
 
 HEAD_CLASSES = ("water", "typing", "speech")
+REPO = Path(__file__).resolve().parents[2]
+ROOMTONE = Path(sys.executable).parent / "roomtone"
 
 
 def small_model_file(path: Path, homesounds: Path, with_head: bool = True) -> Path:
@@ -130,3 +138,66 @@ def pulseaudio() -> str:
 def play(path: Path, sink: str = NULL_SINK) -> subprocess.Popen:
     """Start ``paplay`` of a file into ``sink`` (returns at once)."""
     return subprocess.Popen(["paplay", "-d", sink, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+class DaemonProcess:
+    """`roomtone run ARGS` in a subprocess; its JSON log lines are collected as they come."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, preexec_fn=None,
+                 command: tuple[str, ...] = (str(ROOMTONE), "run")) -> None:
+        self.lines: list[dict] = []
+        self.raw: list[str] = []
+        self.proc = subprocess.Popen([*command, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.raw.append(line)
+            try:
+                self.lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+
+    def find(self, message: str, **fields) -> dict | None:
+        """The first log entry so far with this message (and these field values), or None."""
+        return next((e for e in list(self.lines)
+                     if e.get("message") == message and all(e.get(k) == v for k, v in fields.items())), None)
+
+    def wait_for(self, message: str, timeout: float, **fields) -> dict:
+        """The first log entry with this message (and fields); AssertionError with the log tail when it does not come."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = self.find(message, **fields)
+            if entry is not None:
+                return entry
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no log line {message!r} {fields} within {timeout} s; log:\n" + "".join(self.raw[-30:]))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, then the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._reader.join(5)
+
+    def kill(self) -> None:
+        """SIGKILL (no clean-up of any kind), then reap."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._reader.join(5)
+
+
+def isolated_args(data_dir: Path) -> list[str]:
+    """Options that keep a test daemon off the default ports and data dir."""
+    return ["--data-dir", str(data_dir), "--grpc-address", "127.0.0.1:0", "--metrics-port", "0"]

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,7 +14,9 @@ import grpc
 import numpy as np
 import pytest
 
-from daemon_support import clipped, hummed, play, pulseaudio, small_model_file, write_wav  # noqa: F401
+from daemon_support import (  # noqa: F401
+    DaemonProcess, clipped, hummed, isolated_args, play, pulseaudio, small_model_file, write_wav,
+)
 from encoder.audio import load_audio
 from encoder.model_file import load_model
 from service.cli.main import main
@@ -46,58 +45,6 @@ def bundled_model() -> Path:
     return BUNDLED_MODEL
 
 
-class DaemonProcess:
-    """`roomtone run ...` in a subprocess whose JSON log lines are read on a thread."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None,
-                 command: tuple[str, ...] = (str(ROOMTONE), "run")) -> None:
-        self.lines: list[dict] = []
-        self.raw: list[str] = []
-        self.proc = subprocess.Popen([*command, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.raw.append(line)
-            try:
-                self.lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-
-    def wait_for(self, message: str, timeout: float, **fields) -> dict:
-        """The first log entry with this message (and fields); fails with the log when it does not come."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for entry in list(self.lines):
-                if entry.get("message") == message and all(entry.get(k) == v for k, v in fields.items()):
-                    return entry
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.1)
-        pytest.fail(f"no log line {message!r} {fields} within {timeout} s; log:\n" + "".join(self.raw[-40:]))
-
-    def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, then the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._reader.join(5)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-def isolated_args(tmp_path: Path) -> list[str]:
-    """Options that keep a test daemon off the default ports and data dir."""
-    return ["--data-dir", str(tmp_path / "data"), "--grpc-address", "127.0.0.1:0", "--metrics-port", "0"]
-
-
 def stored_windows(tmp_path: Path) -> list:
     """Every stored window, oldest first, with its embedding."""
     with EventStore(tmp_path / "data" / "roomtone.db") as store:
@@ -109,7 +56,7 @@ def test_the_readme_command_runs_on_the_demo_recording_without_a_microphone_and_
     env = {**os.environ, "PULSE_SERVER": "unix:/nonexistent"}  # no sound card, no sound server: no input at all
     env.pop("ROOMTONE_DATA_DIR", None)
     # the README's first command (set-up is a quick check on a ready machine, then `exec roomtone run`)
-    daemon = DaemonProcess(isolated_args(tmp_path), env=env, command=("bash", "scripts/run.sh"))
+    daemon = DaemonProcess(isolated_args(tmp_path / "data"), env=env, command=("bash", "scripts/run.sh"))
     try:
         demo = daemon.wait_for("no audio input device found; using the bundled demo recording, looped", 60)
         assert demo["mic"] == "mic0" and demo["file"].endswith("service/assets/demo.flac")
@@ -183,7 +130,7 @@ def test_live_capture_labels_what_is_played_and_notices_when_it_becomes_clipped_
     daemon = None
     try:
         time.sleep(1.5)  # paplay loses up to ~1 s at its start
-        daemon = DaemonProcess([*isolated_args(tmp_path), "--max-windows", "5"])
+        daemon = DaemonProcess([*isolated_args(tmp_path / "data"), "--max-windows", "5"])
         daemon.wait_for("microphone", 60, mic="mic0")
         running = daemon.wait_for("roomtone running", 60)
         first = daemon.wait_for("state changed", 60, kind="health_changed")
