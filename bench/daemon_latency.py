@@ -17,14 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -33,6 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from daemon_process import Daemon  # noqa: E402  (bench/ is on sys.path when run as a script)
 from service.rpc import roomtone_pb2 as pb  # noqa: E402
 from service.rpc import roomtone_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -57,32 +53,11 @@ def main() -> int:
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="roomtone-bench-"))
-    command = [str(Path(sys.executable).parent / "roomtone"), "run", "--demo", "--model", args.model,
-               "--data-dir", str(data), "--grpc-address", "127.0.0.1:0", "--metrics-port", "0",
-               "--hop-s", str(args.hop_s), "--compute-device", args.compute_device]
-    daemon = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
-    running: dict = {}
-    device: dict = {}
-    ready = threading.Event()
-
-    def read_log() -> None:
-        for line in daemon.stderr:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if entry.get("message") == "model loaded":
-                device.update(entry)
-            if entry.get("message") == "roomtone running":
-                running.update(entry)
-                ready.set()
-
-    threading.Thread(target=read_log, daemon=True).start()
-    if not ready.wait(120):
-        daemon.kill()
-        raise SystemExit("daemon did not start")
+    daemon = Daemon(["--demo", "--model", args.model, "--hop-s", str(args.hop_s),
+                     "--compute-device", args.compute_device], data)
+    device = daemon.wait_for("model loaded", 10)
     latencies = []
-    with grpc.insecure_channel(running["grpc"]) as channel:
+    with grpc.insecure_channel(daemon.grpc_address) as channel:
         stream = pb_grpc.RoomtoneStub(channel).StreamEvents(
             pb.StreamEventsRequest(filter=pb.EventFilter(kinds=[pb.EVENT_KIND_WINDOW])))
         for event in stream:
@@ -91,13 +66,11 @@ def main() -> int:
                 if len(latencies) >= args.windows:
                     break
         stream.cancel()
-    memory = proc_memory_kib(daemon.pid)
-    with urllib.request.urlopen(f"http://127.0.0.1:{running['metrics_port']}/metrics", timeout=5) as response:
-        metrics = response.read().decode()
-    daemon.send_signal(signal.SIGTERM)
-    code = daemon.wait(60)
-    total = float(re.search(r"^roomtone_window_to_event_seconds_sum ([0-9.e+-]+)$", metrics, re.M).group(1))
-    count = float(re.search(r"^roomtone_window_to_event_seconds_count ([0-9.e+-]+)$", metrics, re.M).group(1))
+    memory = proc_memory_kib(daemon.proc.pid)
+    metrics = daemon.metrics()
+    code = daemon.stop(60)
+    total = daemon.metric("roomtone_window_to_event_seconds_sum", metrics)
+    count = daemon.metric("roomtone_window_to_event_seconds_count", metrics)
     values = np.array(latencies)
     print(json.dumps({
         "windows": len(values), "hop_s": args.hop_s, "model": args.model, "device": device.get("device"),

@@ -20,10 +20,12 @@ ROOMTONE = Path(sys.executable).parent / "roomtone"
 class Daemon:
     """`roomtone run ARGS --data-dir DATA` on free loopback ports; `running` is its 'roomtone running' log line."""
 
-    def __init__(self, args: list[str], data_dir: Path, env: dict[str, str] | None = None, timeout: float = 120) -> None:
+    def __init__(self, args: list[str], data_dir: Path, env: dict[str, str] | None = None, timeout: float = 120,
+                 launcher: list[str] | None = None) -> None:
+        """Start it; ``launcher`` replaces the ``roomtone`` executable (e.g. a python -c that patches something)."""
         self.lines: list[dict] = []
         self.proc = subprocess.Popen(
-            [str(ROOMTONE), "run", *args, "--data-dir", str(data_dir), "--grpc-address", "127.0.0.1:0",
+            [*(launcher or [str(ROOMTONE)]), "run", *args, "--data-dir", str(data_dir), "--grpc-address", "127.0.0.1:0",
              "--metrics-port", "0"], cwd=REPO, env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)

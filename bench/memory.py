@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.daemon_process import Daemon  # noqa: E402
 from bench.window_path import load_average, machine  # noqa: E402
 
 
@@ -52,13 +50,6 @@ def import_torch_rss_mib() -> float:
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) / 1024
 
 
-def windows_total(port: int) -> int:
-    """Sum of roomtone_windows_total over microphones, from /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return int(sum(float(v) for v in re.findall(r"^roomtone_windows_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--windows", type=int, default=10_000)
@@ -71,47 +62,27 @@ def main() -> int:
 
     baseline = import_torch_rss_mib()
     data = Path(tempfile.mkdtemp(prefix="roomtone-memory-"))
-    launcher = [str(Path(sys.executable).parent / "roomtone")]
+    launcher = None
     if args.no_allocator_tuning:  # the same daemon with glibc's malloc defaults, for comparison
         launcher = [sys.executable, "-c", "import sys, encoder.allocator as a; a.reuse_freed_memory = lambda *_: False; "
                     "from service.cli.main import main; sys.exit(main())"]
-    command = [*launcher, "run", "--file", f"mic0={args.file}", "--fast", "--loop",
-               "--max-windows", str(args.windows), "--model", args.model, "--data-dir", str(data),
-               "--grpc-address", "127.0.0.1:0", "--metrics-port", "0", "--compute-device", "cpu"]
     started_at = datetime.now(timezone.utc)
     load_before = load_average()
-    daemon = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
-    running: dict = {}
-    ready = threading.Event()
-
-    def read_log() -> None:
-        for line in daemon.stderr:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if entry.get("message") == "roomtone running":
-                running.update(entry)
-                ready.set()
-
-    threading.Thread(target=read_log, daemon=True).start()
-    if not ready.wait(180):
-        daemon.kill()
-        raise SystemExit("daemon did not start")
-    port = int(running["metrics_port"])
+    daemon = Daemon(["--file", f"mic0={args.file}", "--fast", "--loop", "--max-windows", str(args.windows),
+                     "--model", args.model, "--compute-device", "cpu"], data, timeout=180, launcher=launcher)
     samples = []
     start = time.perf_counter()
-    while daemon.poll() is None:
+    while daemon.proc.poll() is None:
         try:
-            memory = memory_kib(daemon.pid)
-            fds = len(list(Path(f"/proc/{daemon.pid}/fd").iterdir()))
-            stored = windows_total(port)
+            memory = memory_kib(daemon.proc.pid)
+            fds = daemon.open_fds()
+            stored = int(daemon.metric("roomtone_windows_total"))
         except (OSError, ValueError):
             break  # the daemon is exiting
         samples.append({"t_s": round(time.perf_counter() - start, 1), "windows": stored, "fds": fds,
                         **{k.lower() + "_mib": round(v / 1024, 1) for k, v in memory.items()}})
         time.sleep(args.every)
-    code = daemon.wait(120)
+    code = daemon.proc.wait(120)
     elapsed = time.perf_counter() - start
     if args.json:
         Path(args.json).write_text(json.dumps(samples, indent=0))
