@@ -238,6 +238,7 @@ class _Subset(ClipFeatures):
         self.base, self.indices = base, list(indices)
 
     def frames(self, index: int) -> int:
+        """Frame count of the index-th clip of this subset."""
         return self.base.frames(self.indices[index])
 
     def __getitem__(self, index: int) -> torch.Tensor:
@@ -256,6 +257,7 @@ class Distributed:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0 logs, validates and writes checkpoints."""
         return self.rank == 0
 
 
