@@ -28,9 +28,8 @@ sys.path.insert(0, str(REPO))
 from bench.window_path import load_average, machine  # noqa: E402
 from encoder.allocator import reuse_freed_memory  # noqa: E402
 from encoder.features import frame_count  # noqa: E402
-from encoder.loss import zero_filtered_triplet_loss  # noqa: E402
 from encoder.model import Encoder  # noqa: E402
-from encoder.train import read_train_config  # noqa: E402
+from encoder.train import read_train_config, train_step  # noqa: E402
 
 
 def seconds_per_step(config, device: torch.device, steps: int) -> float:
@@ -47,13 +46,7 @@ def seconds_per_step(config, device: torch.device, steps: int) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            emb = model(batch.flatten(0, 1)).view(batch.shape[0], 3, -1)
-        result = zero_filtered_triplet_loss(emb[:, 0], emb[:, 1], emb[:, 2], config.margin)
-        optimiser.zero_grad(set_to_none=True)
-        scaler.scale(result.loss).backward()
-        scaler.step(optimiser)
-        scaler.update()
+        train_step(model, batch, optimiser, scaler, config.margin, amp)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if step:

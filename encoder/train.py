@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from encoder.audio import load_audio
 from encoder.datasets import DatasetError, read_dataset
 from encoder.features import LogMelConfig, frame_count, log_mel
-from encoder.loss import MARGIN, triplet_losses, zero_filtered_triplet_loss
+from encoder.loss import MARGIN, TripletLoss, triplet_losses, zero_filtered_triplet_loss
 from encoder.model import Encoder, EncoderConfig, parameter_count
 from encoder.model_file import ModelBundle, save_model
 from encoder.triplets import Clip, TripletConfig, TripletSampler, held_out_groups
@@ -426,6 +426,20 @@ TRAINING_CODE = ("encoder/audio.py", "encoder/datasets.py", "encoder/features.py
                  "encoder/model.py", "encoder/model_file.py", "encoder/train.py", "encoder/triplets.py")
 
 
+def train_step(model: torch.nn.Module, batch: torch.Tensor, optimiser: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, margin: float, amp: bool) -> TripletLoss:
+    """One optimiser step on a ``[batch, 3, 1, n_mels, frames]`` batch of (anchor, neighbour, opposite)
+    tiles with the zero-filtered triplet loss; mixed precision when ``amp``. Shared by training and bench."""
+    with torch.autocast(device_type=batch.device.type, dtype=torch.float16, enabled=amp):
+        emb = model(batch.flatten(0, 1)).view(batch.shape[0], 3, -1)
+    result = zero_filtered_triplet_loss(emb[:, 0], emb[:, 1], emb[:, 2], margin)
+    optimiser.zero_grad(set_to_none=True)
+    scaler.scale(result.loss).backward()
+    scaler.step(optimiser)
+    scaler.update()
+    return result
+
+
 def git_commit() -> str:
     """Commit of the code doing the training (``-dirty`` when it has uncommitted changes)."""
     root = Path(__file__).resolve().parents[1]
@@ -496,13 +510,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                                 num_workers=config.num_workers, pin_memory=amp)
             for batch in loader:
                 batch = batch.to(device, non_blocking=True)
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                    emb = trainee(batch.flatten(0, 1)).view(batch.shape[0], 3, -1)
-                result = zero_filtered_triplet_loss(emb[:, 0], emb[:, 1], emb[:, 2], config.margin)
-                optimiser.zero_grad(set_to_none=True)
-                scaler.scale(result.loss).backward()
-                scaler.step(optimiser)
-                scaler.update()
+                result = train_step(trainee, batch, optimiser, scaler, config.margin, amp)
 
                 state.step += 1
                 state.batches_in_epoch += 1
