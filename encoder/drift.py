@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import base64
 from collections import deque
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from encoder.config_keys import reject_unknown_keys
 from encoder.signal_checks import HealthConfig, WindowHealth, state_of
 
 _FORMAT = "roomtone.drift/2"
@@ -55,10 +56,7 @@ class DriftConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DriftConfig":
         """Build from a dict; unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"DriftConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        reject_unknown_keys(cls, data, "DriftConfig")
         return cls(**data)
 
 

@@ -7,12 +7,14 @@ A 10 s window at 16 kHz with the default config gives ``1 + 160000 // 160 = 1001
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torchaudio
+
+from encoder.config_keys import reject_unknown_keys
 
 #: Frames produced for one 10 s window at the default config (documented contract, tested).
 FRAMES_PER_10S = 1001
@@ -89,10 +91,7 @@ class LogMelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LogMelConfig":
         """Rebuild from `to_dict` output; unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"LogMelConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        reject_unknown_keys(cls, data, "LogMelConfig")
         return cls(**data)
 
 

@@ -7,12 +7,14 @@ file. CPU and CUDA; autograd; no TorchScript needed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from encoder.config_keys import reject_unknown_keys
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,7 @@ class EncoderConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EncoderConfig":
         """Rebuild from `to_dict` output; unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"EncoderConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        reject_unknown_keys(cls, data, "EncoderConfig")
         values = dict(data)
         if "blocks" in values:
             values["blocks"] = tuple(values["blocks"])

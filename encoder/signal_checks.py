@@ -32,10 +32,12 @@ measured detection and false-alarm rates.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from encoder.config_keys import reject_unknown_keys
 
 CHECKS = ("non_finite", "clipping", "dropout", "dead_channel", "dc_offset", "hum", "stuck")
 STATES = ("ok", "degraded", "faulty")
@@ -84,10 +86,7 @@ class HealthConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "HealthConfig":
         """Build from a dict (e.g. a TOML table); unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"HealthConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        reject_unknown_keys(cls, data, "HealthConfig")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
 

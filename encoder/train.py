@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from encoder.audio import load_audio
+from encoder.config_keys import reject_unknown_keys
 from encoder.datasets import DatasetError, read_dataset
 from encoder.features import LogMelConfig, frame_count, log_mel
 from encoder.loss import MARGIN, TripletLoss, triplet_losses, zero_filtered_triplet_loss
@@ -93,10 +94,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
         """Build from a nested dict; unknown or malformed keys raise ValueError naming ``source`` and the key."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        reject_unknown_keys(cls, data, source)
         values = dict(data)
         nested = {"encoder": EncoderConfig, "features": LogMelConfig, "triplets": TripletConfig}
         try:

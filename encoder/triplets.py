@@ -10,10 +10,12 @@ pure function of ``(seed, epoch, anchor index)``, so DataLoader workers and DDP 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
+
+from encoder.config_keys import reject_unknown_keys
 
 NEIGHBOUR_OPTIONS = ("clip", "group")
 
@@ -39,10 +41,7 @@ class TripletConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TripletConfig":
         """Rebuild from `to_dict` output; unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"TripletConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        reject_unknown_keys(cls, data, "TripletConfig")
         return cls(**data)
 
 

@@ -17,12 +17,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from encoder.config_keys import reject_unknown_keys
 from service.records import EVENT_KINDS, HEALTH_STATES, StateChange, WindowResult
 
 #: Kinds a query can ask for: window records and the two state-change kinds.
@@ -53,10 +54,7 @@ class RetentionConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RetentionConfig:
         """Build from a dict, naming unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"retention: unknown key(s) {unknown}; known: {sorted(known)}")
+        reject_unknown_keys(cls, data, "retention")
         return cls(**data)
 
 
