@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import time
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from encoder.audio import load_audio
 from encoder.config_keys import reject_unknown_keys
-from encoder.datasets import DatasetError, read_dataset
+from encoder.datasets import DatasetError, Record, read_dataset
 from encoder.features import LogMelConfig, frame_count, log_mel
 from encoder.loss import MARGIN, TripletLoss, triplet_losses, zero_filtered_triplet_loss
 from encoder.model import Encoder, EncoderConfig, parameter_count
@@ -42,6 +43,9 @@ CHECKPOINT_VERSION = 1
 
 # ---------------------------------------------------------------------------------------------- config
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs; `from_dict` reads a TOML/JSON file's tables."""
@@ -53,6 +57,8 @@ class TrainConfig:
     max_minutes: float = 0.0  # 0 -> no wall-time budget; otherwise stop (and save) when it is spent
     batch_size: int = 64
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine (decays to 0 over steps or max_minutes, whichever ends first)
+    warmup_steps: int = 0  # linear ramp from 0 to learning_rate over the first steps
     weight_decay: float = 0.0
     margin: float = MARGIN
     validation_fraction: float = 0.1
@@ -77,6 +83,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate}")
         if self.num_workers < 0:
             raise ValueError(f"TrainConfig.num_workers must be >= 0, got {self.num_workers}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
 
     @property
     def checkpoint_path(self) -> Path:
@@ -126,10 +136,11 @@ def read_train_config(path: str | Path) -> TrainConfig:
 
 @dataclass(frozen=True)
 class TrainingClip:
-    """One unlabelled clip: its file and the group it must not be contrasted with."""
+    """One unlabelled clip: its file, the group it must not be contrasted with, and its recording domain."""
 
     path: Path
     group: str
+    domain: str = ""
 
 
 def dataset_roots(path: str | Path) -> list[Path]:
@@ -146,6 +157,14 @@ def dataset_roots(path: str | Path) -> list[Path]:
         return roots
 
 
+def recording_domain(record: Record) -> str:
+    """Where a clip was recorded, as far as the dataset says: the DCASE node (``DevNode3_...`` -> ``node3``,
+    one microphone array in one room), else the fold (homesounds lays one background recording under
+    every clip of a fold; for music the fold is a random set of tracks)."""
+    node = re.match(r"DevNode(\d+)_", record.path.name)
+    return f"node{node.group(1)}" if node else f"fold{record.fold}"
+
+
 def training_clips(data: Sequence[str | Path]) -> tuple[list[TrainingClip], list[dict[str, Any]]]:
     """Clips (path, dataset-qualified group) of every dataset under ``data`` and a per-dataset summary.
     Labels are dropped here: nothing after this point can read them."""
@@ -155,7 +174,7 @@ def training_clips(data: Sequence[str | Path]) -> tuple[list[TrainingClip], list
         for root in dataset_roots(entry):
             records = read_dataset(root)
             name = root.name if root.is_dir() else root.parent.name
-            clips += [TrainingClip(r.path, f"{name}:{r.group}") for r in records]
+            clips += [TrainingClip(r.path, f"{name}:{r.group}", f"{name}:{recording_domain(r)}") for r in records]
             summary.append({"name": name, "path": str(root), "clips": len(records),
                             "groups": len({r.group for r in records})})
     if not clips:
@@ -205,10 +224,11 @@ class ClipFeatures:
 class TripletTiles(Dataset):
     """Item ``i`` = the triplet anchored on clip ``i`` in the current ``epoch``: ``[3, 1, n_mels, tile]``."""
 
-    def __init__(self, features: ClipFeatures, sampler: TripletSampler, seed: int) -> None:
+    def __init__(self, features: ClipFeatures, sampler: TripletSampler, seed: int, floor_db: float) -> None:
         self.features = features
         self.sampler = sampler
         self.seed = seed
+        self.floor_db = floor_db
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -217,16 +237,21 @@ class TripletTiles(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         triplet = self.sampler.triplet(index, self.seed, self.epoch)
         length = self.sampler.tile_frames
-        tiles = [self.features[t.clip][:, t.start:t.start + length] for t in (triplet.anchor, triplet.neighbour, triplet.opposite)]
-        return torch.stack(tiles).unsqueeze(1)
+        tiles = torch.stack([self.features[t.clip][:, t.start:t.start + length] for t in (triplet.anchor, triplet.neighbour, triplet.opposite)])
+        gains = self.sampler.gains_db(index, self.seed, self.epoch)
+        if gains.any():  # a gain is a shift in dB; what sat on the floor stays there (as for a scaled waveform)
+            shift = torch.as_tensor(gains, dtype=tiles.dtype).view(3, 1, 1)
+            tiles = torch.where(tiles <= self.floor_db, tiles, (tiles + shift).clamp(min=self.floor_db))
+        return tiles.unsqueeze(1)
 
 
-def triplet_tiles(features: ClipFeatures, indices: Sequence[int], groups: Sequence[str], config: TrainConfig, seed: int) -> TripletTiles:
+def triplet_tiles(features: ClipFeatures, indices: Sequence[int], groups: Sequence[str], config: TrainConfig, seed: int,
+                  domains: Sequence[str] = ()) -> TripletTiles:
     """Dataset of triplets over the clips ``indices`` (opposites only among those clips)."""
     subset = _Subset(features, indices)
-    clips = [Clip(subset.frames(i), groups[j]) for i, j in enumerate(indices)]
+    clips = [Clip(subset.frames(i), groups[j], domains[j] if domains else "") for i, j in enumerate(indices)]
     tile = max(1, int(round(config.triplets.tile_s * 1000 / config.features.hop_ms)))
-    return TripletTiles(subset, TripletSampler(clips, tile, config.triplets), seed)
+    return TripletTiles(subset, TripletSampler(clips, tile, config.triplets), seed, config.features.floor_db)
 
 
 class _Subset(ClipFeatures):
@@ -302,7 +327,7 @@ class TrainState:
     epoch: int = 0
     batches_in_epoch: int = 0
     elapsed_s: float = 0.0
-    history: dict[str, list[float]] = field(default_factory=lambda: {"step": [], "loss": [], "active_fraction": []})
+    history: dict[str, list[float]] = field(default_factory=lambda: {"step": [], "loss": [], "active_fraction": [], "lr": []})
     validation: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -378,6 +403,15 @@ def agreed(flag: bool, distributed: Distributed) -> bool:
     return bool(value.item())
 
 
+def same_on_every_rank(value: float, distributed: Distributed) -> float:
+    """Rank 0's ``value`` on every rank (a time-based learning rate must not differ between replicas)."""
+    if distributed.world == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(tensor, 0)
+    return float(tensor.item())
+
+
 # ------------------------------------------------------------------------------------------ validation
 
 VALIDATION_ROUNDS = 3  # triplets per held-out clip, fixed for the whole run (less noise than one)
@@ -438,6 +472,19 @@ def train_step(model: torch.nn.Module, batch: torch.Tensor, optimiser: torch.opt
     return result
 
 
+def learning_rate_at(config: TrainConfig, step: int, elapsed_s: float) -> float:
+    """Learning rate for optimiser step ``step`` (0-based) after ``elapsed_s`` seconds of training:
+    linear warm-up, then constant or a cosine decay over the run's progress (steps or wall-time budget)."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    if config.max_minutes > 0:
+        progress = max(progress, elapsed_s / (60 * config.max_minutes))
+    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def git_commit() -> str:
     """Commit of the code doing the training (``-dirty`` when it has uncommitted changes)."""
     root = Path(__file__).resolve().parents[1]
@@ -466,11 +513,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     clips, datasets_summary = training_clips(config.data)
     paths = [c.path for c in clips]
     groups = [c.group for c in clips]
+    domains = [c.domain for c in clips]
     data_sha256 = data_hash(paths)
     train_idx, val_idx = held_out_groups(groups, config.validation_fraction, config.seed)
     features = ClipFeatures(paths, config.features, config.cache_features, progress=show)
-    train_set = triplet_tiles(features, train_idx, groups, config, config.seed)
-    val_set = triplet_tiles(features, val_idx, groups, config, config.seed + 1) if len({groups[i] for i in val_idx}) >= 2 else None
+    train_set = triplet_tiles(features, train_idx, groups, config, config.seed, domains)
+    val_set = triplet_tiles(features, val_idx, groups, config, config.seed + 1, domains) if len({groups[i] for i in val_idx}) >= 2 else None
 
     # Model and optimiser.
     model = Encoder(config.encoder).to(device)
@@ -508,6 +556,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                                 num_workers=config.num_workers, pin_memory=amp)
             for batch in loader:
                 batch = batch.to(device, non_blocking=True)
+                rate = learning_rate_at(config, state.step, state.elapsed_s + time.monotonic() - started)
+                for group in optimiser.param_groups:
+                    group["lr"] = same_on_every_rank(rate, distributed)
                 result = train_step(trainee, batch, optimiser, scaler, config.margin, amp)
 
                 state.step += 1
@@ -515,6 +566,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                 state.history["step"].append(state.step)
                 state.history["loss"].append(float(result.loss.detach()))
                 state.history["active_fraction"].append(result.active_fraction)
+                state.history.setdefault("lr", []).append(optimiser.param_groups[0]["lr"])
                 bar.update(1)
                 bar.set_postfix(loss=f"{result.loss.item():.4f}", active=f"{result.active_fraction:.2f}", epoch=state.epoch)
 

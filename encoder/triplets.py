@@ -27,10 +27,16 @@ class TripletConfig:
     tile_s: float = 5.0
     random_offsets: bool = False
     neighbour: str = "clip"
+    gain_db: float = 0.0  # each tile's level moved by a uniform draw in [-gain_db, +gain_db] dB
+    same_domain_opposites: float = 0.0  # probability that the opposite shares the anchor's recording domain
 
     def __post_init__(self) -> None:
         if self.tile_s <= 0:
             raise ValueError(f"TripletConfig.tile_s must be positive, got {self.tile_s}")
+        if self.gain_db < 0:
+            raise ValueError(f"TripletConfig.gain_db must be >= 0, got {self.gain_db}")
+        if not 0 <= self.same_domain_opposites <= 1:
+            raise ValueError(f"TripletConfig.same_domain_opposites must be in [0, 1], got {self.same_domain_opposites}")
         if self.neighbour not in NEIGHBOUR_OPTIONS:
             raise ValueError(f"TripletConfig.neighbour must be one of {NEIGHBOUR_OPTIONS}, got {self.neighbour!r}")
 
@@ -47,10 +53,12 @@ class TripletConfig:
 
 @dataclass(frozen=True)
 class Clip:
-    """What the sampler may know about a clip: its length in feature frames and its group."""
+    """What the sampler may know about a clip: its length in feature frames, its group and its
+    recording domain (the microphone/room/background it was recorded in; "" when unknown)."""
 
     frames: int
     group: str
+    domain: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,14 +132,22 @@ class TripletSampler:
         self.tile_frames = tile_frames
         self.config = config
         self._groups: dict[str, list[int]] = {}
+        self._domains: dict[str, list[int]] = {}
         for index, clip in enumerate(self.clips):
             self._groups.setdefault(clip.group, []).append(index)
+            if clip.domain:
+                self._domains.setdefault(clip.domain, []).append(index)
 
     def __len__(self) -> int:
         return len(self.clips)
 
-    def _opposite_clip(self, group: str, rng: np.random.Generator) -> int:
-        """A random clip of another group (rejection sampling, exact fallback when one group dominates)."""
+    def _opposite_clip(self, group: str, domain: str, rng: np.random.Generator) -> int:
+        """A random clip of another group (rejection sampling, exact fallback when one group dominates);
+        with probability ``same_domain_opposites`` one from the anchor's domain when it has another group."""
+        if self.config.same_domain_opposites > 0 and domain and rng.random() < self.config.same_domain_opposites:
+            others = [i for i in self._domains[domain] if self.clips[i].group != group]
+            if others:
+                return others[int(rng.integers(0, len(others)))]
         for _ in range(32):
             candidate = int(rng.integers(0, len(self.clips)))
             if self.clips[candidate].group != group:
@@ -153,12 +169,20 @@ class TripletSampler:
                 neighbour_clip = mates[int(rng.integers(0, len(mates)))]
                 mate = self.clips[neighbour_clip]
                 neighbour_start = _one_tile_start(mate.frames, self.tile_frames, self.config.random_offsets, rng)
-        opposite_clip = self._opposite_clip(clip.group, rng)
+        opposite_clip = self._opposite_clip(clip.group, clip.domain, rng)
         other = self.clips[opposite_clip]
         opposite_start = _one_tile_start(other.frames, self.tile_frames, self.config.random_offsets, rng)
         return Triplet(
             Tile(anchor_clip, anchor_start), Tile(neighbour_clip, neighbour_start), Tile(opposite_clip, opposite_start)
         )
+
+    def gains_db(self, anchor_clip: int, seed: int, epoch: int = 0) -> np.ndarray:
+        """Level offsets in dB of the (anchor, neighbour, opposite) tiles of that triplet; zeros when
+        ``gain_db`` is 0. Independent per tile, so loudness alone cannot tell a neighbour from an opposite."""
+        if self.config.gain_db == 0:
+            return np.zeros(3)
+        rng = np.random.default_rng([seed, epoch, anchor_clip, 1])
+        return rng.uniform(-self.config.gain_db, self.config.gain_db, size=3)
 
     def epoch(self, seed: int, epoch: int = 0) -> list[Triplet]:
         """One triplet per clip (every clip is an anchor once per epoch)."""

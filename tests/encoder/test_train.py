@@ -18,7 +18,8 @@ import torch
 
 from encoder.model import EncoderConfig
 from encoder.model_file import load_model
-from encoder.train import CheckpointError, TrainConfig, read_train_config, train, training_clips
+from encoder.train import (CheckpointError, ClipFeatures, TrainConfig, learning_rate_at, read_train_config, train,
+                           recording_domain, training_clips, triplet_tiles)
 from encoder.triplets import TripletConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,3 +179,56 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights_on_both_ranks(tiny_d
     assert bundle.metadata["training"]["world_size"] == 2
     assert not torch.equal(bundle.encoder.state_dict()["projection.weight"], torch.zeros(1))
     assert np.isfinite(bundle.metadata["history"]["loss"]).all()
+
+
+def test_constant_schedule_keeps_the_rate_after_a_linear_warm_up():
+    config = TrainConfig(learning_rate=1e-3, warmup_steps=4, steps=100)
+    assert [learning_rate_at(config, s, 0.0) for s in range(4)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert learning_rate_at(config, 99, 1e6) == 1e-3
+
+
+def test_cosine_schedule_decays_to_zero_over_the_steps_or_the_time_budget_whichever_ends_first():
+    by_steps = TrainConfig(learning_rate=1e-3, lr_schedule="cosine", steps=100)
+    assert learning_rate_at(by_steps, 0, 0.0) == pytest.approx(1e-3)
+    assert learning_rate_at(by_steps, 50, 0.0) == pytest.approx(5e-4)
+    assert learning_rate_at(by_steps, 100, 0.0) == pytest.approx(0.0, abs=1e-12)
+    by_time = TrainConfig(learning_rate=1e-3, lr_schedule="cosine", steps=10**6, max_minutes=10.0)
+    assert learning_rate_at(by_time, 5, 300.0) == pytest.approx(5e-4)
+    assert learning_rate_at(by_time, 5, 900.0) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+
+
+def test_gain_augmentation_shifts_tiles_in_db_and_leaves_the_floor_alone(tiny_data):
+    config = tiny_config(tiny_data, Path("unused.pt"), triplets=TripletConfig(tile_s=1.0, gain_db=10.0))
+    clips, _ = training_clips([tiny_data])
+    features = ClipFeatures([c.path for c in clips], config.features, cache=True)
+    features.cached[0][:, :50] = config.features.floor_db  # a silent stretch
+    plain = triplet_tiles(features, range(8), [c.group for c in clips], tiny_config(tiny_data, Path("unused.pt")), seed=0)
+    augmented = triplet_tiles(features, range(8), [c.group for c in clips], config, seed=0)
+    for index in range(8):
+        gains = augmented.sampler.gains_db(index, 0, 0)
+        before, after = plain[index], augmented[index]
+        for tile in range(3):
+            above = before[tile] > config.features.floor_db
+            expected = (before[tile][above] + gains[tile]).clamp(min=config.features.floor_db)
+            assert torch.allclose(after[tile][above], expected, atol=1e-4)
+            assert (after[tile][~above] == config.features.floor_db).all()
+
+
+def test_each_step_records_the_learning_rate_it_used(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, tmp_path / "m.pt", steps=4, lr_schedule="cosine", warmup_steps=1, learning_rate=1e-2)
+    history = train(config, progress=False).bundle.metadata["history"]
+    assert history["lr"] == pytest.approx([learning_rate_at(config, s, 0.0) for s in range(4)], rel=1e-3, abs=1e-6)
+
+
+def test_recording_domain_is_the_dcase_node_or_else_the_fold():
+    from encoder.datasets import Record
+
+    assert recording_domain(Record(Path("/d/audio/DevNode3_ex12_7.wav"), "cooking", 2, "s1")) == "node3"
+    assert recording_domain(Record(Path("/h/audio/water/water_A4_003.flac"), "water", 4, "g")) == "fold4"
+
+
+def test_training_clips_carry_a_dataset_qualified_recording_domain(tiny_data):
+    clips, _ = training_clips([tiny_data])
+    assert {clip.domain for clip in clips} == {f"{tiny_data.name}:fold{k}" for k in (1, 2, 3, 4)}

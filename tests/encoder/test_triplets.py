@@ -71,8 +71,8 @@ def test_every_clip_is_an_anchor_once_per_epoch():
     assert [t.anchor.clip for t in triplets] == list(range(len(CLIPS)))
 
 
-def test_sampler_sees_only_lengths_and_groups_never_labels():
-    assert [f.name for f in dataclasses.fields(Clip)] == ["frames", "group"]
+def test_sampler_sees_only_lengths_groups_and_recording_domains_never_labels():
+    assert [f.name for f in dataclasses.fields(Clip)] == ["frames", "group", "domain"]
 
 
 def test_clip_not_longer_than_a_tile_is_a_clear_error():
@@ -97,3 +97,53 @@ def test_held_out_validation_clips_keep_whole_groups_together():
     assert {groups[i] for i in train}.isdisjoint({groups[i] for i in validation})
     assert 10 <= len(validation) <= 15
     assert held_out_groups(groups, 0.2, seed=1) == (train, validation)
+
+
+def test_tiles_keep_their_level_unless_gain_augmentation_is_asked_for():
+    sampler = TripletSampler(CLIPS, TILE)
+    assert not sampler.gains_db(0, seed=1, epoch=2).any()
+
+
+def test_gain_augmentation_draws_an_independent_level_per_tile_within_the_range_and_repeats_under_a_seed():
+    sampler = TripletSampler(CLIPS, TILE, TripletConfig(gain_db=6.0))
+    gains = [sampler.gains_db(i, seed=1, epoch=e) for i in range(len(CLIPS)) for e in range(20)]
+    assert all(g.shape == (3,) and (abs(g) <= 6.0).all() for g in gains)
+    assert all(len(set(g.tolist())) == 3 for g in gains)  # anchor and neighbour get different levels
+    assert (sampler.gains_db(3, seed=1, epoch=4) == sampler.gains_db(3, seed=1, epoch=4)).all()
+    assert (sampler.gains_db(3, seed=1, epoch=4) != sampler.gains_db(3, seed=2, epoch=4)).all()
+
+
+def test_negative_gain_range_is_rejected():
+    with pytest.raises(ValueError, match="gain_db"):
+        TripletConfig(gain_db=-1.0)
+
+
+DOMAINS = ["x", "x", "x", "y", "y", "x", "y", "y"]
+DOMAIN_CLIPS = [Clip(1001, g, d) for g, d in zip(GROUPS, DOMAINS)]
+
+
+def test_same_domain_opposites_come_from_the_anchors_recording_domain_and_still_another_group():
+    sampler = TripletSampler(DOMAIN_CLIPS, TILE, TripletConfig(same_domain_opposites=1.0))
+    for triplet in every_triplet(sampler):
+        assert DOMAINS[triplet.opposite.clip] == DOMAINS[triplet.anchor.clip]
+        assert GROUPS[triplet.opposite.clip] != GROUPS[triplet.anchor.clip]
+
+
+def test_by_default_opposites_ignore_domains_and_a_fraction_mixes_both():
+    def same_domain_share(config):
+        triplets = every_triplet(TripletSampler(DOMAIN_CLIPS, TILE, config), seeds=range(20))
+        return sum(DOMAINS[t.opposite.clip] == DOMAINS[t.anchor.clip] for t in triplets) / len(triplets)
+
+    assert 0.2 < same_domain_share(TripletConfig()) < 0.6
+    assert same_domain_share(TripletConfig(same_domain_opposites=0.5)) > same_domain_share(TripletConfig()) + 0.15
+
+
+def test_a_domain_with_a_single_group_falls_back_to_any_other_group():
+    clips = [Clip(1001, "a", "lonely"), Clip(1001, "b", "z"), Clip(1001, "c", "z")]
+    for triplet in every_triplet(TripletSampler(clips, TILE, TripletConfig(same_domain_opposites=1.0))):
+        assert clips[triplet.opposite.clip].group != clips[triplet.anchor.clip].group
+
+
+def test_same_domain_probability_must_be_a_probability():
+    with pytest.raises(ValueError, match="same_domain_opposites"):
+        TripletConfig(same_domain_opposites=1.5)
