@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from service.similarity_index import SimilarityIndexConfig
+
 #: The repository root (the bundled model and assets are found relative to it).
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "models" / "roomtone.pt"
@@ -109,6 +111,7 @@ class DaemonConfig:
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    similarity: SimilarityIndexConfig = field(default_factory=SimilarityIndexConfig)  # FindSimilar's index
     health: dict[str, Any] = field(default_factory=dict)  # HealthConfig thresholds (encoder/signal_checks.py)
 
     @property
@@ -203,7 +206,10 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a dataclass's own range checks (SimilarityIndexConfig), which name the key
+        raise ConfigError(str(exc)) from None
 
 
 def _to_plain(obj: Any) -> Any:
@@ -246,7 +252,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 def env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
     """Plain overrides from ``ROOMTONE_*`` variables (``ROOMTONE_SECTION__KEY`` for section keys)."""
-    sections = {"store", "grpc", "metrics", "pipeline"}
+    sections = {"store", "grpc", "metrics", "pipeline", "similarity"}
     top = {f.name for f in fields(DaemonConfig)} - sections - {"mics", "health"}
     out: dict[str, Any] = {}
     for name, value in environ.items():

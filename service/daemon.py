@@ -180,7 +180,7 @@ class Daemon:
         store_path.parent.mkdir(parents=True, exist_ok=True)
         retention = RetentionConfig(max_age_days=config.store.max_age_days,
                                     max_bytes=int(config.store.max_size_mb * 1024 * 1024))
-        self.store = EventStore(store_path, retention)
+        self.store = EventStore(store_path, retention, config.similarity)
         log.info("store opened", extra={"store": str(store_path.resolve())})
         self.bus = EventBus()
         self.metrics = Metrics()

@@ -1,5 +1,6 @@
 """SQLite store of window records and state-change events: durable writes, filtered pages, retention
-and exact nearest-neighbour search over the stored embeddings.
+and nearest-neighbour search over the stored embeddings (service/similarity_index.py: exact for small
+stores, an approximate faiss IVF index for large ones).
 
 Durability: WAL journal with ``synchronous=FULL``, so a transaction is on disk when `add_results`
 returns; a crash (process or power) loses nothing that was acknowledged, only batches still in flight.
@@ -25,6 +26,7 @@ import numpy as np
 
 from encoder.config_keys import reject_unknown_keys
 from service.records import EVENT_KINDS, HEALTH_STATES, StateChange, WindowResult
+from service.similarity_index import IndexSummary, SimilarityIndex, SimilarityIndexConfig, rescored
 
 #: Kinds a query can ask for: window records and the two state-change kinds.
 QUERY_KINDS = ("window",) + EVENT_KINDS
@@ -128,7 +130,7 @@ class NearestResult:
     """Stored windows nearest to a query embedding, nearest first, with cosine distances."""
 
     neighbors: list[tuple[WindowResult, float]]
-    searched: int  # stored embeddings compared
+    searched: int  # stored embeddings the search ran over (same dimension and mics, not excluded)
 
 
 # Schema history. Index i upgrades user_version i -> i+1; never edit a released step, append one.
@@ -250,66 +252,14 @@ def _decode_page_token(token: str) -> tuple[int, int, int]:
     return t, rank, ident
 
 
-class _EmbeddingIndex:
-    """In-memory copy of the stored embeddings of one dimension, appended incrementally.
-
-    Rows are the stored float16 values widened to float32 and scaled to unit length once, so a query
-    is one matrix-vector product (converting float16 per query would cost ~10x more time).
-    """
-
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self.ids = np.zeros(0, dtype=np.int64)
-        self.mics = np.zeros(0, dtype=object)
-        self.matrix = np.zeros((0, dim), dtype=np.float32)
-        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-
-    def add(self, ids: np.ndarray, mics: np.ndarray, vectors16: np.ndarray) -> None:
-        """Queue rows; merged into the matrix at the next search."""
-        self._pending.append((ids, mics, vectors16))
-
-    def remove(self, ids: np.ndarray) -> None:
-        """Drop rows by window id (after retention)."""
-        self._flush()
-        keep = ~np.isin(self.ids, ids)
-        self.ids, self.mics, self.matrix = self.ids[keep], self.mics[keep], self.matrix[keep]
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        ids, mics, blocks = zip(*self._pending)
-        block = np.concatenate(blocks).astype(np.float32)
-        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
-        self.ids = np.concatenate([self.ids, *ids])
-        self.mics = np.concatenate([self.mics, *mics])
-        self.matrix = np.concatenate([self.matrix, block])
-        self._pending.clear()
-
-    def search(self, query: np.ndarray, k: int, mic_ids: Sequence[str] | None, exclude: set[int]) -> tuple[list[tuple[int, float]], int]:
-        """Exact top-k by cosine distance to a unit ``query``: ([(window id, distance)], rows compared)."""
-        self._flush()
-        distances = np.clip(1.0 - self.matrix @ query, 0.0, 2.0)  # rounding can step just outside
-        mask = np.ones(len(self.ids), dtype=bool)
-        if mic_ids:
-            mask &= np.isin(self.mics, list(mic_ids))
-        if exclude:
-            mask &= ~np.isin(self.ids, list(exclude))
-        candidates = np.flatnonzero(mask)
-        if candidates.size == 0:
-            return [], 0
-        distances = distances[candidates]
-        count = min(k, candidates.size)
-        top = np.argpartition(distances, count - 1)[:count] if count < candidates.size else np.arange(candidates.size)
-        top = top[np.lexsort((self.ids[candidates[top]], distances[top]))]
-        return [(int(self.ids[candidates[i]]), float(distances[i])) for i in top], int(candidates.size)
-
-
 class EventStore:
     """Windows and state changes in one SQLite file (WAL); safe to share between threads."""
 
-    def __init__(self, path: str | Path, retention: RetentionConfig = RetentionConfig()) -> None:
+    def __init__(self, path: str | Path, retention: RetentionConfig = RetentionConfig(),
+                 similarity: SimilarityIndexConfig = SimilarityIndexConfig()) -> None:
         self.path = Path(path)
         self.retention = retention
+        self.similarity = similarity
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._connection: sqlite3.Connection | None = _open_connection(self.path)
@@ -324,7 +274,7 @@ class EventStore:
         # Similarity cache, filled on the first `nearest` and topped up by later ones. Its own lock
         # (always taken before `_lock`, never inside it) keeps searches from blocking writers.
         self._cache_lock = threading.Lock()
-        self._indexes: dict[int, _EmbeddingIndex] = {}
+        self._indexes: dict[int, SimilarityIndex] = {}
         self._loaded_up_to = 0  # highest window id already in the indexes
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -564,19 +514,25 @@ class EventStore:
             for dim in {row[3] for row in rows}:
                 part = [row for row in rows if row[3] == dim]
                 vectors = np.frombuffer(b"".join(row[2] for row in part), dtype="<f2").reshape(len(part), dim)
-                self._indexes.setdefault(dim, _EmbeddingIndex(dim)).add(
+                self._indexes.setdefault(dim, SimilarityIndex(dim, self.similarity)).add(
                     np.asarray([row[0] for row in part], dtype=np.int64), np.asarray([row[1] for row in part], dtype=object), vectors)
             self._loaded_up_to = rows[-1][0]
+            for index in self._indexes.values():
+                index.switch_if_due()  # while loading, so a first load of 10^6 rows never holds them all as float32
             if len(rows) < batch:
                 return
 
     def nearest(
         self, embedding: np.ndarray, k: int = 10, mic_id: str | Sequence[str] | None = None, exclude_ids: Sequence[int] = ()
     ) -> NearestResult:
-        """The ``k`` stored windows nearest to ``embedding`` by cosine distance (exact search in numpy).
+        """The ``k`` stored windows nearest to ``embedding`` by cosine distance.
 
-        Only rows of the same embedding dimension are compared; ``mic_id`` restricts the search to
-        one or several microphones, ``exclude_ids`` leaves windows out (e.g. the query window).
+        Exact while the query's dimension has fewer than ``similarity.exact_below`` stored rows; above,
+        approximate (faiss IVF-SQ8): a true neighbour can be missed, and the ``k * similarity.rerank``
+        candidates are re-scored from their stored float16 vectors so distances stay exact (with
+        ``rerank = 0`` they are 8-bit approximations). Only rows of the same embedding dimension are
+        compared; ``mic_id`` restricts the search to one or several microphones, ``exclude_ids`` leaves
+        windows out (e.g. the query window).
         """
         query = np.asarray(embedding, dtype=np.float32).reshape(-1)
         if k < 1:
@@ -590,9 +546,23 @@ class EventStore:
             index = self._indexes.get(query.size)
             if index is None:
                 return NearestResult([], 0)
-            hits, searched = index.search(query / norm, k, mic_ids, set(int(i) for i in exclude_ids))
-        windows = {w.window_id: w for w in self.get_windows([i for i, _ in hits])}
+            rescore = not index.is_exact and self.similarity.rerank > 0
+            hits, searched = index.search(query / norm, k * self.similarity.rerank if rescore else k, mic_ids,
+                                          set(int(i) for i in exclude_ids))
+        # A window deleted by retention since the search is skipped (get_windows leaves missing ids out).
+        windows = {w.window_id: w for w in self.get_windows([i for i, _ in hits], include_embedding=rescore)}
+        if rescore:
+            ids = [i for i, _ in hits if i in windows]
+            vectors = np.stack([windows[i].embedding for i in ids]) if ids else np.zeros((0, query.size), np.float32)
+            hits = rescored(query / norm, ids, vectors, k)
+            windows = {i: replace(windows[i], embedding=None) for i, _ in hits}
         return NearestResult([(windows[i], d) for i, d in hits if i in windows], searched)
+
+    def similarity_indexes(self) -> dict[int, IndexSummary]:
+        """Kind ("exact" or "ivf"), rows and bytes of the in-memory similarity index of each embedding
+        dimension; empty before the first `nearest`."""
+        with self._cache_lock:
+            return {dim: index.summary() for dim, index in self._indexes.items()}
 
     # -- retention -------------------------------------------------------------------------------
     def bytes_in_use(self) -> int:

@@ -71,11 +71,20 @@ def test_several_microphones_from_toml_tables(tmp_path, model, homesounds):
     ("[grpc]\naddress = \"nowhere\"\n", "grpc.address"),
     ("[health]\nclip_levle = 0.9\n", "health: .*clip_levle"),
     ("log_format = \"xml\"\n", "log_format"),
+    ("[similarity]\nnprobe = 0\n", "similarity.nprobe"),
+    ("[similarity]\nnlist = 4096\n", "similarity.exact_below"),
 ])
 def test_a_bad_value_is_an_error_naming_its_key(tmp_path, model, text, key):
     path = write(tmp_path, f'model = "{model}"\n' + text)
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         load_config(path, environ={})
+
+
+def test_the_similarity_index_is_tuned_in_its_own_table_or_environment(tmp_path, model):
+    path = write(tmp_path, f'model = "{model}"\n[similarity]\nexact_below = 200000\nnlist = 2048\n')
+    config = load_config(path, environ={"ROOMTONE_SIMILARITY__NPROBE": "32"})
+    assert (config.similarity.exact_below, config.similarity.nlist, config.similarity.nprobe) == (200_000, 2048, 32)
+    assert DaemonConfig().similarity.exact_below == 100_000
 
 
 def test_a_missing_model_file_is_named(tmp_path):

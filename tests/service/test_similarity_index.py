@@ -1,0 +1,172 @@
+"""Specification of the similarity index behind FindSimilar: exact below a row threshold, faiss IVF-SQ8
+above it, with the mic filter, exclusions and retention honoured either way. Small thresholds
+(exact_below=1000, nlist=16) stand in for the daemon's 10^5 rows and 1024 lists."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.event_store import EventStore, RetentionConfig
+from service.records import WindowResult
+from service.similarity_index import SimilarityIndex, SimilarityIndexConfig, import_faiss, rescored, unit_rows
+
+DIM = 32
+SMALL = SimilarityIndexConfig(exact_below=1000, nlist=16, nprobe=4, train_rows=1000)
+
+
+def clustered(rng: np.random.Generator, count: int, centres: np.ndarray) -> np.ndarray:
+    """float16 rows (as the store keeps them) around random centres, like recordings of recurring sounds."""
+    rows = centres[rng.integers(0, len(centres), size=count)] + rng.normal(scale=0.35, size=(count, DIM))
+    return rows.astype(np.float16)
+
+
+def brute_force(ids: np.ndarray, mics: np.ndarray, vectors16: np.ndarray, query: np.ndarray, k: int,
+                mic_ids: list[str] | None = None, exclude: set[int] = frozenset()) -> list[int]:
+    """The true k nearest window ids by cosine distance, ties by id."""
+    distances = 1.0 - unit_rows(vectors16) @ query
+    keep = np.array([(not mic_ids or m in mic_ids) and int(i) not in exclude for i, m in zip(ids, mics)])
+    order = np.lexsort((ids[keep], distances[keep]))
+    return [int(i) for i in ids[keep][order][:k]]
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """3000 rows with sparse, unordered-looking window ids, 3 mics of which "attic" holds 2%, and queries."""
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(40, DIM))
+    ids = 1000 + 3 * np.arange(3000, dtype=np.int64)
+    mics = np.array(["hall" if r < 0.49 else "kitchen" if r < 0.98 else "attic" for r in rng.random(3000)], dtype=object)
+    queries = unit_rows(clustered(rng, 40, centres))
+    return ids, mics, clustered(rng, 3000, centres), queries
+
+
+def filled(data, config: SimilarityIndexConfig = SMALL, rows: int = 3000, block: int = 500) -> SimilarityIndex:
+    """An index given the first ``rows`` rows in blocks, as the store loads them."""
+    ids, mics, vectors, _ = data
+    index = SimilarityIndex(DIM, config)
+    for begin in range(0, rows, block):
+        end = min(begin + block, rows)
+        index.add(ids[begin:end], mics[begin:end], vectors[begin:end])
+        index.switch_if_due()
+    return index
+
+
+def test_below_the_threshold_the_search_is_exact_with_mic_filter_and_exclusions(data) -> None:
+    ids, mics, vectors, queries = data
+    index = filled(data, rows=900)
+    assert index.kind == "exact" and len(index) == 900
+    for query in queries[:10]:
+        exclude = set(brute_force(ids[:900], mics[:900], vectors[:900], query, 3))
+        for mic_ids in (None, ["hall"], ["attic", "kitchen"]):
+            hits, searched = index.search(query, 10, mic_ids, exclude)
+            assert [i for i, _ in hits] == brute_force(ids[:900], mics[:900], vectors[:900], query, 10, mic_ids, exclude)
+            eligible = sum((not mic_ids or m in mic_ids) and int(i) not in exclude for i, m in zip(ids[:900], mics[:900]))
+            assert searched == eligible
+
+
+def test_reaching_the_threshold_switches_to_ivf_and_drops_the_float32_copy(data) -> None:
+    index = filled(data, rows=999)
+    index.search(data[3][0], 1)  # merges the queued float16 rows into the float32 matrix
+    exact_bytes_per_row = index.nbytes / len(index)
+    assert index.kind == "exact"
+    index = filled(data)
+    assert index.kind == "ivf" and not index.is_exact and len(index) == 3000
+    assert index.nbytes / len(index) < 0.5 * exact_bytes_per_row
+
+
+def test_rows_added_before_and_after_the_switch_stay_searchable(data) -> None:
+    ids, mics, vectors, _ = data
+    index = filled(data)
+    for row in range(0, 3000, 97):  # each row, searched by its own vector, finds itself first
+        (nearest, distance), = index.search(unit_rows(vectors[row:row + 1])[0], 1)[0]
+        assert nearest == ids[row] and distance == pytest.approx(0.0, abs=0.02)
+
+
+def test_ivf_recall_at_10_against_brute_force_is_at_least_0_9(data) -> None:
+    ids, mics, vectors, queries = data
+    index = filled(data)
+    found = [{i for i, _ in index.search(q, 10)[0]} for q in queries]
+    recall = np.mean([len(f & set(brute_force(ids, mics, vectors, q, 10))) / 10 for f, q in zip(found, queries)])
+    assert recall >= 0.9
+
+
+def test_ivf_results_are_stored_window_ids_never_excluded_ids_or_other_mics(data) -> None:
+    ids, mics, vectors, queries = data
+    index = filled(data)
+    attic = int(np.sum(mics == "attic"))
+    for query in queries[:10]:
+        exclude = set(brute_force(ids, mics, vectors, query, 20))
+        exclude |= set(brute_force(ids, mics, vectors, query, 5, ["attic"]))
+        for mic_ids in (None, ["attic"], ["hall", "attic"]):
+            hits, searched = index.search(query, 10, mic_ids, exclude)
+            found = [i for i, _ in hits]
+            assert len(found) == 10 and set(found) <= set(ids.tolist()) and not set(found) & exclude
+            assert all(mics[(i - 1000) // 3] in (mic_ids or ("hall", "kitchen", "attic")) for i in found)
+            assert [d for _, d in hits] == sorted(d for _, d in hits) and all(0.0 <= d <= 2.0 for _, d in hits)
+        excluded_attic = sum(mics[(i - 1000) // 3] == "attic" for i in exclude)
+        assert index.search(query, 10, ["attic"], exclude)[1] == attic - excluded_attic
+    # a mic too rare to fill k: all of its rows come back (the search widens to every list)
+    hits, searched = index.search(queries[0], attic + 10, ["attic"])
+    assert searched == attic and sorted(i for i, _ in hits) == sorted(ids[mics == "attic"].tolist())
+    assert index.search(queries[0], 10, ["garage"]) == ([], 0)
+
+
+def test_remove_drops_rows_from_the_ivf_index_for_retention(data) -> None:
+    ids, mics, vectors, queries = data
+    index = filled(data)
+    gone = set(brute_force(ids, mics, vectors, queries[0], 10)) | set(ids[:500].tolist())
+    index.remove(np.asarray(sorted(gone), dtype=np.int64))
+    assert len(index) == 3000 - len(gone) and index.kind == "ivf"
+    hits, searched = index.search(queries[0], 10)
+    assert searched == 3000 - len(gone) and len(hits) == 10 and not {i for i, _ in hits} & gone
+    hits, _ = index.search(queries[0], 3000)
+    assert len(hits) == 3000 - len(gone) and not {i for i, _ in hits} & gone
+
+
+def test_rescored_gives_exact_cosine_distances_nearest_first_ties_by_id() -> None:
+    query = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+    vectors = np.array([[0.0, 2.0, 0.0], [3.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]], dtype=np.float16)
+    assert rescored(query, [40, 30, 20, 10], vectors, 3) == [(30, 0.0), (20, 1.0), (40, 1.0)]
+
+
+def test_without_faiss_the_switch_fails_clearly_and_leaves_the_exact_index_whole(data, monkeypatch) -> None:
+    ids, mics, vectors, queries = data
+    import_faiss()  # loaded once for real: faiss cannot be imported a second time in one process
+    index = SimilarityIndex(DIM, SMALL)
+    index.add(ids, mics, vectors)
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "faiss", None)  # `import faiss` raises ImportError
+        with pytest.raises(ImportError, match="faiss-cpu.*exact_below"):
+            index.search(queries[0], 10)
+        assert index.kind == "exact" and len(index) == 3000
+    assert index.search(queries[0], 10)[1] == 3000 and index.kind == "ivf"
+
+
+def test_config_rejects_bad_values_and_unknown_keys_by_name() -> None:
+    for bad, name in (({"nprobe": 2000}, "nprobe"), ({"nlist": 16, "exact_below": 100}, "exact_below"),
+                      ({"rerank": -1}, "rerank"), ({"threads": 0}, "threads"), ({"exact": 5}, "exact")):
+        with pytest.raises(ValueError, match=name):
+            SimilarityIndexConfig.from_dict(bad)
+    assert SimilarityIndexConfig.from_dict(SMALL.to_dict()) == SMALL
+
+
+def test_a_large_store_answers_from_the_ivf_index_with_exact_distances_and_forgets_deleted_windows(tmp_path: Path, data) -> None:
+    ids, mics, vectors, queries = data
+    with EventStore(tmp_path / "ivf.db", RetentionConfig(max_age_days=1, max_bytes=None), SMALL) as store:
+        stored, _ = store.add_results([WindowResult(str(m), i * 10_000, i * 10_000 + 10_000, None, {}, "ok", (), {}, -30.0,
+                                                    v.astype(np.float32)) for i, (m, v) in enumerate(zip(mics, vectors))])
+        store_ids = np.array([w.window_id for w in stored])
+        result = store.nearest(queries[0], k=5, mic_id="hall", exclude_ids=[int(store_ids[0])])
+        assert store.similarity_indexes()[DIM].kind == "ivf" and store.similarity_indexes()[DIM].rows == 3000
+        expected = brute_force(store_ids, mics, vectors, queries[0], 5, ["hall"], {int(store_ids[0])})
+        assert [w.window_id for w, _ in result.neighbors] == expected
+        truth = 1.0 - unit_rows(np.stack([w.embedding for w in store.get_windows(expected, include_embedding=True)])) @ queries[0]
+        np.testing.assert_allclose([d for _, d in result.neighbors], truth, atol=1e-6)
+        assert all(w.embedding is None for w, _ in result.neighbors)
+        store.enforce_retention(now_unix_ms=1500 * 10_000 + 86_400_000)  # deletes windows starting before row 1500
+        after = store.nearest(queries[0], k=3000)
+        assert after.searched == 1500 and min(w.window_id for w, _ in after.neighbors) == stored[1500].window_id
