@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/api_latency.py                                   # 10^4 and 10^6 windows
     .venv/bin/python bench/api_latency.py --windows 10000 --keep /tmp/rt-api  # keep the stores for reruns
+    .venv/bin/python bench/api_latency.py --windows 1000000 --exact-below 2000000  # the exact scan at 10^6
 
 For each size it fills an `EventStore` (in ``--keep`` or a temporary folder; a kept store of the right
 size is reused) with windows of 4 microphones, 10 s apart, 256-d float16 embeddings drawn around 500
@@ -10,15 +11,22 @@ then starts the real gRPC server (`start_server`, loopback, the bundled model as
 from a gRPC client in this process:
 
 - ListEvents, newest page of 100 (windows and events), and the same filtered to one microphone;
-- FindSimilar by a stored window id, k=10: the first call (loads the store's in-memory embedding copy
-  from SQLite) and the following ones (median / p99), plus the resident memory that copy costs.
+- FindSimilar by a stored window id, k=10: the first call (loads the store's similarity index from
+  SQLite, training the faiss IVF index when the store is above ``--exact-below``), the following ones
+  (median / p99), the same restricted to one microphone, which index answered (exact or IVF), its
+  recall@10 against an exact scan of the stored float16 vectors (computed after the timings, streaming
+  the store in chunks), the memory the index holds and the growth of resident memory over the first
+  call (higher: it includes what loading and training allocated and the allocator kept).
 
-Prints a markdown table with machine, date and load average. Speed targets live here, not in tests.
+``--exact-below``, ``--nlist``, ``--nprobe`` and ``--rerank`` are the daemon's ``[similarity]`` keys
+(service/similarity_index.py). Prints a markdown table with machine, date and load average. Speed
+targets live here, not in tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -36,6 +44,7 @@ sys.path.insert(0, str(REPO))
 from bench.window_path import load_average, machine  # noqa: E402
 from service.event_store import EventStore, RetentionConfig  # noqa: E402
 from service.records import StateChange, WindowResult  # noqa: E402
+from service.similarity_index import SimilarityIndexConfig, unit_rows  # noqa: E402
 from service.rpc import roomtone_pb2 as pb  # noqa: E402
 from service.rpc import roomtone_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -93,14 +102,39 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def measure(folder: Path, total: int, repeats: int, model: str) -> dict:
+def exact_neighbours(db_path: Path, query_ids: list[int], k: int = 10, chunk: int = 100_000) -> list[list[int]]:
+    """The true k nearest window ids of each query window (itself left out), by an exact scan of the
+    stored float16 embeddings read in chunks, so the whole store is never in memory at once."""
+    connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        marks = ",".join("?" * len(set(query_ids)))
+        rows = dict(connection.execute(f"SELECT id, embedding FROM windows WHERE id IN ({marks})", list(set(query_ids))))
+        queries = unit_rows(np.stack([np.frombuffer(rows[i], dtype="<f2") for i in query_ids]))
+        best_ids = np.zeros((len(query_ids), 0), dtype=np.int64)
+        best_scores = np.zeros((len(query_ids), 0), dtype=np.float32)
+        cursor = connection.execute("SELECT id, embedding FROM windows WHERE embedding_dim = ? ORDER BY id", (DIM,))
+        while part := cursor.fetchmany(chunk):
+            ids = np.asarray([row[0] for row in part], dtype=np.int64)
+            scores = queries @ unit_rows(np.frombuffer(b"".join(row[1] for row in part), dtype="<f2").reshape(len(part), DIM)).T
+            scores[ids[None, :] == np.asarray(query_ids)[:, None]] = -np.inf  # FindSimilar leaves the query out
+            best_ids = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
+            best_scores = np.concatenate([best_scores, scores], axis=1)
+            order = np.lexsort((best_ids, -best_scores), axis=1)[:, :k]  # highest score first, ties by id
+            best_ids, best_scores = np.take_along_axis(best_ids, order, 1), np.take_along_axis(best_scores, order, 1)
+        return [row.tolist() for row in best_ids]
+    finally:
+        connection.close()
+
+
+def measure(folder: Path, total: int, repeats: int, model: str, similarity: SimilarityIndexConfig) -> dict:
     """Fill (or reuse) a store of ``total`` windows, serve it, time the calls."""
     from encoder.model_file import load_model
     from service.analysis import Analyzer, DaemonBackend
     from service.event_bus import EventBus
     from service.grpc_server import start_server, stop_server
 
-    store = EventStore(folder / f"api-{total}.db", RetentionConfig(max_age_days=None, max_bytes=None))
+    path = folder / f"api-{total}.db"
+    store = EventStore(path, RetentionConfig(max_age_days=None, max_bytes=None), similarity)
     fill(store, total)
     server = start_server(store, EventBus(), DaemonBackend(Analyzer(load_model(model))), "127.0.0.1:0")
     try:
@@ -116,19 +150,32 @@ def measure(folder: Path, total: int, repeats: int, model: str) -> dict:
             before = rss_mib()
             first = timed(lambda: stub.FindSimilar(pb.FindSimilarRequest(window_id=ids[0], k=10)), 1)[0]
             index_mib = rss_mib() - before
+            queue, replies = iter(ids[1:]), []
+            similar = timed(lambda: replies.append(stub.FindSimilar(pb.FindSimilarRequest(window_id=next(queue), k=10))),
+                            repeats)
             queue = iter(ids[1:])
-            similar = timed(lambda: stub.FindSimilar(pb.FindSimilarRequest(window_id=next(queue), k=10)), repeats)
+            similar_mic = timed(lambda: stub.FindSimilar(pb.FindSimilarRequest(window_id=next(queue), k=10, mic_ids=["mic1"])),
+                                repeats)
+            reply = stub.FindSimilar(pb.FindSimilarRequest(window_id=ids[0], k=10, mic_ids=["mic1"]))
+            assert len(reply.neighbors) == 10 and {n.window.mic_id for n in reply.neighbors} == {"mic1"}
             reply = stub.FindSimilar(pb.FindSimilarRequest(window_id=ids[0], k=10))
             assert len(reply.neighbors) == 10 and reply.searched >= total - 1, reply.searched
+        summary = store.similarity_indexes()[DIM]
     finally:
         stop_server(server)
         store.close()
+    truth = exact_neighbours(path, ids[1:])
+    found = [[n.window.window_id for n in r.neighbors] for r in replies]
+    recall = float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
 
     def cell(values: list[float]) -> str:
         return f"{statistics.median(values):.1f} / {np.percentile(values, 99):.1f}"
 
+    index = "exact scan" if summary.kind == "exact" else (f"IVF{similarity.nlist},SQ8 nprobe {similarity.nprobe}, "
+                                                  f"rerank {similarity.rerank}")
     return {"windows": total, "list": cell(list_all), "list_mic": cell(list_mic), "first": f"{first:.0f}",
-            "similar": cell(similar), "index_mib": f"{index_mib:.0f}"}
+            "similar": cell(similar), "similar_mic": cell(similar_mic), "recall": f"{recall:.3f}", "index": index,
+            "index_mib": f"{summary.nbytes / 2**20:.0f}", "rss_mib": f"{index_mib:.0f}"}
 
 
 def main() -> int:
@@ -137,17 +184,29 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--keep", help="folder to keep the filled stores in (reused when run again)")
     parser.add_argument("--model", default=str(REPO / "models" / "roomtone.pt"))
+    defaults = SimilarityIndexConfig()
+    parser.add_argument("--exact-below", type=int, default=defaults.exact_below,
+                        help="stored windows from which FindSimilar uses the faiss IVF index")
+    parser.add_argument("--nlist", type=int, default=defaults.nlist, help="IVF lists")
+    parser.add_argument("--nprobe", type=int, default=defaults.nprobe, help="IVF lists visited per query")
+    parser.add_argument("--rerank", type=int, default=defaults.rerank, help="candidates per neighbour re-scored exactly")
     args = parser.parse_args()
+    similarity = SimilarityIndexConfig(exact_below=args.exact_below, nlist=args.nlist, nprobe=args.nprobe,
+                                       rerank=args.rerank, train_rows=max(defaults.train_rows, 39 * args.nlist))
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="roomtone-api-"))
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [measure(folder, total, args.repeats, args.model) for total in args.windows]
+    rows = [measure(folder, total, args.repeats, args.model, similarity) for total in args.windows]
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; {machine()}; load average {load_average()}; "
-          f"{args.repeats} calls each, client and server in one process over loopback gRPC")
+          f"{args.repeats} calls each, client and server in one process over loopback gRPC; similarity index "
+          f"exact below {similarity.exact_below:,} windows, else IVF{similarity.nlist},SQ8 nprobe {similarity.nprobe} "
+          f"rerank {similarity.rerank}, {similarity.threads} faiss thread")
     print("\n| stored windows | ListEvents 100, median / p99 ms | ListEvents 100 of one mic | "
-          "FindSimilar k=10 first call ms | FindSimilar k=10, median / p99 ms | embedding copy MiB |")
-    print("|---|---|---|---|---|---|")
+          "FindSimilar k=10 first call ms | FindSimilar k=10, median / p99 ms | FindSimilar k=10 of one mic | "
+          "recall@10 | index | index MiB | RSS growth, first call MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['windows']:,} | {r['list']} | {r['list_mic']} | {r['first']} | {r['similar']} | {r['index_mib']} |")
+        print(f"| {r['windows']:,} | {r['list']} | {r['list_mic']} | {r['first']} | {r['similar']} | {r['similar_mic']} | "
+              f"{r['recall']} | {r['index']} | {r['index_mib']} | {r['rss_mib']} |")
     return 0
 
 
