@@ -37,14 +37,14 @@ def _inject(samples: np.ndarray, fault: str, rate: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def planted(homesounds: Path, tmp_path_factory) -> tuple[Path, list[str], list[str]]:
-    """4 s excerpts of 32 shared clips (8 per class, fold 1) with 2 mislabels and 4 broken recordings."""
+    """32 shared 10 s clips (8 per class, folds 1-2) with 2 mislabels and 4 broken recordings."""
     root = tmp_path_factory.mktemp("audit_data")
     records = read_dataset(homesounds)
     chosen = [r for c in CLASSES for r in [r for r in records if r.label == c and r.fold in (1, 2)][:8]]
     fault_of = {i: f for f, i in FAULTS.items()}
     rows, mislabelled, broken = [], [], []
     for i, record in enumerate(chosen):
-        samples, rate = soundfile.read(record.path, dtype="float32", frames=4 * 16000, start=3 * 16000)
+        samples, rate = soundfile.read(record.path, dtype="float32", frames=10 * 16000)
         if i in fault_of:
             samples = _inject(samples, fault_of[i], rate)
         name = f"audio/{i:02d}_{record.path.name.replace('.flac', '.wav')}"
