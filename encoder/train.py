@@ -528,9 +528,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     if resume:
         saved = load_checkpoint(config.checkpoint_path, config, data_sha256)
         model.load_state_dict(saved["model"])
-        optimiser.load_state_dict(saved["optimiser"])
-        for group in optimiser.param_groups:  # a resumed run may change the learning rate
-            group["lr"] = config.learning_rate
+        optimiser.load_state_dict(saved["optimiser"])  # the loop sets each step's rate from this run's config
         scaler.load_state_dict(saved["scaler"])
         state = TrainState(**saved["state"])
     trainee: torch.nn.Module = model
@@ -556,9 +554,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                                 num_workers=config.num_workers, pin_memory=amp)
             for batch in loader:
                 batch = batch.to(device, non_blocking=True)
-                rate = learning_rate_at(config, state.step, state.elapsed_s + time.monotonic() - started)
+                rate = same_on_every_rank(learning_rate_at(config, state.step, state.elapsed_s + time.monotonic() - started), distributed)
                 for group in optimiser.param_groups:
-                    group["lr"] = same_on_every_rank(rate, distributed)
+                    group["lr"] = rate
                 result = train_step(trainee, batch, optimiser, scaler, config.margin, amp)
 
                 state.step += 1
