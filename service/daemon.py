@@ -204,6 +204,8 @@ class Daemon:
         self.pipeline.start()
         self._retention_thread = threading.Thread(target=self._retention_loop, name="retention", daemon=True)
         self._retention_thread.start()
+        if config.similarity.warm_at_start:
+            threading.Thread(target=self._warm_similarity, name="similarity-warm-up", daemon=True).start()
         log.info("roomtone running", extra={"mics": [s.mic_id for s in sources], "store": str(store_path),
                                             "grpc": self.grpc_address, "metrics_port": self.metrics_port})
 
@@ -225,6 +227,23 @@ class Daemon:
         log.info("gRPC listening", extra={"address": self.grpc_address, "tls": security is not None,
                                           "bearer_token": bool(security and security.token),
                                           "client_certificates": bool(security and security.client_ca)})
+
+    def _warm_similarity(self) -> None:
+        """Build FindSimilar's index from the stored windows in the background (at 10^6 windows the load
+        and the IVF training take ~16 s, longer than a client's deadline if the first query paid for it)."""
+        from service.event_store import StoreError
+
+        started = time.monotonic()
+        try:
+            indexes = self.store.warm_similarity()
+        except StoreError:  # closed by a stop during the warm-up
+            return
+        except Exception:
+            log.exception("similarity index warm-up failed; FindSimilar will build it on its first call")
+            return
+        log.info("similarity index ready", extra={
+            "seconds": round(time.monotonic() - started, 2),
+            "indexes": {str(dim): {"kind": i.kind, "rows": i.rows} for dim, i in indexes.items()}})
 
     def _retention_loop(self) -> None:
         interval = self.config.store.retention_interval_s

@@ -558,6 +558,13 @@ class EventStore:
             windows = {i: replace(windows[i], embedding=None) for i, _ in hits}
         return NearestResult([(windows[i], d) for i, d in hits if i in windows], searched)
 
+    def warm_similarity(self) -> dict[int, IndexSummary]:
+        """Load every stored embedding into the similarity indexes now (training the IVF index when due), so
+        the first `nearest` after a start does not pay for it; returns `similarity_indexes()`."""
+        with self._cache_lock:
+            self._cache_new_rows()
+            return {dim: index.summary() for dim, index in self._indexes.items()}
+
     def similarity_indexes(self) -> dict[int, IndexSummary]:
         """Kind ("exact" or "ivf"), rows and bytes of the in-memory similarity index of each embedding
         dimension; empty before the first `nearest`."""

@@ -32,6 +32,7 @@ class SimilarityIndexConfig:
     rerank: int = 4  # candidates per wanted neighbour re-scored exactly from the stored vectors; 0 = SQ8 distances
     train_rows: int = 100_000  # rows sampled (seeded) once, when the threshold is crossed, to train lists and SQ8
     threads: int = 1  # faiss threads per search or training (the window path keeps the other cores)
+    warm_at_start: bool = True  # the daemon loads (and, when due, trains) the index in the background at start
 
     def __post_init__(self) -> None:
         if self.nlist < 1:

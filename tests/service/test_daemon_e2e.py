@@ -63,6 +63,7 @@ def test_the_readme_command_runs_on_the_demo_recording_without_a_microphone_and_
         loaded = daemon.wait_for("model loaded", 60)
         assert loaded["model"] == str(bundled_model) and loaded["device"] in ("cpu", "cuda")
         assert daemon.wait_for("store opened", 60)["store"] == str((tmp_path / "data" / "roomtone.db").resolve())
+        assert daemon.wait_for("similarity index ready", 60)["seconds"] >= 0  # built in the background at start
         daemon.wait_for("state changed", 60, kind="health_changed")  # the first 10 s window was stored
     finally:
         code = daemon.stop()

@@ -170,3 +170,18 @@ def test_a_large_store_answers_from_the_ivf_index_with_exact_distances_and_forge
         store.enforce_retention(now_unix_ms=1500 * 10_000 + 86_400_000)  # deletes windows starting before row 1500
         after = store.nearest(queries[0], k=3000)
         assert after.searched == 1500 and min(w.window_id for w, _ in after.neighbors) == stored[1500].window_id
+
+
+def test_warming_the_store_builds_the_index_before_any_query_and_later_rows_still_join(tmp_path: Path, data) -> None:
+    ids, mics, vectors, queries = data
+    def window(i: int) -> WindowResult:
+        return WindowResult(str(mics[i]), i * 10_000, i * 10_000 + 10_000, None, {}, "ok", (), {}, -30.0, vectors[i].astype(np.float32))
+
+    with EventStore(tmp_path / "warm.db", RetentionConfig(max_age_days=None, max_bytes=None), SMALL) as store:
+        store.add_results([window(i) for i in range(2000)])
+        assert store.similarity_indexes() == {}
+        warmed = store.warm_similarity()
+        assert warmed[DIM].kind == "ivf" and warmed[DIM].rows == 2000
+        store.add_results([window(i) for i in range(2000, 2100)])
+        assert store.nearest(queries[0], k=5).searched == 2100
+
