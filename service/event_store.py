@@ -563,7 +563,7 @@ class EventStore:
         the first `nearest` after a start does not pay for it; returns `similarity_indexes()`."""
         with self._cache_lock:
             self._cache_new_rows()
-            return {dim: index.summary() for dim, index in self._indexes.items()}
+        return self.similarity_indexes()
 
     def similarity_indexes(self) -> dict[int, IndexSummary]:
         """Kind ("exact" or "ivf"), rows and bytes of the in-memory similarity index of each embedding
