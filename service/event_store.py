@@ -26,6 +26,9 @@ import numpy as np
 
 from encoder.config_keys import reject_unknown_keys
 from service.records import EVENT_KINDS, HEALTH_STATES, StateChange, WindowResult
+from service import session_store
+from service.session_store import SessionPage, SessionQuery
+from service.sessions import ActivitySession, SessionEvent
 from service.similarity_index import IndexSummary, SimilarityIndex, SimilarityIndexConfig, rescored
 
 #: Kinds a query can ask for: window records and the two state-change kinds.
@@ -172,6 +175,8 @@ _MIGRATIONS: list[str] = [
     UPDATE windows SET embedding_dim = length(embedding) / 2 WHERE embedding IS NOT NULL;
     CREATE INDEX windows_embedding_dim ON windows (embedding_dim, id) WHERE embedding IS NOT NULL;
     """,
+    # 3: activity sessions (service/session_store.py).
+    session_store.SESSIONS_MIGRATION,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -500,6 +505,35 @@ class EventStore:
             return (db.execute("SELECT count(*) FROM windows").fetchone()[0],
                     db.execute("SELECT count(*) FROM events").fetchone()[0])
 
+    # -- activity sessions (SQL in service/session_store.py) -------------------------------------
+    def add_session_events(self, events: Sequence[SessionEvent]) -> list[SessionEvent]:
+        """Store session starts and ends in one transaction, durable on return; returns them with ids."""
+        return self._write(lambda db: [replace(e, session=replace(e.session, session_id=session_store.write_session_event(db, e)))
+                                       for e in events])
+
+    def close_open_sessions(self) -> list[ActivitySession]:
+        """End the sessions a crashed daemon left open (at their last stored window); returns them."""
+        return self._write(session_store.close_open_sessions)
+
+    def list_sessions(self, query: SessionQuery = SessionQuery(), limit: int = 100, page_token: str = "") -> SessionPage:
+        """Sessions newest start first, filtered and paged; ValueError for a bad limit or token."""
+        with self._lock:
+            return session_store.list_sessions(self._db(), query, limit, page_token)
+
+    def _write(self, work):
+        """``work(connection)`` in one IMMEDIATE transaction under the store lock; its result."""
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return result
+
     # -- similarity ------------------------------------------------------------------------------
     def _cache_new_rows(self, batch: int = 20_000) -> None:
         """Load rows above the high-water mark into the indexes (cache lock held), in batches that
@@ -617,6 +651,7 @@ class EventStore:
             try:
                 ids = [row[0] for row in db.execute(f"DELETE FROM windows WHERE start_unix_ms {op} ? RETURNING id", (cutoff_unix_ms,))]
                 events = db.execute(f"DELETE FROM events WHERE time_unix_ms {op} ?", (cutoff_unix_ms,)).rowcount
+                session_store.delete_sessions_before(db, cutoff_unix_ms, inclusive)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:  # SQLite already rolled back after a full disk or I/O error
