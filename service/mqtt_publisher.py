@@ -1,0 +1,315 @@
+"""The MQTT publisher: states, events, availability and Home Assistant discovery on a broker (paho-mqtt).
+
+It never blocks or slows the pipeline. `publish_state`/`publish_event` only put a message on a bounded
+queue (full: the message is dropped and counted); a worker thread hands messages to paho's network
+thread, which reconnects with exponential back-off (``reconnect_min_s`` doubling up to ``reconnect_max_s``).
+While the broker is unreachable messages are dropped and counted (``roomtone_mqtt_messages_dropped_total``
+by reason) and the last error is logged once per ``error_log_interval_s``; after every (re)connect the
+publisher announces ``online``, republishes discovery and the latest retained state of every microphone,
+so Home Assistant catches up without a backlog of stale windows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from service import mqtt_messages as messages
+
+log = logging.getLogger("roomtone.mqtt")
+
+DROP_REASONS = ("queue_full", "disconnected", "broker_slow")
+_STOP = object()
+_TOPIC_LEVEL = re.compile(r"^[^#+\x00]+$")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """The MQTT broker roomtone publishes to; off while ``host`` is unset."""
+
+    host: str | None = None  # broker host name or address; None or "" = MQTT off
+    port: int = 1883  # 8883 is the usual port for TLS
+    username: str | None = None
+    password_file: str | None = None  # file holding the password (never the password itself in the config)
+    tls_ca: str | None = None  # PEM CA bundle: connect with TLS and verify the broker's certificate against it
+    client_id: str | None = None  # None = "roomtone-<hostname>-<base_topic>"
+    base_topic: str = "roomtone"  # states, events and availability live under it
+    discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix
+    discovery: bool = True  # publish Home Assistant discovery (when MQTT is configured)
+    keepalive_s: int = 30  # the broker declares roomtone offline (last will) after 1.5 x this without traffic
+    queue_size: int = 1000  # messages waiting for the broker; beyond this they are dropped and counted
+    reconnect_min_s: float = 1.0  # first reconnect delay; doubles after each failure ...
+    reconnect_max_s: float = 60.0  # ... up to this
+    error_log_interval_s: float = 60.0  # the last connection error is logged at most once per interval
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"mqtt.port: must be 1..65535, got {self.port}")
+        for key in ("base_topic", "discovery_prefix"):
+            value = getattr(self, key)
+            if not value or value.startswith("/") or value.endswith("/") or not _TOPIC_LEVEL.match(value):
+                raise ValueError(f"mqtt.{key}: must be a topic without wildcards (+ #) or leading/trailing '/', "
+                                 f"got {value!r}")
+        if self.keepalive_s < 5:
+            raise ValueError(f"mqtt.keepalive_s: must be at least 5 seconds, got {self.keepalive_s}")
+        if self.queue_size < 1:
+            raise ValueError(f"mqtt.queue_size: must be at least 1, got {self.queue_size}")
+        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
+            raise ValueError(f"mqtt.reconnect_min_s/reconnect_max_s: need 0 < min <= max, got "
+                             f"{self.reconnect_min_s}/{self.reconnect_max_s}")
+        if self.error_log_interval_s <= 0:
+            raise ValueError(f"mqtt.error_log_interval_s: must be positive, got {self.error_log_interval_s}")
+        if self.password_file is not None and not self.username:
+            raise ValueError("mqtt.password_file: needs mqtt.username too")
+        for key in ("password_file", "tls_ca"):
+            value = getattr(self, key)
+            if value is not None and not Path(value).is_file():
+                raise ValueError(f"mqtt.{key}: no such file {value}")
+
+    @property
+    def enabled(self) -> bool:
+        """True when a broker is configured."""
+        return bool(self.host)
+
+    @property
+    def effective_client_id(self) -> str:
+        """The MQTT client id used (stable across restarts, so the broker replaces a dead session)."""
+        return self.client_id or f"roomtone-{socket.gethostname()}-{messages.discovery_id(self.base_topic)}"
+
+
+def check_mic_ids(mic_ids: list[str], config: MqttConfig) -> None:
+    """ValueError naming a microphone id that cannot be a topic level or that clashes with another one's
+    discovery id (ids become ``<base>/<mic>/state`` and ``<node>_<mic>``)."""
+    seen: dict[str, str] = {}
+    for mic in mic_ids:
+        if "/" in mic or not _TOPIC_LEVEL.match(mic):
+            raise ValueError(f"mics: id {mic!r} cannot be an MQTT topic level (no '/', '+', '#'); rename it or "
+                             f"turn MQTT off")
+        node = messages.device_id(config.base_topic, mic)
+        if node in seen:
+            raise ValueError(f"mics: ids {seen[node]!r} and {mic!r} map to the same Home Assistant id {node!r}")
+        seen[node] = mic
+
+
+class PublisherMetrics:
+    """The publisher's Prometheus metrics (registered in the daemon's registry)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.published = Counter("roomtone_mqtt_messages_published_total",
+                                 "MQTT messages the broker acknowledged.", registry=registry)
+        self.dropped = Counter("roomtone_mqtt_messages_dropped_total",
+                               "MQTT messages dropped: queue_full (publisher queue), disconnected (no broker), "
+                               "broker_slow (paho's queue of unacknowledged messages full).", ["reason"],
+                               registry=registry)
+        self.connected = Gauge("roomtone_mqtt_connected", "1 while connected to the MQTT broker.", registry=registry)
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason=reason)
+
+
+class MqttPublisher:
+    """Publishes to one broker from its own threads; `start`, then `publish_*` from any thread, then `stop`."""
+
+    def __init__(self, config: MqttConfig, mic_ids: list[str], info: messages.DeviceInfo,
+                 registry: CollectorRegistry | None = None) -> None:
+        check_mic_ids(mic_ids, config)
+        self.config = config
+        self.mic_ids = list(mic_ids)
+        self.info = info
+        self.metrics = PublisherMetrics(registry if registry is not None else CollectorRegistry())
+        self._queue: queue.Queue = queue.Queue(maxsize=config.queue_size)
+        self._connected = threading.Event()
+        self._resync = threading.Event()  # set on (re)connect and when Home Assistant comes online
+        self._stopping = threading.Event()
+        self._last_state: dict[str, bytes] = {}  # mic -> latest state payload (republished after a reconnect)
+        self._state_lock = threading.Lock()
+        self._errors_since_log = 0
+        self._last_error_log = float("-inf")
+        self._worker: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+
+    # --- topics -------------------------------------------------------------------------------------
+    @property
+    def availability_topic(self) -> str:
+        """Where online/offline is published."""
+        return messages.availability_topic(self.config.base_topic)
+
+    @property
+    def is_connected(self) -> bool:
+        """True while connected to the broker."""
+        return self._connected.is_set()
+
+    # --- what the daemon calls (never blocks) ---------------------------------------------------
+    def publish_state(self, mic_id: str, payload: dict[str, Any]) -> bool:
+        """Queue the microphone's retained state; False when the queue was full (dropped and counted)."""
+        return self._offer(("state", mic_id, payload))
+
+    def publish_event(self, mic_id: str, payload: dict[str, Any]) -> bool:
+        """Queue a one-off event of the microphone; False when the queue was full (dropped and counted)."""
+        return self._offer(("event", mic_id, payload))
+
+    def _offer(self, item: tuple) -> bool:
+        try:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            self.metrics.dropped.labels(reason="queue_full").inc()
+            return False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start paho's network thread (connecting in the background, retrying with back-off) and the worker."""
+        c = self.config
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=c.effective_client_id,
+                             protocol=mqtt.MQTTv311, clean_session=True)
+        client.will_set(self.availability_topic, messages.OFFLINE, qos=1, retain=True)
+        if c.username:
+            password = Path(c.password_file).read_text().strip() if c.password_file else None
+            client.username_pw_set(c.username, password)
+        if c.tls_ca:
+            client.tls_set(ca_certs=c.tls_ca, cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.reconnect_delay_set(min_delay=c.reconnect_min_s, max_delay=c.reconnect_max_s)  # type: ignore[arg-type]
+        client.max_queued_messages_set(c.queue_size)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        self._client = client
+        client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
+        client.loop_start()
+        self._worker = threading.Thread(target=self._work, name="mqtt-publisher", daemon=True)
+        self._worker.start()
+        log.info("MQTT publisher started", extra={"host": c.host, "port": c.port, "tls": bool(c.tls_ca),
+                                                  "client_id": c.effective_client_id, "base_topic": c.base_topic,
+                                                  "discovery": c.discovery})
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Send what is queued (while connected), announce offline, disconnect; returns within ~``timeout`` s."""
+        if self._client is None:
+            return
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        if self._worker is not None:
+            self._worker.join(max(0.1, deadline - time.monotonic() - 1.0))
+        client, self._client = self._client, None
+        if self._connected.is_set():
+            info = client.publish(self.availability_topic, messages.OFFLINE, qos=1, retain=True)
+            try:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):  # not queued: the connection went away meanwhile
+                pass
+        client.disconnect()
+        client.loop_stop()
+        self._connected.clear()
+        self.metrics.connected.set(0)
+
+    # --- worker ---------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            if self._resync.is_set() and self._connected.is_set():
+                self._resync.clear()
+                self._publish_all()
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            kind, mic, payload = item
+            data = json.dumps(payload, separators=(",", ":")).encode()
+            if kind == "state":
+                with self._state_lock:
+                    self._last_state[mic] = data
+                self._send(messages.state_topic(self.config.base_topic, mic), data, retain=True)
+            else:
+                self._send(messages.event_topic(self.config.base_topic, mic), data, retain=False)
+            if self._stopping.is_set() and (not self._connected.is_set() or self._queue.empty()):
+                return
+
+    def _publish_all(self) -> None:
+        """After a (re)connect or a Home Assistant restart: online, discovery, every latest state."""
+        c = self.config
+        self._send(self.availability_topic, messages.ONLINE.encode(), retain=True)
+        if c.discovery:
+            for mic in self.mic_ids:
+                payload = messages.discovery_payload(c.discovery_prefix, c.base_topic, mic, self.info)
+                self._send(messages.discovery_topic(c.discovery_prefix, c.base_topic, mic),
+                           json.dumps(payload, separators=(",", ":")).encode(), retain=True)
+        with self._state_lock:
+            states = dict(self._last_state)
+        for mic, data in states.items():
+            self._send(messages.state_topic(c.base_topic, mic), data, retain=True)
+
+    def _send(self, topic: str, data: bytes, retain: bool) -> None:
+        client = self._client
+        if client is None or not self._connected.is_set():
+            self.metrics.dropped.labels(reason="disconnected").inc()
+            return
+        info = client.publish(topic, data, qos=1, retain=retain)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            self.metrics.dropped.labels(reason="broker_slow").inc()
+
+    # --- paho callbacks (paho's network thread) -------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._note_error(f"broker refused the connection: {reason_code}")
+            return
+        self._connected.set()
+        self.metrics.connected.set(1)
+        c = self.config
+        if c.discovery:
+            client.subscribe(f"{c.discovery_prefix}/status", qos=1)
+            client.subscribe(f"{c.discovery_prefix}/device/+/config", qos=1)
+        self._resync.set()
+        self._errors_since_log = 0
+        log.info("MQTT connected", extra={"host": c.host, "port": c.port})
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        self.metrics.connected.set(0)
+        if was_connected and not self._stopping.is_set():
+            self._note_error(f"connection lost: {reason_code}")
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._note_error(f"cannot connect to {self.config.host}:{self.config.port}")
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self.metrics.published.inc()
+
+    def _on_message(self, client, userdata, message) -> None:
+        c = self.config
+        if message.topic == f"{c.discovery_prefix}/status":
+            if message.payload == messages.ONLINE.encode():
+                log.info("Home Assistant is online; republishing discovery")
+                self._resync.set()
+            return
+        mic = messages.stale_mic(message.topic, message.payload, c.discovery_prefix, c.base_topic, set(self.mic_ids))
+        if mic is not None:
+            log.info("removing the discovery of a microphone that is no longer configured", extra={"mic": mic})
+            client.publish(message.topic, b"", qos=1, retain=True)
+            client.publish(messages.state_topic(c.base_topic, mic), b"", qos=1, retain=True)
+
+    def _note_error(self, error: str) -> None:
+        """Count a connection error; log it at most once per interval (with how many came since)."""
+        self._errors_since_log += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= self.config.error_log_interval_s:
+            log.warning("MQTT broker unavailable; retrying with back-off", extra={
+                "error": error, "host": self.config.host, "port": self.config.port,
+                "errors_since_last_log": self._errors_since_log})
+            self._last_error_log = now
+            self._errors_since_log = 0
