@@ -42,7 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.window_path import load_average, machine  # noqa: E402
-from service.event_store import EventStore, RetentionConfig  # noqa: E402
+from service.config import GrpcConfig, StoreConfig  # noqa: E402
+from service.event_store import EventStore  # noqa: E402
 from service.records import StateChange, WindowResult  # noqa: E402
 from service.similarity_index import SimilarityIndexConfig, unit_rows  # noqa: E402
 from service.rpc import roomtone_pb2 as pb  # noqa: E402
@@ -134,9 +135,10 @@ def measure(folder: Path, total: int, repeats: int, model: str, similarity: Simi
     from service.grpc_server import start_server, stop_server
 
     path = folder / f"api-{total}.db"
-    store = EventStore(path, RetentionConfig(max_age_days=None, max_bytes=None), similarity)
+    store = EventStore(path, StoreConfig(max_age_days=float("inf"), max_size_mb=1e7), similarity)
     fill(store, total)
-    server = start_server(store, EventBus(), DaemonBackend(Analyzer(load_model(model))), "127.0.0.1:0")
+    server = start_server(store, EventBus(), DaemonBackend(Analyzer(load_model(model))),
+                          GrpcConfig(address="127.0.0.1:0"))
     try:
         with grpc.insecure_channel(server.roomtone_address) as channel:
             stub = pb_grpc.RoomtoneStub(channel)

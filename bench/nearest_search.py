@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.event_store import EventStore, RetentionConfig
+from service.config import StoreConfig
+from service.event_store import EventStore
 from service.records import WindowResult
 
 
@@ -25,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as folder:
-        store = EventStore(Path(folder) / "bench.db", RetentionConfig(max_age_days=None, max_bytes=None))
+        store = EventStore(Path(folder) / "bench.db", StoreConfig(max_age_days=float("inf"), max_size_mb=1e7))
         batch = 10_000
         for begin in range(0, args.windows, batch):
             vectors = rng.normal(size=(min(batch, args.windows - begin), args.dim)).astype(np.float32)

@@ -20,6 +20,7 @@ from encoder.features import log_mel
 from encoder.head import ActivityHead
 from encoder.inference import inference_encoder
 from encoder.model_file import ModelBundle
+from encoder.signal_checks import HealthConfig
 from encoder.windows import window_spans
 from service.records import MicStatus, StateChange, WindowResult
 from service.windowing import Window
@@ -81,13 +82,11 @@ class MicState:
 class Analyzer:
     """Turns batches of windows into WindowResults and StateChanges; thread-safe for concurrent use."""
 
-    def __init__(self, bundle: ModelBundle, health: dict | None = None) -> None:
-        from encoder.signal_checks import HealthConfig
-
+    def __init__(self, bundle: ModelBundle, health: HealthConfig = HealthConfig()) -> None:
         self.bundle = bundle
         self.sample_rate = bundle.feature_config.sample_rate
         self.head = ActivityHead.from_dict(bundle.head) if bundle.head else None
-        self.health_config = HealthConfig.from_dict(health or {})
+        self.health_config = health
         self.device = next(bundle.encoder.parameters()).device
         self._mics: dict[str, MicState] = {}
         self._lock = threading.Lock()  # guards _mics (the pipeline thread and gRPC threads share this)

@@ -1,21 +1,49 @@
 """The daemon's one typed configuration: defaults < TOML file < ROOMTONE_* environment < command line.
 
-Every key is a field of a frozen dataclass below; `load_config` validates the merged result at start and
-raises ConfigError naming the bad key (unknown key, wrong type, bad value or missing path).
+Each component gets its own frozen section object, passed whole to its consumer: `StoreConfig` to the
+event store, `GrpcConfig` to the gRPC server and event bus, `MetricsConfig` to /metrics, `PipelineConfig`
+to the pipeline, `MicConfig` to each source, `HealthConfig` (encoder/signal_checks.py) to the analyser,
+`SimilarityIndexConfig` (service/similarity_index.py) to the similarity index. The schema is pydantic:
+every number is finite (``allow_inf_nan=False``: NaN, inf and 1e400 are refused) and bounded (``ge``/``le``
+on its field, the unit in its description), unknown keys are refused, and `load_config` raises ConfigError
+naming the key (``store.max_age_days: ...``, ``ROOMTONE_GRPC__MAX_UPLOAD_BYTES: ...``); `roomtone run` then
+exits 2, which systemd's ``RestartPreventExitStatus=2`` does not restart. A default is written once, on
+its field; docs/daemon.md's key table is generated from these fields (`reference_table`, test-checked).
+
 Environment variables: ``ROOMTONE_<KEY>`` for top-level keys (``ROOMTONE_DATA_DIR``, ``ROOMTONE_MODEL``)
-and ``ROOMTONE_<SECTION>__<KEY>`` for section keys (``ROOMTONE_METRICS__PORT=9500``).
+and ``ROOMTONE_<SECTION>__<KEY>`` for section keys (``ROOMTONE_METRICS__PORT=9500``); the sections are
+derived from `DaemonConfig`'s fields, so a new section is reachable from the environment with no extra code.
+
+Adding a section (mqtt, web, clips, sounds, ...):
+
+1. Write ``class MqttConfig(Section)`` below with one ``Field`` per key: the default, bounds with
+   ``ge``/``le``/``gt`` (numbers must be finite and bounded), and a description ending in the unit,
+   e.g. ``keepalive_s: float = Field(60.0, ge=1, le=3600, description="MQTT keepalive (s)")``.
+   Rules that span keys go in a ``model_validator(mode="after")`` raising ValueError naming the key.
+2. Add ``mqtt: MqttConfig = MqttConfig()`` to `DaemonConfig`. TOML ``[mqtt]`` and
+   ``ROOMTONE_MQTT__<KEY>`` now work; checks that need the file system go in `validate`.
+3. Pass ``config.mqtt`` whole to the component; never copy a default into the consumer.
+4. Regenerate the table in docs/daemon.md: ``python -m service.config`` (tests/service/test_config.py
+   fails until the docs agree).
+
+Why pydantic and not pydantic-settings' sources: the layering below is 40 lines and keeps two things the
+settings sources do not give: an unknown ``ROOMTONE_*`` variable is an error (a misspelt variable must not
+silently do nothing), and the TOML path is chosen at run time (``--config``) with errors naming the file.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
-import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from encoder.signal_checks import HealthConfig
 from service.similarity_index import SimilarityIndexConfig
 
 #: The repository root (the bundled model and assets are found relative to it).
@@ -26,93 +54,159 @@ SOURCE_KINDS = ("auto", "device", "file", "demo")
 ENV_PREFIX = "ROOMTONE_"
 #: ROOMTONE_* variables of the command-line clients (service/grpc_client.py), not daemon config keys.
 CLIENT_ENV = ("ROOMTONE_ADDRESS", "ROOMTONE_CA", "ROOMTONE_TOKEN_FILE", "ROOMTONE_CLIENT_CERT", "ROOMTONE_CLIENT_KEY")
+#: Largest TCP port.
+MAX_PORT = 65535
+#: Longest finite retention age (100 years); beyond it, say inf.
+MAX_AGE_DAYS = 36500.0
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the key."""
 
 
-@dataclass(frozen=True)
-class MicConfig:
+class Section(BaseModel):
+    """Base of every config section: frozen, unknown keys refused, numbers finite."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, validate_default=True)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` split and checked (port 0..65535); ValueError otherwise."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("expected host:port")
+    if int(port) > MAX_PORT:
+        raise ValueError(f"port {port} is out of range 0..{MAX_PORT} (0 = any free port)")
+    return host, int(port)
+
+
+class MicConfig(Section):
     """One microphone: where its audio comes from and under which id it is reported."""
 
-    id: str = "mic0"
-    kind: str = "auto"  # auto: the default input device, or the demo recording when there is none
-    device: str | int | None = None  # sounddevice input by name (substring) or index; None = default input
-    path: str | None = None  # audio file for kind = "file"
-    channels: int = 1  # input channels to capture (each is health-checked; the embedding uses their mean)
-    realtime: bool = True  # file sources: pace at real time (True) or read as fast as the pipeline takes
-    loop: bool = False  # file sources: start again at the end (the demo source always loops)
-    block_s: float = 0.1  # capture block length in seconds
+    id: str = Field("mic0", min_length=1, max_length=64, pattern=r"^\S+$",
+                    description="microphone id: the `mic` label in metrics, the id in gRPC; unique, no spaces")
+    kind: Literal["auto", "device", "file", "demo"] = Field(
+        "auto", description="`auto` (default input, else the demo), `device`, `file`, `demo`")
+    device: str | int | None = Field(
+        None, description="input device by name substring or PortAudio index (`--list-devices`); none = default input")
+    path: str | None = Field(None, description="audio file for `kind = \"file\"` (WAV, FLAC, OGG)")
+    channels: int = Field(1, ge=1, le=32, description="input channels to capture from a device (files use all theirs)")
+    realtime: bool = Field(True, description="file sources: pace at recording speed (false: as fast as possible)")
+    loop: bool = Field(False, description="file sources: start again at the end (the demo always loops)")
+    block_s: float = Field(0.1, ge=0.005, le=5.0, description="capture block length (s)")
 
 
-@dataclass(frozen=True)
-class StoreConfig:
-    """Where windows and events are stored and how long they are kept."""
+class StoreConfig(Section):
+    """Where windows and events are stored, how long they are kept and how often that is enforced."""
 
-    path: str | None = None  # SQLite file; None = <data_dir>/roomtone.db
-    max_age_days: float = 30.0  # delete windows/events older than this
-    max_size_mb: float = 1024.0  # delete the oldest windows while the database is larger than this
-    retention_interval_s: float = 300.0  # how often the retention thread runs
+    path: str | None = Field(None, description="SQLite file (WAL mode); none = `<data_dir>/roomtone.db`")
+    # inf is allowed here and means "no age limit": the size limit still holds.
+    max_age_days: float = Field(30.0, gt=0, allow_inf_nan=True,
+                                description=f"delete windows and events older than this, up to {MAX_AGE_DAYS:.0f}; "
+                                            "`inf` = keep forever (the size limit still holds) (days)")
+    max_size_mb: float = Field(1024.0, ge=0.0625, le=1e7,
+                               description="delete the oldest windows while the database is larger (MiB)")
+    retention_interval_s: float = Field(300.0, ge=1.0, le=86400.0, description="how often retention runs (s)")
+
+    @field_validator("max_age_days")
+    @classmethod
+    def _age_is_a_number(cls, value: float) -> float:
+        if math.isnan(value) or (math.isfinite(value) and value > MAX_AGE_DAYS):
+            raise ValueError(f"must be a number of days up to {MAX_AGE_DAYS:.0f}, or inf (keep forever), got {value}")
+        return value
+
+    @property
+    def max_bytes(self) -> int:
+        """The size limit in bytes."""
+        return int(self.max_size_mb * 1024 * 1024)
 
 
-@dataclass(frozen=True)
-class GrpcConfig:
-    """The gRPC API listener."""
+class GrpcConfig(Section):
+    """The gRPC API listener (and the event bus behind StreamEvents)."""
 
-    enabled: bool = True
-    address: str = "127.0.0.1:50051"  # host:port; port 0 picks a free port
+    enabled: bool = Field(True, description="start the gRPC API")
+    address: str = Field("127.0.0.1:50051", description="listen address `host:port`; port 0..65535, 0 = any free port")
     # A non-loopback address needs TLS (tls_cert + tls_key) AND client authentication: a bearer token read
     # from token_file, or client certificates signed by client_ca (mTLS). The token itself never sits in
     # the config, so the start-up log line (which prints the config) cannot leak it.
-    tls_cert: str | None = None  # PEM server certificate (chain)
-    tls_key: str | None = None  # PEM private key of tls_cert
-    client_ca: str | None = None  # PEM CA bundle: clients must present a certificate it signed (mTLS)
-    token_file: str | None = None  # file holding the bearer token clients send as "authorization: Bearer <token>"
-    max_upload_bytes: int = 16 * 1024 * 1024  # Classify/FindSimilar uploads above this: RESOURCE_EXHAUSTED
-    max_streams: int = 64  # concurrent StreamEvents clients; more: RESOURCE_EXHAUSTED
+    tls_cert: str | None = Field(None, description="PEM server certificate (chain): serve gRPC over TLS")
+    tls_key: str | None = Field(None, description="PEM private key of `tls_cert`")
+    client_ca: str | None = Field(None, description="PEM CA: require client certificates it signed (mTLS)")
+    token_file: str | None = Field(None, description="file holding the bearer token every call must send")
+    max_upload_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024,
+                                  description="largest Classify/FindSimilar upload; more: RESOURCE_EXHAUSTED (bytes)")
+    max_streams: int = Field(64, ge=1, le=1024,
+                             description="concurrent StreamEvents clients; more: RESOURCE_EXHAUSTED (streams)")
+
+    @field_validator("address")
+    @classmethod
+    def _address_has_a_port(cls, value: str) -> str:
+        split_address(value)
+        return value
+
+    @property
+    def port(self) -> int:
+        """The configured port (0 = any free port)."""
+        return split_address(self.address)[1]
 
 
-@dataclass(frozen=True)
-class MetricsConfig:
+class MetricsConfig(Section):
     """The Prometheus /metrics HTTP listener."""
 
-    enabled: bool = True
-    address: str = "127.0.0.1"
-    port: int = 9464  # 0 picks a free port
+    enabled: bool = Field(True, description="serve `/metrics`")
+    address: str = Field("127.0.0.1", min_length=1, description="listen address")
+    port: int = Field(9464, ge=0, le=MAX_PORT, description="listen port; 0 = any free port")
     # A non-loopback address needs HTTPS with client certificates (mTLS): all three of these.
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    client_ca: str | None = None
+    tls_cert: str | None = Field(None, description="PEM certificate: serve HTTPS")
+    tls_key: str | None = Field(None, description="PEM private key of `tls_cert`")
+    client_ca: str | None = Field(None, description="PEM CA: require client certificates it signed")
 
 
-@dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(Section):
     """Windowing, batching and queue sizes of the processing pipeline."""
 
-    window_s: float = 10.0
-    hop_s: float = 10.0
-    queue_size: int = 16  # bounded queue length between stages (windows); beyond it windows are dropped
-    batch_size: int = 8  # most windows embedded together (across microphones)
-    device: str = "auto"  # torch device for the model: auto (cuda when present), cpu, cuda, cuda:N
-    max_windows: int | None = None  # stop the daemon after this many stored windows (tests, demos)
+    window_s: float = Field(10.0, ge=0.25, le=600.0,
+                            description="window length; the model must accept it (checked by a dry run at start) (s)")
+    hop_s: float = Field(10.0, ge=0.1, le=600.0, description="hop between window starts; smaller = overlapping (s)")
+    queue_size: int = Field(16, ge=1, le=4096,
+                            description="length of the analysis and store queues; beyond it windows are dropped (windows)")
+    batch_size: int = Field(8, ge=1, le=256, description="most windows embedded together, across microphones (windows)")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$",
+                        description="torch device for the model: `auto`, `cpu`, `cuda`, `cuda:N`")
+    max_windows: int | None = Field(None, ge=1, le=10**12,
+                                    description="stop (exit 0) after storing this many windows; none = run on (windows)")
 
 
-@dataclass(frozen=True)
-class DaemonConfig:
-    """Everything `roomtone run` needs."""
+class DaemonConfig(Section):
+    """Everything `roomtone run` needs: top-level keys, then one section per component."""
 
-    model: str = str(DEFAULT_MODEL)
-    data_dir: str = "var"  # relative paths resolve against the working directory
-    log_level: str = "INFO"
-    log_format: str = "json"  # json (one object per line) or text
-    mics: tuple[MicConfig, ...] = (MicConfig(),)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    grpc: GrpcConfig = field(default_factory=GrpcConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    similarity: SimilarityIndexConfig = field(default_factory=SimilarityIndexConfig)  # FindSimilar's index
-    health: dict[str, Any] = field(default_factory=dict)  # HealthConfig thresholds (encoder/signal_checks.py)
+    model: str = Field(str(DEFAULT_MODEL), description="model file (encoder, feature config, optional activity head)")
+    data_dir: str = Field("var", description="where the store lives unless `store.path` is set "
+                                             "(relative paths resolve against the working directory)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
+    log_format: Literal["json", "text"] = Field("json", description="`json` (one object per line) or `text`")
+    mics: tuple[MicConfig, ...] = Field((MicConfig(),), min_length=1, max_length=64,
+                                        description="the microphones (`[[mics]]` tables)")
+    store: StoreConfig = StoreConfig()
+    grpc: GrpcConfig = GrpcConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    similarity: SimilarityIndexConfig = Field(SimilarityIndexConfig(), description="FindSimilar's index")
+    health: HealthConfig = Field(HealthConfig(), description="microphone health thresholds (docs/mic-health.md)")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _unique_mic_ids(self) -> DaemonConfig:
+        seen: set[str] = set()
+        for i, mic in enumerate(self.mics):
+            if mic.id in seen:
+                raise ValueError(f"mics[{i}].id: duplicate microphone id {mic.id!r}")
+            seen.add(mic.id)
+        return self
 
     @property
     def store_path(self) -> Path:
@@ -120,119 +214,54 @@ class DaemonConfig:
         return Path(self.store.path) if self.store.path else Path(self.data_dir) / "roomtone.db"
 
 
-# --- building typed values from plain data, naming the key on every error ---------------------------
+# --- layering and errors -------------------------------------------------------------------------------
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """``value`` checked (and, for strings from env/CLI, parsed) as type ``tp``."""
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{key}: expected {' or '.join(_type_name(o) for o in options if o is not type(None))}, "
-                          f"got {value!r}")
-    if origin is tuple:
-        (item_type, _ellipsis) = typing.get_args(tp)
-        if isinstance(value, dict):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_coerce(item, item_type, f"{key}[{i}]") for i, item in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a table, got {value!r}")
-        _key_type, value_type = typing.get_args(tp)
-        return {str(k): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
-    if is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a table, got {value!r}")
-        return build(tp, value, key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - schema bug
+def _key_of(loc: tuple[Any, ...]) -> str:
+    """``('mics', 0, 'path')`` -> ``mics[0].path``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
-def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """An instance of the config dataclass ``cls`` from a plain dict; unknown keys and bad types are errors."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}; "
-                          f"known keys{' in ' + prefix if prefix else ''} are {sorted(known)}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
+def _message(exc: ValidationError, origin: typing.Mapping[str, str] | None = None) -> str:
+    """One line per error, each naming its key (and the environment variable it came from)."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-union"))))
+        key = _key_of(loc)
+        msg = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" or error["type"] == "unexpected_keyword_argument":
+            msg = "unknown config key"
+        if re.match(r"^\w+(\.\w+|\[\d+\])+: ", msg):  # a model validator that names its own key
+            lines.append(msg)
+            continue
+        source = f" (from {origin[key]})" if origin and key in origin else ""
+        shown = error.get("input")
+        got = "" if isinstance(shown, dict) or error["type"] == "extra_forbidden" else f", got {shown!r}"
+        lines.append(f"{key}{source}: {msg}{got}")
+    return "; ".join(lines)
+
+
+def build(cls: type[BaseModel], data: dict[str, Any], origin: typing.Mapping[str, str] | None = None) -> Any:
+    """An instance of the config model ``cls`` from plain data; ConfigError names every bad key."""
     try:
-        return cls(**kwargs)
-    except ValueError as exc:  # a dataclass's own range checks (SimilarityIndexConfig), which name the key
-        raise ConfigError(str(exc)) from None
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_message(exc, origin)) from None
 
 
-def _to_plain(obj: Any) -> Any:
-    if is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, tuple):
-        return [_to_plain(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _to_plain(v) for k, v in obj.items()}
-    return obj
-
-
-def config_to_dict(config: DaemonConfig) -> dict[str, Any]:
+def config_to_dict(config: BaseModel) -> dict[str, Any]:
     """The config as plain data (None values kept), e.g. for the start-up log line."""
-    return _to_plain(config)
+    return config.model_dump(mode="json")
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Deep merge of plain config dicts; tables merge, everything else (lists included) replaces."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -248,12 +277,38 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: invalid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read ({exc.strerror})") from None
 
 
-def env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
-    """Plain overrides from ``ROOMTONE_*`` variables (``ROOMTONE_SECTION__KEY`` for section keys)."""
-    sections = {"store", "grpc", "metrics", "pipeline", "similarity"}
-    top = {f.name for f in fields(DaemonConfig)} - sections - {"mics", "health"}
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and (issubclass(annotation, BaseModel) or hasattr(annotation, "__dataclass_fields__"))
+
+
+def sections() -> dict[str, type]:
+    """Section name -> its config class, derived from `DaemonConfig`'s fields."""
+    return {name: f.annotation for name, f in DaemonConfig.model_fields.items() if _is_section(f.annotation)}
+
+
+def _env_value(raw: str) -> Any:
+    """An environment string; a JSON list (``[50, 60]``) for keys that hold several values."""
+    if raw.strip().startswith("["):
+        import json
+
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def env_overrides(environ: typing.Mapping[str, str], origin: dict[str, str] | None = None) -> dict[str, Any]:
+    """Plain overrides from ``ROOMTONE_*`` variables (``ROOMTONE_SECTION__KEY`` for section keys).
+
+    ``origin``, when given, is filled with key -> variable name, so errors can name the variable.
+    """
+    known_sections = sections()
+    top = {name for name in DaemonConfig.model_fields if name not in known_sections and name != "mics"}
     out: dict[str, Any] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name in CLIENT_ENV:
@@ -261,76 +316,39 @@ def env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
         rest = name[len(ENV_PREFIX):].lower()
         if "__" in rest:
             section, key = rest.split("__", 1)
-            if section not in sections and section != "health":
+            if section not in known_sections:
                 raise ConfigError(f"environment variable {name}: unknown config section {section!r}; "
-                                  f"sections are {sorted(sections | {'health'})}")
-            out.setdefault(section, {})[key] = value
+                                  f"sections are {sorted(known_sections)}")
+            out.setdefault(section, {})[key] = _env_value(value)
+            dotted = f"{section}.{key}"
         elif rest in top:
             out[rest] = value
+            dotted = rest
         else:
             raise ConfigError(f"environment variable {name}: unknown config key {rest!r}; "
-                              f"top-level keys are {sorted(top)} (use ROOMTONE_SECTION__KEY for sections)")
+                              f"top-level keys are {sorted(top)} (use ROOMTONE_SECTION__KEY for sections; "
+                              f"microphones are configured in TOML or on the command line)")
+        if origin is not None:
+            origin[dotted] = name
     return out
 
 
 def validate(config: DaemonConfig) -> DaemonConfig:
-    """Check values beyond their types (paths exist, ranges, unique ids); returns the config unchanged."""
-    if not config.mics:
-        raise ConfigError("mics: at least one microphone is needed")
-    seen: set[str] = set()
+    """Checks the schema cannot make (files exist, listeners safe); returns the config unchanged."""
     for i, mic in enumerate(config.mics):
-        key = f"mics[{i}]"
-        if not mic.id or any(c.isspace() for c in mic.id):
-            raise ConfigError(f"{key}.id: must be a non-empty id without spaces, got {mic.id!r}")
-        if mic.id in seen:
-            raise ConfigError(f"{key}.id: duplicate microphone id {mic.id!r}")
-        seen.add(mic.id)
-        if mic.kind not in SOURCE_KINDS:
-            raise ConfigError(f"{key}.kind: must be one of {list(SOURCE_KINDS)}, got {mic.kind!r}")
         if mic.kind == "file":
             if not mic.path:
-                raise ConfigError(f"{key}.path: required when kind = \"file\"")
-            if not Path(mic.path).is_file():
-                raise ConfigError(f"{key}.path: no such file {mic.path}")
-        if mic.channels < 1:
-            raise ConfigError(f"{key}.channels: must be >= 1, got {mic.channels}")
-        if not 0.005 <= mic.block_s <= 5:
-            raise ConfigError(f"{key}.block_s: must be between 0.005 and 5 seconds, got {mic.block_s}")
+                raise ConfigError(f"mics[{i}].path: required when kind = \"file\"")
+            path = Path(mic.path)
+            if not path.exists():
+                raise ConfigError(f"mics[{i}].path: no such file {mic.path}")
+            if not path.is_file():
+                raise ConfigError(f"mics[{i}].path: {mic.path} is not a regular file (a FIFO, device or directory "
+                                  f"cannot be read as a recording)")
     model = Path(config.model)
     if not model.is_file():
         raise ConfigError(f"model: no such model file {model} (train one with `roomtone train`)")
-    p = config.pipeline
-    if p.window_s <= 0 or p.hop_s <= 0:
-        raise ConfigError(f"pipeline.window_s/hop_s: must be positive, got {p.window_s}/{p.hop_s}")
-    if p.queue_size < 1:
-        raise ConfigError(f"pipeline.queue_size: must be >= 1, got {p.queue_size}")
-    if p.batch_size < 1:
-        raise ConfigError(f"pipeline.batch_size: must be >= 1, got {p.batch_size}")
-    if p.max_windows is not None and p.max_windows < 1:
-        raise ConfigError(f"pipeline.max_windows: must be >= 1, got {p.max_windows}")
-    if not (p.device in ("auto", "cpu", "cuda") or p.device.startswith("cuda:")):
-        raise ConfigError(f"pipeline.device: must be auto, cpu, cuda or cuda:N, got {p.device!r}")
-    if not 0 <= config.metrics.port <= 65535:
-        raise ConfigError(f"metrics.port: must be 0..65535, got {config.metrics.port}")
-    host, sep, port = config.grpc.address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"grpc.address: expected host:port, got {config.grpc.address!r}")
     _validate_exposure(config)
-    if config.grpc.max_upload_bytes < 1 or config.grpc.max_streams < 1:
-        raise ConfigError(f"grpc.max_upload_bytes/max_streams: must be >= 1, got "
-                          f"{config.grpc.max_upload_bytes}/{config.grpc.max_streams}")
-    if config.store.max_age_days <= 0 or config.store.max_size_mb <= 0 or config.store.retention_interval_s <= 0:
-        raise ConfigError("store.max_age_days/max_size_mb/retention_interval_s: must be positive")
-    if config.log_format not in ("json", "text"):
-        raise ConfigError(f"log_format: must be json or text, got {config.log_format!r}")
-    if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"log_level: must be DEBUG, INFO, WARNING or ERROR, got {config.log_level!r}")
-    try:
-        from encoder.signal_checks import HealthConfig
-
-        HealthConfig.from_dict(dict(config.health))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"health: {exc}") from None
     store_dir = config.store_path.parent
     if store_dir.exists() and not store_dir.is_dir():
         raise ConfigError(f"store.path: parent {store_dir} is not a directory")
@@ -391,13 +409,70 @@ def load_config(
     """
     data: dict[str, Any] = {}
     if path is not None:
-        data = _merge(data, read_toml(path))
-    data = _merge(data, env_overrides(os.environ if environ is None else environ))
-    data = _merge(data, overrides or {})
-    config = build(DaemonConfig, data)
-    return validate(config)
+        data = merge(data, read_toml(path))
+    origin: dict[str, str] = {}
+    data = merge(data, env_overrides(os.environ if environ is None else environ, origin))
+    data = merge(data, overrides or {})
+    for key in _keys(overrides or {}):
+        origin.pop(key, None)  # the command line won: it is not the variable's value that is wrong
+    return validate(build(DaemonConfig, data, origin))
 
 
-def with_mics(config: DaemonConfig, mics: tuple[MicConfig, ...]) -> DaemonConfig:
-    """The same config with other microphones (e.g. ``auto`` resolved to a device or the demo)."""
-    return replace(config, mics=mics)
+def _keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        out.extend(_keys(value, dotted) if isinstance(value, dict) else [dotted])
+    return out
+
+
+# --- the reference table in docs/daemon.md ---------------------------------------------------------------
+
+def _range_of(info: Any) -> str:
+    """``0 .. 65535``, ``> 0``, ``>= 1`` or empty, from a field's bounds."""
+    bounds = {name: getattr(m, name) for m in info.metadata for name in ("ge", "le", "gt", "lt") if hasattr(m, name)}
+    text = {k: str(v) if isinstance(v, int) else f"{v:g}" for k, v in bounds.items()}
+    low = f"> {text['gt']}" if "gt" in text else (f">= {text['ge']}" if "ge" in text else "")
+    high = text.get("le", "")
+    if low.startswith(">=") and high:
+        return f"{low[3:]} .. {high}"
+    return ", ".join(part for part in (low, f"<= {high}" if high else "") if part)
+
+
+def _unit_of(description: str) -> tuple[str, str]:
+    """(meaning, unit) from a description ending in ``(unit)``."""
+    match = re.fullmatch(r"(.*) \((s|days|MiB|bytes|streams|windows|connections|classes)\)", description)
+    return (match.group(1), match.group(2)) if match else (description, "")
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, str) and value == str(DEFAULT_MODEL):
+        return "`models/roomtone.pt`"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"`{value}`" if isinstance(value, str) else str(value)
+
+
+def reference_table() -> str:
+    """The Markdown table of every scalar key of the pydantic sections: key, default, range, meaning."""
+    rows = ["| key | default | range | unit | meaning |", "|---|---|---|---|---|"]
+
+    def add(prefix: str, model: type[BaseModel]) -> None:
+        for name, info in model.model_fields.items():
+            if _is_section(info.annotation) or name == "mics":
+                continue
+            meaning, unit = _unit_of(info.description or "")
+            rows.append(f"| `{prefix}{name}` | {_default_text(info.default)} | {_range_of(info)} | {unit} | {meaning} |")
+
+    add("", DaemonConfig)
+    add("[[mics]] ", MicConfig)
+    for name, cls in sections().items():
+        if issubclass(cls, BaseModel):
+            add(f"[{name}] ", cls)
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(reference_table())

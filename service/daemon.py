@@ -149,8 +149,8 @@ class Daemon:
     def _start(self) -> None:
         from encoder.model_file import load_model
         from service.analysis import Analyzer, DaemonBackend, resolve_device
-        from service.event_bus import EventBus
-        from service.event_store import EventStore, RetentionConfig
+        from service.event_store import EventStore
+        from service.grpc_server import event_bus_for
         from service.metrics import Metrics
         from service.pipeline import Pipeline
         from service.sources import open_source
@@ -178,11 +178,9 @@ class Daemon:
                                                                            "error": str(exc)})
         store_path = config.store_path
         store_path.parent.mkdir(parents=True, exist_ok=True)
-        retention = RetentionConfig(max_age_days=config.store.max_age_days,
-                                    max_bytes=int(config.store.max_size_mb * 1024 * 1024))
-        self.store = EventStore(store_path, retention, config.similarity)
+        self.store = EventStore(store_path, config.store, config.similarity)
         log.info("store opened", extra={"store": str(store_path.resolve())})
-        self.bus = EventBus()
+        self.bus = event_bus_for(config.grpc)
         self.metrics = Metrics()
         self.metrics.set_model(sha, bundle.embedding_dim, bundle.class_names)
         sources = [open_source(mic) for mic in config.mics]
@@ -194,8 +192,7 @@ class Daemon:
         self.pipeline.on_stored = self._on_stored
         if config.metrics.enabled:
             m = config.metrics
-            self.metrics_port = self.metrics.serve(m.address, m.port, certfile=m.tls_cert, keyfile=m.tls_key,
-                                                   client_cafile=m.client_ca)
+            self.metrics_port = self.metrics.serve(m)
             scheme = "https" if m.tls_cert else "http"
             log.info("metrics listening", extra={"url": f"{scheme}://{m.address}:{self.metrics_port}/metrics",
                                                  "client_certificates": m.client_ca is not None})
@@ -219,9 +216,7 @@ class Daemon:
                 cert_chain=Path(g.tls_cert).read_bytes(), private_key=Path(g.tls_key).read_bytes(),
                 client_ca=Path(g.client_ca).read_bytes() if g.client_ca else None,
                 token=Path(g.token_file).read_text().strip() if g.token_file else None)
-        self.grpc_server = start_server(self.store, self.bus, backend, address=g.address,
-                                        max_upload_bytes=g.max_upload_bytes, max_streams=g.max_streams,
-                                        security=security)
+        self.grpc_server = start_server(self.store, self.bus, backend, g, security=security)
         self.grpc_address = self.grpc_server.roomtone_address
         self.grpc_port = int(self.grpc_address.rpartition(":")[2])
         log.info("gRPC listening", extra={"address": self.grpc_address, "tls": security is not None,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from encoder.config_keys import reject_unknown_keys
+from service.config import StoreConfig
 from service.records import EVENT_KINDS, HEALTH_STATES, StateChange, WindowResult
 from service import session_store
 from service.session_store import SessionPage, SessionQuery
@@ -37,30 +37,6 @@ QUERY_KINDS = ("window",) + EVENT_KINDS
 
 class StoreError(RuntimeError):
     """The store file cannot be used (not a database, written by a newer roomtone, closed)."""
-
-
-@dataclass(frozen=True)
-class RetentionConfig:
-    """How much history `enforce_retention` keeps; None disables a limit."""
-
-    max_age_days: float | None = 30.0  # windows/events older than this are deleted
-    max_bytes: int | None = 1 << 30  # database pages in use (the file size after vacuum) stays below this
-
-    def __post_init__(self) -> None:
-        if self.max_age_days is not None and not self.max_age_days > 0:
-            raise ValueError(f"retention.max_age_days must be positive or None, got {self.max_age_days}")
-        if self.max_bytes is not None and self.max_bytes < 64 * 1024:
-            raise ValueError(f"retention.max_bytes must be at least 65536 or None, got {self.max_bytes}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for config files."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RetentionConfig:
-        """Build from a dict, naming unknown keys."""
-        reject_unknown_keys(cls, data, "retention")
-        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -260,10 +236,10 @@ def _decode_page_token(token: str) -> tuple[int, int, int]:
 class EventStore:
     """Windows and state changes in one SQLite file (WAL); safe to share between threads."""
 
-    def __init__(self, path: str | Path, retention: RetentionConfig = RetentionConfig(),
+    def __init__(self, path: str | Path, config: StoreConfig = StoreConfig(),
                  similarity: SimilarityIndexConfig = SimilarityIndexConfig()) -> None:
         self.path = Path(path)
-        self.retention = retention
+        self.config = config
         self.similarity = similarity
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -614,32 +590,31 @@ class EventStore:
             return int(pages * db.execute("PRAGMA page_size").fetchone()[0])
 
     def enforce_retention(self, now_unix_ms: int | None = None) -> RetentionReport:
-        """Delete what is older than ``max_age_days``, then the oldest windows/events until the pages in
-        use fit ``max_bytes``; frees the pages and truncates the WAL. Safe to call from any thread."""
+        """Delete what is older than ``config.max_age_days``, then the oldest windows/events until the pages in
+        use fit ``config.max_size_mb``; frees the pages and truncates the WAL. Safe to call from any thread."""
         now = int(time.time() * 1000) if now_unix_ms is None else int(now_unix_ms)
         windows_deleted = events_deleted = 0
-        if self.retention.max_age_days is not None:
-            cutoff = now - int(self.retention.max_age_days * 86_400_000)
+        if math.isfinite(self.config.max_age_days):  # inf = keep forever; the size limit below still holds
+            cutoff = now - int(self.config.max_age_days * 86_400_000)
             w, e = self._delete_before(cutoff, inclusive=False)
             windows_deleted, events_deleted = windows_deleted + w, events_deleted + e
-        if self.retention.max_bytes is not None:
-            for _ in range(50):  # each pass removes a proportional share; a few passes always suffice
-                used = self.bytes_in_use()
-                if used <= self.retention.max_bytes:
-                    break
-                with self._lock:
-                    db = self._db()
-                    total = db.execute("SELECT count(*) FROM windows").fetchone()[0]
-                    if total == 0:
-                        cutoff_row = db.execute("SELECT max(time_unix_ms) FROM events").fetchone()
-                    else:
-                        share = max(1, math.ceil(total * (1.0 - self.retention.max_bytes / used) * 1.1), total // 100)
-                        cutoff_row = db.execute("SELECT start_unix_ms FROM windows ORDER BY start_unix_ms, id LIMIT 1 OFFSET ?",
-                                                (min(share, total) - 1,)).fetchone()
-                if cutoff_row is None or cutoff_row[0] is None:
-                    break
-                w, e = self._delete_before(cutoff_row[0], inclusive=True)
-                windows_deleted, events_deleted = windows_deleted + w, events_deleted + e
+        for _ in range(50):  # each pass removes a proportional share; a few passes always suffice
+            used = self.bytes_in_use()
+            if used <= self.config.max_bytes:
+                break
+            with self._lock:
+                db = self._db()
+                total = db.execute("SELECT count(*) FROM windows").fetchone()[0]
+                if total == 0:
+                    cutoff_row = db.execute("SELECT max(time_unix_ms) FROM events").fetchone()
+                else:
+                    share = max(1, math.ceil(total * (1.0 - self.config.max_bytes / used) * 1.1), total // 100)
+                    cutoff_row = db.execute("SELECT start_unix_ms FROM windows ORDER BY start_unix_ms, id LIMIT 1 OFFSET ?",
+                                            (min(share, total) - 1,)).fetchone()
+            if cutoff_row is None or cutoff_row[0] is None:
+                break
+            w, e = self._delete_before(cutoff_row[0], inclusive=True)
+            windows_deleted, events_deleted = windows_deleted + w, events_deleted + e
         return RetentionReport(windows_deleted, events_deleted, self.bytes_in_use())
 
     def _delete_before(self, cutoff_unix_ms: int, inclusive: bool) -> tuple[int, int]:

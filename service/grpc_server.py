@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from encoder.audio import AudioError
 from service.backend import BackendUnavailable, ServiceBackend
+from service.config import GrpcConfig
 from service.event_bus import BusClosed, EventBus, Gap
 from service.event_store import EventQuery, EventStore, StoreError
 from service.grpc_metrics import GRPC_REQUESTS, STREAM_ITEMS_DROPPED
@@ -34,8 +35,8 @@ from service.rpc import roomtone_pb2_grpc as pb_grpc
 log = logging.getLogger("roomtone.grpc")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Roomtone"].full_name  # "roomtone.v1.Roomtone"
-DEFAULT_ADDRESS = "127.0.0.1:50051"
-DEFAULT_MAX_UPLOAD_BYTES = 16 * 1024 * 1024
+#: Subscribers of the bus that are not StreamEvents clients (in-process publishers such as MQTT or the web page).
+IN_PROCESS_SUBSCRIBERS = 8
 #: Longest upload analysed: a few MiB of compressed silence can decode to hours of audio (a decompression bomb).
 MAX_UPLOAD_SECONDS = 600.0
 MAX_UPLOAD_CHANNELS = 32
@@ -190,10 +191,10 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
     """roomtone.v1.Roomtone over a store, a bus and a backend."""
 
     def __init__(self, store: EventStore, bus: EventBus, backend: ServiceBackend,
-                 max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_streams: int = 16) -> None:
+                 config: GrpcConfig = GrpcConfig()) -> None:
         self.store, self.bus, self.backend = store, bus, backend
-        self.max_upload_bytes = max_upload_bytes
-        self.max_streams = max_streams
+        self.max_upload_bytes = config.max_upload_bytes
+        self.max_streams = config.max_streams
         self._streams = 0
         self._streams_lock = threading.Lock()
 
@@ -373,23 +374,25 @@ def _bind_host(address: str) -> str:
     return address.rsplit(":", 1)[0]
 
 
+def event_bus_for(config: GrpcConfig) -> EventBus:
+    """The bus StreamEvents reads: room for every stream ``config`` allows plus the in-process subscribers."""
+    return EventBus(max_subscribers=config.max_streams + IN_PROCESS_SUBSCRIBERS)
+
+
 def start_server(
     store: EventStore,
     bus: EventBus,
     backend: ServiceBackend,
-    address: str = DEFAULT_ADDRESS,
+    config: GrpcConfig = GrpcConfig(),
     *,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    max_streams: int = 16,
     security: ServerSecurity | None = None,
 ) -> grpc.Server:
-    """Start roomtone.v1.Roomtone + grpc.health.v1 + reflection on ``address`` (port 0 = any free port).
+    """Start roomtone.v1.Roomtone + grpc.health.v1 + reflection on ``config.address`` (port 0 = any free port).
 
-    The bound address is ``server.roomtone_address``; stop with `stop_server`. Raises OSError when
-    the address cannot be bound.
+    The bound address is ``server.roomtone_address``; stop with `stop_server`. Raises OSError naming the
+    gRPC listener when the address cannot be bound. Build ``bus`` with `event_bus_for` (same config).
     """
-    if max_upload_bytes < 1:
-        raise ValueError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
+    address, max_upload_bytes, max_streams = config.address, config.max_upload_bytes, config.max_streams
     # Each live stream holds a worker thread; keep 8 for unary calls.
     interceptors = [BearerTokenInterceptor(security.token)] if security is not None and security.token else []
     server = grpc.server(
@@ -403,7 +406,7 @@ def start_server(
             ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
         ],
     )
-    pb_grpc.add_RoomtoneServicer_to_server(RoomtoneServicer(store, bus, backend, max_upload_bytes, max_streams), server)
+    pb_grpc.add_RoomtoneServicer_to_server(RoomtoneServicer(store, bus, backend, config), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -416,9 +419,11 @@ def start_server(
                 require_client_auth=security.client_ca is not None)
             port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
-        raise OSError(f"cannot listen on {address}: {exc} (address in use or not local?)") from None
+        raise OSError(f"gRPC API (grpc.address): cannot listen on {address}: {exc} "
+                      f"(address in use, e.g. by another roomtone, or not local?)") from None
     if not port:
-        raise OSError(f"cannot listen on {address} (address in use or not local?)")
+        raise OSError(f"gRPC API (grpc.address): cannot listen on {address} "
+                      f"(address in use, e.g. by another roomtone, or not local?)")
     server.start()
     for service in ("", SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
 
 from service import grpc_metrics
+from service.config import MetricsConfig
 from service.records import HEALTH_STATES, WindowResult
 
 log = logging.getLogger("roomtone.metrics")
@@ -88,13 +89,18 @@ class Metrics:
         self.windows.labels(mic=result.mic_id).inc()
         self.last_window.labels(mic=result.mic_id).set(result.end_unix_ms / 1000.0)
 
-    def serve(self, address: str = "127.0.0.1", port: int = 9464, *, certfile: str | None = None,
-              keyfile: str | None = None, client_cafile: str | None = None) -> int:
-        """Start the /metrics listener on a daemon thread (HTTPS with certfile/keyfile; client certificates
-        required with client_cafile); returns the bound port (port 0 = any free)."""
-        server, _thread = start_http_server(port, addr=address, registry=self.registry, certfile=certfile,
-                                            keyfile=keyfile, client_cafile=client_cafile,
-                                            client_auth_required=client_cafile is not None)
+    def serve(self, config: MetricsConfig = MetricsConfig()) -> int:
+        """Start the /metrics listener on a daemon thread (HTTPS with tls_cert/tls_key; client certificates
+        required with client_ca); returns the bound port (port 0 = any free). OSError names the listener."""
+        try:
+            server, _thread = start_http_server(config.port, addr=config.address, registry=self.registry,
+                                                certfile=config.tls_cert, keyfile=config.tls_key,
+                                                client_cafile=config.client_ca,
+                                                client_auth_required=config.client_ca is not None)
+        except OSError as exc:
+            raise OSError(exc.errno, f"/metrics (metrics.address, metrics.port): cannot listen on "
+                                     f"{config.address}:{config.port}: {exc.strerror or exc} (address in use, "
+                                     f"e.g. by another roomtone, or not local?)") from None
         self._server = server
         return int(server.server_port)
 

@@ -88,11 +88,11 @@ def test_every_published_port_binds_host_loopback_only():
 
 
 def test_daemon_environment_uses_real_config_keys_and_listens_inside_the_container():
-    from service.config import DaemonConfig, _merge, build, env_overrides, read_toml
+    from service.config import DaemonConfig, build, env_overrides, merge, read_toml
 
     env = compose_config()["services"]["roomtone"]["environment"]
     roomtone_env = {k: str(v) for k, v in env.items() if k.startswith("ROOMTONE_")}
-    config = build(DaemonConfig, _merge(read_toml(EXAMPLE_CONFIG), env_overrides(roomtone_env)))
+    config = build(DaemonConfig, merge(read_toml(EXAMPLE_CONFIG), env_overrides(roomtone_env)))
     assert config.grpc.address == "0.0.0.0:50051"
     assert config.metrics.address == "0.0.0.0"
     assert config.data_dir == "/var/lib/roomtone"

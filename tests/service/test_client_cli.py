@@ -13,6 +13,7 @@ import pytest
 
 from service.cli.events import parse_time
 from service.cli.main import main
+from service.config import GrpcConfig
 from service.event_bus import EventBus
 from service.event_store import EventStore
 from service.grpc_server import start_server, stop_server
@@ -51,7 +52,7 @@ def daemon(tmp_path: Path, backend: TinyModelBackend, analysed: list[WindowResul
     store, bus = EventStore(tmp_path / "cli.db"), EventBus()
     for previous, window in zip([None, "speech"], analysed):
         store.add_results([window], [StateChange("activity_changed", "kitchen", window.start_unix_ms, previous, window.label)])
-    server = start_server(store, bus, backend, "127.0.0.1:0")
+    server = start_server(store, bus, backend, GrpcConfig(address="127.0.0.1:0"))
     yield server.roomtone_address, store, bus
     stop_server(server, grace_s=0.2)
     store.close()

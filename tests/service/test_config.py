@@ -69,7 +69,7 @@ def test_several_microphones_from_toml_tables(tmp_path, model, homesounds):
     ("[[mics]]\nid = \"a\"\nchannels = 0\n", "mics[0].channels"),
     ("[pipeline]\ndevice = \"tpu\"\n", "pipeline.device"),
     ("[grpc]\naddress = \"nowhere\"\n", "grpc.address"),
-    ("[health]\nclip_levle = 0.9\n", "health: .*clip_levle"),
+    ("[health]\nclip_levle = 0.9\n", "health.clip_levle"),
     ("log_format = \"xml\"\n", "log_format"),
     ("[similarity]\nnprobe = 0\n", "similarity.nprobe"),
     ("[similarity]\nnlist = 4096\n", "similarity.exact_below"),
@@ -120,3 +120,63 @@ def test_command_line_sources_replace_the_configured_microphones(model, homesoun
 def test_the_deploy_example_config_is_valid(model):
     config = load_config(REPO / "deploy" / "roomtone.toml", {"model": str(model)}, environ={})
     assert config.mics[0].id == "livingroom"
+
+
+@pytest.mark.parametrize("key, value", [
+    ("PIPELINE__WINDOW_S", "nan"), ("PIPELINE__WINDOW_S", "inf"), ("PIPELINE__WINDOW_S", "1e400"),
+    ("PIPELINE__WINDOW_S", "0.02"), ("PIPELINE__HOP_S", "1e-6"), ("STORE__MAX_AGE_DAYS", "nan"),
+    ("STORE__MAX_AGE_DAYS", "1e300"), ("STORE__MAX_SIZE_MB", "0.001"), ("STORE__MAX_SIZE_MB", "inf"),
+    ("STORE__RETENTION_INTERVAL_S", "nan"), ("STORE__RETENTION_INTERVAL_S", "1e10"),
+    ("GRPC__MAX_UPLOAD_BYTES", "1e11"), ("GRPC__MAX_UPLOAD_BYTES", "100000000000"), ("GRPC__ADDRESS", "127.0.0.1:99999"),
+    ("METRICS__PORT", "70000"), ("GRPC__MAX_STREAMS", "0"), ("HEALTH__HUM_MAX_DB", "nan"),
+])
+def test_a_number_that_is_not_finite_or_out_of_its_range_is_refused_naming_the_variable(model, key, value):
+    with pytest.raises(ConfigError, match=f"ROOMTONE_{key}"):
+        load_config(None, {"model": str(model)}, environ={f"ROOMTONE_{key}": value})
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[pipeline]\nwindow_s = nan\n", "pipeline.window_s"),
+    ("[pipeline]\nhop_s = inf\n", "pipeline.hop_s"),
+    ("[store]\nretention_interval_s = nan\n", "store.retention_interval_s"),
+    ("[store]\nretention_interval_s = 1e10\n", "store.retention_interval_s"),
+    ("[grpc]\naddress = \"127.0.0.1:99999\"\n", "grpc.address"),
+])
+def test_a_toml_number_out_of_range_is_an_error_naming_its_key(tmp_path, model, text, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(write(tmp_path, f'model = "{model}"\n' + text), environ={})
+
+
+def test_an_infinite_max_age_means_keep_forever(model):
+    config = load_config(None, {"model": str(model)}, environ={"ROOMTONE_STORE__MAX_AGE_DAYS": "inf"})
+    assert config.store.max_age_days == float("inf")
+
+
+def test_a_bad_command_line_value_names_the_key_not_an_environment_variable(model):
+    with pytest.raises(ConfigError, match=r"^pipeline\.window_s: ") as error:
+        load_config(None, {"model": str(model), "pipeline": {"window_s": float("nan")}},
+                    environ={"ROOMTONE_PIPELINE__WINDOW_S": "5"})
+    assert "ROOMTONE_" not in str(error.value)
+
+
+def test_every_section_is_reachable_from_the_environment():
+    from service.config import DaemonConfig, env_overrides, sections
+
+    assert set(sections()) >= {"store", "grpc", "metrics", "pipeline", "similarity", "health"}
+    for name, cls in sections().items():
+        first_key = next(iter(getattr(cls, "model_fields", None) or cls.__dataclass_fields__))
+        assert env_overrides({f"ROOMTONE_{name.upper()}__{first_key.upper()}": "1"}) == {name: {first_key: "1"}}
+    assert DaemonConfig.model_fields["health"].default == DaemonConfig().health
+
+
+def test_the_run_options_leave_defaults_to_the_config_schema():
+    """A default is written once, on its config field: `roomtone run` options default to None."""
+    args = build_parser().parse_args(["run"])
+    assert overrides_from_args(args) == {}
+
+
+def test_the_key_table_in_docs_is_generated_from_the_schema():
+    from service.config import reference_table
+
+    assert reference_table() in (REPO / "docs" / "daemon.md").read_text(), \
+        "docs/daemon.md is out of date: regenerate its key table with `python -m service.config`"

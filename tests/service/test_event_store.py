@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.config import StoreConfig
 from service.event_store import (
     SCHEMA_VERSION,
     EventQuery,
     EventStore,
-    RetentionConfig,
     StoreError,
     migrate,
 )
@@ -185,7 +185,7 @@ def test_nearest_respects_mic_filter_exclusions_and_windows_added_later(store: E
 
 def test_retention_by_age_deletes_only_what_is_older_than_the_limit(tmp_path: Path) -> None:
     now = 100 * DAY_MS
-    with EventStore(tmp_path / "age.db", RetentionConfig(max_age_days=7, max_bytes=None)) as store:
+    with EventStore(tmp_path / "age.db", StoreConfig(max_age_days=7)) as store:
         store.add_results([window(start=now - 10 * DAY_MS, seed=1), window(start=now - 1 * DAY_MS, seed=2)],
                           [StateChange("health_changed", "kitchen", now - 10 * DAY_MS, None, "ok")])
         store.nearest(np.ones(256), k=1)  # load the similarity cache before deleting
@@ -197,7 +197,7 @@ def test_retention_by_age_deletes_only_what_is_older_than_the_limit(tmp_path: Pa
 
 def test_retention_by_size_keeps_the_newest_windows_within_the_byte_limit(tmp_path: Path) -> None:
     limit = 256 * 1024
-    with EventStore(tmp_path / "size.db", RetentionConfig(max_age_days=None, max_bytes=limit)) as store:
+    with EventStore(tmp_path / "size.db", StoreConfig(max_age_days=float("inf"), max_size_mb=limit / 2**20)) as store:
         for batch in range(10):
             store.add_results([window(start=(batch * 100 + i) * 10_000, seed=i) for i in range(100)])
         assert store.bytes_in_use() > limit
@@ -270,11 +270,13 @@ def test_concurrent_writers_and_readers_lose_nothing(store: EventStore) -> None:
     assert set(store.latest_windows()) == {"mic0", "mic1", "mic2", "mic3"}
 
 
-def test_retention_config_rejects_bad_values_by_name() -> None:
-    with pytest.raises(ValueError, match="max_age_days"):
-        RetentionConfig(max_age_days=0)
-    with pytest.raises(ValueError, match="max_bytes"):
-        RetentionConfig(max_bytes=100)
-    with pytest.raises(ValueError, match="max_days"):
-        RetentionConfig.from_dict({"max_days": 3})
-    assert RetentionConfig.from_dict(RetentionConfig().to_dict()) == RetentionConfig()
+def test_an_infinite_age_keeps_every_window_while_the_size_limit_still_holds(tmp_path: Path) -> None:
+    now = 100 * DAY_MS
+    limit = 256 * 1024
+    with EventStore(tmp_path / "forever.db", StoreConfig(max_age_days=float("inf"), max_size_mb=limit / 2**20)) as store:
+        store.add_results([window(start=i, seed=i) for i in range(3)])
+        assert store.enforce_retention(now_unix_ms=now).windows_deleted == 0  # 100 days old, kept
+        for batch in range(10):
+            store.add_results([window(start=(batch * 100 + i) * 10_000, seed=i) for i in range(100)])
+        report = store.enforce_retention(now_unix_ms=now)
+        assert report.windows_deleted > 0 and report.bytes_in_use <= limit

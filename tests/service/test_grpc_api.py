@@ -18,9 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 
+from service.config import GrpcConfig
 from service.event_bus import EventBus
 from service.event_store import EventStore
-from service.grpc_server import start_server, stop_server
+from service.grpc_server import event_bus_for, start_server, stop_server
 from service.records import MicStatus, StateChange, WindowResult
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
@@ -62,7 +63,7 @@ def api(tmp_path: Path, backend: TinyModelBackend):
     backend.ready, backend.failure = True, None
     store = EventStore(tmp_path / "api.db")
     bus = EventBus(queue_size=64, max_subscribers=8)
-    server = start_server(store, bus, backend, "127.0.0.1:0", max_upload_bytes=UPLOAD_LIMIT, max_streams=2)
+    server = start_server(store, bus, backend, GrpcConfig(address="127.0.0.1:0", max_upload_bytes=UPLOAD_LIMIT, max_streams=2))
     channel = grpc.insecure_channel(server.roomtone_address,
                                     options=[("grpc.max_send_message_length", 8 * UPLOAD_LIMIT)])
     yield Api(pb_grpc.RoomtoneStub(channel), channel, store, bus, backend, server.roomtone_address)
@@ -202,7 +203,7 @@ def test_stream_events_replays_the_latest_stored_items_then_goes_live_without_du
 def test_a_client_that_reads_too_slowly_gets_a_gap_and_never_blocks_publishing(tmp_path: Path, backend: TinyModelBackend) -> None:
     store = EventStore(tmp_path / "slow.db")
     bus = EventBus(queue_size=1)
-    server = start_server(store, bus, backend, "127.0.0.1:0")
+    server = start_server(store, bus, backend, GrpcConfig(address="127.0.0.1:0"))
     try:
         with grpc.insecure_channel(server.roomtone_address) as channel:
             stream = pb_grpc.RoomtoneStub(channel).StreamEvents(pb.StreamEventsRequest())
@@ -234,6 +235,26 @@ def test_streams_beyond_the_limit_are_resource_exhausted(api: Api) -> None:
     for stream in streams:
         stream.cancel()
     assert code_of(api.stub.StreamEvents, pb.StreamEventsRequest(replay_last=5000))[0] == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_every_stream_the_config_allows_gets_a_bus_subscription(tmp_path: Path, backend) -> None:
+    """One max_streams, passed through: above the bus's old fixed 64, the 65th stream is still served."""
+    config = GrpcConfig(address="127.0.0.1:0", max_streams=66)
+    store, bus = EventStore(tmp_path / "many.db"), event_bus_for(config)
+    server = start_server(store, bus, backend, config)
+    channel = grpc.insecure_channel(server.roomtone_address)
+    try:
+        stub = pb_grpc.RoomtoneStub(channel)
+        streams = [stub.StreamEvents(pb.StreamEventsRequest()) for _ in range(66)]
+        wait_for_subscribers(bus, 66)
+        code, details = code_of(stub.StreamEvents, pb.StreamEventsRequest())
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit 66" in details
+        for stream in streams:
+            stream.cancel()
+    finally:
+        channel.close()
+        stop_server(server, grace_s=0.5)
+        store.close()
 
 
 # -- similarity ----------------------------------------------------------------------------------
@@ -344,7 +365,7 @@ def test_reflection_lists_the_services_and_serves_the_proto(api: Api) -> None:
 
 def test_the_server_listens_on_loopback_and_stopping_ends_open_streams(tmp_path: Path, backend: TinyModelBackend) -> None:
     store, bus = EventStore(tmp_path / "stop.db"), EventBus()
-    server = start_server(store, bus, backend, "127.0.0.1:0")
+    server = start_server(store, bus, backend, GrpcConfig(address="127.0.0.1:0"))
     assert server.roomtone_address.startswith("127.0.0.1:")
     channel = grpc.insecure_channel(server.roomtone_address)
     stream = pb_grpc.RoomtoneStub(channel).StreamEvents(pb.StreamEventsRequest())
@@ -371,4 +392,4 @@ def test_a_closed_store_or_bus_is_unavailable_not_internal(api: Api) -> None:
 
 def test_an_address_in_use_is_refused_with_the_address_named(api: Api, backend: TinyModelBackend) -> None:
     with pytest.raises(OSError, match=api.address):
-        start_server(api.store, api.bus, backend, api.address)
+        start_server(api.store, api.bus, backend, GrpcConfig(address=api.address))

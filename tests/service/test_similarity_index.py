@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.event_store import EventStore, RetentionConfig
+from service.config import StoreConfig
+from service.event_store import EventStore
 from service.records import WindowResult
 from service.similarity_index import SimilarityIndex, SimilarityIndexConfig, import_faiss, rescored, unit_rows
 
@@ -156,7 +157,7 @@ def test_config_rejects_bad_values_and_unknown_keys_by_name() -> None:
 
 def test_a_large_store_answers_from_the_ivf_index_with_exact_distances_and_forgets_deleted_windows(tmp_path: Path, data) -> None:
     ids, mics, vectors, queries = data
-    with EventStore(tmp_path / "ivf.db", RetentionConfig(max_age_days=1, max_bytes=None), SMALL) as store:
+    with EventStore(tmp_path / "ivf.db", StoreConfig(max_age_days=1), SMALL) as store:
         stored, _ = store.add_results([WindowResult(str(m), i * 10_000, i * 10_000 + 10_000, None, {}, "ok", (), {}, -30.0,
                                                     v.astype(np.float32)) for i, (m, v) in enumerate(zip(mics, vectors))])
         store_ids = np.array([w.window_id for w in stored])
@@ -177,7 +178,7 @@ def test_warming_the_store_builds_the_index_before_any_query_and_later_rows_stil
     def window(i: int) -> WindowResult:
         return WindowResult(str(mics[i]), i * 10_000, i * 10_000 + 10_000, None, {}, "ok", (), {}, -30.0, vectors[i].astype(np.float32))
 
-    with EventStore(tmp_path / "warm.db", RetentionConfig(max_age_days=None, max_bytes=None), SMALL) as store:
+    with EventStore(tmp_path / "warm.db", StoreConfig(max_age_days=float("inf")), SMALL) as store:
         store.add_results([window(i) for i in range(2000)])
         assert store.similarity_indexes() == {}
         warmed = store.warm_similarity()
