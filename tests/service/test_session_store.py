@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.event_store import EventStore, RetentionConfig
+from service.config import StoreConfig
+from service.event_store import EventStore
 from service.records import WindowResult
 from service.session_store import SessionQuery
 from service.sessions import ActivitySession, SessionEvent
@@ -77,7 +78,7 @@ def test_sessions_left_open_by_a_crash_are_closed_at_their_last_stored_window(st
 
 def test_retention_deletes_ended_sessions_older_than_the_cutoff_but_never_an_open_one(tmp_path: Path):
     day = 86_400_000
-    with EventStore(tmp_path / "r.db", RetentionConfig(max_age_days=1, max_bytes=None)) as store:
+    with EventStore(tmp_path / "r.db", StoreConfig(max_age_days=1)) as store:
         [old] = store.add_session_events([started("kitchen", "cooking", 0)])
         store.add_session_events([ended(old, 10 * MIN_MS), started("hall", "dishes", 0)])
         store.add_results([WindowResult("kitchen", 0, 10_000, "cooking", {}, "ok", (), {}, -30.0)])
