@@ -134,7 +134,7 @@ def measure(bundle: ModelBundle, clip: Path, threads: int, rounds: int, compile_
     """Stage and option timings (ms) for one thread count."""
     from service.analysis import Analyzer, rms_dbfs
     from service.windowing import Window
-    from encoder.drift import DriftTracker, with_drift
+    from encoder.drift import DriftTracker
     from encoder.signal_checks import assess_window
 
     torch.set_num_threads(threads)
@@ -161,8 +161,7 @@ def measure(bundle: ModelBundle, clip: Path, threads: int, rounds: int, compile_
         analyzer.analyse([Window("bench", loaded.numpy()[:, : 10 * rate], rate, window_start[0], window_start[0] + 10.0, False)])
 
     def health() -> None:
-        state = assess_window(samples, rate, analyzer.health_config)
-        with_drift(state, drift.update(embedding[0], learn=state.state == "ok"), analyzer.health_config)
+        assess_window(samples, rate, analyzer.health_config, drift=lambda learn: drift.update(embedding[0], learn=learn))
         rms_dbfs(samples)
 
     def run_encoder(module: torch.nn.Module) -> Callable[[], object]:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from encoder.config_keys import reject_unknown_keys
-from encoder.signal_checks import HealthConfig, WindowHealth, state_of
+from encoder.signal_checks import HealthConfig, WindowHealth, check_drift, state_of
 
 _FORMAT = "roomtone.drift/2"
 
@@ -233,13 +233,10 @@ class DriftTracker:
 
 
 def with_drift(health: WindowHealth, drift: DriftScore, config: HealthConfig = HealthConfig()) -> WindowHealth:
-    """``health`` with the drift check added (score, flag, reason) and the state recomputed."""
-    scores = {**health.scores, "drift": drift.score, "drift_ready": float(drift.ready)}
-    flags = {**health.flags, "drift": drift.flagged}
-    reasons = health.reasons
-    if drift.flagged:
-        reasons = reasons + (
-            f"drift: has sounded unlike this microphone's history for a while ({drift.score:.1f} spreads "
-            f"above its usual distance, latest window {drift.window_score:.1f})",
-        )
-    return replace(health, state=state_of(flags, config), reasons=reasons, scores=scores, flags=flags)
+    """``health`` with the drift check (`encoder.signal_checks.check_drift`) added and the state recomputed;
+    `assess_window(..., drift=...)` runs it as the last check of the window instead."""
+    result = check_drift(drift)
+    reasons = health.reasons + ((result.reason,) if result.flagged else ())
+    flags = {**health.flags, "drift": result.flagged}
+    return replace(health, state=state_of(flags, config), reasons=reasons,
+                   scores={**health.scores, "drift": result.score, **result.details}, flags=flags)

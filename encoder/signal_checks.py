@@ -1,10 +1,12 @@
 """Microphone health checks over one window of samples: pure numpy, shared by `roomtone health`, the
 fault-detection benchmark and the daemon.
 
-`assess_window(samples [channels, n], sample_rate, config)` runs every check on every channel and
+`assess_window(samples [channels, n], sample_rate, config)` runs every check of `SIGNAL_CHECKS` (a table of
+small functions, one per check: `Signal` and `HealthConfig` in, `CheckResult` out) on every channel and
 returns a `WindowHealth`: per-check scores (worst channel), per-check flags, an overall state
-(ok / degraded / faulty) and human-readable reasons. Scores and their units (threshold in
-`HealthConfig`, direction of "worse"):
+(ok / degraded / faulty) and human-readable reasons. Embedding drift (encoder/drift.py) is one more
+entry, `check_drift`, run last when a drift callback is passed: it needs the embedding and whether the
+signal checks passed. Scores and their units (threshold in `HealthConfig`, direction of "worse"):
 
 =============  ===========================================================  ======================
 check          score                                                        flagged when
@@ -20,10 +22,13 @@ dc_offset      abs(mean), full-scale units                                  >= d
 hum            power of 50/60 Hz lines and harmonics over the rest, dB      >= hum_max_db
 stuck          periodicity residual at the best lag in [min, max] period    <= stuck_residual_max_db
                (dB; -120 for a constant non-zero signal)
+drift          spreads above the microphone's usual embedding distance      flagged by DriftTracker
+               (+ ``drift_ready``: 1 once the baseline has enough history)
 =============  ===========================================================  ======================
 
 ``scores`` also holds ``rms_dbfs``, the level of the mono mix. Non-finite samples are set to zero
-before the other checks run. The thresholds were tuned so that all
+before the other checks run. Every check works on all channels at once (numpy over ``[channels, n]``,
+no Python loop over channels or samples). The thresholds were tuned so that all
 320 shared homesounds clips pass, and all 404 music clips except five that really carry what a check
 looks for (a -0.07 DC offset; steady drones exactly on 100/200/400 Hz); docs/mic-health.md has the
 measured detection and false-alarm rates.
@@ -31,15 +36,15 @@ measured detection and false-alarm rates.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from encoder.config_keys import reject_unknown_keys
 
-CHECKS = ("non_finite", "clipping", "dropout", "dead_channel", "dc_offset", "hum", "stuck")
 STATES = ("ok", "degraded", "faulty")
 _LINE_OVER_FLOOR = 4.0  # a mains line must carry 4x (+6 dB) the power of its local background
 _FLOOR_DB = -120.0  # what a level of exactly zero reads as, so scores stay finite (JSON, Prometheus)
@@ -101,68 +106,115 @@ class WindowHealth:
     flags: dict[str, bool] = field(default_factory=dict)  # check name -> flagged
 
 
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's verdict on a window: its score (worst channel), whether it is flagged, the reason
+    when it is, and any extra scores it reports (``clipping_run``, ``rms_dbfs``...)."""
+
+    score: float
+    flagged: bool
+    reason: str = ""
+    details: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Signal:
+    """The window every signal check reads: ``samples [channels, n]`` float32 in full-scale units with
+    NaN/Inf set to zero, and the per-channel fraction of samples that were NaN/Inf before that.
+    Per-channel mean and power are computed once (float64), for the checks that share them."""
+
+    samples: np.ndarray
+    sample_rate: int
+    non_finite: np.ndarray
+
+    @property
+    def channels(self) -> int:
+        """Number of channels (microphones of one device)."""
+        return self.samples.shape[0]
+
+    @functools.cached_property
+    def mean(self) -> np.ndarray:
+        """Mean per channel (full-scale units)."""
+        return self.samples.mean(axis=1, dtype=np.float64)
+
+    @functools.cached_property
+    def power(self) -> np.ndarray:
+        """Mean square per channel (full-scale units)."""
+        x = self.samples.astype(np.float64)
+        return np.einsum("ij,ij->i", x, x) / self.samples.shape[1]
+
+
+def signal_of(samples: np.ndarray, sample_rate: int) -> Signal:
+    """The `Signal` of a window ``[channels, n]`` or 1-D mono, float or integer PCM (scaled to +-1.0)."""
+    raw = np.asarray(samples)
+    if np.issubdtype(raw.dtype, np.integer):
+        x = (raw / float(np.iinfo(raw.dtype).max + 1)).astype(np.float32)
+    else:
+        x = raw.astype(np.float32, copy=False)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(f"assess_window expects [channels, samples] with samples > 0, got shape {x.shape}")
+    finite = np.isfinite(x)
+    if finite.all():
+        return Signal(x, sample_rate, np.zeros(x.shape[0]))
+    return Signal(np.where(finite, x, np.float32(0)), sample_rate, 1.0 - finite.mean(axis=1))
+
+
 # ---- per-channel measurements: [channels, n] in, one value per channel out --------------------------
-
-
-def non_finite_fraction(samples: np.ndarray) -> np.ndarray:
-    """Fraction of NaN/Inf samples per channel."""
-    return (~np.isfinite(samples)).mean(axis=1)
-
-
-def longest_true_run(mask: np.ndarray) -> np.ndarray:
-    """Length of the longest run of consecutive True per row of a 2-D boolean array."""
-    out = np.zeros(mask.shape[0], dtype=np.int64)
-    for row, values in enumerate(mask):
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], values.view(np.int8), [0]))))
-        if edges.size:
-            out[row] = int((edges[1::2] - edges[0::2]).max())
-    return out
 
 
 def clip_stats(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Per channel: fraction of samples with ``abs >= level`` and the longest run of them."""
-    at_full_scale = np.abs(samples) >= level
-    return at_full_scale.mean(axis=1), longest_true_run(at_full_scale)
+    at_full_scale = (samples >= level) | (samples <= -level)
+    counts = np.count_nonzero(at_full_scale, axis=1)
+    runs = np.minimum(counts, 1)
+    for row in np.flatnonzero(counts > 1):  # rare: only rows that do reach full scale twice
+        edges = np.flatnonzero(np.diff(at_full_scale[row].view(np.int8), prepend=0, append=0))
+        runs[row] = int((edges[1::2] - edges[0::2]).max())
+    return counts / samples.shape[1], runs
 
 
-def flat_runs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Starts and lengths of runs of identical consecutive samples in a 1-D signal."""
-    bounds = np.concatenate(([0], np.flatnonzero(x[1:] != x[:-1]) + 1, [x.size]))
-    return bounds[:-1], np.diff(bounds)
-
-
-def dropout_ms(x: np.ndarray, sample_rate: int, min_run_ms: float, edge_jump: float,
-               clip_level: float = 1.0) -> tuple[float, float]:
-    """Total and longest duration (ms) of dropouts in a 1-D signal.
+def dropout_ms(samples: np.ndarray, sample_rate: int, min_run_ms: float, edge_jump: float,
+               clip_level: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel: total and longest duration (ms) of dropouts.
 
     A dropout is a run of identical samples (zeros or a held value) at least ``min_run_ms`` long that is
     entered or left with a jump of at least ``edge_jump``: real silence fades in and out through the
-    last bits, a lost buffer cuts live audio. A run spanning the whole signal is not a dropout, nor is
+    last bits, a lost buffer cuts live audio. A run spanning the whole channel is not a dropout, nor is
     a plateau at ``clip_level`` or above (that is clipping).
     """
-    starts, lengths = flat_runs(x)
-    long = (lengths >= max(2, int(math.ceil(min_run_ms * sample_rate / 1000)))) & (np.abs(x[starts]) < clip_level)
-    starts, lengths = starts[long], lengths[long]
-    if starts.size == 0:
-        return 0.0, 0.0
-    ends = starts + lengths
-    value = x[starts]
-    jump_in = np.where(starts > 0, np.abs(x[np.maximum(starts - 1, 0)] - value), 0.0)
-    jump_out = np.where(ends < x.size, np.abs(x[np.minimum(ends, x.size - 1)] - value), 0.0)
-    abrupt = np.maximum(jump_in, jump_out) >= edge_jump
-    if not abrupt.any():
-        return 0.0, 0.0
+    channels, n = samples.shape
+    total, longest = np.zeros(channels), np.zeros(channels)
+    # same[c, t]: sample t+1 repeats sample t; the last column stays False so runs never cross channels
+    same = np.zeros((channels, n), dtype=bool)
+    np.equal(samples[:, 1:], samples[:, :-1], out=same[:, :-1])
+    flat = np.flatnonzero(same)  # few in live audio, so everything below works on short arrays
+    if flat.size == 0:
+        return total, longest
+    breaks = np.flatnonzero(np.diff(flat) != 1)
+    first = flat[np.concatenate(([0], breaks + 1))]
+    last = flat[np.concatenate((breaks, [flat.size - 1]))]
+    row, start = np.divmod(first, n)
+    lengths = last - first + 2  # a run of k equal neighbour pairs is k + 1 identical samples
+    end = start + lengths
+    value = samples[row, start]
+    long = (lengths >= max(2, int(math.ceil(min_run_ms * sample_rate / 1000)))) & (np.abs(value) < clip_level)
+    jump_in = np.where(start > 0, np.abs(samples[row, np.maximum(start - 1, 0)] - value), 0.0)
+    jump_out = np.where(end < n, np.abs(samples[row, np.minimum(end, n - 1)] - value), 0.0)
+    dropout = long & (np.maximum(jump_in, jump_out) >= edge_jump)
     to_ms = 1000.0 / sample_rate
-    return float(lengths[abrupt].sum() * to_ms), float(lengths[abrupt].max() * to_ms)
+    np.add.at(total, row[dropout], lengths[dropout] * to_ms)
+    np.maximum.at(longest, row[dropout], lengths[dropout] * to_ms)
+    return total, longest
 
 
-def rms_dbfs(samples: np.ndarray) -> np.ndarray:
-    """RMS level per channel in dBFS (a full-scale sine reads -3 dBFS; zero reads -120)."""
-    power = np.mean(np.square(samples, dtype=np.float64), axis=1)
+def level_dbfs(power: np.ndarray) -> np.ndarray:
+    """Mean-square power (full-scale units) in dBFS (a full-scale sine reads -3 dBFS; zero reads -120)."""
     return np.maximum(10 * np.log10(np.maximum(power, 1e-30)), _FLOOR_DB)
 
 
-def low_band(samples: np.ndarray, sample_rate: int, max_hz: float) -> tuple[np.ndarray, int]:
+def low_band(samples: np.ndarray, sample_rate: int, max_hz: float) -> tuple[np.ndarray, float]:
     """Mean-removed signal decimated by block averaging to a rate of at least ``2.5 * max_hz``, and that rate.
 
     Block averages null exactly the bands that would alias onto low frequencies, which is all the
@@ -170,23 +222,17 @@ def low_band(samples: np.ndarray, sample_rate: int, max_hz: float) -> tuple[np.n
     """
     factor = max(1, int(sample_rate // (2.5 * max_hz)))
     usable = (samples.shape[1] // factor) * factor
-    x = samples[:, :usable].reshape(samples.shape[0], -1, factor).mean(axis=2)
-    return x - x.mean(axis=1, keepdims=True), sample_rate // factor if sample_rate % factor == 0 else sample_rate / factor
+    block_mean = np.full(factor, 1.0 / factor, dtype=samples.dtype)
+    # einsum, not `@`: as fast here, and never starts BLAS threads that spin against each other on a busy host
+    x = np.einsum("ij,j->i", samples[:, :usable].reshape(-1, factor), block_mean).reshape(samples.shape[0], -1)
+    return x - x.mean(axis=1, keepdims=True), sample_rate / factor
 
 
-def mains_line_power(samples: np.ndarray, sample_rate: int, f0: float, max_harmonic_hz: float) -> np.ndarray:
-    """Per row: power (full-scale units) of the lines at f0 and its harmonics that stand clear of their
-    local background: one Hann-windowed FFT per row, a line is +-0.4 Hz around k*f0 (the grid wanders by
+def mains_line_power(power: np.ndarray, hz_per_bin: float, f0: float, max_harmonic_hz: float) -> np.ndarray:
+    """Per row of a periodogram ``power [rows, bins]``: summed power of the lines at f0 and its harmonics
+    that stand clear of their local background. A line is +-0.4 Hz around k*f0 (the grid wanders by
     less), its background the median of the bins 0.8-4 Hz to either side.
     """
-    low, rate = low_band(samples, sample_rate, max_harmonic_hz + 10)
-    n = low.shape[1]
-    nfft = 1 << int(math.ceil(math.log2(max(n, 16))))
-    window = np.hanning(n + 2)[1:-1].astype(np.float32)
-    spectrum = np.fft.rfft(low * window, n=nfft, axis=1)
-    power = spectrum.real**2 + spectrum.imag**2
-    hz_per_bin = rate / nfft
-    scale = 2.0 / (nfft * n * float(np.mean(window**2)))  # bin power sums -> signal power (Parseval)
     half = max(1, int(round(0.4 / hz_per_bin)))
     near, far = max(half + 1, int(round(0.8 / hz_per_bin))), max(half + 4, int(round(4.0 / hz_per_bin)))
     line_offsets = np.arange(-half, half + 1)
@@ -194,39 +240,64 @@ def mains_line_power(samples: np.ndarray, sample_rate: int, f0: float, max_harmo
     centres = np.round(np.arange(f0, max_harmonic_hz + 1e-9, f0) / hz_per_bin).astype(int)
     centres = centres[(centres - far >= 1) & (centres + far < power.shape[1])]
     if centres.size == 0:
-        return np.zeros(samples.shape[0])
+        return np.zeros(power.shape[0])
     line = power[:, centres[:, None] + line_offsets].sum(axis=2)  # [rows, harmonics]
     # median of exponential periodogram bins = ln 2 * mean
     background = np.median(power[:, centres[:, None] + side_offsets], axis=2) / math.log(2) * line_offsets.size
     # A line counts only when it stands clear of the floor: without this the positive part of every
     # harmonic's noise fluctuation adds up to about -25 dB on any broadband sound.
-    return np.where(line >= _LINE_OVER_FLOOR * background, line - background, 0).sum(axis=1) * scale
+    return np.where(line >= _LINE_OVER_FLOOR * background, line - background, 0).sum(axis=1)
 
 
 def hum_db(samples: np.ndarray, sample_rate: int, mains_hz: tuple[float, ...], max_harmonic_hz: float,
-           parts: int = 4) -> tuple[np.ndarray, np.ndarray]:
+           total: np.ndarray, parts: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Per channel: power of mains lines (f0 and harmonics) present throughout the window, over the
     power of everything else, in dB; and the mains frequency that scored highest.
 
     The window is cut into ``parts`` equal parts and the line power of the weakest part counts: hum from
     the mains is steady, while notes of music and speech that happen to sit on a multiple of 50/60 Hz
-    come and go.
+    come and go. One Hann-windowed FFT per part serves every mains frequency. ``total`` is the variance
+    of each channel (the power of everything).
     """
     channels, n = samples.shape
     best = np.full(channels, _FLOOR_DB)
     best_f0 = np.full(channels, mains_hz[0] if mains_hz else 0.0)
+    if not mains_hz:
+        return best, best_f0
     parts = max(1, min(parts, int(n // (2.5 * sample_rate)) or 1))
     length = n // parts
     pieces = samples[:, : parts * length].reshape(channels * parts, length)
-    total = np.var(samples, axis=1) + 1e-30
+    low, rate = low_band(pieces, sample_rate, max_harmonic_hz + 10)
+    size = low.shape[1]
+    nfft = 1 << int(math.ceil(math.log2(max(size, 16))))
+    window = np.hanning(size + 2)[1:-1].astype(np.float32)
+    spectrum = np.fft.rfft(low * window, n=nfft, axis=1)
+    power = spectrum.real**2 + spectrum.imag**2
+    scale = 2.0 / (nfft * size * float(np.mean(window**2)))  # bin power sums -> signal power (Parseval)
+    total = total + 1e-30
     for f0 in mains_hz:
-        steady = mains_line_power(pieces, sample_rate, f0, max_harmonic_hz).reshape(channels, parts).min(axis=1)
+        lines = mains_line_power(power, rate / nfft, f0, max_harmonic_hz) * scale
+        steady = lines.reshape(channels, parts).min(axis=1)
         ratio = 10 * np.log10(np.maximum(steady, 1e-30) / np.maximum(total - steady, 1e-30))
         ratio = np.where(total > 1e-12, np.maximum(ratio, _FLOOR_DB), _FLOOR_DB)  # no sound, no hum
         better = ratio > best
         best = np.where(better, ratio, best)
         best_f0 = np.where(better, f0, best_f0)
     return best, best_f0
+
+
+def _fft_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: as fast for pocketfft as a power of two, and often much shorter."""
+    best = 1 << int(math.ceil(math.log2(n)))
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            size = p35 << max(0, int(math.ceil(math.log2(n / p35))))
+            best = min(best, size)
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 def periodic_residual_db(samples: np.ndarray, sample_rate: int, min_period_ms: float, max_period_ms: float,
@@ -254,24 +325,24 @@ def periodic_residual_db(samples: np.ndarray, sample_rate: int, min_period_ms: f
     starts = np.arange(0, n - chunk + 1, 2 * chunk)
     count = starts.size
     # float64: an exact repeat must read as ~0, and float32 rounding alone would leave about -70 dB.
-    x = samples[:, starts[:, None] + np.arange(chunk)].reshape(channels * count, chunk).astype(np.float64)
+    usable = samples[:, : count * 2 * chunk] if n >= count * 2 * chunk else np.pad(
+        samples, ((0, 0), (0, count * 2 * chunk - n)))
+    x = usable.reshape(channels, count, 2 * chunk)[:, :, :chunk].reshape(channels * count, chunk).astype(np.float64)
     mean = x.mean(axis=1, keepdims=True)
-    x = x - mean
-    nfft = 1 << int(math.ceil(math.log2(chunk + hi)))  # no circular wrap for lags <= hi
+    x -= mean
+    nfft = _fft_size(chunk + hi)  # no circular wrap for lags <= hi
     spectrum = np.fft.rfft(x, n=nfft, axis=1)
     autocorr = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, n=nfft, axis=1)[:, lo : hi + 1]
-    cumulative = np.concatenate(
-        (np.zeros((x.shape[0], 1)), np.cumsum(x * x, axis=1)), axis=1
-    )
-    lags = np.arange(lo, hi + 1)
-    head = cumulative[:, chunk - lags]  # energy of x[0 : chunk-P]
-    tail = cumulative[:, -1:] - cumulative[:, lags]  # energy of x[P : chunk]
-    both = head + tail
+    cumulative = np.cumsum(x * x, axis=1)
+    energy = cumulative[:, -1:]
+    # energy of x[0 : chunk-P] + energy of x[P : chunk], for P = lo..hi
+    both = cumulative[:, chunk - 1 - lo : chunk - 2 - hi if chunk - 2 - hi >= 0 else None : -1] + (
+        energy - cumulative[:, lo - 1 : hi])
     residual = np.maximum(both - 2 * autocorr, 0) / np.maximum(both, 1e-30)
     best = residual.min(axis=1)
     # Multiples of a repeated buffer match as well as the buffer itself: report the shortest.
     best_lag = np.argmax(residual <= np.maximum(best * 10, 1e-12)[:, None], axis=1)
-    ac_power = cumulative[:, -1] / chunk
+    ac_power = energy[:, 0] / chunk
     constant = (ac_power <= 1e-12) & (np.abs(mean[:, 0]) > 1e-6)  # AC below -120 dBFS, DC present
     silent = (ac_power <= 1e-12) & ~constant
     db = np.where(constant, _FLOOR_DB, np.maximum(10 * np.log10(np.maximum(best, 1e-12)), _FLOOR_DB))
@@ -284,7 +355,7 @@ def periodic_residual_db(samples: np.ndarray, sample_rate: int, min_period_ms: f
     return out, period
 
 
-# ---- the window verdict -------------------------------------------------------------------------------
+# ---- the checks: one function per check, (Signal, HealthConfig) -> CheckResult -----------------------
 
 
 def _channel_name(index: int, channels: int) -> str:
@@ -292,108 +363,144 @@ def _channel_name(index: int, channels: int) -> str:
     return f" (channel {index + 1})" if channels > 1 else ""
 
 
-def assess_window(samples: np.ndarray, sample_rate: int, config: HealthConfig = HealthConfig()) -> WindowHealth:
-    """Run every signal check on one window ``[channels, n]`` (or 1-D mono) and give its health.
+def check_non_finite(signal: Signal, config: HealthConfig) -> CheckResult:
+    """NaN/Inf samples: the input is not audio (a driver or resampler fault)."""
+    bad = signal.non_finite
+    worst = int(bad.argmax())
+    flagged = bool(bad[worst] > config.non_finite_max)
+    reason = f"non_finite: {bad[worst]:.2%} of samples are NaN/Inf{_channel_name(worst, signal.channels)}"
+    return CheckResult(float(bad[worst]), flagged, reason if flagged else "")
 
-    Samples are floats in full-scale units (+-1.0); integer PCM (int16, int32) is scaled to that."""
-    raw = np.asarray(samples)
-    if np.issubdtype(raw.dtype, np.integer):
-        x = (raw / float(np.iinfo(raw.dtype).max + 1)).astype(np.float32)
+
+def check_clipping(signal: Signal, config: HealthConfig) -> CheckResult:
+    """Samples at full scale: too many, or a run of them (one alone can be a true peak)."""
+    fraction, run = clip_stats(signal.samples, config.clip_level)
+    worst = int(np.lexsort((run, fraction))[-1])
+    flagged = bool((fraction >= config.clip_fraction_max).any() or (run >= config.clip_run_min).any())
+    reason = (f"clipping: {fraction[worst]:.3%} of samples at full scale, longest run {int(run.max())} "
+              f"samples{_channel_name(worst, signal.channels)}")
+    return CheckResult(float(fraction[worst]), flagged, reason if flagged else "",
+                       {"clipping_run": float(run.max())})
+
+
+def check_dropout(signal: Signal, config: HealthConfig) -> CheckResult:
+    """Flat-lined stretches cut into live audio (lost buffers, a driver repeating its last sample)."""
+    total, longest = dropout_ms(signal.samples, signal.sample_rate, config.dropout_min_run_ms,
+                                config.dropout_edge_jump, config.clip_level)
+    worst = int(total.argmax())
+    flagged = bool(total[worst] > 0)
+    reason = (f"dropout: {total[worst]:.0f} ms of flat-lined samples cut into live audio (longest "
+              f"{longest[worst]:.0f} ms){_channel_name(worst, signal.channels)}")
+    return CheckResult(float(total[worst]), flagged, reason if flagged else "",
+                       {"dropout_longest_ms": float(longest.max())})
+
+
+def check_dead_channel(signal: Signal, config: HealthConfig) -> CheckResult:
+    """A channel below the absolute floor, or far below the loudest channel of the same device."""
+    levels = level_dbfs(signal.power)
+    quietest = int(levels.argmin())
+    gap = float(levels.max() - levels[quietest]) if signal.channels > 1 else 0.0
+    mix = levels if signal.channels == 1 else level_dbfs(Signal(signal.samples.mean(axis=0, keepdims=True),
+                                                                signal.sample_rate, signal.non_finite[:1]).power)
+    below_floor = bool(levels[quietest] < config.dead_floor_dbfs)
+    flagged = below_floor or gap >= config.dead_sibling_gap_db
+    if below_floor:
+        reason = (f"dead_channel: level {levels[quietest]:.1f} dBFS is below the {config.dead_floor_dbfs:.0f} dBFS "
+                  f"floor{_channel_name(quietest, signal.channels)}")
+    elif flagged:
+        reason = (f"dead_channel: channel {quietest + 1} is {gap:.1f} dB quieter than the loudest channel "
+                  f"(limit {config.dead_sibling_gap_db:.0f} dB)")
     else:
-        x = raw.astype(np.float32, copy=False)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2 or x.shape[1] == 0:
-        raise ValueError(f"assess_window expects [channels, samples] with samples > 0, got shape {x.shape}")
-    channels = x.shape[0]
+        reason = ""
+    return CheckResult(float(levels[quietest]), flagged, reason,
+                       {"dead_channel_gap_db": gap, "rms_dbfs": float(mix[0])})
+
+
+def check_dc_offset(signal: Signal, config: HealthConfig) -> CheckResult:
+    """A mean far from zero (a biased converter or a failing coupling capacitor)."""
+    means = signal.mean
+    worst = int(np.abs(means).argmax())
+    flagged = bool(abs(means[worst]) >= config.dc_offset_max)
+    reason = (f"dc_offset: mean {means[worst]:+.3f} of full scale (limit {config.dc_offset_max:g})"
+              f"{_channel_name(worst, signal.channels)}")
+    return CheckResult(float(abs(means[worst])), flagged, reason if flagged else "")
+
+
+def check_hum(signal: Signal, config: HealthConfig) -> CheckResult:
+    """Steady 50/60 Hz mains lines and their harmonics (a ground loop, an unshielded cable)."""
+    variance = np.maximum(signal.power - signal.mean**2, 0.0)
+    hum, mains = hum_db(signal.samples, signal.sample_rate, config.hum_mains_hz, config.hum_max_harmonic_hz, variance)
+    worst = int(hum.argmax())
+    flagged = bool(hum[worst] >= config.hum_max_db)
+    reason = (f"hum: {mains[worst]:g} Hz mains lines at {hum[worst]:+.1f} dB against the rest of the sound "
+              f"(limit {config.hum_max_db:+.0f} dB){_channel_name(worst, signal.channels)}")
+    return CheckResult(float(hum[worst]), flagged, reason if flagged else "")
+
+
+def check_stuck(signal: Signal, config: HealthConfig) -> CheckResult:
+    """A capture that repeats one buffer over and over, or holds a constant value."""
+    residual, period = periodic_residual_db(signal.samples, signal.sample_rate, config.stuck_min_period_ms,
+                                            config.stuck_max_period_ms, config.stuck_chunk_s)
+    worst = int(residual.argmin())
+    flagged = bool(residual[worst] <= config.stuck_residual_max_db)
+    what = ("holds a constant value" if period[worst] == 0
+            else f"repeats itself every {1000 * period[worst] / signal.sample_rate:.1f} ms "
+                 f"(residual {residual[worst]:.0f} dB)")
+    reason = f"stuck: signal {what}{_channel_name(worst, signal.channels)}"
+    return CheckResult(float(residual[worst]), flagged, reason if flagged else "")
+
+
+#: Every signal check, in the order reasons are listed. `CHECKS` names them.
+SIGNAL_CHECKS: dict[str, Callable[[Signal, HealthConfig], CheckResult]] = {
+    "non_finite": check_non_finite,
+    "clipping": check_clipping,
+    "dropout": check_dropout,
+    "dead_channel": check_dead_channel,
+    "dc_offset": check_dc_offset,
+    "hum": check_hum,
+    "stuck": check_stuck,
+}
+CHECKS = tuple(SIGNAL_CHECKS)
+
+
+def check_drift(drift: Any) -> CheckResult:
+    """The drift check from an `encoder.drift.DriftScore`: a microphone that keeps sounding unlike its history."""
+    reason = (f"drift: has sounded unlike this microphone's history for a while ({drift.score:.1f} spreads "
+              f"above its usual distance, latest window {drift.window_score:.1f})")
+    return CheckResult(float(drift.score), bool(drift.flagged), reason if drift.flagged else "",
+                       {"drift_ready": float(drift.ready)})
+
+
+# ---- the window verdict -------------------------------------------------------------------------------
+
+
+def health_of(results: dict[str, CheckResult], config: HealthConfig = HealthConfig()) -> WindowHealth:
+    """The `WindowHealth` of a set of check results: every score and flag, reasons in order, the state."""
     scores: dict[str, float] = {}
     flags: dict[str, bool] = {}
-    reasons: list[str] = []
+    for name, result in results.items():
+        scores[name] = result.score
+        scores.update(result.details)
+        flags[name] = result.flagged
+    reasons = tuple(result.reason for result in results.values() if result.flagged)
+    return WindowHealth(state_of(flags, config), reasons, scores, flags)
 
-    bad = non_finite_fraction(x)
-    worst = int(bad.argmax())
-    scores["non_finite"] = float(bad[worst])
-    flags["non_finite"] = bool(bad[worst] > config.non_finite_max)
-    if flags["non_finite"]:
-        reasons.append(f"non_finite: {bad[worst]:.2%} of samples are NaN/Inf{_channel_name(worst, channels)}")
-    if bad.any():
-        x = np.where(np.isfinite(x), x, np.float32(0))
 
-    clip_fraction, clip_run = clip_stats(x, config.clip_level)
-    worst = int(np.lexsort((clip_run, clip_fraction))[-1])
-    scores["clipping"] = float(clip_fraction[worst])
-    scores["clipping_run"] = float(clip_run.max())
-    flags["clipping"] = bool((clip_fraction >= config.clip_fraction_max).any() or (clip_run >= config.clip_run_min).any())
-    if flags["clipping"]:
-        reasons.append(
-            f"clipping: {clip_fraction[worst]:.3%} of samples at full scale, longest run {int(clip_run.max())} "
-            f"samples{_channel_name(worst, channels)}"
-        )
+def assess_window(samples: np.ndarray, sample_rate: int, config: HealthConfig = HealthConfig(),
+                  drift: Callable[[bool], Any] | None = None) -> WindowHealth:
+    """Run every check of `SIGNAL_CHECKS` on one window ``[channels, n]`` (or 1-D mono) and give its health.
 
-    drops = [dropout_ms(row, sample_rate, config.dropout_min_run_ms, config.dropout_edge_jump, config.clip_level)
-             for row in x]
-    worst = int(np.argmax([total for total, _ in drops]))
-    scores["dropout"] = drops[worst][0]
-    scores["dropout_longest_ms"] = max(longest for _, longest in drops)
-    flags["dropout"] = scores["dropout"] > 0
-    if flags["dropout"]:
-        reasons.append(
-            f"dropout: {drops[worst][0]:.0f} ms of flat-lined samples cut into live audio (longest "
-            f"{drops[worst][1]:.0f} ms){_channel_name(worst, channels)}"
-        )
-
-    levels = rms_dbfs(x)
-    quietest = int(levels.argmin())
-    gap = float(levels.max() - levels[quietest]) if channels > 1 else 0.0
-    scores["dead_channel"] = float(levels[quietest])
-    scores["dead_channel_gap_db"] = gap
-    scores["rms_dbfs"] = float(rms_dbfs(x.mean(axis=0, keepdims=True))[0])
-    below_floor = levels[quietest] < config.dead_floor_dbfs
-    flags["dead_channel"] = bool(below_floor or gap >= config.dead_sibling_gap_db)
-    if below_floor:
-        reasons.append(
-            f"dead_channel: level {levels[quietest]:.1f} dBFS is below the {config.dead_floor_dbfs:.0f} dBFS "
-            f"floor{_channel_name(quietest, channels)}"
-        )
-    elif flags["dead_channel"]:
-        reasons.append(
-            f"dead_channel: channel {quietest + 1} is {gap:.1f} dB quieter than the loudest channel "
-            f"(limit {config.dead_sibling_gap_db:.0f} dB)"
-        )
-
-    means = x.mean(axis=1, dtype=np.float64)
-    worst = int(np.abs(means).argmax())
-    scores["dc_offset"] = float(abs(means[worst]))
-    flags["dc_offset"] = bool(abs(means[worst]) >= config.dc_offset_max)
-    if flags["dc_offset"]:
-        reasons.append(
-            f"dc_offset: mean {means[worst]:+.3f} of full scale (limit {config.dc_offset_max:g})"
-            f"{_channel_name(worst, channels)}"
-        )
-
-    hum, mains = hum_db(x, sample_rate, config.hum_mains_hz, config.hum_max_harmonic_hz)
-    worst = int(hum.argmax())
-    scores["hum"] = float(hum[worst])
-    flags["hum"] = bool(hum[worst] >= config.hum_max_db)
-    if flags["hum"]:
-        reasons.append(
-            f"hum: {mains[worst]:g} Hz mains lines at {hum[worst]:+.1f} dB against the rest of the sound "
-            f"(limit {config.hum_max_db:+.0f} dB){_channel_name(worst, channels)}"
-        )
-
-    residual, period = periodic_residual_db(
-        x, sample_rate, config.stuck_min_period_ms, config.stuck_max_period_ms, config.stuck_chunk_s
-    )
-    worst = int(residual.argmin())
-    scores["stuck"] = float(residual[worst])
-    flags["stuck"] = bool(residual[worst] <= config.stuck_residual_max_db)
-    if flags["stuck"]:
-        what = ("holds a constant value" if period[worst] == 0
-                else f"repeats itself every {1000 * period[worst] / sample_rate:.1f} ms "
-                     f"(residual {residual[worst]:.0f} dB)")
-        reasons.append(f"stuck: signal {what}{_channel_name(worst, channels)}")
-
-    return WindowHealth(state_of(flags, config), tuple(reasons), scores, flags)
+    Samples are floats in full-scale units (+-1.0); integer PCM (int16, int32) is scaled to that.
+    ``drift``, when given, is the last check: called with whether the window passed every signal check
+    (only such windows may teach the microphone's baseline), it returns a `DriftScore`
+    (e.g. ``lambda learn: tracker.update(embedding, learn=learn)``).
+    """
+    signal = signal_of(samples, sample_rate)
+    results = {name: check(signal, config) for name, check in SIGNAL_CHECKS.items()}
+    if drift is not None:
+        passed = not any(result.flagged for result in results.values())
+        results["drift"] = check_drift(drift(passed))
+    return health_of(results, config)
 
 
 def state_of(flags: dict[str, bool], config: HealthConfig = HealthConfig()) -> str:

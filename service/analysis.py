@@ -127,13 +127,9 @@ class Analyzer:
     def _health(self, samples: np.ndarray, embedding: np.ndarray, drift) -> object:
         from encoder.signal_checks import assess_window
 
-        health = assess_window(samples, self.sample_rate, self.health_config)
-        if drift is not None:
-            from encoder.drift import with_drift
-
-            # only windows that pass every signal check teach the baseline what this microphone sounds like
-            health = with_drift(health, drift.update(embedding, learn=health.state == "ok"), self.health_config)
-        return health
+        # drift is the last check; only windows that pass every signal check teach the baseline
+        learn_and_score = None if drift is None else (lambda learn: drift.update(embedding, learn=learn))
+        return assess_window(samples, self.sample_rate, self.health_config, drift=learn_and_score)
 
     # --- live windows -------------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from encoder.signal_checks import CHECKS, HealthConfig, assess_window
+from encoder.drift import DriftScore
+from encoder.signal_checks import CHECKS, SIGNAL_CHECKS, CheckResult, HealthConfig, assess_window, signal_of
 
 RATE = 16000
 SECONDS = 10
@@ -216,6 +217,53 @@ def test_integer_pcm_is_read_in_full_scale_units():
 def test_an_empty_window_is_an_error():
     with pytest.raises(ValueError, match="samples"):
         assess_window(np.zeros((1, 0), np.float32), RATE)
+
+
+# ---- the check table and drift ------------------------------------------------------------------------
+
+
+def test_every_check_is_one_function_of_the_table_named_by_checks():
+    signal = signal_of(noise(-40), RATE)
+    assert tuple(SIGNAL_CHECKS) == CHECKS
+    for name, check in SIGNAL_CHECKS.items():
+        result = check(signal, HealthConfig())
+        assert isinstance(result, CheckResult) and not result.flagged and result.reason == "", name
+
+
+def test_a_multichannel_window_scores_each_check_on_its_worst_channel_as_if_checked_alone():
+    x = noise(-35, channels=4, seed=5)
+    x[1, 30000:30800] = x[1, 29999]  # dropout on channel 2
+    x[2] = quantise(x[2] + 0.1)  # DC offset on channel 3
+    x[3, 8000:8004] = 1.0  # clipping on channel 4
+    together = assess_window(x, RATE)
+    alone = [assess_window(row, RATE) for row in x]
+    assert flagged(together) == {"dropout", "dc_offset", "clipping"}
+    for name, channel in (("dropout", 1), ("dc_offset", 2), ("clipping", 3)):
+        assert together.scores[name] == pytest.approx(alone[channel].scores[name])
+        assert any(r.startswith(name) and f"(channel {channel + 1})" in r for r in together.reasons)
+    assert together.scores["stuck"] == pytest.approx(min(h.scores["stuck"] for h in alone))
+    assert together.scores["hum"] == pytest.approx(max(h.scores["hum"] for h in alone))
+
+
+def test_drift_is_the_last_check_and_learns_only_from_windows_that_pass_the_signal_checks():
+    asked = []
+
+    def drift(learn: bool) -> DriftScore:
+        asked.append(learn)
+        return DriftScore(score=4.0, flagged=True, ready=True, distance=0.3, window_score=2.5)
+
+    clean = assess_window(noise(-40), RATE, drift=drift)
+    offset = assess_window(quantise(noise(-40) + 0.1), RATE, drift=drift)
+    assert asked == [True, False]
+    assert clean.state == "degraded" and flagged(clean) == {"drift"}
+    assert clean.reasons[-1].startswith("drift:") and clean.scores["drift"] == 4.0
+    assert clean.scores["drift_ready"] == 1.0
+    assert flagged(offset) == {"dc_offset", "drift"} and offset.reasons[-1].startswith("drift:")
+
+
+def test_without_a_drift_callback_there_is_no_drift_score():
+    health = assess_window(noise(-40), RATE)
+    assert "drift" not in health.scores and "drift" not in health.flags
 
 
 # ---- config -------------------------------------------------------------------------------------------
