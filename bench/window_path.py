@@ -11,7 +11,7 @@ Stages, each as the daemon runs it for one mono 10 s window (batch 1):
 - head: `ActivityHead.predict_proba` (a model file without a head gets one fitted on random
   embeddings of the same size: the cost does not depend on the values);
 - health: what `Analyzer` does per window after the head: `assess_window`, the drift tracker
-  (`update` + `with_drift`) and the RMS level;
+  (its `update` as the drift entry of `assess_window`) and the RMS level;
 - full: load + `Analyzer.analyse` on that window, i.e. all of the above end to end with the glue.
 
 Options tried for the encoder (same window, batch 1): eager as loaded, eager channels-last, batch
