@@ -130,7 +130,8 @@ def exact_neighbours(db_path: Path, query_ids: list[int], k: int = 10, chunk: in
 def measure(folder: Path, total: int, repeats: int, model: str, similarity: SimilarityIndexConfig) -> dict:
     """Fill (or reuse) a store of ``total`` windows, serve it, time the calls."""
     from encoder.model_file import load_model
-    from service.analysis import Analyzer, DaemonBackend
+    from service.analysis import Analyzer
+    from service.daemon_backend import DaemonBackend
     from service.event_bus import EventBus
     from service.grpc_server import start_server, stop_server
 

@@ -1,6 +1,6 @@
-"""Embeddings of audio with a loaded model: windows -> log-Mel (the bundle's own config) -> encoder.
-
-Features come only from ``log_mel(., bundle.feature_config)``, so embedding always matches training.
+"""Embeddings of recordings and files with a loaded model, for the offline tools (embed, evaluate,
+neighbours). Every embedding goes through `encoder.embedder.TorchEmbedder` (the one embedding path the
+daemon uses too), so features come only from ``log_mel(., bundle.feature_config)`` and always match training.
 One window is what `encoder.windows.window_spans` says (10 s by default; a shorter tail >= 1 s counts).
 """
 
@@ -14,15 +14,9 @@ import torch
 import torchaudio.functional as AF
 
 from encoder.audio import load_audio
-from encoder.features import log_mel
-from encoder.inference import inference_encoder
+from encoder.embedder import TorchEmbedder
 from encoder.model_file import ModelBundle
 from encoder.windows import WINDOW_SECONDS, window_spans
-
-
-def _device(bundle: ModelBundle) -> torch.device:
-    """Where the bundle's encoder weights live."""
-    return next(bundle.encoder.parameters()).device
 
 
 def embed_windows(bundle: ModelBundle, windows: torch.Tensor, batch_size: int = 32) -> np.ndarray:
@@ -30,17 +24,7 @@ def embed_windows(bundle: ModelBundle, windows: torch.Tensor, batch_size: int = 
     windows = torch.as_tensor(windows)
     if windows.dim() != 2:
         raise ValueError(f"embed_windows expects [n, samples], got shape {tuple(windows.shape)}")
-    if windows.shape[0] == 0:
-        return np.zeros((0, bundle.embedding_dim), dtype=np.float32)
-    device = _device(bundle)
-    encoder = inference_encoder(bundle.encoder)  # batch norms folded on the CPU (encoder/inference.py)
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, windows.shape[0], batch_size):
-            batch = windows[start:start + batch_size].to(device)
-            features = log_mel(batch, bundle.feature_config).unsqueeze(1)
-            outputs.append(encoder(features).float().cpu())
-    return torch.cat(outputs).numpy().astype(np.float32, copy=False)
+    return TorchEmbedder(bundle, batch_size).embed(windows)
 
 
 def embed_audio(
@@ -62,15 +46,9 @@ def embed_audio(
     channels = waveform.shape[0]
     spans = window_spans(waveform.shape[1], rate, window_s)
     offsets = np.array([span.offset_s(rate) for span in spans], dtype=np.float64)
-    embeddings = np.zeros((len(spans), channels, bundle.embedding_dim), dtype=np.float32)
-    # Windows of equal length are batched together (a short tail is its own batch).
-    by_length: dict[int, list[int]] = {}
-    for index, span in enumerate(spans):
-        by_length.setdefault(span.end - span.start, []).append(index)
-    for indices in by_length.values():
-        rows = torch.stack([waveform[:, spans[i].start:spans[i].end] for i in indices])  # [w, ch, samples]
-        flat = embed_windows(bundle, rows.reshape(-1, rows.shape[-1]), batch_size)
-        embeddings[indices] = flat.reshape(len(indices), channels, -1)
+    # every channel of every window is one embedder input; the embedder batches equal lengths together
+    rows = [waveform[c, span.start:span.end] for span in spans for c in range(channels)]
+    embeddings = TorchEmbedder(bundle, batch_size).embed(rows).reshape(len(spans), channels, bundle.embedding_dim)
     return offsets, embeddings
 
 

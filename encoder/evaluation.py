@@ -6,7 +6,6 @@ Read top to bottom: config, data, features per method, probes, clusters, map, fi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from encoder.datasets import Record, read_dataset, summarize
+from encoder.file_digest import file_sha256
 from encoder.probe import ProbeResult, linear_probe
 from encoder.segment_table import SegmentTable, save_index, segment_table
 
@@ -70,15 +70,6 @@ class EvaluationResult:
     sweep: object = None
     figures: dict[str, str] = field(default_factory=dict)
     data_summary: object = None
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def display_path(path: str | Path, data_path: Path) -> str:

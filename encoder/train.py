@@ -295,15 +295,10 @@ def start_distributed(device: torch.device) -> Distributed:
 
 
 def pick_device(name: str) -> torch.device:
-    """``auto`` -> this process's CUDA device when present, else CPU; otherwise the named device."""
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif name == "cuda" and torch.cuda.is_available():
-        name = f"cuda:{local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    """`encoder.embedder.resolve_device` for this process's rank (``auto``/``cuda`` -> cuda:LOCAL_RANK), made current."""
+    from encoder.embedder import resolve_device
+
+    device = resolve_device(name, int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device

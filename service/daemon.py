@@ -5,7 +5,6 @@ flush and close the store. Logs are one JSON object per line and say which devic
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -14,7 +13,9 @@ import threading
 import time
 from pathlib import Path
 
+from encoder.file_digest import file_sha256
 from service.config import DaemonConfig, config_to_dict
+from service.drift_baselines import drift_path, load_drift_baselines, save_drift_baselines
 
 log = logging.getLogger("roomtone.daemon")
 
@@ -63,15 +64,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Daemon:
@@ -136,7 +128,7 @@ class Daemon:
     @property
     def drift_path(self) -> Path:
         """Where microphones' drift baselines are kept between runs (next to the store)."""
-        return self.config.store_path.with_name(self.config.store_path.name + ".drift.json")
+        return drift_path(self.config.store_path)
 
     def start(self) -> None:
         """Bring every part up; on failure, whatever was started is stopped again and the error raised."""
@@ -148,7 +140,9 @@ class Daemon:
 
     def _start(self) -> None:
         from encoder.model_file import load_model
-        from service.analysis import Analyzer, DaemonBackend, resolve_device
+        from encoder.embedder import resolve_device
+        from service.analysis import Analyzer
+        from service.daemon_backend import DaemonBackend
         from service.event_store import EventStore
         from service.grpc_server import event_bus_for
         from service.metrics import Metrics
@@ -163,19 +157,14 @@ class Daemon:
         device = resolve_device(config.pipeline.device)
         bundle = load_model(config.model, device=device)
         sha = file_sha256(config.model)
-        log.info("model loaded", extra={"model": str(config.model), "model_sha256": sha, "device": device,
+        log.info("model loaded", extra={"model": str(config.model), "model_sha256": sha, "device": str(device),
                                         "embedding_dim": bundle.embedding_dim, "classes": bundle.class_names,
                                         "has_head": bundle.head is not None})
         if bundle.head is None:
             log.warning("the model has no activity head: windows get an embedding and health only "
                         "(add one with `roomtone train-head`)", extra={"model": str(config.model)})
-        self.analyzer = Analyzer(bundle, config.health)
-        if self.drift_path.is_file():
-            try:
-                self.analyzer.restore_drift(json.loads(self.drift_path.read_text()))
-            except (OSError, ValueError) as exc:
-                log.warning("ignoring unreadable drift baselines", extra={"file": str(self.drift_path),
-                                                                           "error": str(exc)})
+        self.analyzer = Analyzer(bundle, config.health, window_s=config.pipeline.window_s)
+        self.analyzer.restore_drift(load_drift_baselines(self.drift_path))
         store_path = config.store_path
         store_path.parent.mkdir(parents=True, exist_ok=True)
         self.store = EventStore(store_path, config.store, config.similarity)
@@ -283,10 +272,7 @@ class Daemon:
         if self.bus is not None:
             self.bus.close()
         if self.analyzer is not None and self.store is not None:
-            try:
-                self.drift_path.write_text(json.dumps(self.analyzer.drift_state()))
-            except (OSError, TypeError, ValueError) as exc:
-                log.warning("could not save drift baselines", extra={"file": str(self.drift_path), "error": str(exc)})
+            save_drift_baselines(self.drift_path, self.analyzer.drift_state())
         if self.store is not None:
             self.store.close()
         if self.metrics is not None:

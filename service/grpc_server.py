@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from encoder.audio import AudioError
+from encoder.vocabulary import SILENCE_DBFS
 from service.backend import BackendUnavailable, ServiceBackend
 from service.config import GrpcConfig
 from service.event_bus import BusClosed, EventBus, Gap
@@ -42,7 +43,6 @@ MAX_UPLOAD_SECONDS = 600.0
 MAX_UPLOAD_CHANNELS = 32
 MAX_PAGE = 1000
 MAX_K = 1000
-_SILENCE_DBFS = -200.0  # what an infinitely quiet (all-zero) window reports on the wire
 
 
 
@@ -57,7 +57,8 @@ class Reject(Exception):
 
 # -- records -> messages -------------------------------------------------------------------------
 def _finite_dbfs(value: float) -> float:
-    return float(value) if math.isfinite(value) else _SILENCE_DBFS
+    """A level as sent on the wire: never below `SILENCE_DBFS` (the level of digital silence), never NaN/-inf."""
+    return max(float(value), SILENCE_DBFS) if math.isfinite(value) else SILENCE_DBFS
 
 
 def window_to_pb(window: WindowResult, include_embedding: bool = False) -> pb.Window:

@@ -27,6 +27,10 @@ class Window:
     end_unix: float
     realtime: bool  # timestamps are wall-clock, so window-end -> event latency means something
 
+    def mono(self) -> np.ndarray:
+        """The mono mix float32 ``[n]`` the model hears (channels averaged, NaN/Inf as 0)."""
+        return np.nan_to_num(self.samples.mean(axis=0), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
 
 def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     """``samples [channels, n]`` resampled with torchaudio's band-limited sinc interpolation."""

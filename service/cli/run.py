@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"roomtone run: config error: {exc}", file=sys.stderr)
         return 2
 
+    from encoder.embedder import DeviceError
     from encoder.model_file import ModelFileError
     from service.daemon import Daemon, configure_logging
     from service.sources import SourceError
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         daemon.start()
-    except (ModelFileError, SourceError, OSError, RuntimeError) as exc:
+    except (DeviceError, ModelFileError, SourceError, OSError, RuntimeError) as exc:
         print(f"roomtone run: cannot start: {exc}", file=sys.stderr)
         return 1
     try:

@@ -1,5 +1,6 @@
-"""Helpers for the daemon tests: a small real model file (random encoder weights, a head fitted on real
-clips) so pipeline tests do not depend on the trained bundled model, and audio writers."""
+"""Helpers for the daemon tests: a small real model (random encoder weights, a head fitted on real clips)
+so tests do not depend on the trained bundled model, the daemon's own gRPC backend around it, and audio
+writers. Test doubles are production code with switches at the edges, never a re-implementation."""
 
 from __future__ import annotations
 
@@ -15,36 +16,74 @@ import numpy as np
 import soundfile
 import torch
 
-from encoder.audio import load_audio
 from encoder.features import LogMelConfig
 from encoder.head import fit_head
 from encoder.model import Encoder, EncoderConfig
 from encoder.model_file import ModelBundle, load_model, save_model
+from service.analysis import Analyzer
+from service.backend import BackendUnavailable
+from service.daemon_backend import DaemonBackend
+from service.records import MicStatus, WindowResult
 
 HEAD_CLASSES = ("water", "typing", "speech")
 REPO = Path(__file__).resolve().parents[2]
 ROOMTONE = Path(sys.executable).parent / "roomtone"
 
 
-def small_model_file(path: Path, homesounds: Path, with_head: bool = True) -> Path:
-    """Write a tiny roomtone model file (width-4 encoder, 32-d embedding) to ``path``."""
-    torch.manual_seed(0)
-    config = EncoderConfig(width=4, blocks=(1, 1), embedding_dim=32)
+def tiny_bundle(clips: dict[str, list[Path]], embedding_dim: int = 32, seed: int = 0) -> ModelBundle:
+    """A real ModelBundle: a small random-weight encoder (width 4, deterministic for a seed) and an activity
+    head fitted on the first window of each clip, embedded the way the daemon embeds an upload of it."""
+    torch.manual_seed(seed)
+    config = EncoderConfig(width=4, blocks=(1, 1), embedding_dim=embedding_dim)
     bundle = ModelBundle(Encoder(config).eval(), LogMelConfig(), config, None, {"purpose": "tests"})
-    if with_head:
-        from encoder.embedding import embed_windows
+    analyzer = Analyzer(bundle)
+    labels = [label for label, paths in clips.items() for _ in paths]
+    embeddings = np.stack([analyzer.embed_audio_bytes(path.read_bytes())[0] for paths in clips.values() for path in paths])
+    return ModelBundle(bundle.encoder, bundle.feature_config, config, fit_head(embeddings, labels).to_dict(), bundle.metadata)
 
-        clips, labels = [], []
-        for label in HEAD_CLASSES:
-            for i in range(3):
-                clips.append(load_audio(homesounds / "audio" / label / f"{label}_A1_00{i}.flac", mono=True)[0][0])
-                labels.append(label)
-        embeddings = embed_windows(bundle, torch.stack(clips))
-        bundle = ModelBundle(bundle.encoder, bundle.feature_config, config, fit_head(embeddings, labels).to_dict(),
-                             bundle.metadata)
+
+def small_model_file(path: Path, homesounds: Path, with_head: bool = True) -> Path:
+    """Write a tiny roomtone model file (width-4 encoder, 32-d embedding, head on HEAD_CLASSES) to ``path``."""
+    clips = {label: [homesounds / "audio" / label / f"{label}_A1_00{i}.flac" for i in range(3)] for label in HEAD_CLASSES}
+    bundle = tiny_bundle(clips)
+    if not with_head:
+        bundle = ModelBundle(bundle.encoder, bundle.feature_config, bundle.encoder_config, None, bundle.metadata)
     save_model(bundle, path)
     load_model(path)  # the file must load back
     return path
+
+
+class SwitchableBackend(DaemonBackend):
+    """The daemon's own gRPC backend with two switches at the edge, for the error-mapping tests: ``ready``
+    False answers like a daemon whose model is not loaded yet; ``failure`` is raised by every call."""
+
+    ready: bool = True
+    failure: Exception | None = None
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+        if not self.ready:
+            raise BackendUnavailable("model not loaded yet")
+
+    def microphones(self) -> list[MicStatus]:
+        self._check()
+        return super().microphones()
+
+    def analyze_audio(self, data: bytes) -> list[WindowResult]:
+        self._check()
+        return super().analyze_audio(data)
+
+    def embed_audio_bytes(self, data: bytes) -> np.ndarray:
+        self._check()
+        return super().embed_audio_bytes(data)
+
+
+def tiny_backend(prototypes: dict[str, Path], mics: list[MicStatus], embedding_dim: int = 64) -> SwitchableBackend:
+    """A SwitchableBackend over a tiny model whose head was fitted on ``prototypes`` (label -> clip), so the
+    label of a prototype's own audio is known exactly; ``mics`` is what ListMicrophones reports."""
+    bundle = tiny_bundle({label: [path] for label, path in prototypes.items()}, embedding_dim)
+    return SwitchableBackend(Analyzer(bundle), status=lambda: list(mics))
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:

@@ -19,7 +19,7 @@ from service.event_store import EventStore
 from service.grpc_server import start_server, stop_server
 from service.records import MicStatus, StateChange, WindowResult
 
-from tiny_model_backend import TinyModelBackend  # tests/service/ is on sys.path (pytest rootdir-relative import)
+from daemon_support import SwitchableBackend, tiny_backend  # tests/service/ is on sys.path (pytest rootdir-relative import)
 
 NOW_MS = int(time.time() * 1000)
 
@@ -31,13 +31,13 @@ def clips(homesounds: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def backend(clips: dict[str, Path]) -> TinyModelBackend:
-    return TinyModelBackend(clips, [MicStatus("kitchen", "USB Audio Device", "running", NOW_MS, "degraded",
+def backend(clips: dict[str, Path]) -> SwitchableBackend:
+    return tiny_backend(clips, [MicStatus("kitchen", "USB Audio Device", "running", NOW_MS, "degraded",
                                            ("hum: 50 Hz peak 24 dB above the floor",), {"hum": 24.0}, "water")])
 
 
 @pytest.fixture(scope="module")
-def analysed(backend: TinyModelBackend, clips: dict[str, Path]) -> list[WindowResult]:
+def analysed(backend: SwitchableBackend, clips: dict[str, Path]) -> list[WindowResult]:
     """The first window of the speech and the water clip, as a kitchen mic 60 s and 50 s ago."""
     windows = []
     for index, name in enumerate(("speech", "water")):
@@ -48,7 +48,7 @@ def analysed(backend: TinyModelBackend, clips: dict[str, Path]) -> list[WindowRe
 
 
 @pytest.fixture()
-def daemon(tmp_path: Path, backend: TinyModelBackend, analysed: list[WindowResult]):
+def daemon(tmp_path: Path, backend: SwitchableBackend, analysed: list[WindowResult]):
     store, bus = EventStore(tmp_path / "cli.db"), EventBus()
     for previous, window in zip([None, "speech"], analysed):
         store.add_results([window], [StateChange("activity_changed", "kitchen", window.start_unix_ms, previous, window.label)])

@@ -1,6 +1,6 @@
 """The gRPC API against a real server on an ephemeral loopback port: every RPC, every documented
-status code, health checking and reflection. The backend is a small real one (decoding, windows and
-a tiny random-weight encoder and the signal checks of encoder/) so uploads travel the whole path."""
+status code, health checking and reflection. The backend is the daemon's own (service.daemon_backend
+over a real Analyzer) around a tiny random-weight model, so uploads travel the whole production path."""
 
 from __future__ import annotations
 
@@ -26,7 +26,10 @@ from service.records import MicStatus, StateChange, WindowResult
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
 
-from tiny_model_backend import EMBEDDING_DIM, TinyModelBackend  # tests/service/ is on sys.path (pytest rootdir-relative import)
+from daemon_support import SwitchableBackend, tiny_backend  # tests/service/ is on sys.path (pytest rootdir-relative import)
+from encoder.vocabulary import SILENCE_DBFS
+
+EMBEDDING_DIM = 64
 
 UPLOAD_LIMIT = 1024 * 1024
 MICS = [
@@ -42,7 +45,7 @@ class Api:
     channel: grpc.Channel
     store: EventStore
     bus: EventBus
-    backend: TinyModelBackend
+    backend: SwitchableBackend
     address: str
 
 
@@ -54,12 +57,12 @@ def clips(homesounds: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def backend(clips: dict[str, Path]) -> TinyModelBackend:
-    return TinyModelBackend({"speech": clips["speech"], "water": clips["water"]}, MICS)
+def backend(clips: dict[str, Path]) -> SwitchableBackend:
+    return tiny_backend({"speech": clips["speech"], "water": clips["water"]}, MICS, EMBEDDING_DIM)
 
 
 @pytest.fixture()
-def api(tmp_path: Path, backend: TinyModelBackend):
+def api(tmp_path: Path, backend: SwitchableBackend):
     backend.ready, backend.failure = True, None
     store = EventStore(tmp_path / "api.db")
     bus = EventBus(queue_size=64, max_subscribers=8)
@@ -200,7 +203,7 @@ def test_stream_events_replays_the_latest_stored_items_then_goes_live_without_du
     assert received == [stored[2].window_id, stored[3].window_id, stored[4].window_id, live.window_id]
 
 
-def test_a_client_that_reads_too_slowly_gets_a_gap_and_never_blocks_publishing(tmp_path: Path, backend: TinyModelBackend) -> None:
+def test_a_client_that_reads_too_slowly_gets_a_gap_and_never_blocks_publishing(tmp_path: Path, backend: SwitchableBackend) -> None:
     store = EventStore(tmp_path / "slow.db")
     bus = EventBus(queue_size=1)
     server = start_server(store, bus, backend, GrpcConfig(address="127.0.0.1:0"))
@@ -294,7 +297,7 @@ def test_find_similar_errors(api: Api) -> None:
 
 # -- classification ------------------------------------------------------------------------------
 def test_classify_labels_every_window_of_an_uploaded_recording(api: Api, clips: dict[str, Path]) -> None:
-    # the backend's prototypes are these two clips, so the expected labels are known exactly
+    # the backend's head was fitted on these two clips, so the expected labels are known exactly
     speech, _ = soundfile.read(clips["speech"], dtype="float32")
     water, _ = soundfile.read(clips["water"], dtype="float32")
     response = api.stub.Classify(pb.ClassifyRequest(audio=wav_bytes(np.concatenate([speech, water])), include_embedding=True))
@@ -309,7 +312,7 @@ def test_classify_labels_every_window_of_an_uploaded_recording(api: Api, clips: 
 
 def test_classify_reports_digital_silence_as_faulty_with_a_finite_level(api: Api) -> None:
     (silent,) = api.stub.Classify(pb.ClassifyRequest(audio=wav_bytes(np.zeros(16000 * 2, np.float32)))).windows
-    assert silent.health_state == pb.HEALTH_STATE_FAULTY and silent.rms_dbfs == -200.0
+    assert silent.health_state == pb.HEALTH_STATE_FAULTY and silent.rms_dbfs == SILENCE_DBFS == -120.0
 
 
 def test_uploads_are_checked_for_content_and_size(api: Api) -> None:
@@ -363,7 +366,7 @@ def test_reflection_lists_the_services_and_serves_the_proto(api: Api) -> None:
     assert described.file_descriptor_response.file_descriptor_proto
 
 
-def test_the_server_listens_on_loopback_and_stopping_ends_open_streams(tmp_path: Path, backend: TinyModelBackend) -> None:
+def test_the_server_listens_on_loopback_and_stopping_ends_open_streams(tmp_path: Path, backend: SwitchableBackend) -> None:
     store, bus = EventStore(tmp_path / "stop.db"), EventBus()
     server = start_server(store, bus, backend, GrpcConfig(address="127.0.0.1:0"))
     assert server.roomtone_address.startswith("127.0.0.1:")
@@ -390,6 +393,6 @@ def test_a_closed_store_or_bus_is_unavailable_not_internal(api: Api) -> None:
         grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down or its store is unavailable")
 
 
-def test_an_address_in_use_is_refused_with_the_address_named(api: Api, backend: TinyModelBackend) -> None:
+def test_an_address_in_use_is_refused_with_the_address_named(api: Api, backend: SwitchableBackend) -> None:
     with pytest.raises(OSError, match=api.address):
         start_server(api.store, api.bus, backend, GrpcConfig(address=api.address))

@@ -15,7 +15,8 @@ from encoder.audio import load_audio
 from encoder.embedding import embed_windows
 from encoder.model_file import load_model
 from encoder.windows import window_spans
-from service.analysis import Analyzer, rms_dbfs
+from service.analysis import Analyzer
+from service.window_record import rms_dbfs
 from service.config import PipelineConfig
 from service.event_store import EventQuery, EventStore
 from service.metrics import Metrics

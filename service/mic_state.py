@@ -1,0 +1,35 @@
+"""The per-microphone state machine of analysis: what a microphone's previous window showed, and the
+`StateChange`s (activity_changed, health_changed) its next window makes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.records import StateChange, WindowResult
+from service.vocabulary import ACTIVITY_CHANGED, HEALTH_CHANGED
+
+
+@dataclass
+class MicState:
+    """Memory of one microphone: its drift baseline and the last label / health state seen."""
+
+    drift: object | None  # encoder.drift.DriftTracker; None without drift checking
+    label: str | None = None
+    health: str | None = None
+    seen: bool = False
+
+
+def state_changes(mic: MicState, result: WindowResult) -> list[StateChange]:
+    """The changes between the microphone's previous window and ``result``; ``mic`` then remembers it.
+    A microphone's first window reports its label and health with ``previous=None``."""
+    changes = []
+    first = not mic.seen
+    if result.label is not None and (first or result.label != mic.label):
+        changes.append(StateChange(ACTIVITY_CHANGED, result.mic_id, result.start_unix_ms,
+                                   None if first else mic.label, result.label))
+    if first or result.health_state != mic.health:
+        changes.append(StateChange(HEALTH_CHANGED, result.mic_id, result.start_unix_ms,
+                                   None if first else mic.health, result.health_state,
+                                   reasons=result.health_reasons))
+    mic.seen, mic.label, mic.health = True, result.label, result.health_state
+    return changes

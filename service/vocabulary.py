@@ -1,0 +1,42 @@
+"""The daemon's shared words, written once and imported everywhere: health states (from encoder/),
+capture states, event kinds, the silence level, default addresses, the client environment variables and
+the machine-readable reasons that travel with gRPC errors."""
+
+from __future__ import annotations
+
+from encoder.vocabulary import HEALTH_DEGRADED, HEALTH_FAULTY, HEALTH_OK, HEALTH_STATES, SILENCE_DBFS
+
+# -- capture states of a microphone (MicStatus.state, `roomtone mics`) ------------------------------------
+STARTING, RUNNING, REOPENING, STOPPED, FAILED = "starting", "running", "reopening", "stopped", "failed"
+MIC_STATES = (STARTING, RUNNING, REOPENING, STOPPED, FAILED)
+#: Capture states in which a microphone delivers no audio: it reads faulty whatever its last window said.
+CAPTURE_LOST_STATES = (REOPENING, FAILED)
+
+# -- event kinds (StateChange.kind; "window" is the third kind the store and the wire know) ---------------
+WINDOW, ACTIVITY_CHANGED, HEALTH_CHANGED = "window", "activity_changed", "health_changed"
+EVENT_KINDS = (ACTIVITY_CHANGED, HEALTH_CHANGED)
+QUERY_KINDS = (WINDOW,) + EVENT_KINDS
+
+#: mic_id of the windows of an uploaded recording (Classify, FindSimilar by audio).
+UPLOAD_MIC_ID = "upload"
+
+# -- default addresses --------------------------------------------------------------------------------------
+DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
+DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT = "127.0.0.1", 9464
+
+# -- the command-line clients' environment ------------------------------------------------------------------
+#: Where the clients find the daemon, and (TLS, docs/reliability.md) the CA file that signed its certificate,
+#: the bearer token file and optionally a client certificate and key (mTLS).
+ADDRESS_ENV = "ROOMTONE_ADDRESS"
+CA_ENV, TOKEN_FILE_ENV = "ROOMTONE_CA", "ROOMTONE_TOKEN_FILE"
+CERT_ENV, KEY_ENV = "ROOMTONE_CLIENT_CERT", "ROOMTONE_CLIENT_KEY"
+CLIENT_ENV = (ADDRESS_ENV, CA_ENV, TOKEN_FILE_ENV, CERT_ENV, KEY_ENV)
+
+# -- machine-readable reasons sent with a gRPC error (trailing metadata REASON_KEY) -------------------------
+REASON_KEY = "roomtone-reason"
+#: The daemon runs but cannot analyse audio right now (model not ready).
+REASON_BACKEND_UNAVAILABLE = "backend_unavailable"
+#: The daemon is stopping, or its store is closed.
+REASON_SHUTTING_DOWN = "shutting_down"
+
+__all__ = [name for name in dir() if name.isupper()]

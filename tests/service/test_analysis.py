@@ -1,0 +1,65 @@
+"""Specification of the analysis stage (service/analysis.py): uploads and live windows take one path, so
+the same audio gives the same record whichever way it came in, and uploads are cut like live windows."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from daemon_support import tiny_bundle  # tests/service/ is on sys.path (pytest rootdir-relative import)
+from encoder.audio import AudioError
+from service.analysis import Analyzer
+from service.windowing import Window
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def bundle(homesounds: Path):
+    audio = homesounds / "audio"
+    return tiny_bundle({"speech": [audio / "speech" / "speech_A1_000.flac"], "water": [audio / "water" / "water_A1_000.flac"]})
+
+
+@pytest.fixture(scope="module")
+def speech(homesounds: Path) -> np.ndarray:
+    data, rate = soundfile.read(homesounds / "audio" / "speech" / "speech_A1_001.flac", dtype="float32", always_2d=True)
+    assert rate == RATE
+    return data.T[:, : 10 * RATE]
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples.T, RATE, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+def test_an_upload_gives_the_record_a_new_microphone_gets_for_the_same_audio(bundle, speech: np.ndarray) -> None:
+    (upload,) = Analyzer(bundle).analyze_audio(wav_bytes(speech))
+    (live,), changes = Analyzer(bundle).analyse([Window("upload", speech, RATE, 0.0, 10.0, False)])
+    assert upload == live.result  # label, probabilities, health state, reasons, scores and level
+    np.testing.assert_array_equal(upload.embedding, live.result.embedding)
+    assert {"drift", "drift_ready"} <= set(upload.health_scores)  # uploads are judged with drift, like live windows
+    assert [c.kind for c in changes] == ["activity_changed", "health_changed"]
+
+
+def test_uploads_are_cut_with_the_pipeline_window_length(bundle, speech: np.ndarray) -> None:
+    results = Analyzer(bundle, window_s=4.0).analyze_audio(wav_bytes(speech))
+    assert [(r.start_unix_ms, r.end_unix_ms) for r in results] == [(0, 4000), (4000, 8000), (8000, 10000)]
+    assert Analyzer(bundle, window_s=4.0).embed_audio_bytes(wav_bytes(speech)).shape == (3, bundle.embedding_dim)
+
+
+def test_an_upload_never_touches_the_live_microphones_drift_or_state(bundle, speech: np.ndarray) -> None:
+    analyzer = Analyzer(bundle)
+    analyzer.analyse([Window("kitchen", speech, RATE, 0.0, 10.0, True)])
+    before = analyzer.drift_state()
+    analyzer.analyze_audio(wav_bytes(speech))
+    assert analyzer.drift_state() == before and set(before) == {"kitchen"}
+
+
+def test_an_upload_shorter_than_a_second_is_an_audio_error(bundle) -> None:
+    with pytest.raises(AudioError, match="shorter than the 1 s minimum window"):
+        Analyzer(bundle).analyze_audio(wav_bytes(np.zeros((1, RATE // 2), np.float32)))
