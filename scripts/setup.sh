@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
-# Idempotent set-up for Debian 12 (run as root, no stdin needed): installs the Debian packages in
-# scripts/apt-packages.txt, creates .venv and installs roomtone with exactly pinned dependencies in ONE
-# pip command. A second run on a ready machine only checks and takes a few seconds.
+# Idempotent set-up for Debian 12 (run as root, no stdin needed): installs the Debian packages, creates
+# .venv and installs roomtone with exactly pinned dependencies in ONE pip command. A second run on a
+# ready machine only checks and takes a few seconds.
+#   scripts/setup.sh          what the daemon needs (scripts/apt-packages.txt; used by run.sh and the image)
+#   scripts/setup.sh --test   that plus what the tests need (scripts/apt-packages-test.txt, the test extras)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
+mode=run
+case "${1:-}" in
+    "") ;;
+    --test) mode=test ;;
+    *) log "usage: scripts/setup.sh [--test]"; exit 2 ;;
+esac
+# pip extras of each mode (pyproject.toml [project.optional-dependencies]); test is a superset of run.
+extras_run=""
+extras_test="test"
+lists=(scripts/apt-packages.txt)
+if [ "$mode" = test ]; then lists+=(scripts/apt-packages-test.txt); fi
+
 # 1. Debian packages (only the missing ones; apt-get update only when something is missing).
-mapfile -t packages < <(grep -v -e '^#' -e '^[[:space:]]*$' scripts/apt-packages.txt)
+mapfile -t packages < <(cat "${lists[@]}" | grep -v -e '^#' -e '^[[:space:]]*$')
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -33,15 +47,21 @@ if [ ! -x .venv/bin/python ]; then
     log "creating .venv with $PYTHON"
     "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.roomtone-installed
+extras="extras_$mode"
+extras="${!extras}"
+spec="."
+[ -n "$extras" ] && spec=".[$extras]"
 want="$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+stamp=".venv/.roomtone-installed-$mode"
+# A test install (a superset) also satisfies the run mode.
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] && [ "$(cat .venv/.roomtone-installed-test 2>/dev/null)" != "$want" ]; then
     log "installing Python requirements into .venv (first run downloads about 3 GB)"
     # ONE pip command: torch 2.11 and grpcio-tools must be resolved together (setuptools < 82).
-    .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]' 2>&1 \
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock -e "$spec" 2>&1 \
         | grep -v -e '^WARNING: Location' >&2 || true
     .venv/bin/python -c 'import torch, torchaudio, soundfile, sounddevice, grpc, encoder, service' \
         || { log "installation is incomplete"; exit 1; }
     echo "$want" > "$stamp"
+    if [ "$mode" = test ]; then echo "$want" > .venv/.roomtone-installed-run; fi
 fi
 log "ready (.venv, $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -3,7 +3,7 @@
 # test ran. Extra arguments go to pytest (e.g. `bash scripts/test.sh -k log_mel`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 export PYTHONUNBUFFERED=1
 status=0
 .venv/bin/python -m pytest -ra "$@" || status=$?

@@ -22,7 +22,7 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "roomtone.json"
 UNIT = DEPLOY / "systemd" / "roomtone.service"
 EXAMPLE_CONFIG = DEPLOY / "roomtone.toml"
 
-#: Debian packages (scripts/apt-packages.txt) whose absence fails the suite under CI=true.
+#: Debian packages (scripts/apt-packages-test.txt) whose absence fails the suite under CI=true.
 REQUIRED_IN_CI = {"promtool": "prometheus", "docker-compose": "docker-compose"}
 
 

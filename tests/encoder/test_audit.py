@@ -36,10 +36,10 @@ def _inject(samples: np.ndarray, fault: str, rate: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def planted(homesounds: Path, tmp_path_factory) -> tuple[Path, list[str], list[str]]:
+def planted(full_homesounds: Path, tmp_path_factory) -> tuple[Path, list[str], list[str]]:
     """32 shared 10 s clips (8 per class, folds 1-2) with 2 mislabels and 4 broken recordings."""
     root = tmp_path_factory.mktemp("audit_data")
-    records = read_dataset(homesounds)
+    records = read_dataset(full_homesounds)
     chosen = [r for c in CLASSES for r in [r for r in records if r.label == c and r.fold in (1, 2)][:8]]
     fault_of = {i: f for f, i in FAULTS.items()}
     rows, mislabelled, broken = [], [], []

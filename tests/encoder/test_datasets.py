@@ -13,17 +13,17 @@ import soundfile
 from encoder.datasets import DatasetError, Record, read_dataset, summarize
 
 
-def test_homesounds_has_320_clips_in_4_balanced_folds_and_8_classes(homesounds):
-    records = read_dataset(homesounds)
+def test_homesounds_has_320_clips_in_4_balanced_folds_and_8_classes(full_homesounds):
+    records = read_dataset(full_homesounds)
     assert len(records) == 320
     assert {r.fold for r in records} == {1, 2, 3, 4}
     assert len({r.label for r in records}) == 8
     assert all(r.path.is_file() for r in records)
 
 
-def test_no_homesounds_group_spans_two_folds(homesounds):
+def test_no_homesounds_group_spans_two_folds(full_homesounds):
     folds_of: dict[str, set[int]] = {}
-    for record in read_dataset(homesounds):
+    for record in read_dataset(full_homesounds):
         folds_of.setdefault(record.group, set()).add(record.fold)
     assert all(len(folds) == 1 for folds in folds_of.values())
     assert len(folds_of) > 100  # the fold-wide background bed must not merge clips into one group

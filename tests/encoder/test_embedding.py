@@ -15,7 +15,7 @@ from encoder.model_file import ModelBundle, save_model
 from encoder.embedding import embed_audio, embed_paths, embed_windows
 from service.cli.main import main
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+TEST_DATA = Path(__file__).resolve().parents[1] / "data"  # the vendored clips (tests/data/homesounds)
 RATE = 16000
 
 
@@ -63,14 +63,14 @@ def test_audio_shorter_than_a_second_gives_no_windows(bundle):
 
 
 def test_embed_paths_reads_real_files(bundle):
-    files = sorted((SHARED / "homesounds" / "audio" / "speech").glob("*.flac"))[:2]
+    files = sorted((TEST_DATA / "homesounds" / "audio" / "speech").glob("*.flac"))[:2]
     results = embed_paths(bundle, files, progress=False)
     assert [r[1].shape for r in results] == [(1, 1, 256), (1, 1, 256)]
 
 
 def write_dataset(root: Path) -> list[Path]:
     """A two-clip shared-layout dataset made of real audio cut to 11 s (two windows each)."""
-    sources = sorted((SHARED / "homesounds" / "audio" / "typing").glob("*.flac"))[:2]
+    sources = sorted((TEST_DATA / "homesounds" / "audio" / "typing").glob("*.flac"))[:2]
     (root / "audio").mkdir(parents=True)
     lines = ["path,label,fold"]
     paths = []

@@ -61,8 +61,8 @@ def test_probe_needs_more_than_one_fold():
         linear_probe(_table(np.zeros((4, 2)), ["a", "b", "a", "b"], [1, 1, 1, 1]))
 
 
-def test_mfcc_probe_on_real_clips_beats_chance(homesounds):
-    all_records = read_dataset(homesounds)
+def test_mfcc_probe_on_real_clips_beats_chance(full_homesounds):
+    all_records = read_dataset(full_homesounds)
     records = [r for label in ("typing", "speech", "quiet_ambience") for k in (1, 2, 3, 4)
                for r in [r for r in all_records if r.label == label and r.fold == k][:2]]
     table = segment_table(records, mfcc_features([r.path for r in records], progress=False))

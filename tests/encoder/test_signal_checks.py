@@ -323,8 +323,8 @@ def flags_per_clip(root, batch: int = 40) -> dict[str, set[str]]:
     return result
 
 
-def test_every_clean_homesounds_clip_is_ok(homesounds):
-    flags = flags_per_clip(homesounds)
+def test_every_clean_homesounds_clip_is_ok(full_homesounds):
+    flags = flags_per_clip(full_homesounds)
     assert len(flags) == 320
     assert {name: f for name, f in flags.items() if f} == {}
 

@@ -23,7 +23,7 @@ from encoder.train import (CheckpointError, ClipFeatures, TrainConfig, learning_
 from encoder.triplets import TripletConfig
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"  # the vendored clips (tests/data/homesounds)
 CLASSES = ["speech", "typing", "water", "animals", "motor_machine", "footsteps_doors", "quiet_ambience", "tv_speech_music"]
 
 
@@ -34,7 +34,7 @@ def tiny_data(tmp_path_factory) -> Path:
     (root / "audio").mkdir()
     lines = ["path,label,fold"]
     for index, label in enumerate(CLASSES):
-        source = sorted((SHARED / "homesounds" / "audio" / label).glob("*.flac"))[0]
+        source = sorted((TEST_DATA / "homesounds" / "audio" / label).glob("*.flac"))[0]
         data, rate = soundfile.read(source, dtype="float32")
         soundfile.write(root / "audio" / f"{label}.flac", data[: 3 * rate], rate)
         lines.append(f"audio/{label}.flac,{label},{index % 4 + 1}")

@@ -75,7 +75,7 @@ def test_a_real_prometheus_scrapes_the_windows_counter_of_the_microphone(running
     binary = shutil.which("prometheus")
     if binary is None:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI needs Debian's prometheus (scripts/apt-packages.txt)")
+            pytest.fail("CI needs Debian's prometheus (scripts/apt-packages-test.txt)")
         pytest.skip("prometheus is not installed (apt-get install prometheus)")
     port = free_port()
     config = tmp_path / "prometheus.yml"
