@@ -5,8 +5,8 @@ from __future__ import annotations
 from service.cli.main import main
 
 
-def test_summary_of_homesounds_lists_every_class_and_the_total(homesounds, capsys):
-    assert main(["dataset", "summary", str(homesounds)]) == 0
+def test_summary_of_homesounds_lists_every_class_and_the_total(full_homesounds, capsys):
+    assert main(["dataset", "summary", str(full_homesounds)]) == 0
     out = capsys.readouterr().out
     for label in ("speech", "water", "quiet_ambience", "motor_machine"):
         assert label in out
