@@ -13,6 +13,7 @@ import grpc
 
 from service.cli.daemon_address import ADDRESS_ENV, DEFAULT_ADDRESS, add_address_argument
 from service.rpc import roomtone_pb2_grpc as pb_grpc
+from service.vocabulary import CA_ENV, CERT_ENV, KEY_ENV, REASON_KEY, TOKEN_FILE_ENV
 
 # Exit codes shared by the client commands.
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
@@ -21,13 +22,6 @@ _EXIT_BY_CODE = {
     grpc.StatusCode.UNAVAILABLE: EXIT_UNREACHABLE,
     grpc.StatusCode.NOT_FOUND: EXIT_NOT_FOUND,
 }
-# UNAVAILABLE details the daemon itself sends (it is running but cannot serve this request).
-_SERVER_UNAVAILABLE_PREFIXES = ("analysis backend unavailable", "the daemon is shutting down")
-
-
-#: A daemon served over TLS (docs/reliability.md): the CA file that signed its certificate, the bearer token
-#: file, and optionally a client certificate and key (mTLS).
-CA_ENV, TOKEN_FILE_ENV, CERT_ENV, KEY_ENV = "ROOMTONE_CA", "ROOMTONE_TOKEN_FILE", "ROOMTONE_CLIENT_CERT", "ROOMTONE_CLIENT_KEY"
 
 
 def _credentials(environ: dict[str, str]) -> grpc.ChannelCredentials | None:
@@ -59,9 +53,16 @@ def connect(address: str, max_message_bytes: int = 64 * 1024 * 1024) -> pb_grpc.
     return pb_grpc.RoomtoneStub(channel)
 
 
+def reason_of(error: grpc.RpcError) -> str | None:
+    """The machine-readable reason the daemon sent with an error (trailing metadata `REASON_KEY`), if any."""
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    return next((value for key, value in trailing or () if key == REASON_KEY), None)
+
+
 def is_unreachable(error: grpc.RpcError) -> bool:
-    """True when the call failed because no daemon answered (not because the daemon refused)."""
-    return error.code() == grpc.StatusCode.UNAVAILABLE and not str(error.details() or "").startswith(_SERVER_UNAVAILABLE_PREFIXES)
+    """True when the call failed because no daemon answered (not because a running daemon refused: those
+    errors carry a reason)."""
+    return error.code() == grpc.StatusCode.UNAVAILABLE and reason_of(error) is None
 
 
 def report_rpc_error(command: str, address: str, error: grpc.RpcError) -> int:

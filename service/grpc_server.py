@@ -5,14 +5,12 @@ codes; unexpected errors are logged here and reach the client only as INTERNAL "
 from __future__ import annotations
 
 import functools
-import hmac
 import io
 import logging
 import math
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -28,8 +26,10 @@ from service.config import GrpcConfig
 from service.event_bus import BusClosed, EventBus, Gap
 from service.event_store import EventQuery, EventStore, StoreError
 from service.grpc_metrics import GRPC_REQUESTS, STREAM_ITEMS_DROPPED
+from service.grpc_security import BearerTokenInterceptor, ServerSecurity
 from service.proto_names import HEALTH_FROM_PB, HEALTH_TO_PB, KIND_FROM_PB, KIND_TO_PB
 from service.records import MicStatus, StateChange, WindowResult
+from service.vocabulary import REASON_BACKEND_UNAVAILABLE, REASON_KEY, REASON_SHUTTING_DOWN
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
 
@@ -136,18 +136,29 @@ def query_from_pb(message: pb.EventFilter) -> EventQuery:
 
 
 # -- error mapping -------------------------------------------------------------------------------
-def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """Status code and client-facing message for an exception raised while serving."""
+def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, str | None]:
+    """Status code, client-facing message and machine-readable reason (or None) for an exception raised
+    while serving."""
     if isinstance(exc, Reject):
-        return exc.code, exc.message
+        return exc.code, exc.message, None
     if isinstance(exc, AudioError):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc), None
     if isinstance(exc, BackendUnavailable):
-        return grpc.StatusCode.UNAVAILABLE, f"analysis backend unavailable: {exc}"
+        return grpc.StatusCode.UNAVAILABLE, f"analysis backend unavailable: {exc}", REASON_BACKEND_UNAVAILABLE
     if isinstance(exc, (StoreError, BusClosed)):
-        return grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down or its store is unavailable"
+        return grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down or its store is unavailable", REASON_SHUTTING_DOWN
     log.exception("unexpected error while serving a gRPC request")
-    return grpc.StatusCode.INTERNAL, "internal error; see the roomtone daemon log"
+    return grpc.StatusCode.INTERNAL, "internal error; see the roomtone daemon log", None
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+    """Count the failed call and end it with its status; a reason travels as trailing metadata `REASON_KEY`,
+    so clients tell "the daemon refused" from "no daemon" without reading the message."""
+    code, message, reason = _status_of(exc)
+    GRPC_REQUESTS.labels(method, code.name).inc()
+    if reason is not None:
+        context.set_trailing_metadata(((REASON_KEY, reason),))
+    context.abort(code, message)
 
 
 def _unary(method: Callable) -> Callable:
@@ -159,9 +170,7 @@ def _unary(method: Callable) -> Callable:
         try:
             response = method(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status code, never a traceback
-            code, message = _status_of(exc)
-            GRPC_REQUESTS.labels(name, code.name).inc()
-            context.abort(code, message)
+            _abort(context, exc, name)
         GRPC_REQUESTS.labels(name, "OK").inc()
         return response
 
@@ -180,9 +189,7 @@ def _streaming(method: Callable) -> Callable:
             GRPC_REQUESTS.labels(name, "CANCELLED").inc()
             raise
         except Exception as exc:  # noqa: BLE001
-            code, message = _status_of(exc)
-            GRPC_REQUESTS.labels(name, code.name).inc()
-            context.abort(code, message)
+            _abort(context, exc, name)
         GRPC_REQUESTS.labels(name, "OK" if context.is_active() else "CANCELLED").inc()
 
     return handler
@@ -331,43 +338,6 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
         """Per-window analysis of uploaded audio; nothing is stored."""
         windows = self.backend.analyze_audio(self._check_upload(request.audio, "audio"))
         return pb.ClassifyResponse(windows=[window_to_pb(w, request.include_embedding) for w in windows])
-
-
-@dataclass(frozen=True)
-class ServerSecurity:
-    """TLS and client authentication for a listener beyond loopback (PEM bytes; token as text)."""
-
-    cert_chain: bytes
-    private_key: bytes
-    client_ca: bytes | None = None  # require client certificates signed by this CA (mTLS)
-    token: str | None = None  # require "authorization: Bearer <token>" metadata on every call
-
-
-class BearerTokenInterceptor(grpc.ServerInterceptor):
-    """Refuses every call without the right bearer token with UNAUTHENTICATED (constant-time comparison)."""
-
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
-
-    def intercept_service(self, continuation, handler_call_details):  # noqa: D102 - grpc hook
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == "authorization" and hmac.compare_digest(str(value).encode(), self._expected):
-                return continuation(handler_call_details)
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-
-        def deny(request, context):
-            GRPC_REQUESTS.labels(method, grpc.StatusCode.UNAUTHENTICATED.name).inc()
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (metadata authorization: Bearer <token>)")
-
-        wrap = (grpc.unary_unary_rpc_method_handler if handler.unary_unary else
-                grpc.unary_stream_rpc_method_handler if handler.unary_stream else
-                grpc.stream_unary_rpc_method_handler if handler.stream_unary else
-                grpc.stream_stream_rpc_method_handler)
-        return wrap(deny, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
 
 
 def _bind_host(address: str) -> str:

@@ -21,6 +21,7 @@ from service.config import PipelineConfig
 from service.metrics import Metrics
 from service.records import StateChange
 from service.sources import Chunk, Source
+from service.vocabulary import CAPTURE_LOST_STATES
 from service.windowing import Window, Windower
 
 log = logging.getLogger("roomtone.pipeline")
@@ -234,7 +235,7 @@ class Pipeline:
             if new > 0:
                 self.metrics.capture_errors.labels(mic=mic_id).inc(new)
                 self._reported_errors[mic_id] = source.errors
-            if source.state in ("reopening", "failed"):  # no audio: faulty until a window says otherwise
+            if source.state in CAPTURE_LOST_STATES:  # no audio: faulty until a window says otherwise
                 self.metrics.health_state.labels(mic=mic_id).set(2.0)
 
     # --- lifecycle ----------------------------------------------------------------------------------

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
-ADDRESS_ENV = "ROOMTONE_ADDRESS"
+from service.vocabulary import ADDRESS_ENV
+from service.vocabulary import DEFAULT_GRPC_ADDRESS as DEFAULT_ADDRESS
 
 
 def add_address_argument(parser: argparse.ArgumentParser) -> None:
-    """The --address option every client command takes (default $ROOMTONE_ADDRESS or 127.0.0.1:50051)."""
+    """The --address option every client command takes (default $ROOMTONE_ADDRESS or `DEFAULT_ADDRESS`)."""
     parser.add_argument("--address", default=os.environ.get(ADDRESS_ENV, DEFAULT_ADDRESS),
                         help=f"host:port of the roomtone daemon's gRPC API (env {ADDRESS_ENV})")

@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
 
     from encoder.embedder import DeviceError
     from encoder.model_file import ModelFileError
-    from service.daemon import Daemon, configure_logging
+    from service.daemon import Daemon
+    from service.logs import configure_logging
     from service.sources import SourceError
 
     configure_logging(config.log_level, config.log_format)
@@ -138,12 +139,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        daemon.start()
+        return daemon.run()  # only start raises: waiting and stopping log their trouble and carry on
     except (DeviceError, ModelFileError, SourceError, OSError, RuntimeError) as exc:
         print(f"roomtone run: cannot start: {exc}", file=sys.stderr)
         return 1
-    try:
-        daemon.wait()
-    finally:
-        daemon.stop()
-    return 0

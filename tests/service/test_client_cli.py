@@ -155,3 +155,15 @@ def test_times_are_durations_dates_or_unix_milliseconds() -> None:
     with pytest.raises(ValueError, match="duration like 10m"):
         parse_time("soon", now)
     assert np.isfinite(parse_time("0.5m", now))
+
+
+def test_a_running_daemon_that_cannot_serve_is_told_apart_by_its_reason_not_its_words(daemon, backend, capsys) -> None:
+    address, _, _ = daemon
+    backend.ready = False
+    try:
+        # the message says nothing the client could match ("model not loaded yet"): the reason decides
+        assert main(["mics", "--address", address]) == 3
+        assert capsys.readouterr().err.strip() == (
+            "roomtone mics: UNAVAILABLE: analysis backend unavailable: model not loaded yet")
+    finally:
+        backend.ready = True

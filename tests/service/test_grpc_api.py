@@ -396,3 +396,20 @@ def test_a_closed_store_or_bus_is_unavailable_not_internal(api: Api) -> None:
 def test_an_address_in_use_is_refused_with_the_address_named(api: Api, backend: SwitchableBackend) -> None:
     with pytest.raises(OSError, match=api.address):
         start_server(api.store, api.bus, backend, GrpcConfig(address=api.address))
+
+
+def test_errors_of_a_running_daemon_carry_a_machine_readable_reason(api: Api, clips: dict[str, Path]) -> None:
+    from service.grpc_client import is_unreachable, reason_of
+
+    api.backend.ready = False
+    with pytest.raises(grpc.RpcError) as refused:
+        api.stub.Classify(pb.ClassifyRequest(audio=clips["speech"].read_bytes()))
+    assert reason_of(refused.value) == "backend_unavailable" and not is_unreachable(refused.value)
+    api.backend.ready = True
+    api.store.close()
+    with pytest.raises(grpc.RpcError) as closing:
+        api.stub.ListEvents(pb.ListEventsRequest())
+    assert closing.value.code() == grpc.StatusCode.UNAVAILABLE and reason_of(closing.value) == "shutting_down"
+    with grpc.insecure_channel("127.0.0.1:1") as nowhere, pytest.raises(grpc.RpcError) as unreachable:
+        pb_grpc.RoomtoneStub(nowhere).ListMicrophones(pb.ListMicrophonesRequest(), timeout=5)
+    assert reason_of(unreachable.value) is None and is_unreachable(unreachable.value)

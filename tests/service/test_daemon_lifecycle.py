@@ -1,0 +1,76 @@
+"""Specification of the daemon's lifecycle (service/daemon.py) and the mic-status rule: parts stop in the
+reverse order they started, a part that fails to start stops what came before, and a microphone that
+delivers no audio reads faulty."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from daemon_support import small_model_file  # tests/service/ is on sys.path (pytest rootdir-relative import)
+from service.config import load_config
+from service.daemon import Daemon
+from service.event_store import StoreError
+from service.mic_status import mic_status
+from service.records import WindowResult
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, homesounds: Path) -> Path:
+    return small_model_file(tmp_path_factory.mktemp("model") / "small.pt", homesounds)
+
+
+def config_for(small_model: Path, homesounds: Path, tmp_path: Path, grpc_address: str = "127.0.0.1:0"):
+    clip = homesounds / "audio" / "water" / "water_A1_000.flac"
+    return load_config(None, {
+        "model": str(small_model), "data_dir": str(tmp_path / "data"),
+        "mics": [{"id": "sink", "kind": "file", "path": str(clip), "realtime": False}],
+        "grpc": {"address": grpc_address}, "metrics": {"port": 0},
+    }, environ={})
+
+
+def test_a_part_that_fails_to_start_stops_every_part_started_before_it(small_model, homesounds, tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        daemon = Daemon(config_for(small_model, homesounds, tmp_path, f"127.0.0.1:{taken.getsockname()[1]}"))
+        with pytest.raises(OSError, match="gRPC"):
+            daemon.start()
+    with pytest.raises(StoreError):  # the store opened before the API was closed again...
+        daemon.store.add_results([WindowResult("sink", 0, 1, None, {}, "ok", (), {}, -30.0)])
+    with socket.socket() as probe:  # ...and so was the /metrics listener
+        probe.bind(("127.0.0.1", daemon.metrics_port))
+    assert daemon.drift_path.is_file()  # the baselines were still saved
+    assert not daemon.pipeline.drained.is_set() and daemon.pipeline.stats.windows_cut == 0  # capture never began
+
+
+def test_stop_ends_capture_before_the_api_and_closes_the_store_last(small_model, homesounds, tmp_path) -> None:
+    daemon = Daemon(config_for(small_model, homesounds, tmp_path))
+    daemon.start()
+    assert daemon.pipeline.drained.wait(60)
+    order = [name for name, _ in reversed(daemon._stops)]
+    daemon.stop()
+    assert order == ["retention", "capture and pipeline", "gRPC API", "metrics", "event bus", "store", "drift baselines"]
+    assert daemon.pipeline.stats.windows_stored == 1
+    daemon.stop()  # a second stop does nothing
+
+
+@dataclass
+class FakeSource:
+    state: str
+    description: str = "USB Audio Device"
+
+
+def test_a_microphone_whose_capture_is_lost_reads_faulty_whatever_its_last_window_said() -> None:
+    last = WindowResult("kitchen", 0, 10_000, "speech", {}, "ok", (), {"hum": 1.0}, -30.0)
+    for state in ("reopening", "failed"):
+        (status,) = mic_status({"kitchen": FakeSource(state)}, {"kitchen": last})
+        assert (status.health_state, status.health_reasons) == ("faulty", (f"no_input: capture is {state} (device lost or stalled)",))
+        assert status.label == "speech" and status.last_window_end_unix_ms == 10_000
+    (running,) = mic_status({"kitchen": FakeSource("running")}, {"kitchen": last})
+    assert (running.health_state, running.health_reasons, running.health_scores) == ("ok", (), {"hum": 1.0})
+    (new,) = mic_status({"hall": FakeSource("starting")}, {})
+    assert (new.health_state, new.label, new.last_window_end_unix_ms) == (None, None, None)
