@@ -11,11 +11,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
 
 from encoder.audio import load_audio
 from encoder.embedder import TorchEmbedder
 from encoder.model_file import ModelBundle
+from encoder.resampling import resample
 from encoder.windows import WINDOW_SECONDS, window_spans
 
 
@@ -42,7 +42,7 @@ def embed_audio(
         raise ValueError(f"embed_audio expects [channels, samples], got shape {tuple(waveform.shape)}")
     rate = bundle.feature_config.sample_rate
     if sample_rate != rate:
-        waveform = AF.resample(waveform, sample_rate, rate)
+        waveform = torch.from_numpy(resample(waveform.numpy(), sample_rate, rate))
     channels = waveform.shape[0]
     spans = window_spans(waveform.shape[1], rate, window_s)
     offsets = np.array([span.offset_s(rate) for span in spans], dtype=np.float64)

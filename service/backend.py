@@ -10,6 +10,12 @@ import numpy as np
 from service.records import MicStatus, WindowResult
 
 
+#: Most samples (frames x channels, at the file's rate and after resampling to the model's) one upload may
+#: decode to: 32 Mi float32 samples = 128 MiB, e.g. 11 min of 48 kHz mono or 17 min of 16 kHz stereo. A 3.4 MB
+#: FLAC can claim 600 s x 8 channels x 655,350 Hz (11.7 GiB); backends pass this to encoder.audio's max_samples.
+MAX_UPLOAD_SAMPLES = 32 * 2**20
+
+
 class BackendUnavailable(RuntimeError):
     """The backend cannot serve right now (model not loaded yet, shutting down); maps to UNAVAILABLE."""
 
@@ -26,7 +32,8 @@ class ServiceBackend(Protocol):
 
         Returned windows have ``mic_id="upload"``, ``start_unix_ms``/``end_unix_ms`` as milliseconds
         from the start of the upload, and the embedding filled. Raises encoder.audio.AudioError for
-        undecodable/empty/too-short audio and BackendUnavailable when the model is not ready.
+        undecodable/empty/too-short audio (AudioTooLarge above MAX_UPLOAD_SAMPLES, checked before decoding)
+        and BackendUnavailable when the model is not ready.
         """
         ...
 

@@ -137,6 +137,9 @@ class GrpcConfig(Section):
                                   description="largest Classify/FindSimilar upload; more: RESOURCE_EXHAUSTED (bytes)")
     max_streams: int = Field(64, ge=1, le=1024,
                              description="concurrent StreamEvents clients; more: RESOURCE_EXHAUSTED (streams)")
+    max_concurrent_uploads: int = Field(
+        2, ge=1, le=16, description="Classify/FindSimilar uploads decoded and analysed at once (each up to 128 MiB of "
+                                    "samples); more wait up to 30 s, then RESOURCE_EXHAUSTED (uploads)")
 
     @field_validator("address")
     @classmethod
@@ -441,7 +444,7 @@ def _range_of(info: Any) -> str:
 
 def _unit_of(description: str) -> tuple[str, str]:
     """(meaning, unit) from a description ending in ``(unit)``."""
-    match = re.fullmatch(r"(.*) \((s|days|MiB|bytes|streams|windows|connections|classes)\)", description)
+    match = re.fullmatch(r"(.*) \((s|days|MiB|bytes|streams|windows|connections|classes|uploads)\)", description)
     return (match.group(1), match.group(2)) if match else (description, "")
 
 

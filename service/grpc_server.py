@@ -4,6 +4,7 @@ codes; unexpected errors are logged here and reach the client only as INTERNAL "
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
@@ -19,7 +20,7 @@ import soundfile
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from encoder.audio import AudioError
+from encoder.audio import AudioError, AudioTooLarge
 from encoder.vocabulary import SILENCE_DBFS
 from service.backend import BackendUnavailable, ServiceBackend
 from service.config import GrpcConfig
@@ -41,6 +42,8 @@ IN_PROCESS_SUBSCRIBERS = 8
 #: Longest upload analysed: a few MiB of compressed silence can decode to hours of audio (a decompression bomb).
 MAX_UPLOAD_SECONDS = 600.0
 MAX_UPLOAD_CHANNELS = 32
+#: Longest an upload waits for a decode slot (grpc.max_concurrent_uploads) before RESOURCE_EXHAUSTED.
+UPLOAD_WAIT_S = 30.0
 MAX_PAGE = 1000
 MAX_K = 1000
 
@@ -141,6 +144,8 @@ def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, str | None]:
     while serving."""
     if isinstance(exc, Reject):
         return exc.code, exc.message, None
+    if isinstance(exc, AudioTooLarge):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), None
     if isinstance(exc, AudioError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc), None
     if isinstance(exc, BackendUnavailable):
@@ -203,6 +208,9 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
         self.store, self.bus, self.backend = store, bus, backend
         self.max_upload_bytes = config.max_upload_bytes
         self.max_streams = config.max_streams
+        # Each upload decodes to up to MAX_UPLOAD_SAMPLES floats (128 MiB) plus its windows: bound how many at once.
+        self._uploads = threading.BoundedSemaphore(config.max_concurrent_uploads)
+        self._upload_slots = config.max_concurrent_uploads
         self._streams = 0
         self._streams_lock = threading.Lock()
 
@@ -222,6 +230,20 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
                          f"{field}: {seconds:.0f} s x {info.channels} channel(s) of audio exceeds the limit of "
                          f"{MAX_UPLOAD_SECONDS:.0f} s and {MAX_UPLOAD_CHANNELS} channels per upload")
         return data
+
+    @contextlib.contextmanager
+    def _upload_slot(self, context: grpc.ServicerContext) -> Iterator[None]:
+        """Hold one of ``max_concurrent_uploads`` decode slots; waits while the client's deadline (at most
+        UPLOAD_WAIT_S) allows, then RESOURCE_EXHAUSTED."""
+        remaining = context.time_remaining()
+        wait = UPLOAD_WAIT_S if remaining is None else max(0.0, min(UPLOAD_WAIT_S, remaining - 1.0))
+        if not self._uploads.acquire(timeout=wait):
+            raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"{self._upload_slots} uploads are being analysed (grpc.max_concurrent_uploads); try again shortly")
+        try:
+            yield
+        finally:
+            self._uploads.release()
 
     def _mic(self, mic_id: str) -> MicStatus:
         for mic in self.backend.microphones():
@@ -321,7 +343,9 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
                 raise Reject(grpc.StatusCode.FAILED_PRECONDITION, f"window {request.window_id} has no stored embedding")
             query, exclude = window.embedding, [request.window_id]
         elif which == "audio":
-            embeddings = np.asarray(self.backend.embed_audio_bytes(self._check_upload(request.audio, "audio")), dtype=np.float32)
+            with self._upload_slot(context):
+                embeddings = np.asarray(self.backend.embed_audio_bytes(self._check_upload(request.audio, "audio")),
+                                        dtype=np.float32)
             if embeddings.ndim != 2 or embeddings.shape[0] == 0:
                 raise Reject(grpc.StatusCode.INVALID_ARGUMENT, "audio: too short for one analysis window")
             query = embeddings.mean(axis=0)
@@ -336,7 +360,8 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
     @_unary
     def Classify(self, request: pb.ClassifyRequest, context: grpc.ServicerContext) -> pb.ClassifyResponse:
         """Per-window analysis of uploaded audio; nothing is stored."""
-        windows = self.backend.analyze_audio(self._check_upload(request.audio, "audio"))
+        with self._upload_slot(context):
+            windows = self.backend.analyze_audio(self._check_upload(request.audio, "audio"))
         return pb.ClassifyResponse(windows=[window_to_pb(w, request.include_embedding) for w in windows])
 
 

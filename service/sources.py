@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 import numpy as np
 import soundfile
 
+from encoder.resampling import RateError, check_rate
 from service.config import DEMO_CLIP, MicConfig
 
 log = logging.getLogger("roomtone.sources")
@@ -101,6 +102,10 @@ class FileSource:
             raise SourceError(f"mic {mic_id}: cannot open audio file {self.path} ({exc})") from None
         if info.frames == 0:
             raise SourceError(f"mic {mic_id}: audio file {self.path} has no samples")
+        try:
+            check_rate(info.samplerate, "sample rate")
+        except RateError as exc:
+            raise SourceError(f"mic {mic_id}: audio file {self.path}: {exc}") from None
         self.description = str(self.path)
         self.sample_rate = int(info.samplerate)
         self.channels = int(info.channels)

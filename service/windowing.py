@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torchaudio.functional as AF
 
+from encoder.resampling import resample
 from encoder.windows import WINDOW_SECONDS
 from service.sources import Chunk
 
@@ -30,13 +29,6 @@ class Window:
     def mono(self) -> np.ndarray:
         """The mono mix float32 ``[n]`` the model hears (channels averaged, NaN/Inf as 0)."""
         return np.nan_to_num(self.samples.mean(axis=0), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-
-
-def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """``samples [channels, n]`` resampled with torchaudio's band-limited sinc interpolation."""
-    if source_rate == target_rate:
-        return samples
-    return AF.resample(torch.from_numpy(np.ascontiguousarray(samples)), source_rate, target_rate).numpy()
 
 
 class Windower:

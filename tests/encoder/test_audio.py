@@ -96,3 +96,40 @@ def test_nan_samples_are_rejected(tmp_path):
 def test_a_directory_is_not_audio(tmp_path):
     with pytest.raises(AudioError, match="is a directory"):
         load_audio(tmp_path)
+
+
+@pytest.mark.parametrize("rate", [44_101, 11_127, 655_350])
+def test_files_at_odd_rates_decode_at_the_model_rate(tmp_path, rate):
+    data = np.random.default_rng(0).uniform(-0.5, 0.5, (rate // 2, 2)).astype(np.float32)
+    waveform, out_rate = load_audio(write(tmp_path / f"odd{rate}.flac", data, rate=rate, format="FLAC"), 16000)
+    assert out_rate == 16000 and tuple(waveform.shape) == (2, 8000)
+
+
+def test_a_decoded_size_above_the_bound_is_refused_from_the_header_before_decoding(tmp_path):
+    from encoder.audio import AudioTooLarge
+
+    path = write(tmp_path / "long.flac", np.zeros((48_000, 8), np.float32), rate=48_000, format="FLAC")
+    with pytest.raises(AudioTooLarge, match=r"long\.flac: 1\.0 s x 8 channel\(s\) at 48000 Hz decodes to 384,000"):
+        decode_audio(path, 16000, max_samples=100_000)
+    # upsampling counts too: 1 s at 8 kHz becomes 16,000 samples per channel at 16 kHz
+    low = write(tmp_path / "low.wav", np.zeros((8000, 1), np.float32), rate=8000)
+    with pytest.raises(AudioTooLarge):
+        decode_audio(low, 16000, max_samples=10_000)
+    assert decode_audio(low, 16000, max_samples=16_000)[0].shape == (1, 16000)
+
+
+def test_a_fifo_or_a_device_is_refused_as_not_a_regular_file(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(AudioError, match=r"pipe\.wav: is a FIFO, not a regular audio file"):
+        load_audio(fifo)
+    with pytest.raises(AudioError, match=r"/dev/zero: is a device, not a regular audio file"):
+        load_audio("/dev/zero")
+
+
+def test_a_file_rate_outside_the_supported_range_is_named(tmp_path):
+    path = write(tmp_path / "fast.wav", np.zeros((10, 1), np.float32), rate=1_000_000)
+    with pytest.raises(AudioError, match=r"fast\.wav: sample rate 1000000 Hz is not supported"):
+        load_audio(path)

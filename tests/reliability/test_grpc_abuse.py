@@ -85,6 +85,25 @@ def test_uploads_over_the_size_or_duration_limit_are_resource_exhausted(daemon):
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "600 s" in refused.value.details()
 
 
+def test_an_upload_that_decodes_to_too_many_samples_is_refused_from_its_header(daemon):
+    """10 s x 8 channels x 655,350 Hz passes the duration and channel checks; its 52 M decoded samples (210 MB
+    as float32) do not fit MAX_UPLOAD_SAMPLES, so it is refused before anything is decoded."""
+    _, stub, _ = daemon
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", 655_350, 8, format="FLAC") as sound:
+        block = np.zeros((655_350, 8), np.float32)
+        for _ in range(10):
+            sound.write(block)
+    bomb = buffer.getvalue()
+    assert len(bomb) < UPLOAD_LIMIT
+    for call in (lambda: stub.Classify(pb.ClassifyRequest(audio=bomb), timeout=30),
+                 lambda: stub.FindSimilar(pb.FindSimilarRequest(audio=bomb), timeout=30)):
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "decodes to 52,428,000 samples, above the limit of 33,554,432" in refused.value.details()
+
+
 texts = st.text(max_size=40)
 ints32 = st.integers(min_value=-(2 ** 31), max_value=2 ** 31 - 1)
 ints64 = st.integers(min_value=-(2 ** 63), max_value=2 ** 63 - 1)

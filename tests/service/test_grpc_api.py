@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,6 +259,64 @@ def test_every_stream_the_config_allows_gets_a_bus_subscription(tmp_path: Path, 
         channel.close()
         stop_server(server, grace_s=0.5)
         store.close()
+
+
+class SlowBackend:
+    """The tiny backend, slowed down, counting how many uploads it analyses at once."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.active, self.most = backend, 0, 0
+        self.lock = threading.Lock()
+
+    def microphones(self):
+        return self.backend.microphones()
+
+    def analyze_audio(self, data: bytes):
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(0.3)
+            return self.backend.analyze_audio(data)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def embed_audio_bytes(self, data: bytes):
+        return self.backend.embed_audio_bytes(data)
+
+
+def test_uploads_are_decoded_at_most_max_concurrent_uploads_at_a_time_and_the_rest_wait(tmp_path, backend, clips):
+    slow = SlowBackend(backend)
+    config = GrpcConfig(address="127.0.0.1:0", max_concurrent_uploads=2)
+    store = EventStore(tmp_path / "uploads.db")
+    server = start_server(store, event_bus_for(config), slow, config)
+    channel = grpc.insecure_channel(server.roomtone_address)
+    audio = clips["speech"].read_bytes()
+    try:
+        stub = pb_grpc.RoomtoneStub(channel)
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda _: stub.Classify(pb.ClassifyRequest(audio=audio), timeout=60), range(8)))
+        assert all(reply.windows for reply in replies)  # every upload was served, none refused
+        assert slow.most == 2
+        # a client whose deadline ends before a slot frees up is told so instead of waiting past it
+        with ThreadPoolExecutor(3) as pool:
+            calls = [pool.submit(stub.Classify, pb.ClassifyRequest(audio=audio), timeout=t) for t in (60, 60, 0.2)]
+            codes = [_code_of_future(c) for c in calls]
+        assert codes[:2] == [grpc.StatusCode.OK] * 2
+        assert codes[2] in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED)
+    finally:
+        channel.close()
+        stop_server(server, grace_s=0.5)
+        store.close()
+
+
+def _code_of_future(future) -> grpc.StatusCode:
+    try:
+        future.result()
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
 
 
 # -- similarity ----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from daemon_support import play, pulseaudio, write_wav  # noqa: F401 (pulseaudio
 from encoder.audio import load_audio
 from service.config import DEMO_CLIP, MicConfig
 from service.sources import Chunk, DeviceSource, FileSource, SourceError, open_source
-from service.windowing import resample
+from encoder.resampling import resample
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from encoder.audio import load_audio
+from encoder.resampling import resample
 from encoder.windows import window_spans
 from service.sources import Chunk
-from service.windowing import Windower, resample
+from service.windowing import Windower
 
 
 def stream(samples: np.ndarray, rate: int, sizes: list[int], t0: float = 1000.0):
