@@ -5,7 +5,6 @@ torchaudio's resampler needed 11.9 GB for 1 s at 44,101 Hz and got the daemon ki
 from __future__ import annotations
 
 import os
-import resource
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from daemon_support import ROOMTONE
 from reliability_support import DaemonProcess, isolated_args
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
@@ -43,16 +43,14 @@ def odd_rate_file(directory, rate: int, seconds: float = 4.5):
     return path
 
 
-def limited() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-
-
 def test_odd_rates_go_through_file_microphones_and_classify_within_a_memory_limit(small_model, tmp_path):
     files = {rate: odd_rate_file(tmp_path, rate) for rate in RATES}
     args = ["--model", str(small_model), "--window-s", "2", "--hop-s", "2", "--demo", "--fast"]
     for rate, path in files.items():
         args += ["--file", f"r{rate}={path}"]
-    daemon = DaemonProcess([*args, *isolated_args(tmp_path / "data")], env=dict(os.environ), preexec_fn=limited)
+    # prlimit, not preexec_fn: forking a test process that holds gRPC threads breaks gRPC in the child
+    daemon = DaemonProcess([*args, *isolated_args(tmp_path / "data")], env=dict(os.environ),
+                           command=("prlimit", f"--as={ADDRESS_SPACE}", str(ROOMTONE), "run"))
     try:
         running = daemon.wait_for("roomtone running", 90)
         channel = grpc.insecure_channel(running["grpc"], options=[("grpc.max_send_message_length", 64 << 20)])
