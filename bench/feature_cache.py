@@ -1,9 +1,10 @@
-"""Is it faster to compute log-Mel once per clip and keep it in memory, or on every triplet access?
+"""What assembling a training batch costs: from cached log-Mel, or from cached audio through the
+capture chain (augmented before log-Mel), with mixup and random resize crop, or decoded on the fly.
 
     .venv/bin/python bench/feature_cache.py --data ../shared/data/homesounds --batches 3
 
-Prints the one-off cost of filling the cache, the time to assemble one batch of 64 triplets (3 tiles
-each) from the cache and on the fly, and the cache's memory. The training step itself is identical.
+Prints the one-off cost of filling each store, its memory, and the seconds to build one batch of 64
+triplets (192 views) each way. The training step itself (bench/training_speed.py) is the same for all.
 """
 
 from __future__ import annotations
@@ -17,15 +18,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from encoder.train import ClipFeatures, TrainConfig, training_clips, triplet_tiles  # noqa: E402
+from bench.window_path import load_average  # noqa: E402
+from encoder.augment import AugmentConfig  # noqa: E402
+from encoder.train import TrainConfig  # noqa: E402
+from encoder.training_data import ClipStore, StepBatches, sampler_clips, training_clips, triplet_plan  # noqa: E402
+from encoder.triplets import TripletConfig, TripletSampler  # noqa: E402
 
-
-def batch_seconds(dataset, batches: int, batch_size: int) -> float:
-    """Mean seconds to assemble one batch of triplets."""
-    start = time.perf_counter()
-    for b in range(batches):
-        torch.stack([dataset[(b * batch_size + i) % len(dataset)] for i in range(batch_size)])
-    return (time.perf_counter() - start) / batches
+CAPTURE = AugmentConfig(reverb_p=0.5, noise_p=0.5, band_limit_p=0.5, resample_p=0.5)
+CASES = (
+    ("log-Mel cache, no augmentation", "log_mel", True, AugmentConfig()),
+    ("log-Mel cache + mixup 0.4 + crop 0.6", "log_mel", True, AugmentConfig(mixup=0.4, crop_min_scale=0.6)),
+    ("audio cache, no augmentation (log-Mel per tile)", "waveform", True, AugmentConfig()),
+    ("audio cache + capture chain, each step p=0.5", "waveform", True, CAPTURE),
+    ("audio cache + capture chain, each step p=1", "waveform", True,
+     AugmentConfig(reverb_p=1.0, noise_p=1.0, band_limit_p=1.0, resample_p=1.0)),
+    ("on the fly (decode + log-Mel of each tile's clip)", "log_mel", False, AugmentConfig()),
+)
 
 
 def main() -> int:
@@ -36,25 +44,27 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = TrainConfig(data=(args.data,))
+    config = TrainConfig(data=(args.data,), triplets=TripletConfig(tile_s=2.0, random_offsets=True))
     clips, _ = training_clips(config.data)
-    paths = [c.path for c in clips]
-    groups = [c.group for c in clips]
-    indices = list(range(len(clips)))
-
-    start = time.perf_counter()
-    cached = ClipFeatures(paths, config.features, cache=True)
-    fill = time.perf_counter() - start
-    megabytes = sum(t.numel() * t.element_size() for t in cached.cached) / 1e6
-    from_cache = batch_seconds(triplet_tiles(cached, indices, groups, config, 0), args.batches, args.batch_size)
-    on_the_fly = batch_seconds(
-        triplet_tiles(ClipFeatures(paths, config.features, cache=False), indices, groups, config, 0),
-        args.batches, args.batch_size,
-    )
-    print(f"clips: {len(clips)}, threads: {args.threads}")
-    print(f"fill cache once: {fill:.1f} s ({fill / len(clips) * 1000:.1f} ms/clip), {megabytes:.0f} MB in memory")
-    print(f"batch of {args.batch_size} triplets from cache: {from_cache * 1000:.1f} ms")
-    print(f"batch of {args.batch_size} triplets on the fly: {on_the_fly * 1000:.1f} ms")
+    tile = int(round(config.triplets.tile_s * 1000 / config.features.hop_ms))
+    print(f"clips: {len(clips)}, threads: {args.threads}, batch {args.batch_size} triplets of {config.triplets.tile_s:g} s, "
+          f"load average {load_average()}\n")
+    print("| batch from | fill store once | store MB | s per batch |\n|---|---|---|---|")
+    stores: dict[tuple[str, bool], tuple[ClipStore, float]] = {}
+    for name, kind, cache, augment in CASES:
+        if (kind, cache) not in stores:
+            start = time.perf_counter()
+            stores[kind, cache] = ClipStore(clips, config.features, kind, cache), time.perf_counter() - start
+        store, fill = stores[kind, cache]
+        sampler = TripletSampler(sampler_clips(store, range(len(clips))), tile, config.triplets)
+        batches = StepBatches(store, triplet_plan(sampler, args.batch_size, 0), len(clips) // args.batch_size,
+                              tile, 3, augment, 0.0, 0)
+        start = time.perf_counter()
+        for b in range(args.batches):
+            batches[b % len(batches)]
+        seconds = (time.perf_counter() - start) / args.batches
+        megabytes = sum(t.numel() * t.element_size() for t in store.cached) / 1e6 if store.cached else 0.0
+        print(f"| {name} | {fill:.1f} s | {megabytes:.0f} | {seconds:.2f} |", flush=True)
     return 0
 
 

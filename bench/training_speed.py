@@ -40,13 +40,17 @@ def seconds_per_step(config, device: torch.device, steps: int) -> float:
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     frames = frame_count(int(config.triplets.tile_s * config.features.sample_rate), config.features)
-    batch = torch.randn(config.batch_size, 3, 1, config.features.n_mels, frames, device=device) * 20 - 50
+    if config.triplets.sampler == "pk":
+        ids = torch.arange(config.triplets.clips_per_batch).repeat_interleave(config.triplets.tiles_per_clip)
+    else:
+        ids = torch.arange(2 * config.batch_size).view(-1, 2)[:, [0, 0, 1]].flatten()
+    batch = torch.randn(len(ids), 1, config.features.n_mels, frames, device=device) * 20 - 50
     times = []
     for step in range(steps + 1):  # the first step warms up
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        train_step(model, batch, optimiser, scaler, config.margin, amp)
+        train_step(model, batch, ids, optimiser, scaler, config.loss, config.margin, amp)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if step:
@@ -69,11 +73,12 @@ def main() -> int:
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; {machine()}; device {device}; load average {load_average()}")
     print(f"config {args.config}: width {config.encoder.width}, batch {config.batch_size} triplets of "
           f"{config.triplets.tile_s:g} s tiles\n")
-    print("| threads | s per step | triplets/s |\n|---|---|---|")
+    tiles = config.triplets.clips_per_batch * config.triplets.tiles_per_clip if config.triplets.sampler == "pk" else 3 * config.batch_size
+    print("| threads | s per step | tiles/s |\n|---|---|---|")
     for threads in (args.threads if device.type == "cpu" else [torch.get_num_threads()]):
         torch.set_num_threads(threads)
         step = seconds_per_step(config, device, args.steps)
-        print(f"| {threads} | {step:.2f} | {config.batch_size / step:.1f} |", flush=True)
+        print(f"| {threads} | {step:.2f} | {tiles / step:.1f} |", flush=True)
 
     from encoder.model_file import load_model
 

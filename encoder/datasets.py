@@ -195,3 +195,55 @@ def summarize(records: list[Record]) -> DatasetSummary:
         if len(folds) > 1:
             problems.append(f"group {group!r} appears in folds {sorted(folds)}")
     return DatasetSummary(len(records), dict(sorted(classes.items())), seconds / 60, channels, rates, problems)
+
+
+# ------------------------------------------------------------------------------------------ unlabelled
+
+#: File endings the folder reader takes as audio (what libsndfile decodes).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")
+
+
+@dataclass(frozen=True)
+class UnlabelledRecord:
+    """One unlabelled file: path, the group it must not be contrasted with, and its recording domain."""
+
+    path: Path
+    group: str
+    domain: str
+
+
+def is_unlabelled_folder(path: Path) -> bool:
+    """True for a folder with a ``manifest.csv`` or, failing that, audio files anywhere below it."""
+    if not path.is_dir():
+        return False
+    return (path / "manifest.csv").is_file() or any(p.suffix.lower() in AUDIO_SUFFIXES for p in path.rglob("*") if p.is_file())
+
+
+def read_unlabelled(path: str | Path) -> list[UnlabelledRecord]:
+    """Files of an unlabelled corpus. With a ``manifest.csv`` (``path, source_package, source_files, kind``,
+    as ../shared/data/unlabelled): group = the source files (chunks of one track are never opposites),
+    domain = ``package:kind`` (one game's music, one package's effects with their shared ambience bed).
+    Otherwise every audio file below the folder is its own group and its folder is its domain."""
+    root = Path(path)
+    manifest = root / "manifest.csv"
+    if manifest.is_file():
+        with manifest.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if "path" not in (reader.fieldnames or []):
+                raise DatasetError(f"{manifest}: missing column 'path'; found {reader.fieldnames}")
+            records = []
+            for line_no, row in enumerate(reader, start=2):
+                file = (root / row["path"]).resolve()
+                if not row["path"] or not file.is_file():
+                    raise DatasetError(f"{manifest}:{line_no}: listed file {row['path']!r} does not exist")
+                package = row.get("source_package") or ""
+                domain = f"{package}:{row.get('kind') or ''}" if package or row.get("kind") else ""
+                records.append(UnlabelledRecord(file, row.get("source_files") or row["path"], domain))
+    elif root.is_dir():
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+        records = [UnlabelledRecord(p.resolve(), str(p.relative_to(root)), str(p.parent.relative_to(root))) for p in files]
+    else:
+        raise DatasetError(f"{root}: not a folder of audio files")
+    if not records:
+        raise DatasetError(f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found")
+    return records

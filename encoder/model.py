@@ -1,7 +1,7 @@
 """The embedding network and nothing else: a ResNet18-layout CNN on log-Mel spectrograms.
 
 ``[batch, 1, n_mels, frames] -> [batch, embedding_dim]``, L2-normalised, for any frame count (global
-average pooling over frequency and time). Width and depth are an `EncoderConfig`, stored in the model
+average pooling over frequency and time, or mean+max pooling). The projection head is training-only. Width and depth are an `EncoderConfig`, stored in the model
 file. CPU and CUDA; autograd; no TorchScript needed.
 """
 
@@ -16,6 +16,8 @@ from torch import nn
 
 from encoder.config_keys import reject_unknown_keys
 
+POOLING = ("mean", "mean+max")
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -24,8 +26,11 @@ class EncoderConfig:
     width: int = 16  # chosen from the measured speed/quality trade-off in docs/encoder.md
     blocks: tuple[int, ...] = (2, 2, 2, 2)
     embedding_dim: int = 256
+    pooling: str = "mean"  # "mean" over frequency and time, or "mean+max": mean over frequency, then mean + max over time
 
     def __post_init__(self) -> None:
+        if self.pooling not in POOLING:
+            raise ValueError(f"EncoderConfig.pooling must be one of {POOLING}, got {self.pooling!r}")
         if self.width < 1:
             raise ValueError(f"EncoderConfig.width must be >= 1, got {self.width}")
         if not self.blocks or any(int(b) < 1 for b in self.blocks):
@@ -102,15 +107,54 @@ class Encoder(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.projection = nn.Linear(in_channels, config.embedding_dim)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """``[batch, 1, n_mels, frames]`` log-Mel dB -> ``[batch, embedding_dim]`` unit vectors."""
+    def representation(self, features: torch.Tensor) -> torch.Tensor:
+        """``[batch, 1, n_mels, frames]`` log-Mel dB -> ``[batch, embedding_dim]`` before normalisation."""
         if features.dim() != 4 or features.shape[1] != 1:
             raise ValueError(
                 f"Encoder expects [batch, 1, n_mels, frames], got shape {tuple(features.shape)}"
             )
         x = self.stages(self.stem(self.input_norm(features)))
-        pooled = x.mean(dim=(2, 3))
-        return F.normalize(self.projection(pooled).float(), dim=1)
+        if self.config.pooling == "mean+max":  # PANNs: frequency mean, then time mean + time max
+            x = x.mean(dim=2)
+            pooled = x.mean(dim=2) + x.amax(dim=2)
+        else:
+            pooled = x.mean(dim=(2, 3))
+        return self.projection(pooled)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[batch, 1, n_mels, frames]`` log-Mel dB -> ``[batch, embedding_dim]`` unit vectors."""
+        return F.normalize(self.representation(features).float(), dim=1)
+
+
+class ProjectionHead(nn.Module):
+    """MLP ``embedding_dim -> hidden -> out`` with ReLU, L2-normalised: the loss sees its output, the
+    model file never holds it (SimCLR section 4.2), so the public embedding and its cost stay as they are."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or in_dim
+        self.layers = nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                    nn.Linear(hidden, out_dim))
+
+    def forward(self, representation: torch.Tensor) -> torch.Tensor:
+        """``[batch, in_dim]`` un-normalised embeddings -> ``[batch, out_dim]`` unit vectors."""
+        return F.normalize(self.layers(representation).float(), dim=1)
+
+
+class TrainingNetwork(nn.Module):
+    """What the loss sees: the encoder's unit embedding, or the projection head's output on top of the
+    encoder's un-normalised embedding when a head is given."""
+
+    def __init__(self, encoder: Encoder, head: ProjectionHead | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[batch, 1, n_mels, frames]`` -> ``[batch, D]`` unit vectors for the loss."""
+        if self.head is None:
+            return self.encoder(features)
+        return self.head(self.encoder.representation(features))
 
 
 def parameter_count(model: nn.Module) -> int:

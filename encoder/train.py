@@ -1,6 +1,9 @@
-"""Self-supervised training of the encoder on unlabelled clips (Tile2Vec triplets, zero-filtered loss).
+"""Self-supervised training of the encoder on unlabelled clips (Tile2Vec triplets, or in-batch triplets
+over P clips x K tiles), with augmented views and an optional training-only projection head.
 
-Reads top to bottom: config, data, model, optimiser, loop, checkpoint. Labels are never read.
+Reads top to bottom: config, data, model, optimiser, loop, checkpoint. Labels are never read. Data
+discovery, the clip store and the views live in `encoder.training_data`; checkpoints in
+`encoder.checkpoints`; augmentations in `encoder.augment`.
 Runs on one CPU/GPU or under ``torchrun --nproc_per_node N`` (DistributedDataParallel, gloo on CPU,
 NCCL on CUDA). Ctrl-C / SIGTERM stops after the current step and writes a resumable checkpoint.
 """
@@ -9,41 +12,43 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import math
 import os
-import re
 import signal
 import subprocess
+import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader
 
-from encoder.audio import load_audio
+from encoder.augment import AugmentConfig
+from encoder.checkpoints import CheckpointError, TrainState, load_checkpoint, save_checkpoint
 from encoder.config_keys import reject_unknown_keys
-from encoder.datasets import DatasetError, Record, read_dataset
-from encoder.features import LogMelConfig, frame_count, log_mel
-from encoder.loss import MARGIN, TripletLoss, triplet_losses, zero_filtered_triplet_loss
-from encoder.model import Encoder, EncoderConfig, parameter_count
+from encoder.features import LogMelConfig
+from encoder.loss import (MARGIN, TripletLoss, batch_all_triplet_loss, batch_hard_triplet_loss, triplet_losses,
+                          zero_filtered_triplet_loss)
+from encoder.model import Encoder, EncoderConfig, ProjectionHead, TrainingNetwork, parameter_count
 from encoder.model_file import ModelBundle, save_model
-from encoder.triplets import Clip, TripletConfig, TripletSampler, held_out_groups
+from encoder.training_data import (ClipStore, StepBatches, SubsetStore, data_hash, pk_plan, sampler_clips,
+                                   split_long_clips, training_clips, triplet_plan)
+from encoder.triplets import ClipBatchSampler, TripletConfig, TripletSampler, held_out_groups
 
-CHECKPOINT_FORMAT = "roomtone-checkpoint"
-CHECKPOINT_VERSION = 1
+__all__ = ["CheckpointError", "TrainConfig", "TrainResult", "read_train_config", "train", "train_step", "learning_rate_at"]
 
 
 # ---------------------------------------------------------------------------------------------- config
 
 LR_SCHEDULES = ("constant", "cosine")
+LOSSES = ("zero_filtered", "batch_all", "batch_hard")  # zero_filtered needs the random sampler, batch_* the pk one
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,17 @@ class TrainConfig:
     out: str = "models/roomtone.pt"
     checkpoint: str = ""  # "" -> "<out>.ckpt"
     steps: int = 2000
-    max_minutes: float = 0.0  # 0 -> no wall-time budget; otherwise stop (and save) when it is spent
+    max_minutes: float = 0.0  # 0 -> no time budget; otherwise stop (and save) when it is spent
+    budget_clock: str = "wall"  # "wall": max_minutes of wall time; "cpu": of this process's CPU time (fair on a busy machine)
     batch_size: int = 64
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"  # constant | cosine (decays to 0 over steps or max_minutes, whichever ends first)
     warmup_steps: int = 0  # linear ramp from 0 to learning_rate over the first steps
     weight_decay: float = 0.0
     margin: float = MARGIN
+    loss: str = "zero_filtered"
+    projection_dim: int = 0  # > 0: the loss sees an MLP head (embedding_dim -> embedding_dim -> this), dropped after training
+    max_clip_s: float = 60.0  # longer files are cut into clips of at most this many seconds (one group per file)
     validation_fraction: float = 0.1
     validate_every: int = 100
     checkpoint_every: int = 100
@@ -73,8 +82,20 @@ class TrainConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     features: LogMelConfig = field(default_factory=LogMelConfig)
     triplets: TripletConfig = field(default_factory=TripletConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
+        if self.budget_clock not in ("wall", "cpu"):
+            raise ValueError(f"TrainConfig.budget_clock must be 'wall' or 'cpu', got {self.budget_clock!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"TrainConfig.loss must be one of {LOSSES}, got {self.loss!r}")
+        if (self.loss == "zero_filtered") != (self.triplets.sampler == "random"):
+            raise ValueError(f"TrainConfig.loss {self.loss!r} does not fit triplets.sampler {self.triplets.sampler!r}: "
+                             "zero_filtered takes random triplets, batch_all and batch_hard take pk batches")
+        if self.projection_dim < 0:
+            raise ValueError(f"TrainConfig.projection_dim must be >= 0, got {self.projection_dim}")
+        if self.max_clip_s <= 0:
+            raise ValueError(f"TrainConfig.max_clip_s must be positive, got {self.max_clip_s}")
         object.__setattr__(self, "data", tuple(str(p) for p in self.data))
         for name in ("steps", "batch_size", "validate_every", "checkpoint_every"):
             if getattr(self, name) < 1:
@@ -97,7 +118,7 @@ class TrainConfig:
         """Plain nested dict (the TOML/JSON layout)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["data"] = list(self.data)
-        for name in ("encoder", "features", "triplets"):
+        for name in ("encoder", "features", "triplets", "augment"):
             data[name] = data[name].to_dict()
         return data
 
@@ -106,7 +127,7 @@ class TrainConfig:
         """Build from a nested dict; unknown or malformed keys raise ValueError naming ``source`` and the key."""
         reject_unknown_keys(cls, data, source)
         values = dict(data)
-        nested = {"encoder": EncoderConfig, "features": LogMelConfig, "triplets": TripletConfig}
+        nested = {"encoder": EncoderConfig, "features": LogMelConfig, "triplets": TripletConfig, "augment": AugmentConfig}
         try:
             for name, kind in nested.items():
                 if name in values:
@@ -130,142 +151,6 @@ def read_train_config(path: str | Path) -> TrainConfig:
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"{path}: malformed training config ({exc})") from None
     return TrainConfig.from_dict(data, source=str(path))
-
-
-# ------------------------------------------------------------------------------------------------ data
-
-@dataclass(frozen=True)
-class TrainingClip:
-    """One unlabelled clip: its file, the group it must not be contrasted with, and its recording domain."""
-
-    path: Path
-    group: str
-    domain: str = ""
-
-
-def dataset_roots(path: str | Path) -> list[Path]:
-    """A dataset directory/meta.csv, or a folder whose subfolders are datasets (e.g. ../shared/data)."""
-    path = Path(path)
-    try:
-        read_dataset(path)
-        return [path]
-    except DatasetError:
-        children = sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
-        roots = [p for p in children if (p / "meta.csv").is_file() or (p / "evaluation_setup").is_dir()]
-        if not roots:
-            raise
-        return roots
-
-
-def recording_domain(record: Record) -> str:
-    """Where a clip was recorded, as far as the dataset says: the DCASE node (``DevNode3_...`` -> ``node3``,
-    one microphone array in one room), else the fold (homesounds lays one background recording under
-    every clip of a fold; for music the fold is a random set of tracks)."""
-    node = re.match(r"DevNode(\d+)_", record.path.name)
-    return f"node{node.group(1)}" if node else f"fold{record.fold}"
-
-
-def training_clips(data: Sequence[str | Path]) -> tuple[list[TrainingClip], list[dict[str, Any]]]:
-    """Clips (path, dataset-qualified group) of every dataset under ``data`` and a per-dataset summary.
-    Labels are dropped here: nothing after this point can read them."""
-    clips: list[TrainingClip] = []
-    summary = []
-    for entry in data:
-        for root in dataset_roots(entry):
-            records = read_dataset(root)
-            name = root.name if root.is_dir() else root.parent.name
-            clips += [TrainingClip(r.path, f"{name}:{r.group}", f"{name}:{recording_domain(r)}") for r in records]
-            summary.append({"name": name, "path": str(root), "clips": len(records),
-                            "groups": len({r.group for r in records})})
-    if not clips:
-        raise DatasetError(f"no clips found under {list(data)}")
-    return clips, summary
-
-
-def data_hash(paths: Sequence[Path]) -> str:
-    """SHA-256 over the sorted file names and contents: identifies exactly what was trained on."""
-    digest = hashlib.sha256()
-    for path in sorted(paths, key=lambda p: (p.parent.name, p.name, str(p))):
-        digest.update(f"{path.parent.name}/{path.name}\0".encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-class ClipFeatures:
-    """Log-Mel of each clip (mono), computed once and kept in memory, or on every access."""
-
-    def __init__(self, paths: Sequence[Path], config: LogMelConfig, cache: bool, progress: bool = False) -> None:
-        self.paths = list(paths)
-        self.config = config
-        self.cached: list[torch.Tensor] | None = None
-        if cache:
-            from tqdm import tqdm
-
-            self.cached = [self._compute(p) for p in tqdm(self.paths, desc="log-Mel", unit="clip", disable=not progress or None)]
-
-    def _compute(self, path: Path) -> torch.Tensor:
-        waveform, _ = load_audio(path, self.config.sample_rate, mono=True)
-        return log_mel(waveform[0], self.config)
-
-    def frames(self, index: int) -> int:
-        """Frame count of clip ``index`` (from the header when not cached)."""
-        if self.cached is not None:
-            return int(self.cached[index].shape[1])
-        import soundfile
-
-        info = soundfile.info(str(self.paths[index]))
-        samples = math.ceil(info.frames * self.config.sample_rate / info.samplerate)
-        return frame_count(samples, self.config)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.cached[index] if self.cached is not None else self._compute(self.paths[index])
-
-
-class TripletTiles(Dataset):
-    """Item ``i`` = the triplet anchored on clip ``i`` in the current ``epoch``: ``[3, 1, n_mels, tile]``."""
-
-    def __init__(self, features: ClipFeatures, sampler: TripletSampler, seed: int, floor_db: float) -> None:
-        self.features = features
-        self.sampler = sampler
-        self.seed = seed
-        self.floor_db = floor_db
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        triplet = self.sampler.triplet(index, self.seed, self.epoch)
-        length = self.sampler.tile_frames
-        tiles = torch.stack([self.features[t.clip][:, t.start:t.start + length] for t in (triplet.anchor, triplet.neighbour, triplet.opposite)])
-        gains = self.sampler.gains_db(index, self.seed, self.epoch)
-        if gains.any():  # a gain is a shift in dB; what sat on the floor stays there (as for a scaled waveform)
-            shift = torch.as_tensor(gains, dtype=tiles.dtype).view(3, 1, 1)
-            tiles = torch.where(tiles <= self.floor_db, tiles, (tiles + shift).clamp(min=self.floor_db))
-        return tiles.unsqueeze(1)
-
-
-def triplet_tiles(features: ClipFeatures, indices: Sequence[int], groups: Sequence[str], config: TrainConfig, seed: int,
-                  domains: Sequence[str] = ()) -> TripletTiles:
-    """Dataset of triplets over the clips ``indices`` (opposites only among those clips)."""
-    subset = _Subset(features, indices)
-    clips = [Clip(subset.frames(i), groups[j], domains[j] if domains else "") for i, j in enumerate(indices)]
-    tile = max(1, int(round(config.triplets.tile_s * 1000 / config.features.hop_ms)))
-    return TripletTiles(subset, TripletSampler(clips, tile, config.triplets), seed, config.features.floor_db)
-
-
-class _Subset(ClipFeatures):
-    """A view of some clips of a ClipFeatures, re-indexed from 0."""
-
-    def __init__(self, base: ClipFeatures, indices: Sequence[int]) -> None:
-        self.base, self.indices = base, list(indices)
-
-    def frames(self, index: int) -> int:
-        """Frame count of the index-th clip of this subset."""
-        return self.base.frames(self.indices[index])
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.base[self.indices[index]]
 
 
 # ----------------------------------------------------------------------------------- model & devices
@@ -304,64 +189,7 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-# ------------------------------------------------------------------------------------------ checkpoints
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt or from a different run; names the file and the reason."""
-
-
-# Keys that must match between a checkpoint and the run resuming it (steps, lr, budget may change).
-RESUME_MUST_MATCH = ("encoder", "features", "triplets", "batch_size", "seed", "validation_fraction", "margin")
-
-
-@dataclass
-class TrainState:
-    """What the loop has done so far; saved in every checkpoint."""
-
-    step: int = 0
-    epoch: int = 0
-    batches_in_epoch: int = 0
-    elapsed_s: float = 0.0
-    history: dict[str, list[float]] = field(default_factory=lambda: {"step": [], "loss": [], "active_fraction": [], "lr": []})
-    validation: list[dict[str, float]] = field(default_factory=list)
-
-
-def save_checkpoint(path: Path, config: TrainConfig, state: TrainState, model: torch.nn.Module,
-                    optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler, data_sha256: str) -> None:
-    """Write a resumable checkpoint atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save({
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config.to_dict(),
-        "state": dataclasses.asdict(state), "model": model.state_dict(), "optimiser": optimiser.state_dict(),
-        "scaler": scaler.state_dict(), "data_sha256": data_sha256,
-    }, temporary)
-    os.replace(temporary, path)
-
-
-def load_checkpoint(path: Path, config: TrainConfig, data_sha256: str) -> dict[str, Any]:
-    """Read a checkpoint and check that it belongs to this run; CheckpointError otherwise."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint to resume from")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated or garbage files raise many types
-        raise CheckpointError(f"{path}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a roomtone training checkpoint")
-    if data.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {data.get('version')!r}, expected {CHECKPOINT_VERSION}")
-    ours = config.to_dict()
-    theirs = data.get("config", {})
-    different = [k for k in RESUME_MUST_MATCH if theirs.get(k) != ours[k]]
-    if different:
-        detail = "; ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {ours[k]!r}" for k in different)
-        raise CheckpointError(f"{path}: checkpoint is from a different configuration ({detail})")
-    if data.get("data_sha256") != data_sha256:
-        raise CheckpointError(f"{path}: checkpoint was trained on different data (hash {str(data.get('data_sha256'))[:12]}... "
-                              f"vs now {data_sha256[:12]}...)")
-    return data
-
+# ------------------------------------------------------------------------------------------ signals
 
 class StopRequest:
     """Turns the first SIGINT/SIGTERM into a request to stop after the current step (a second one
@@ -412,21 +240,20 @@ def same_on_every_rank(value: float, distributed: Distributed) -> float:
 VALIDATION_ROUNDS = 3  # triplets per held-out clip, fixed for the whole run (less noise than one)
 
 
-def validate(model: torch.nn.Module, dataset: TripletTiles, device: torch.device, batch_size: int, margin: float) -> dict[str, float]:
-    """Zero-filtered triplet loss, its active fraction and the plain mean loss over fixed held-out triplets."""
+def validate(model: torch.nn.Module, batches: StepBatches, device: torch.device, margin: float) -> dict[str, float]:
+    """Zero-filtered triplet loss, its active fraction and the plain mean loss over fixed, clean held-out
+    triplets (``batches`` is a random-triplet plan over the held-out clips, without augmentation)."""
     was_training = model.training
     model.eval()
     losses = []
-    items = [(round_, i) for round_ in range(VALIDATION_ROUNDS) for i in range(len(dataset))]
     with torch.no_grad():
-        for start in range(0, len(items), batch_size):
-            tiles = []
-            for round_, index in items[start:start + batch_size]:
-                dataset.epoch = round_
-                tiles.append(dataset[index])
-            batch = torch.stack(tiles).to(device)
-            emb = model(batch.flatten(0, 1)).view(batch.shape[0], 3, -1)
-            losses.append(triplet_losses(emb[:, 0], emb[:, 1], emb[:, 2], margin).cpu())
+        for round_ in range(VALIDATION_ROUNDS):
+            batches.epoch = round_
+            for index in range(len(batches)):
+                views, _ = batches[index]
+                emb = model(views.to(device))
+                emb = emb.view(-1, 3, emb.shape[-1])
+                losses.append(triplet_losses(emb[:, 0], emb[:, 1], emb[:, 2], margin).cpu())
     model.train(was_training)
     every = torch.cat(losses)
     active = every > 0
@@ -449,17 +276,29 @@ class TrainResult:
 
 
 # The files that decide what a trained model is; others' uncommitted work elsewhere does not make it dirty.
-TRAINING_CODE = ("encoder/audio.py", "encoder/datasets.py", "encoder/features.py", "encoder/loss.py",
-                 "encoder/model.py", "encoder/model_file.py", "encoder/train.py", "encoder/triplets.py")
+TRAINING_CODE = ("encoder/audio.py", "encoder/augment.py", "encoder/checkpoints.py", "encoder/datasets.py",
+                 "encoder/features.py", "encoder/loss.py", "encoder/model.py", "encoder/model_file.py",
+                 "encoder/train.py", "encoder/training_data.py", "encoder/triplets.py")
 
 
-def train_step(model: torch.nn.Module, batch: torch.Tensor, optimiser: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, margin: float, amp: bool) -> TripletLoss:
-    """One optimiser step on a ``[batch, 3, 1, n_mels, frames]`` batch of (anchor, neighbour, opposite)
-    tiles with the zero-filtered triplet loss; mixed precision when ``amp``. Shared by training and bench."""
-    with torch.autocast(device_type=batch.device.type, dtype=torch.float16, enabled=amp):
-        emb = model(batch.flatten(0, 1)).view(batch.shape[0], 3, -1)
-    result = zero_filtered_triplet_loss(emb[:, 0], emb[:, 1], emb[:, 2], margin)
+def batch_loss(embeddings: torch.Tensor, ids: torch.Tensor, loss: str, margin: float) -> TripletLoss:
+    """The configured loss of one batch: ``zero_filtered`` on consecutive (anchor, neighbour, opposite)
+    rows, or ``batch_all`` / ``batch_hard`` over every in-batch triplet that ``ids`` allows."""
+    if loss == "zero_filtered":
+        emb = embeddings.view(-1, 3, embeddings.shape[-1])
+        return zero_filtered_triplet_loss(emb[:, 0], emb[:, 1], emb[:, 2], margin)
+    if loss == "batch_all":
+        return batch_all_triplet_loss(embeddings, ids, margin)
+    return batch_hard_triplet_loss(embeddings, ids)
+
+
+def train_step(model: torch.nn.Module, views: torch.Tensor, ids: torch.Tensor, optimiser: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, loss: str, margin: float, amp: bool) -> TripletLoss:
+    """One optimiser step on ``[N, 1, n_mels, frames]`` views with their ids (see `batch_loss`);
+    mixed precision when ``amp``. Shared by training and bench/training_speed.py."""
+    with torch.autocast(device_type=views.device.type, dtype=torch.float16, enabled=amp):
+        emb = model(views)
+    result = batch_loss(emb.float(), ids.to(emb.device), loss, margin)
     optimiser.zero_grad(set_to_none=True)
     scaler.scale(result.loss).backward()
     scaler.step(optimiser)
@@ -500,41 +339,57 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     distributed = start_distributed(device)
     amp = device.type == "cuda"
     torch.manual_seed(config.seed)
-    started = time.monotonic()
+    clock = time.process_time if config.budget_clock == "cpu" else time.monotonic
+    started, wall_started = clock(), time.monotonic()
     commit = git_commit()  # at the start: the code that trains, not whatever is checked out at the end
     show = progress and distributed.is_main
 
-    # Data: unlabelled clips, held-out groups for validation, log-Mel computed once per clip.
-    clips, datasets_summary = training_clips(config.data)
-    paths = [c.path for c in clips]
+    # Data: unlabelled clips, held-out groups for validation, audio or log-Mel decoded once per clip.
+    found, datasets_summary = training_clips(config.data)
+    clips = split_long_clips(found, config.max_clip_s)
     groups = [c.group for c in clips]
-    domains = [c.domain for c in clips]
-    data_sha256 = data_hash(paths)
+    data_sha256 = data_hash([c.path for c in clips])
     train_idx, val_idx = held_out_groups(groups, config.validation_fraction, config.seed)
-    features = ClipFeatures(paths, config.features, config.cache_features, progress=show)
-    train_set = triplet_tiles(features, train_idx, groups, config, config.seed, domains)
-    val_set = triplet_tiles(features, val_idx, groups, config, config.seed + 1, domains) if len({groups[i] for i in val_idx}) >= 2 else None
+    store = ClipStore(clips, config.features, "waveform" if config.augment.needs_waveform else "log_mel",
+                      config.cache_features, progress=show)
+    tile = max(1, int(round(config.triplets.tile_s * 1000 / config.features.hop_ms)))
+    train_store = SubsetStore(store, train_idx)
+    if config.triplets.sampler == "pk":
+        pk = ClipBatchSampler(sampler_clips(train_store, range(len(train_idx))), tile, config.triplets)
+        batches_per_epoch = max(1, len(train_idx) // config.triplets.clips_per_batch)
+        plan, block = pk_plan(pk, batches_per_epoch, config.seed, distributed.rank, distributed.world), config.triplets.tiles_per_clip
+    else:
+        triplets = TripletSampler(sampler_clips(train_store, range(len(train_idx))), tile, config.triplets)
+        batches_per_epoch = len(train_idx) // config.batch_size
+        plan, block = triplet_plan(triplets, config.batch_size, config.seed, distributed.rank, distributed.world), 3
+    if batches_per_epoch == 0:
+        raise ValueError(f"{len(train_idx)} training clips give no full batch of {config.batch_size}: lower batch_size")
+    train_set = StepBatches(train_store, plan, batches_per_epoch, tile, block, config.augment, config.triplets.gain_db, config.seed)
+    val_set = None
+    if len({groups[i] for i in val_idx}) >= 2:  # clean, fixed triplets among held-out clips only
+        val_store = SubsetStore(store, val_idx)
+        val_sampler = TripletSampler(sampler_clips(val_store, range(len(val_idx))), tile, config.triplets)
+        val_set = StepBatches(val_store, triplet_plan(val_sampler, config.batch_size, config.seed + 1),
+                              max(1, math.ceil(len(val_idx) / config.batch_size)), tile, 3, AugmentConfig(), 0.0, config.seed + 1)
 
-    # Model and optimiser.
+    # Model (the projection head only exists for the loss) and optimiser.
     model = Encoder(config.encoder).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    head = ProjectionHead(config.encoder.embedding_dim, config.projection_dim).to(device) if config.projection_dim else None
+    network = TrainingNetwork(model, head)
+    optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     state = TrainState()
     if resume:
-        saved = load_checkpoint(config.checkpoint_path, config, data_sha256)
+        saved = load_checkpoint(config.checkpoint_path, config.to_dict(), data_sha256)
         model.load_state_dict(saved["model"])
+        if head is not None:
+            head.load_state_dict(saved["projection_head"])
         optimiser.load_state_dict(saved["optimiser"])  # the loop sets each step's rate from this run's config
         scaler.load_state_dict(saved["scaler"])
         state = TrainState(**saved["state"])
-    trainee: torch.nn.Module = model
+    trainee: torch.nn.Module = network
     if distributed.world > 1:
-        trainee = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    sampler = DistributedSampler(train_set, num_replicas=distributed.world, rank=distributed.rank,
-                                 shuffle=True, seed=config.seed, drop_last=True)
-    per_rank_batch = max(1, config.batch_size // distributed.world)
-    batches_per_epoch = len(sampler) // per_rank_batch
-    if batches_per_epoch == 0:
-        raise ValueError(f"{len(train_idx)} training clips give no full batch of {config.batch_size}: lower batch_size")
+        trainee = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
 
     # Loop.
     bar = tqdm(total=config.steps, initial=state.step, desc="train", unit="step", disable=not show or None)
@@ -542,17 +397,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     with StopRequest() as stop:
         trainee.train()
         while state.step < config.steps:
-            sampler.set_epoch(state.epoch)
             train_set.epoch = state.epoch
-            order = list(sampler)[state.batches_in_epoch * per_rank_batch:]
-            loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=order, drop_last=True,
+            loader = DataLoader(train_set, batch_size=None, sampler=range(state.batches_in_epoch, batches_per_epoch),
                                 num_workers=config.num_workers, pin_memory=amp)
-            for batch in loader:
-                batch = batch.to(device, non_blocking=True)
-                rate = same_on_every_rank(learning_rate_at(config, state.step, state.elapsed_s + time.monotonic() - started), distributed)
+            for views, ids in loader:
+                views = views.to(device, non_blocking=True)
+                rate = same_on_every_rank(learning_rate_at(config, state.step, state.elapsed_s + clock() - started), distributed)
                 for group in optimiser.param_groups:
                     group["lr"] = rate
-                result = train_step(trainee, batch, optimiser, scaler, config.margin, amp)
+                result = train_step(trainee, views, ids, optimiser, scaler, config.loss, config.margin, amp)
 
                 state.step += 1
                 state.batches_in_epoch += 1
@@ -564,18 +417,18 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                 bar.set_postfix(loss=f"{result.loss.item():.4f}", active=f"{result.active_fraction:.2f}", epoch=state.epoch)
 
                 if val_set is not None and state.step % config.validate_every == 0:
-                    scores = validate(model, val_set, device, config.batch_size, config.margin)
+                    scores = validate(model, val_set, device, config.margin)
                     state.validation.append({"step": state.step, **scores})
                     if show:
                         recent = np.mean(state.history["loss"][-config.validate_every:])
                         bar.write(f"step {state.step}: train loss {recent:.4f} (active "
                                   f"{np.mean(state.history['active_fraction'][-config.validate_every:]):.2f}), "
                                   f"validation loss {scores['loss']:.4f} (active {scores['active_fraction']:.2f}), "
-                                  f"{(time.monotonic() - started) / 60:.1f} min")
+                                  f"{(clock() - started) / 60:.1f} min", file=sys.stdout)
                 if distributed.is_main and state.step % config.checkpoint_every == 0:
-                    save_checkpoint(config.checkpoint_path, config, dataclasses.replace(state, elapsed_s=state.elapsed_s + time.monotonic() - started),
-                                    model, optimiser, scaler, data_sha256)
-                out_of_time = config.max_minutes > 0 and (state.elapsed_s + time.monotonic() - started) / 60 >= config.max_minutes
+                    save_checkpoint(config.checkpoint_path, config.to_dict(), dataclasses.replace(state, elapsed_s=state.elapsed_s + clock() - started),
+                                    network, optimiser, scaler, data_sha256)
+                out_of_time = config.max_minutes > 0 and (state.elapsed_s + clock() - started) / 60 >= config.max_minutes
                 interrupted = agreed(stop.requested, distributed)
                 out_of_time_agreed = agreed(out_of_time, distributed)
                 if interrupted or out_of_time_agreed or state.step >= config.steps:
@@ -589,14 +442,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
 
     # Ranks leave with identical weights: parameters are all-reduced, BN statistics come from rank 0.
     if distributed.world > 1:
-        for buffer in model.buffers():
+        for buffer in network.buffers():
             dist.broadcast(buffer, 0)
-    state.elapsed_s += time.monotonic() - started
+    state.elapsed_s += clock() - started
     if distributed.is_main:
-        save_checkpoint(config.checkpoint_path, config, state, model, optimiser, scaler, data_sha256)
+        save_checkpoint(config.checkpoint_path, config.to_dict(), state, network, optimiser, scaler, data_sha256)
 
-    # The model file.
-    final_scores = validate(model, val_set, device, config.batch_size, config.margin) if val_set is not None else {}
+    # The model file: the encoder alone (the projection head is dropped here).
+    final_scores = validate(model, val_set, device, config.margin) if val_set is not None else {}
     tail = max(1, min(50, len(state.history["loss"])))
     metadata = {
         "provisional": config.provisional,
@@ -605,8 +458,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         "git_commit": commit,
         "training": {
             "config": config.to_dict(), "steps": state.step, "epochs": round(state.epoch + state.batches_in_epoch / batches_per_epoch, 2),
-            "wall_time_s": round(state.elapsed_s, 1), "device": str(device), "world_size": distributed.world,
+            "wall_time_s": round(state.elapsed_s if config.budget_clock == "wall" else time.monotonic() - wall_started, 1),
+            "budget_clock": config.budget_clock, "budget_elapsed_s": round(state.elapsed_s, 1), "device": str(device), "world_size": distributed.world,
             "torch_threads": torch.get_num_threads(), "parameters": parameter_count(model), "interrupted": interrupted,
+            "projection_head_parameters": parameter_count(head) if head is not None else 0,
         },
         "data": {"datasets": datasets_summary, "sha256": data_sha256, "clips": len(clips),
                  "train_clips": len(train_idx), "validation_clips": len(val_idx), "labels_used": False},

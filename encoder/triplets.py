@@ -18,6 +18,7 @@ import numpy as np
 from encoder.config_keys import reject_unknown_keys
 
 NEIGHBOUR_OPTIONS = ("clip", "group")
+SAMPLERS = ("random", "pk")
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,16 @@ class TripletConfig:
     neighbour: str = "clip"
     gain_db: float = 0.0  # each tile's level moved by a uniform draw in [-gain_db, +gain_db] dB
     same_domain_opposites: float = 0.0  # probability that the opposite shares the anchor's recording domain
+    sampler: str = "random"  # "random": batch_size (anchor, neighbour, opposite) triplets; "pk": P clips x K tiles
+    clips_per_batch: int = 48  # P of a "pk" batch (distinct groups)
+    tiles_per_clip: int = 4  # K of a "pk" batch
 
     def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"TripletConfig.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.clips_per_batch < 2 or self.tiles_per_clip < 2:
+            raise ValueError(f"TripletConfig needs clips_per_batch >= 2 and tiles_per_clip >= 2, got "
+                             f"{self.clips_per_batch} and {self.tiles_per_clip}")
         if self.tile_s <= 0:
             raise ValueError(f"TripletConfig.tile_s must be positive, got {self.tile_s}")
         if self.gain_db < 0:
@@ -187,6 +196,70 @@ class TripletSampler:
     def epoch(self, seed: int, epoch: int = 0) -> list[Triplet]:
         """One triplet per clip (every clip is an anchor once per epoch)."""
         return [self.triplet(i, seed, epoch) for i in range(len(self.clips))]
+
+
+DOMAIN_BLOCK = 4  # groups a "pk" batch takes from one recording domain at a time
+
+
+class ClipBatchSampler:
+    """P clips x K tiles per batch (Hermans et al. 2017): P distinct groups, K tiles of each; tiles of one
+    group share an id (they are each other's neighbours), every other tile is an opposite. With
+    ``same_domain_opposites = p`` each block of up to 4 groups comes, with probability p, from one
+    recording domain, so every tile has opposites from its own room/background. Pure in ``(seed, step)``."""
+
+    def __init__(self, clips: Sequence[Clip], tile_frames: int, config: TripletConfig) -> None:
+        check_clips(clips, tile_frames)
+        self.clips = list(clips)
+        self.tile_frames = tile_frames
+        self.config = config
+        self._groups: dict[str, list[int]] = {}
+        for index, clip in enumerate(self.clips):
+            self._groups.setdefault(clip.group, []).append(index)
+        self._group_names = sorted(self._groups)
+        self._domain_groups: dict[str, list[str]] = {}
+        for name in self._group_names:
+            domain = self.clips[self._groups[name][0]].domain
+            if domain:
+                self._domain_groups.setdefault(domain, []).append(name)
+        if len(self._group_names) < config.clips_per_batch:
+            raise ValueError(f"a batch of {config.clips_per_batch} clips needs as many groups; the data has "
+                             f"{len(self._group_names)}: lower clips_per_batch")
+
+    def batch_groups(self, rng: np.random.Generator) -> list[str]:
+        """The P distinct groups of one batch."""
+        wanted = self.config.clips_per_batch
+        chosen: list[str] = []
+        taken: set[str] = set()
+        while len(chosen) < wanted:
+            name = self._group_names[int(rng.integers(len(self._group_names)))]
+            if name in taken:
+                continue
+            block = [name]
+            domain = self.clips[self._groups[name][0]].domain
+            if domain and rng.random() < self.config.same_domain_opposites:
+                mates = [g for g in self._domain_groups[domain] if g not in taken and g != name]
+                count = min(len(mates), DOMAIN_BLOCK - 1, wanted - len(chosen) - 1)
+                block += [mates[int(i)] for i in rng.choice(len(mates), size=count, replace=False)] if count > 0 else []
+            chosen += block
+            taken.update(block)
+        return chosen
+
+    def batch(self, seed: int, step: int) -> tuple[list[Tile], list[int]]:
+        """Tiles of batch ``step`` (group after group, K each) and their ids (the group's place, 0..P-1)."""
+        rng = np.random.default_rng([seed, step, 11])
+        tiles: list[Tile] = []
+        ids: list[int] = []
+        k = self.config.tiles_per_clip
+        for place, name in enumerate(self.batch_groups(rng)):
+            members = self._groups[name]
+            if self.config.neighbour == "group":
+                sources = [members[int(i)] for i in rng.integers(0, len(members), size=k)]
+            else:
+                sources = [members[int(rng.integers(len(members)))]] * k
+            for clip in sources:
+                tiles.append(Tile(clip, _one_tile_start(self.clips[clip].frames, self.tile_frames, self.config.random_offsets, rng)))
+                ids.append(place)
+        return tiles, ids
 
 
 def held_out_groups(groups: Sequence[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:

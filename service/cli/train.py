@@ -3,11 +3,14 @@ read) and write a model file. Examples: "roomtone train --data ../shared/data --
 "roomtone train --config models/roomtone.train.toml" (the bundled model); add --resume to continue from
 <out>.ckpt; "torchrun --nproc_per_node 2 -m service.cli.main train --config FILE" runs DDP (gloo on CPU).
 
---data takes a dataset (directory or meta.csv; DCASE 2018 task 5 layout too) or a folder of datasets,
+--data takes a dataset (directory or meta.csv; DCASE 2018 task 5 layout too; labels are never read), an
+unlabelled corpus (a folder with manifest.csv, or any folder of audio files) or a folder of these,
 and may be repeated. --config reads a TOML or JSON file with the TrainConfig keys (steps, batch_size,
 learning_rate, max_minutes, validate_every, checkpoint_every, num_workers, cache_features, ...) and the
 tables [encoder] (width, blocks, embedding_dim), [features] (LogMelConfig) and [triplets] (tile_s,
-random_offsets, neighbour = "clip" | "group"); command-line options override the file.
+random_offsets, neighbour = "clip" | "group", sampler = "random" | "pk", clips_per_batch, tiles_per_clip) and
+[augment] (capture chain, mixup, crop; docs/encoder.md); loss = "zero_filtered" | "batch_all" | "batch_hard",
+projection_dim; command-line options override the file.
 Defaults: 2000 steps of batch 64, Adam lr 1e-3, 10% of groups held out for validation, checkpoints
 every 100 steps to <out>.ckpt, device auto (CUDA with mixed precision when present).
 Ctrl-C or SIGTERM saves a resumable checkpoint and exits with 130 (no model file is written).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from encoder.model import Encoder, EncoderConfig, parameter_count
+from encoder.model import Encoder, EncoderConfig, ProjectionHead, TrainingNetwork, parameter_count
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +59,39 @@ def test_config_rejects_non_positive_width():
 def test_wrong_input_shape_is_a_clear_error(tiny):
     with pytest.raises(ValueError, match=r"\[batch, 1, n_mels, frames\]"):
         tiny(torch.zeros(2, 128, 100))
+
+
+def test_mean_max_pooling_keeps_the_public_embedding_256_unit_vectors_and_the_parameter_count():
+    mean = Encoder(EncoderConfig(width=4))
+    both = Encoder(EncoderConfig(width=4, pooling="mean+max"))
+    out = both.eval()(torch.randn(2, 1, 128, 300))
+    assert out.shape == (2, 256) and torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert parameter_count(mean) == parameter_count(both)
+
+
+def test_mean_max_pooling_adds_the_loudest_frame_to_the_mean_over_time():
+    def pooled(pooling: str) -> torch.Tensor:
+        encoder = Encoder(EncoderConfig(width=1, pooling=pooling))
+        encoder.input_norm, encoder.stem, encoder.stages, encoder.projection = (torch.nn.Identity(),) * 4
+        return encoder.representation(features)
+
+    features = torch.zeros(1, 1, 2, 4)
+    features[0, 0, :, 1] = 10.0  # one loud frame of four
+    assert pooled("mean").item() == pytest.approx(2.5)
+    assert pooled("mean+max").item() == pytest.approx(2.5 + 10.0)
+
+
+def test_model_files_written_before_the_pooling_option_load_as_mean_pooling():
+    config = EncoderConfig.from_dict({"width": 16, "blocks": [2, 2, 2, 2], "embedding_dim": 256})
+    assert config.pooling == "mean"
+    with pytest.raises(ValueError, match="pooling"):
+        EncoderConfig(pooling="attention")
+
+
+def test_projection_head_is_training_only_and_outputs_unit_vectors_of_its_own_size():
+    encoder = Encoder(EncoderConfig(width=4))
+    network = TrainingNetwork(encoder, ProjectionHead(256, 64)).eval()
+    z = network(torch.randn(3, 1, 128, 200))
+    assert z.shape == (3, 64) and torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert set(encoder.state_dict()) == {k.removeprefix("encoder.") for k in network.state_dict() if k.startswith("encoder.")}
+    assert torch.equal(TrainingNetwork(encoder).eval()(torch.ones(1, 1, 128, 200)), encoder.eval()(torch.ones(1, 1, 128, 200)))

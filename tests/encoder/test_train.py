@@ -18,8 +18,9 @@ import torch
 
 from encoder.model import EncoderConfig
 from encoder.model_file import load_model
-from encoder.train import (CheckpointError, ClipFeatures, TrainConfig, learning_rate_at, read_train_config, train,
-                           recording_domain, training_clips, triplet_tiles)
+from encoder.augment import AugmentConfig
+from encoder.train import CheckpointError, TrainConfig, learning_rate_at, read_train_config, train
+from encoder.training_data import recording_domain, training_clips
 from encoder.triplets import TripletConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -199,23 +200,6 @@ def test_cosine_schedule_decays_to_zero_over_the_steps_or_the_time_budget_whiche
         TrainConfig(lr_schedule="step")
 
 
-def test_gain_augmentation_shifts_tiles_in_db_and_leaves_the_floor_alone(tiny_data):
-    config = tiny_config(tiny_data, Path("unused.pt"), triplets=TripletConfig(tile_s=1.0, gain_db=10.0))
-    clips, _ = training_clips([tiny_data])
-    features = ClipFeatures([c.path for c in clips], config.features, cache=True)
-    features.cached[0][:, :50] = config.features.floor_db  # a silent stretch
-    plain = triplet_tiles(features, range(8), [c.group for c in clips], tiny_config(tiny_data, Path("unused.pt")), seed=0)
-    augmented = triplet_tiles(features, range(8), [c.group for c in clips], config, seed=0)
-    for index in range(8):
-        gains = augmented.sampler.gains_db(index, 0, 0)
-        before, after = plain[index], augmented[index]
-        for tile in range(3):
-            above = before[tile] > config.features.floor_db
-            expected = (before[tile][above] + gains[tile]).clamp(min=config.features.floor_db)
-            assert torch.allclose(after[tile][above], expected, atol=1e-4)
-            assert (after[tile][~above] == config.features.floor_db).all()
-
-
 def test_each_step_records_the_learning_rate_it_used(tiny_data, tmp_path):
     config = tiny_config(tiny_data, tmp_path / "m.pt", steps=4, lr_schedule="cosine", warmup_steps=1, learning_rate=1e-2)
     history = train(config, progress=False).bundle.metadata["history"]
@@ -232,3 +216,49 @@ def test_recording_domain_is_the_dcase_node_or_else_the_fold():
 def test_training_clips_carry_a_dataset_qualified_recording_domain(tiny_data):
     clips, _ = training_clips([tiny_data])
     assert {clip.domain for clip in clips} == {f"{tiny_data.name}:fold{k}" for k in (1, 2, 3, 4)}
+
+
+def pk_config(data: Path, out: Path, **changes) -> TrainConfig:
+    """A tiny run on P=4 clips x K=2 tiles per batch."""
+    triplets = TripletConfig(tile_s=1.0, sampler="pk", clips_per_batch=4, tiles_per_clip=2, random_offsets=True)
+    return tiny_config(data, out, **{"triplets": triplets, "loss": "batch_all", "validation_fraction": 0.0, **changes})
+
+
+@pytest.mark.parametrize("loss", ["batch_all", "batch_hard"])
+def test_pk_batches_with_in_batch_losses_train_and_write_a_loadable_model(tiny_data, tmp_path, loss):
+    result = train(pk_config(tiny_data, tmp_path / "m.pt", loss=loss), progress=False)
+    assert result.state.step == 4 and all(np.isfinite(result.state.history["loss"]))
+    assert load_model(tmp_path / "m.pt").metadata["training"]["config"]["loss"] == loss
+
+
+def test_loss_must_fit_the_sampler():
+    with pytest.raises(ValueError, match="does not fit triplets.sampler"):
+        TrainConfig(loss="batch_hard")
+    with pytest.raises(ValueError, match="does not fit triplets.sampler"):
+        TrainConfig(triplets=TripletConfig(sampler="pk"))
+
+
+def test_projection_head_is_trained_but_not_saved_and_the_public_embedding_stays_256_unit_vectors(tiny_data, tmp_path):
+    config = pk_config(tiny_data, tmp_path / "m.pt", projection_dim=32, encoder=EncoderConfig(width=2, blocks=(1, 1, 1, 1), pooling="mean+max"))
+    result = train(config, progress=False)
+    assert result.bundle.metadata["training"]["projection_head_parameters"] > 0
+    bundle = load_model(tmp_path / "m.pt")  # the daemon's loader: no head key, only the encoder's weights
+    assert not any(name.startswith("head") for name in bundle.encoder.state_dict())
+    emb = bundle.encoder(torch.randn(2, 1, 128, 300))
+    assert emb.shape == (2, 256) and torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+    saved = torch.load(tmp_path / "m.pt.ckpt", weights_only=True)
+    assert saved["projection_head"] is not None  # kept for --resume
+
+
+def test_capture_chain_mixup_and_crop_run_in_training_from_cached_audio(tiny_data, tmp_path):
+    augment = AugmentConfig(reverb_p=1.0, noise_p=1.0, band_limit_p=1.0, resample_p=1.0, mixup=0.4, crop_min_scale=0.6)
+    result = train(pk_config(tiny_data, tmp_path / "m.pt", augment=augment, steps=2), progress=False)
+    assert result.state.step == 2 and all(np.isfinite(result.state.history["loss"]))
+
+
+def test_resumed_pk_run_with_augmentation_and_head_ends_where_an_uninterrupted_run_ends(tiny_data, tmp_path):
+    extra = dict(projection_dim=16, augment=AugmentConfig(noise_p=0.5, mixup=0.3, crop_min_scale=0.8))
+    straight = train(pk_config(tiny_data, tmp_path / "a.pt", steps=4, **extra), progress=False)
+    train(pk_config(tiny_data, tmp_path / "b.pt", steps=2, **extra), progress=False)
+    resumed = train(pk_config(tiny_data, tmp_path / "b.pt", steps=4, **extra), resume=True, progress=False)
+    assert resumed.state.history["loss"] == pytest.approx(straight.state.history["loss"], abs=1e-5)

@@ -147,3 +147,59 @@ def test_a_domain_with_a_single_group_falls_back_to_any_other_group():
 def test_same_domain_probability_must_be_a_probability():
     with pytest.raises(ValueError, match="same_domain_opposites"):
         TripletConfig(same_domain_opposites=1.5)
+
+
+# ----------------------------------------------------------------------------------- P x K batches
+
+from encoder.triplets import ClipBatchSampler  # noqa: E402
+
+
+def pk_clips() -> list[Clip]:
+    """12 groups of 2 clips each, in 3 domains of 4 groups."""
+    return [Clip(500, f"g{g}", f"d{g // 4}") for g in range(12) for _ in range(2)]
+
+
+def test_pk_batch_has_p_distinct_groups_with_k_tiles_each_and_ids_by_group():
+    clips = pk_clips()
+    sampler = ClipBatchSampler(clips, 100, TripletConfig(sampler="pk", clips_per_batch=6, tiles_per_clip=3, random_offsets=True))
+    tiles, ids = sampler.batch(seed=1, step=0)
+    assert len(tiles) == 18 and ids == [i // 3 for i in range(18)]
+    groups_by_id = {}
+    for tile, place in zip(tiles, ids):
+        groups_by_id.setdefault(place, set()).add(clips[tile.clip].group)
+        assert 0 <= tile.start <= 400
+    assert all(len(g) == 1 for g in groups_by_id.values())  # a place holds one group
+    assert len({next(iter(g)) for g in groups_by_id.values()}) == 6  # and the places hold distinct groups
+
+
+def test_pk_tiles_of_a_place_come_from_one_clip_unless_neighbours_are_group_wide():
+    clips = pk_clips()
+    one = ClipBatchSampler(clips, 100, TripletConfig(sampler="pk", clips_per_batch=4, tiles_per_clip=4, random_offsets=True))
+    for step in range(5):
+        tiles, ids = one.batch(0, step)
+        for place in range(4):
+            assert len({t.clip for t, i in zip(tiles, ids) if i == place}) == 1
+    wide = ClipBatchSampler(clips, 100, TripletConfig(sampler="pk", clips_per_batch=4, tiles_per_clip=4, neighbour="group", random_offsets=True))
+    mixed = [len({t.clip for t, i in zip(*wide.batch(0, step)) if i == place}) for step in range(5) for place in range(4)]
+    assert max(mixed) == 2
+
+
+def test_pk_same_domain_opposites_fill_the_batch_in_blocks_from_one_domain():
+    clips = pk_clips()
+    config = TripletConfig(sampler="pk", clips_per_batch=8, tiles_per_clip=2, same_domain_opposites=1.0)
+    sampler = ClipBatchSampler(clips, 100, config)
+    for step in range(10):
+        tiles, ids = sampler.batch(0, step)
+        domains = [clips[tiles[2 * place].clip].domain for place in range(8)]
+        assert domains[0:4] == [domains[0]] * 4 and domains[4:8] == [domains[4]] * 4  # 4 groups per domain
+
+
+def test_pk_batches_are_a_pure_function_of_seed_and_step():
+    sampler = ClipBatchSampler(pk_clips(), 100, TripletConfig(sampler="pk", clips_per_batch=4, tiles_per_clip=2, random_offsets=True))
+    assert sampler.batch(3, 7) == sampler.batch(3, 7)
+    assert sampler.batch(3, 7) != sampler.batch(3, 8)
+
+
+def test_pk_batch_larger_than_the_groups_is_a_clear_error():
+    with pytest.raises(ValueError, match="lower clips_per_batch"):
+        ClipBatchSampler(pk_clips(), 100, TripletConfig(sampler="pk", clips_per_batch=13))

@@ -1,0 +1,209 @@
+"""Augmentation of training views: pure, seeded functions (same inputs and generator state, same output).
+
+Two families, applied to every tile of a batch with its own draws, so anchor and neighbour differ by
+augmentation as well as by time, and an opposite cannot be told apart by how it was augmented:
+
+- the **capture chain** on the waveform, in the order sound meets it on its way to a file: a room
+  (`reverberate` with a `synthetic_rir`, RT60 0.2-1.0 s), room noise (`add_noise`, 10-40 dB SNR),
+  a microphone (`band_limit`: low-pass 3.5-8 kHz and an EQ tilt), a sound server (`resample_through`
+  22.05/44.1/48 kHz with a varied resampler quality). `capture_chain` runs them on a batch;
+- on the log-Mel: `mixup_log_mel` (BYOL-A: mix in another clip's power, lambda <= 0.4),
+  `random_resize_crop` (BYOL-A), and `shift_gain` (a level change, in dB above the floor).
+
+The evaluation's degradation ("P2, through the air") is a different module with other parameters and
+other implementations; nothing here is used to score a model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchaudio.functional as AF
+
+from encoder.config_keys import reject_unknown_keys
+
+#: Resampler qualities drawn by `capture_chain`: (sinc zero crossings, roll-off, window).
+RESAMPLER_QUALITIES = ((6, 0.85, "sinc_interp_hann"), (16, 0.945, "sinc_interp_hann"), (32, 0.99, "sinc_interp_kaiser"))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Which augmentations a training view gets and how strong; all off by default.
+
+    A ``*_p`` is the probability that a tile gets that step of the capture chain."""
+
+    reverb_p: float = 0.0
+    rt60_s: tuple[float, float] = (0.2, 1.0)
+    noise_p: float = 0.0
+    snr_db: tuple[float, float] = (10.0, 40.0)
+    band_limit_p: float = 0.0
+    lowpass_hz: tuple[float, float] = (3500.0, 8000.0)
+    tilt_db_per_octave: float = 3.0  # the EQ tilt is drawn from [-t, +t] dB per octave around 1 kHz
+    resample_p: float = 0.0
+    resample_rates: tuple[int, ...] = (22050, 44100, 48000)
+    mixup: float = 0.0  # largest share lambda of another clip mixed into a tile (BYOL-A: 0.4); 0 = off
+    crop_min_scale: float = 1.0  # random resize crop: crop sides drawn from [scale, 1] of the tile; 1 = off
+
+    def __post_init__(self) -> None:
+        for name in ("reverb_p", "noise_p", "band_limit_p", "resample_p"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("rt60_s", "snr_db", "lowpass_hz"):
+            low, high = (float(v) for v in getattr(self, name))
+            if low > high:
+                raise ValueError(f"AugmentConfig.{name} must be [low, high], got {getattr(self, name)}")
+            object.__setattr__(self, name, (low, high))
+        if self.rt60_s[0] <= 0 or self.lowpass_hz[0] <= 0:
+            raise ValueError("AugmentConfig.rt60_s and lowpass_hz must be positive")
+        if not self.resample_rates or any(int(r) <= 0 for r in self.resample_rates):
+            raise ValueError(f"AugmentConfig.resample_rates must be positive rates, got {self.resample_rates}")
+        object.__setattr__(self, "resample_rates", tuple(int(r) for r in self.resample_rates))
+        if not 0 <= self.mixup <= 0.5:
+            raise ValueError(f"AugmentConfig.mixup must be in [0, 0.5] (the other clip stays the minor part), got {self.mixup}")
+        if not 0 < self.crop_min_scale <= 1:
+            raise ValueError(f"AugmentConfig.crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
+        if self.tilt_db_per_octave < 0:
+            raise ValueError(f"AugmentConfig.tilt_db_per_octave must be >= 0, got {self.tilt_db_per_octave}")
+
+    @property
+    def needs_waveform(self) -> bool:
+        """True when a capture-chain step is on: tiles must then be cut from audio, not from cached log-Mel."""
+        return any(p > 0 for p in (self.reverb_p, self.noise_p, self.band_limit_p, self.resample_p))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (tuples as lists) for the model file and TOML."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AugmentConfig":
+        """Rebuild from `to_dict` output; unknown keys are an error that names them."""
+        reject_unknown_keys(cls, data, "AugmentConfig")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+# ------------------------------------------------------------------------------------ waveform: capture
+
+def synthetic_rir(rt60_s: float, sample_rate: int, rng: np.random.Generator, direct_to_reverb_db: float = 0.0) -> np.ndarray:
+    """A room impulse response: a unit direct path, then Gaussian noise whose energy falls 60 dB in
+    ``rt60_s`` (amplitude ``exp(-6.91 t / rt60)``), ``rt60_s`` long, scaled so that the tail holds
+    ``direct_to_reverb_db`` less energy than the direct path."""
+    length = max(2, int(round(rt60_s * sample_rate)))
+    t = np.arange(1, length) / sample_rate
+    tail = rng.standard_normal(length - 1) * np.exp(-3.0 * math.log(10) * t / rt60_s)
+    tail *= math.sqrt(10 ** (-direct_to_reverb_db / 10) / max(float(np.sum(tail ** 2)), 1e-20))
+    return np.concatenate([[1.0], tail]).astype(np.float32)
+
+
+def reverberate(waveform: torch.Tensor, rir: torch.Tensor) -> torch.Tensor:
+    """``[samples]`` or ``[rows, samples]`` convolved with ``rir`` (``[taps]`` or one per row), cut to the
+    input length (causal: the tail that rings past the end is dropped)."""
+    samples = waveform.shape[-1]
+    n = 1 << math.ceil(math.log2(samples + rir.shape[-1] - 1))
+    out = torch.fft.irfft(torch.fft.rfft(waveform, n=n) * torch.fft.rfft(rir.to(waveform.dtype), n=n), n=n)
+    return out[..., :samples]
+
+
+def add_noise(waveform: torch.Tensor, snr_db: float, rng: np.random.Generator, colour: float = 0.0) -> torch.Tensor:
+    """``waveform [samples]`` plus noise whose power is ``snr_db`` below the signal's (mean square over
+    the tile); ``colour`` is the spectral slope exponent (0 white, 1 pink, 2 brown). Silence stays silent."""
+    samples = waveform.shape[-1]
+    spectrum = torch.fft.rfft(torch.from_numpy(rng.standard_normal(samples).astype(np.float32)))
+    if colour:
+        f = torch.arange(spectrum.shape[0], dtype=torch.float32).clamp(min=1.0)
+        spectrum = spectrum / f.pow(colour / 2)
+    noise = torch.fft.irfft(spectrum, n=samples)
+    signal_power = waveform.pow(2).mean()
+    scale = torch.sqrt(signal_power / 10 ** (snr_db / 10) / noise.pow(2).mean().clamp(min=1e-20))
+    return waveform + noise * scale
+
+
+def band_limit_response(n_fft: int, sample_rate: int, cutoff_hz: float, tilt_db_per_octave: float, order: int = 4) -> torch.Tensor:
+    """Magnitude response on the ``n_fft`` rFFT bins: Butterworth low-pass of ``order`` at ``cutoff_hz``
+    times an EQ tilt of ``tilt_db_per_octave`` around 1 kHz (clamped below 50 Hz)."""
+    f = torch.arange(n_fft // 2 + 1, dtype=torch.float32) * sample_rate / n_fft
+    lowpass = 1.0 / torch.sqrt(1.0 + (f / cutoff_hz).pow(2 * order))
+    tilt = 10 ** (tilt_db_per_octave * torch.log2(f.clamp(min=50.0) / 1000.0) / 20)
+    return lowpass * tilt
+
+
+def band_limit(waveform: torch.Tensor, sample_rate: int, cutoff_hz: float, tilt_db_per_octave: float = 0.0, order: int = 4) -> torch.Tensor:
+    """A microphone/sound card's band: zero-phase low-pass at ``cutoff_hz`` and EQ tilt, same length."""
+    samples = waveform.shape[-1]
+    n = 1 << math.ceil(math.log2(samples + 1024))  # padding keeps the circular wrap off the signal
+    response = band_limit_response(n, sample_rate, cutoff_hz, tilt_db_per_octave, order)
+    return torch.fft.irfft(torch.fft.rfft(waveform, n=n) * response, n=n)[..., :samples]
+
+
+def resample_through(waveform: torch.Tensor, sample_rate: int, via_rate: int, quality: int = 1) -> torch.Tensor:
+    """Up/down to ``via_rate`` and back with `torchaudio.functional.resample` at one of
+    `RESAMPLER_QUALITIES` (0 low, 1 medium, 2 high); same length as the input."""
+    width, rolloff, method = RESAMPLER_QUALITIES[quality]
+    there = AF.resample(waveform, sample_rate, via_rate, lowpass_filter_width=width, rolloff=rolloff, resampling_method=method)
+    back = AF.resample(there, via_rate, sample_rate, lowpass_filter_width=width, rolloff=rolloff, resampling_method=method)
+    samples = waveform.shape[-1]
+    if back.shape[-1] < samples:
+        back = F.pad(back, (0, samples - back.shape[-1]))
+    return back[..., :samples]
+
+
+def capture_chain(waveforms: torch.Tensor, sample_rate: int, config: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
+    """Each row of ``[rows, samples]`` through its own draw of room, noise, microphone and resampler."""
+    out = waveforms.clone()
+    rows = out.shape[0]
+    for i in range(rows):
+        if rng.random() < config.reverb_p:
+            rir = synthetic_rir(rng.uniform(*config.rt60_s), sample_rate, rng, direct_to_reverb_db=rng.uniform(-3.0, 10.0))
+            out[i] = reverberate(out[i], torch.from_numpy(rir))
+        if rng.random() < config.noise_p:
+            out[i] = add_noise(out[i], rng.uniform(*config.snr_db), rng, colour=rng.uniform(0.0, 2.0))
+        if rng.random() < config.band_limit_p:
+            tilt = rng.uniform(-config.tilt_db_per_octave, config.tilt_db_per_octave)
+            out[i] = band_limit(out[i], sample_rate, rng.uniform(*config.lowpass_hz), tilt, order=int(rng.integers(2, 9)))
+    # Resampling is batched per (rate, quality): building the sinc kernels is most of its cost.
+    chosen: dict[tuple[int, int], list[int]] = {}
+    for i in range(rows):
+        if rng.random() < config.resample_p:
+            key = (config.resample_rates[int(rng.integers(len(config.resample_rates)))], int(rng.integers(len(RESAMPLER_QUALITIES))))
+            chosen.setdefault(key, []).append(i)
+    for (via, quality), index in sorted(chosen.items()):
+        out[index] = resample_through(out[index], sample_rate, via, quality)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- log-Mel
+
+def shift_gain(log_mel: torch.Tensor, gain_db: torch.Tensor | float, floor_db: float) -> torch.Tensor:
+    """A level change in dB (broadcast over the leading dims); what sat on the floor stays there, and
+    nothing goes below it (as for a scaled waveform)."""
+    shift = torch.as_tensor(gain_db, dtype=log_mel.dtype)
+    return torch.where(log_mel <= floor_db, log_mel, (log_mel + shift).clamp(min=floor_db))
+
+
+def mixup_log_mel(log_mel: torch.Tensor, other: torch.Tensor, lam: torch.Tensor | float, floor_db: float) -> torch.Tensor:
+    """``10 log10((1 - lam) 10^(x/10) + lam 10^(o/10))``: the log-Mel of the two sounds' powers mixed
+    (BYOL-A's mixup in the linear domain), floored at ``floor_db``; ``lam`` broadcasts over leading dims."""
+    lam = torch.as_tensor(lam, dtype=log_mel.dtype)
+    power = (1 - lam) * torch.pow(10.0, log_mel / 10) + lam * torch.pow(10.0, other / 10)
+    return (10 * torch.log10(power.clamp(min=1e-30))).clamp(min=floor_db)
+
+
+def random_resize_crop(log_mel: torch.Tensor, min_scale: float, rng: np.random.Generator) -> torch.Tensor:
+    """BYOL-A's random resize crop: a random ``[h, w]`` crop of a ``[n_mels, frames]`` map (each side a
+    uniform share in ``[min_scale, 1]``, at a random place) stretched back to the full size (bilinear).
+    A frequency stretch shifts pitch; a time stretch changes speed."""
+    n_mels, frames = log_mel.shape[-2:]
+    h = max(1, int(round(n_mels * rng.uniform(min_scale, 1.0))))
+    w = max(1, int(round(frames * rng.uniform(min_scale, 1.0))))
+    top = int(rng.integers(0, n_mels - h + 1))
+    left = int(rng.integers(0, frames - w + 1))
+    crop = log_mel[..., top:top + h, left:left + w]
+    if (h, w) == (n_mels, frames):
+        return crop.clone()
+    lead = crop.shape[:-2]
+    resized = F.interpolate(crop.reshape(1, -1, h, w), size=(n_mels, frames), mode="bilinear", align_corners=True)
+    return resized.reshape(*lead, n_mels, frames)
