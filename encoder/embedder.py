@@ -61,7 +61,12 @@ def length_groups(windows: Sequence[np.ndarray]) -> list[list[int]]:
 
 
 class Embedder(Protocol):
-    """Turns mono windows at ``sample_rate`` into embeddings ``[n, embedding_dim]`` float32."""
+    """Turns mono windows at ``sample_rate`` into embeddings ``[n, embedding_dim]`` float32.
+
+    A backend may also offer ``embed_with_features(windows, timings=None) -> (embeddings, log_mels)`` for
+    windows of one length (`TorchEmbedder` does): the daemon then shows the log-Mel the model saw on the
+    web page instead of computing it a second time; without it the page has no live spectrogram.
+    """
 
     sample_rate: int
     embedding_dim: int
@@ -86,6 +91,21 @@ class TorchEmbedder:
 
     def embed(self, windows: Sequence[np.ndarray], timings: EmbedTimings | None = None) -> np.ndarray:
         """Embeddings ``[n, D]`` float32 of mono windows; equal lengths run together, ``batch_size`` at a time."""
+        return self._run(windows, timings, None)
+
+    def embed_with_features(self, windows: Sequence[np.ndarray],
+                            timings: EmbedTimings | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings ``[n, D]`` and the log-Mel ``[n, n_mels, frames]`` (dB, float32) they were computed
+        from, for windows of one length (the web page's live spectrogram shows what the model saw)."""
+        if len({int(np.shape(w)[-1]) for w in windows}) > 1:
+            raise ValueError("embed_with_features needs windows of one length")
+        features: dict[int, np.ndarray] = {}
+        embeddings = self._run(windows, timings, features)
+        return embeddings, np.stack([features[i] for i in range(len(windows))]) if len(windows) else np.zeros((0, 0, 0), np.float32)
+
+    def _run(self, windows: Sequence[np.ndarray], timings: EmbedTimings | None,
+             features_out: dict[int, np.ndarray] | None) -> np.ndarray:
+        """The embedding loop; with ``features_out`` each window's log-Mel is kept under its index."""
         import torch
 
         from encoder.features import log_mel
@@ -109,6 +129,9 @@ class TorchEmbedder:
                         torch.cuda.synchronize(self.device)
                     t1 = time.perf_counter()
                     out[indices] = encoder(features).float().cpu().numpy()
+                    if features_out is not None:
+                        for i, row in zip(indices, features[:, 0].float().cpu().numpy()):
+                            features_out[i] = row
                     timings.features += t1 - t0
                     timings.embed += time.perf_counter() - t1
         return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from service.inference import Inference, Timings
 from service.mic_state import MicState, state_changes
 from service.records import StateChange, WindowResult
 from service.uploads import upload_windows
+from service.web.mel_strip import mel_strip
 from service.window_health import new_drift_tracker, window_health
 from service.window_record import build_window_result
 from service.windowing import Window
@@ -38,6 +39,8 @@ class Analysed:
     result: WindowResult
     failing: dict[str, bool]  # check name -> failing (health flags, drift included)
     realtime: bool
+    log_mel_strip: np.ndarray | None = field(default=None, compare=False)  # uint8 [bins, columns], web page
+    samples: np.ndarray | None = field(default=None, compare=False)  # the window's audio, when clips are kept
 
 
 class Analyzer:
@@ -56,17 +59,22 @@ class Analyzer:
                                    ActivityHead.from_dict(bundle.head) if bundle.head else None)
         self._mics: dict[str, MicState] = {}
         self._lock = threading.Lock()  # guards _mics (the pipeline thread and gRPC threads share this)
+        self.keep_samples = False  # live windows carry their audio on (Analysed.samples) for clip retention
 
     def _analyse(self, windows: list[Window], mics: dict[str, MicState],
-                 timings: Timings) -> tuple[list[Analysed], list[StateChange]]:
-        """The one path from windows to records: ``mics`` holds each microphone's state (changed here)."""
+                 timings: Timings, live: bool = False) -> tuple[list[Analysed], list[StateChange]]:
+        """The one path from windows to records: ``mics`` holds each microphone's state (changed here).
+        ``live`` windows also carry their log-Mel strip for the web page (and their audio with keep_samples)."""
         for w in windows:
             if w.sample_rate != self.sample_rate:
                 raise ValueError(f"window of mic {w.mic_id} is at {w.sample_rate} Hz, the model needs {self.sample_rate}")
-        embeddings, labels, probabilities = self.inference.run([w.mono() for w in windows], timings)
+        log_mels: list | None = [] if live else None
+        embeddings, labels, probabilities = self.inference.run([w.mono() for w in windows], timings, log_mels)
+        floor_db = self.bundle.feature_config.floor_db
+        strips = [None if m is None else mel_strip(m, floor_db) for m in log_mels] if live else [None] * len(windows)
         analysed: list[Analysed] = []
         changes: list[StateChange] = []
-        for w, embedding, label, proba in zip(windows, embeddings, labels, probabilities):
+        for w, embedding, label, proba, strip in zip(windows, embeddings, labels, probabilities, strips):
             t0 = time.perf_counter()
             mic = mics.get(w.mic_id)
             if mic is None:
@@ -76,7 +84,8 @@ class Analyzer:
             result = build_window_result(w.mic_id, round(w.start_unix * 1000), round(w.end_unix * 1000), w.samples,
                                          embedding, label, proba, health)
             changes.extend(state_changes(mic, result))
-            analysed.append(Analysed(result, {k: bool(v) for k, v in health.flags.items()}, w.realtime))
+            analysed.append(Analysed(result, {k: bool(v) for k, v in health.flags.items()}, w.realtime, strip,
+                                     w.samples if live and self.keep_samples else None))
         return analysed, changes
 
     # --- live windows -------------------------------------------------------------------------------
@@ -86,7 +95,7 @@ class Analyzer:
         if not windows:
             return [], []
         with self._lock:
-            return self._analyse(windows, self._mics, timings if timings is not None else Timings())
+            return self._analyse(windows, self._mics, timings if timings is not None else Timings(), live=True)
 
     def drift_state(self) -> dict[str, dict]:
         """Every microphone's drift baseline (DriftTracker.to_dict), to persist across restarts."""

@@ -180,6 +180,47 @@ class PipelineConfig(Section):
                                     description="stop (exit 0) after storing this many windows; none = run on (windows)")
 
 
+class WebConfig(Section):
+    """The web page's listener (service/web/, docs/web.md)."""
+
+    enabled: bool = Field(True, description="serve the web page")
+    address: str = Field("127.0.0.1", min_length=1, description="listen address; beyond loopback it needs `tls_cert`, "
+                                                              "`tls_key` and `token_file` or `client_ca`")
+    port: int = Field(9480, ge=0, le=MAX_PORT, description="listen port; 0 = any free port")
+    # Beyond loopback: HTTPS (tls_cert + tls_key) AND authentication, a token read from token_file (browsers
+    # send it as the password of HTTP Basic, scripts as "Authorization: Bearer <token>") or client
+    # certificates signed by client_ca (mTLS). Kept clips are served only under this rule.
+    tls_cert: str | None = Field(None, description="PEM server certificate (chain): serve HTTPS")
+    tls_key: str | None = Field(None, description="PEM private key of `tls_cert`")
+    client_ca: str | None = Field(None, description="PEM CA: require client certificates it signed (mTLS)")
+    token_file: str | None = Field(None, description="file holding the token every request must send")
+    max_pages: int = Field(64, ge=1, le=1024, description="open live pages (SSE streams); more get 503 (pages)")
+
+
+class ClipsConfig(Section):
+    """Clip retention (service/clips.py): whether and how windows' audio is kept. Off by default.
+
+    PRIVACY: a clip is a recording of the room; speech in it is the voice of people at home. Enable it
+    knowingly, keep it short, and never expose the web page beyond loopback without TLS and a token.
+    """
+
+    keep: Literal["none", "events", "all"] = Field(
+        "none", description="`none`; `events`: windows that show an activity or health change; `all` "
+                            "(clips record people at home: opt in knowingly)")
+    codec: Literal["flac", "opus"] = Field("flac", description="`flac` (lossless, ~270 kB per 10 s) or `opus` "
+                                                               "(~30 kB per 10 s)")
+    dir: str | None = Field(None, description="where clips are written; none = `<data_dir>/clips`")
+    max_age_days: float = Field(7.0, gt=0, le=MAX_AGE_DAYS, description="delete clips older than this (days)")
+    max_size_mb: float = Field(2048.0, ge=0.0625, le=1e7, description="delete the oldest clips while they take more (MiB)")
+    queue_size: int = Field(32, ge=1, le=1024,
+                            description="clips waiting to be encoded; beyond it a clip is dropped and logged (clips)")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any clip is kept."""
+        return self.keep != "none"
+
+
 class DaemonConfig(Section):
     """Everything `roomtone run` needs: top-level keys, then one section per component."""
 
@@ -196,6 +237,8 @@ class DaemonConfig(Section):
     pipeline: PipelineConfig = PipelineConfig()
     similarity: SimilarityIndexConfig = Field(SimilarityIndexConfig(), description="FindSimilar's index")
     health: HealthConfig = Field(HealthConfig(), description="microphone health thresholds (docs/mic-health.md)")
+    web: WebConfig = WebConfig()
+    clips: ClipsConfig = ClipsConfig()
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -371,26 +414,35 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _check_listener(key: str, section: GrpcConfig | WebConfig, host: str, what: str) -> None:
+    """A TLS-capable listener (gRPC, the web page): its files exist and pair up, and beyond loopback it has
+    TLS plus authentication (a token or client certificates)."""
+    for name in ("tls_cert", "tls_key", "client_ca", "token_file"):
+        value = getattr(section, name)
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"{key}.{name}: no such file {value}")
+    if bool(section.tls_cert) != bool(section.tls_key):
+        raise ConfigError(f"{key}.tls_cert/tls_key: give both (the server certificate and its private key) or neither")
+    if section.token_file and not Path(section.token_file).read_text().strip():
+        raise ConfigError(f"{key}.token_file: {section.token_file} is empty")
+    if section.client_ca and not section.tls_cert:
+        raise ConfigError(f"{key}.client_ca: client certificates (mTLS) need {key}.tls_cert and {key}.tls_key too")
+    if section.enabled and not is_loopback(host) and not (section.tls_cert and (section.token_file or section.client_ca)):
+        raise ConfigError(
+            f"{key}.address: {section.address} is reachable from other machines; refusing to serve {what} there "
+            f"without TLS and client authentication: set {key}.tls_cert and {key}.tls_key, plus {key}.token_file "
+            f"(bearer token) or {key}.client_ca (client certificates), or listen on 127.0.0.1")
+
+
 def _validate_exposure(config: DaemonConfig) -> None:
     """Listeners beyond loopback must be encrypted and authenticated; the files they name must exist."""
     g, m = config.grpc, config.metrics
-    for key, value in (("grpc.tls_cert", g.tls_cert), ("grpc.tls_key", g.tls_key), ("grpc.client_ca", g.client_ca),
-                       ("grpc.token_file", g.token_file), ("metrics.tls_cert", m.tls_cert),
-                       ("metrics.tls_key", m.tls_key), ("metrics.client_ca", m.client_ca)):
+    _check_listener("grpc", g, g.address.rpartition(":")[0], "the API")
+    _check_listener("web", config.web, config.web.address, "the web page (and any kept clips)")
+    for key, value in (("metrics.tls_cert", m.tls_cert), ("metrics.tls_key", m.tls_key),
+                       ("metrics.client_ca", m.client_ca)):
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"{key}: no such file {value}")
-    if bool(g.tls_cert) != bool(g.tls_key):
-        raise ConfigError("grpc.tls_cert/tls_key: give both (the server certificate and its private key) or neither")
-    if g.token_file and not Path(g.token_file).read_text().strip():
-        raise ConfigError(f"grpc.token_file: {g.token_file} is empty")
-    if g.client_ca and not g.tls_cert:
-        raise ConfigError("grpc.client_ca: client certificates (mTLS) need grpc.tls_cert and grpc.tls_key too")
-    host = g.address.rpartition(":")[0]
-    if g.enabled and not is_loopback(host) and not (g.tls_cert and (g.token_file or g.client_ca)):
-        raise ConfigError(
-            f"grpc.address: {g.address} is reachable from other machines; refusing to serve the API there without "
-            f"TLS and client authentication: set grpc.tls_cert and grpc.tls_key, plus grpc.token_file (bearer "
-            f"token) or grpc.client_ca (client certificates), or listen on 127.0.0.1")
     if bool(m.tls_cert) != bool(m.tls_key) or (m.client_ca and not m.tls_cert):
         raise ConfigError("metrics.tls_cert/tls_key/client_ca: HTTPS needs both tls_cert and tls_key")
     if m.enabled and not is_loopback(m.address) and not (m.tls_cert and m.client_ca):

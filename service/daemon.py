@@ -3,7 +3,8 @@
 runs those in reverse order:
 
     model + analyser -> drift baselines -> store -> event bus -> metrics -> sources + pipeline
-    -> /metrics listener -> gRPC API -> capture -> store upkeep (retention, similarity warm-up)
+    -> clip writer -> /metrics listener -> gRPC API -> web page -> capture -> store upkeep (retention,
+    similarity warm-up)
 
 so on stop capture ends first, the windows in flight are analysed and stored, the API closes, the drift
 baselines are saved and the store is flushed and closed last. A step that fails stops what came before.
@@ -41,6 +42,10 @@ class Daemon:
         self.grpc_port: int | None = None
         self.grpc_address: str | None = None
         self.metrics_port: int | None = None
+        self.clips = None  # service.clips.ClipStore when [clips] keep is not "none"
+        self.feed = None  # service.web.live.LiveFeed: live windows for the web page
+        self.web = None  # service.web.server.WebServer
+        self.web_port: int | None = None
         self._stops: list[tuple[str, Callable[[], object]]] = []  # what start() started, in order
         self._stop_requested = threading.Event()
         self._stop_reason = ""
@@ -65,13 +70,15 @@ class Daemon:
         log.info("starting roomtone", extra={"config": config_to_dict(self.config), "pid": os.getpid()})
         try:
             for step in (self._load_model, self._open_store, self._start_bus_and_metrics, self._build_pipeline,
-                         self._serve_metrics, self._serve_grpc, self._start_capture, self._start_store_upkeep):
+                         self._keep_clips, self._serve_metrics, self._serve_grpc, self._serve_web, self._start_capture,
+                         self._start_store_upkeep):
                 step()
         except BaseException:
             self.stop()
             raise
         log.info("roomtone running", extra={"mics": list(self.pipeline.sources), "store": str(self.config.store_path),
-                                            "grpc": self.grpc_address, "metrics_port": self.metrics_port})
+                                            "grpc": self.grpc_address, "metrics_port": self.metrics_port,
+                                            "web": self.web.url if self.web else None})
 
     def _on_stop(self, name: str, stop: Callable[[], object]) -> None:
         """Register how to stop what a step just started (stop() runs these last first)."""
@@ -132,6 +139,22 @@ class Daemon:
         self.pipeline = Pipeline(sources, self.analyzer, self.publisher, self.metrics, self.config.pipeline)
         self.pipeline.on_stored = self._on_stored
 
+    def _keep_clips(self) -> None:
+        from service.clips import ClipStore, ClipWriter
+
+        c = self.config.clips
+        if not c.enabled:
+            return
+        directory = Path(c.dir) if c.dir else Path(self.config.data_dir) / "clips"
+        self.clips = ClipStore(directory, c)
+        writer = ClipWriter(self.clips, self.analyzer.sample_rate, self.config.store.retention_interval_s)
+        self._on_stop("clip writer", writer.close)  # after capture: the last windows' clips are written
+        self.publisher.listeners.append(writer.on_stored)
+        self.analyzer.keep_samples = True
+        log.warning("clips are kept: windows' audio is written to disk and can contain people's speech",
+                    extra={"keep": c.keep, "codec": c.codec, "dir": str(directory.resolve()),
+                           "max_age_days": c.max_age_days, "max_size_mb": c.max_size_mb})
+
     def _serve_metrics(self) -> None:
         m = self.config.metrics
         if not m.enabled:
@@ -159,6 +182,24 @@ class Daemon:
         log.info("gRPC listening", extra={"address": self.grpc_address, "tls": security is not None,
                                           "bearer_token": bool(security and security.token),
                                           "client_certificates": bool(security and security.client_ca)})
+
+    def _serve_web(self) -> None:
+        from service.web.live import LiveFeed
+        from service.web.server import WebBackend, WebServer
+
+        w, p = self.config.web, self.config.pipeline
+        if not w.enabled:
+            return
+        self.feed = LiveFeed()
+        self.publisher.listeners.append(self.feed.on_stored)
+        backend = WebBackend(store=self.store, feed=self.feed, microphones=self.mic_status, window_s=p.window_s,
+                             hop_s=p.hop_s, class_names=tuple(self._bundle.class_names or ()), clips=self.clips,
+                             clips_keep=self.config.clips.keep, extra={"model_sha256": self._model_sha256})
+        self.web = WebServer(w, backend)
+        self.web_port = self.web.start()
+        self._on_stop("web page", self.web.stop)
+        log.info("web page listening", extra={"url": self.web.url, "token": w.token_file is not None,
+                                              "client_certificates": w.client_ca is not None})
 
     def _start_capture(self) -> None:
         self.pipeline.start()  # on failure the pipeline stops what it started itself

@@ -38,9 +38,20 @@ class Inference:
         labels = [names[int(i)] for i in proba.argmax(axis=1)]
         return labels, [{n: float(p) for n, p in zip(names, row)} for row in proba]
 
-    def run(self, mono: Sequence[np.ndarray], timings: Timings) -> tuple[np.ndarray, list[str | None], list[dict[str, float]]]:
-        """Embeddings ``[n, D]``, labels and probabilities of mono windows; stage times go to ``timings``."""
-        embeddings = self.embedder.embed(mono, timings)
+    def run(self, mono: Sequence[np.ndarray], timings: Timings,
+            log_mels: list | None = None) -> tuple[np.ndarray, list[str | None], list[dict[str, float]]]:
+        """Embeddings ``[n, D]``, labels and probabilities of mono windows; stage times go to ``timings``.
+
+        With ``log_mels`` (a list), it is filled with each window's log-Mel ``[n_mels, frames]`` as the
+        embedder computed it (None where the backend cannot hand it out, see `Embedder`)."""
+        with_features = getattr(self.embedder, "embed_with_features", None)
+        if log_mels is not None and with_features is not None and len({len(m) for m in mono}) == 1:
+            embeddings, features = with_features(mono, timings)
+            log_mels[:] = list(features)
+        else:
+            embeddings = self.embedder.embed(mono, timings)
+            if log_mels is not None:
+                log_mels[:] = [None] * len(mono)
         t0 = time.perf_counter()
         labels, probabilities = self.classify(embeddings)
         timings.head += time.perf_counter() - t0

@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# Test daemons serve their web page on a free port, never on 9480, where a real roomtone (or another test
+# session on this machine) may listen; a test that sets ROOMTONE_WEB__PORT itself still wins.
+os.environ.setdefault("ROOMTONE_WEB__PORT", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 VENDORED_HOMESOUNDS = REPO / "tests" / "data" / "homesounds"

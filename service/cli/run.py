@@ -3,7 +3,7 @@ store -> gRPC API and Prometheus /metrics.
 
 With no arguments it uses the bundled model (models/roomtone.pt), stores windows and events in
 <data dir>/roomtone.db (data dir: $ROOMTONE_DATA_DIR, else ./var), listens for gRPC on 127.0.0.1:50051 and
-serves /metrics on 127.0.0.1:9464, and records from the default input device, or, when the machine has
+serves /metrics on 127.0.0.1:9464 and the web page on http://127.0.0.1:9480/, and records from the default input device, or, when the machine has
 none, from the bundled demo recording looped at real time (a log line says so).
 
 Settings come from, in increasing priority: built-in defaults, the TOML file given with --config, ROOMTONE_*
@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-address", help="/metrics listen address (default 127.0.0.1)")
     parser.add_argument("--metrics-port", type=int, help="/metrics port, 0 = any free port (default 9464)")
     parser.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    parser.add_argument("--web-address", help="web page listen address (default 127.0.0.1; beyond loopback needs "
+                                              "[web] TLS and a token or client certificates, see docs/web.md)")
+    parser.add_argument("--web-port", type=int, help="web page port, 0 = any free port (default 9480)")
+    parser.add_argument("--no-web", action="store_true", help="do not serve the web page")
+    parser.add_argument("--keep-clips", choices=("none", "events", "all"),
+                        help="keep windows' audio as clips (default none; clips record people at home, see docs/web.md)")
     parser.add_argument("--max-windows", type=int, help="stop after storing this many windows (demos, tests)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     parser.add_argument("--log-format", choices=("json", "text"), help="log line format (default json)")
@@ -92,6 +98,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     put("metrics", "address", args.metrics_address)
     put("metrics", "port", args.metrics_port)
     put("metrics", "enabled", False if args.no_metrics else None)
+    put("web", "address", args.web_address)
+    put("web", "port", args.web_port)
+    put("web", "enabled", False if args.no_web else None)
+    put("clips", "keep", args.keep_clips)
     mics = _mics(args)
     if mics is not None:
         out["mics"] = mics

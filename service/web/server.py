@@ -1,0 +1,383 @@
+"""The daemon's web page: an aiohttp application on its own thread and event loop.
+
+Routes: the page (``/``, ``/timeline``, ``/window/{id}``, ``/mics``: one HTML file, the ES modules pick the
+view from the path), its static files, a small JSON API under ``/api/`` and the live stream
+``/api/live`` (Server-Sent Events). Errors are an HTML page for the page routes and
+``{"error": {"reason", "message"}}`` for the API, never a traceback.
+
+Exposure: like gRPC, beyond loopback only with TLS and authentication (checked when the config is loaded,
+service/config.py `_check_listener`, the same rule as gRPC's):
+a bearer token (``token_file``; browsers send it as the password of HTTP Basic) or client certificates
+(``client_ca``, mTLS). Clips are audio of people at home and are served under the same rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import html
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from service.clips import CODECS, ClipStore
+from service.config import WebConfig
+from service.event_store import EventQuery, EventStore
+from service.records import MicStatus
+from service.web.live import LiveFeed
+from service.web.views import change_json, mic_json, window_json
+
+log = logging.getLogger("roomtone.web")
+
+STATIC = Path(__file__).resolve().parent / "static"
+#: Paths that serve the page; the ES modules choose the view from the path.
+PAGE_ROUTES = ("/", "/timeline", "/mics")
+MAX_SIMILAR = 50
+MAX_LIST = 10000
+
+
+@dataclass
+class WebBackend:
+    """What the page reads from the running daemon."""
+
+    store: EventStore
+    feed: LiveFeed
+    microphones: Callable[[], list[MicStatus]]
+    window_s: float
+    hop_s: float
+    class_names: tuple[str, ...] = ()
+    clips: ClipStore | None = None
+    clips_keep: str = "none"
+    extra: dict = field(default_factory=dict)  # shown in /api/status (model sha, version)
+
+
+BACKEND = web.AppKey("backend", WebBackend)
+MAX_PAGES = web.AppKey("max_pages", int)
+
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP status, machine-readable reason, message for people."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+# --- request parsing ---------------------------------------------------------------------------------
+
+def _int_param(request: web.Request, name: str, default: int | None = None, lo: int | None = None,
+               hi: int | None = None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_parameter", f"{name} must be an integer, got {raw!r}") from None
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ApiError(400, "bad_parameter", f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _window_id(request: web.Request) -> int:
+    raw = request.match_info["window_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(400, "bad_window_id", f"window id must be a positive whole number, got {raw!r}")
+    return int(raw)
+
+
+def _query(request: web.Request, kinds: tuple[str, ...]) -> EventQuery:
+    mics = tuple(m for m in request.query.getall("mic", []) if m)
+    try:
+        return EventQuery(mic_ids=mics, kinds=kinds, since_unix_ms=_int_param(request, "since_ms"),
+                          until_unix_ms=_int_param(request, "until_ms"))
+    except ValueError as exc:
+        raise ApiError(400, "bad_parameter", str(exc)) from None
+
+
+# --- handlers ----------------------------------------------------------------------------------------
+
+def _backend(request: web.Request) -> WebBackend:
+    return request.app[BACKEND]
+
+
+async def _in_thread(function, *args):
+    """Run blocking store calls off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+
+async def page(request: web.Request) -> web.FileResponse:
+    """The single HTML page; the view follows from the path."""
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def window_page(request: web.Request) -> web.FileResponse:
+    """The page for ``/window/{id}``, after checking the window exists (400/404 otherwise)."""
+    window_id = _window_id(request)
+    if await _in_thread(_backend(request).store.get_window, window_id, False) is None:
+        raise ApiError(404, "window_not_found", f"no stored window {window_id} (it may have been deleted by retention)")
+    return await page(request)
+
+
+async def status(request: web.Request) -> web.Response:
+    """Microphones, classes, window length, clip mode and the recent live windows (the Now view's start)."""
+    backend = _backend(request)
+    mics = await _in_thread(backend.microphones)
+    return web.json_response({
+        "mics": [mic_json(m) for m in mics], "classes": list(backend.class_names),
+        "window_s": backend.window_s, "hop_s": backend.hop_s, "clips": backend.clips_keep,
+        "recent": backend.feed.recent(), **backend.extra})
+
+
+async def list_windows(request: web.Request) -> web.Response:
+    """Stored windows, newest first: ``?mic=&since_ms=&until_ms=&limit=&page=``."""
+    backend = _backend(request)
+    limit = _int_param(request, "limit", 500, 1, MAX_LIST)
+    try:
+        found = await _in_thread(backend.store.list_windows, _query(request, ("window",)), limit,
+                                 request.query.get("page", ""))
+    except ValueError as exc:
+        raise ApiError(400, "bad_parameter", str(exc)) from None
+    return web.json_response({"windows": [window_json(w) for w in found.items], "next_page": found.next_page_token})
+
+
+async def list_changes(request: web.Request) -> web.Response:
+    """Stored activity/health changes, newest first: ``?kind=health_changed&mic=&since_ms=&until_ms=&limit=``."""
+    backend = _backend(request)
+    kinds = tuple(request.query.getall("kind", [])) or ("activity_changed", "health_changed")
+    if "window" in kinds:
+        raise ApiError(400, "bad_parameter", "kind: use /api/windows for windows")
+    limit = _int_param(request, "limit", 500, 1, MAX_LIST)
+    try:
+        found = await _in_thread(backend.store.list_events, _query(request, kinds), limit, request.query.get("page", ""))
+    except ValueError as exc:
+        raise ApiError(400, "bad_parameter", str(exc)) from None
+    return web.json_response({"changes": [change_json(c) for c in found.items], "next_page": found.next_page_token})
+
+
+async def get_window(request: web.Request) -> web.Response:
+    """One stored window: probabilities, health scores (drift included) and whether its clip is kept."""
+    backend = _backend(request)
+    window_id = _window_id(request)
+    window = await _in_thread(backend.store.get_window, window_id, False)
+    if window is None:
+        raise ApiError(404, "window_not_found", f"no stored window {window_id}")
+    clip = backend.clips.find(window.mic_id, window.start_unix_ms) if backend.clips else None
+    return web.json_response({**window_json(window), "clip_url": f"/api/windows/{window_id}/clip" if clip else None})
+
+
+async def similar(request: web.Request) -> web.Response:
+    """The stored windows nearest to this one (FindSimilar): ``?k=10&mic=``."""
+    backend = _backend(request)
+    window_id = _window_id(request)
+    k = _int_param(request, "k", 10, 1, MAX_SIMILAR)
+    window = await _in_thread(backend.store.get_window, window_id, True)
+    if window is None:
+        raise ApiError(404, "window_not_found", f"no stored window {window_id}")
+    if window.embedding is None:
+        raise ApiError(409, "no_embedding", f"window {window_id} has no stored embedding")
+    mics = [m for m in request.query.getall("mic", []) if m] or None
+    result = await _in_thread(lambda: backend.store.nearest(window.embedding, k, mics, exclude_ids=[window_id]))
+    return web.json_response({"neighbors": [{"window": window_json(w), "distance": d} for w, d in result.neighbors],
+                              "searched": result.searched})
+
+
+async def clip(request: web.Request) -> web.FileResponse:
+    """A window's kept audio (FLAC or Ogg/Opus); 404 when clips are off or this one is not kept."""
+    backend = _backend(request)
+    window_id = _window_id(request)
+    if backend.clips is None:
+        raise ApiError(404, "clips_disabled", "clips are not kept ([clips] keep = \"none\"); see docs/web.md")
+    window = await _in_thread(backend.store.get_window, window_id, False)
+    if window is None:
+        raise ApiError(404, "window_not_found", f"no stored window {window_id}")
+    path = backend.clips.find(window.mic_id, window.start_unix_ms)
+    if path is None:
+        raise ApiError(404, "clip_not_kept", f"window {window_id} has no kept clip (clips.keep = "
+                                             f"\"{backend.clips_keep}\", or it expired)")
+    content_type = next(c[3] for c in CODECS.values() if c[2] == path.suffix)
+    return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": "private, max-age=3600"})
+
+
+async def live(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: ``window`` (a stored live window with its log-Mel strip) and ``change``."""
+    feed = _backend(request).feed
+    limit = request.app[MAX_PAGES]
+    if feed.page_count() >= limit:
+        raise ApiError(503, "too_many_pages", f"too many open live pages ({limit}, web.max_pages); close one")
+    stream = feed.open_page()
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    try:
+        await response.prepare(request)
+        await response.write(b"retry: 2000\n\n")
+        reported = 0
+        while True:
+            try:
+                frame = await asyncio.wait_for(stream.queue.get(), timeout=15.0)
+            except asyncio.TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if frame is None:
+                break
+            if stream.dropped > reported:
+                await response.write(f"event: gap\ndata: {stream.dropped - reported}\n\n".encode())
+                reported = stream.dropped
+            await response.write(frame.encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        feed.close_page(stream)
+    return response
+
+
+# --- middleware: authentication and error pages ----------------------------------------------------------
+
+def _authorised(request: web.Request, token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(value.strip().encode(), token.encode())
+    if scheme.lower() == "basic":
+        try:
+            password = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(password.encode(), token.encode())
+    return False
+
+
+def _error_page(status: int, reason: str, message: str) -> web.Response:
+    title = {400: "Bad request", 401: "Authentication needed", 403: "Forbidden", 404: "Not found",
+             405: "Method not allowed", 503: "Busy"}.get(status, "Error")
+    body = (f"<!doctype html><html lang=en><meta charset=utf-8><link rel=icon href=data:,><title>{title} · roomtone</title>"
+            f"<link rel=stylesheet href=/static/style.css><main class=error-page><h1>{title}</h1>"
+            f"<p class=error-message>{html.escape(message)}</p><p><code>reason: {html.escape(reason)}</code></p>"
+            f"<p><a href=/>Back to the live view</a></p></main></html>")
+    return web.Response(status=status, text=body, content_type="text/html")
+
+
+def _error(request: web.Request, status: int, reason: str, message: str) -> web.Response:
+    if request.path.startswith("/api/"):
+        return web.json_response({"error": {"reason": reason, "message": message}}, status=status)
+    return _error_page(status, reason, message)
+
+
+def make_app(backend: WebBackend, token: str | None = None, max_pages: int = 64) -> web.Application:
+    """The aiohttp application serving ``backend``; with ``token`` every request must carry it."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler):
+        if token is not None and not _authorised(request, token):
+            response = _error(request, 401, "unauthenticated",
+                              "this roomtone page needs the token (HTTP Basic password, or Authorization: Bearer)")
+            response.headers["WWW-Authenticate"] = 'Basic realm="roomtone", charset="UTF-8"'
+            return response
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _error(request, exc.status, exc.reason, exc.message)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+            message = {404: f"nothing here: {request.path}",
+                       405: f"{request.method} is not allowed on {request.path}"}.get(exc.status, exc.text or exc.reason)
+            return _error(request, exc.status, reason, message)
+        except Exception:
+            log.exception("web request failed", extra={"path": request.path})
+            return _error(request, 500, "internal", "the daemon failed to answer this request; its log has the details")
+
+    app = web.Application(middlewares=[guard])
+    app[BACKEND] = backend
+    app[MAX_PAGES] = max_pages
+    for path in PAGE_ROUTES:
+        app.router.add_get(path, page)
+    app.router.add_get("/window/{window_id}", window_page)
+    app.router.add_get("/api/status", status)
+    app.router.add_get("/api/live", live)
+    app.router.add_get("/api/windows", list_windows)
+    app.router.add_get("/api/changes", list_changes)
+    app.router.add_get("/api/windows/{window_id}", get_window)
+    app.router.add_get("/api/windows/{window_id}/similar", similar)
+    app.router.add_get("/api/windows/{window_id}/clip", clip)
+    app.router.add_static("/static/", STATIC, show_index=False)
+
+    async def end_streams(_app: web.Application) -> None:
+        backend.feed.end_all()
+
+    app.on_shutdown.append(end_streams)
+    return app
+
+
+def _ssl_context(config: WebConfig) -> ssl.SSLContext | None:
+    if not config.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.client_ca:
+        context.load_verify_locations(config.client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class WebServer:
+    """The page's listener on its own thread: `start()` returns the bound port, `stop()` ends it."""
+
+    def __init__(self, config: WebConfig, backend: WebBackend) -> None:
+        self.config = config
+        self.backend = backend
+        self.port: int | None = None
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The page's address."""
+        scheme = "https" if self.config.tls_cert else "http"
+        host = f"[{self.config.address}]" if ":" in self.config.address else self.config.address
+        return f"{scheme}://{host}:{self.port}/"
+
+    async def _start(self) -> int:
+        token = Path(self.config.token_file).read_text().strip() if self.config.token_file else None
+        self._runner = web.AppRunner(make_app(self.backend, token, self.config.max_pages), access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.address, self.config.port, ssl_context=_ssl_context(self.config),
+                           reuse_address=False)
+        await site.start()
+        self.backend.feed.attach(asyncio.get_running_loop())
+        return site._server.sockets[0].getsockname()[1]
+
+    def start(self) -> int:
+        """Bind and serve on a daemon thread; OSError when the address cannot be bound."""
+        self._thread = threading.Thread(target=self._loop.run_forever, name="web", daemon=True)
+        self._thread.start()
+        try:
+            self.port = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
+        except OSError as exc:
+            self.stop()
+            raise OSError(f"web.port: cannot listen on {self.config.address}:{self.config.port}: {exc.strerror or exc}"
+                          " (another roomtone or program uses it? set [web] port, or port = 0)") from None
+        return self.port
+
+    def stop(self) -> None:
+        """End live streams, close the listener and the thread (idempotent)."""
+        if self._thread is None:
+            return
+        if self._runner is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+            except Exception:  # shutting down anyway; a stuck page stream must not block the daemon's stop
+                log.warning("web server did not stop cleanly", exc_info=True)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._thread = None
+        if not self._loop.is_running():
+            self._loop.close()

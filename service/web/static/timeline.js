@@ -1,0 +1,106 @@
+// The Timeline view: per microphone, runs of windows with the same activity over the last hours or
+// days, health changes marked, each run linking to its first window.
+import { clockTime, dateTime, duration, getJson, h, labelColour, s } from "./api.js";
+
+const RANGES = { "1 h": 3600e3, "6 h": 6 * 3600e3, "24 h": 24 * 3600e3, "7 days": 7 * 24 * 3600e3 };
+const MAX_PAGES = 10;
+
+async function fetchAll(path, key) {
+  const items = [];
+  let page = "";
+  for (let i = 0; i < MAX_PAGES; i++) {
+    const body = await getJson(`${path}&page=${encodeURIComponent(page)}`);
+    items.push(...body[key]);
+    page = body.next_page;
+    if (!page) break;
+  }
+  return items;
+}
+
+// Consecutive windows of one microphone with the same label (oldest first) merged into runs.
+export function runsOf(windows, hopMs) {
+  const runs = [];
+  for (const w of windows) {
+    const last = runs[runs.length - 1];
+    if (last && last.label === w.label && w.start_unix_ms - last.end <= hopMs * 1.5) {
+      last.end = w.end_unix_ms;
+      last.count += 1;
+    } else {
+      runs.push({ label: w.label, start: w.start_unix_ms, end: w.end_unix_ms, first: w.window_id, count: 1 });
+    }
+  }
+  return runs;
+}
+
+function lane(mic, runs, changes, since, until) {
+  const width = 1000;
+  const x = (t) => ((t - since) / (until - since)) * width;
+  const svg = s("svg", { viewBox: `0 0 ${width} 46`, class: "lane", role: "img", "aria-label": `timeline of ${mic}` });
+  for (const run of runs) {
+    const rect = s("rect", {
+      x: x(run.start).toFixed(2), y: 4, width: Math.max(1, x(run.end) - x(run.start)).toFixed(2), height: 24,
+      fill: labelColour(run.label), class: "run", "data-window-id": run.first,
+    }, s("title", {}, `${run.label || "no label"} ${clockTime(run.start)}–${clockTime(run.end)} (${run.count} windows)`));
+    rect.addEventListener("click", () => { location.href = `/window/${run.first}`; });
+    svg.append(rect);
+  }
+  for (const change of changes) {
+    const cx = x(change.time_unix_ms).toFixed(2);
+    svg.append(s("line", { x1: cx, x2: cx, y1: 0, y2: 46, class: `health-mark health-${change.current}` },
+      s("title", {}, `health ${change.previous || "–"} → ${change.current} at ${dateTime(change.time_unix_ms)}: ${change.reasons.join("; ")}`)));
+  }
+  return svg;
+}
+
+export async function renderTimeline(view, status) {
+  const picker = h("div", { class: "range" });
+  const body = h("div", {});
+  view.replaceChildren(h("h1", {}, "Timeline"), picker, body);
+  const hopMs = status.hop_s * 1000;
+
+  async function show(label) {
+    for (const b of picker.children) b.setAttribute("aria-pressed", String(b.textContent === label));
+    body.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+    const until = Date.now();
+    const asked = until - RANGES[label];
+    const [windows, changes] = await Promise.all([
+      fetchAll(`/api/windows?since_ms=${asked}&limit=10000`, "windows"),
+      fetchAll(`/api/changes?kind=health_changed&since_ms=${asked}&limit=10000`, "changes"),
+    ]);
+    // the lanes start at the oldest stored window in range, so a young store is not a sliver at the right
+    const since = windows.length ? Math.min(...windows.map((w) => w.start_unix_ms)) : asked;
+    const nodes = [h("p", { class: "muted" }, `${windows.length} stored windows since ${dateTime(asked)}. Click a run to open its first window; vertical marks are health changes.`)];
+    const labels = new Set();
+    const table = h("tbody", {});
+    for (const mic of status.mics.map((m) => m.mic_id)) {
+      const mine = windows.filter((w) => w.mic_id === mic).reverse();
+      const runs = runsOf(mine, hopMs);
+      runs.forEach((r) => labels.add(r.label));
+      nodes.push(h("section", { class: "card lane-card", "data-mic": mic },
+        h("h2", {}, mic),
+        lane(mic, runs, changes.filter((c) => c.mic_id === mic), since, until),
+        h("div", { class: "axis muted" }, h("span", {}, dateTime(since)), h("span", {}, dateTime(until)))));
+      for (const run of runs.slice(-50).reverse()) {
+        table.append(h("tr", { class: "run-row" },
+          h("td", {}, mic),
+          h("td", {}, h("span", { class: "swatch", style: `background:${labelColour(run.label)}` }), run.label || "–"),
+          h("td", {}, `${dateTime(run.start)} – ${clockTime(run.end)}`),
+          h("td", {}, duration(run.end - run.start)),
+          h("td", {}, h("a", { href: `/window/${run.first}` }, `window ${run.first}`))));
+      }
+    }
+    nodes.push(h("div", { class: "legend" }, [...labels].map((l) =>
+      h("span", {}, h("span", { class: "swatch", style: `background:${labelColour(l)}` }), l || "no label"))));
+    nodes.push(h("h2", {}, "Latest runs"),
+      table.children.length
+        ? h("table", { class: "runs" }, h("thead", {}, h("tr", {}, ["Microphone", "Activity", "When", "Length", ""].map((t) => h("th", {}, t)))), table)
+        : h("p", {}, "No stored window in this range."));
+    body.replaceChildren(...nodes);
+    view.dataset.windows = String(windows.length);
+  }
+
+  for (const label of Object.keys(RANGES)) {
+    picker.append(h("button", { type: "button", onclick: () => show(label) }, label));
+  }
+  await show("6 h");
+}

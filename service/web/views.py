@@ -1,0 +1,60 @@
+"""The JSON the page reads: plain dicts of the daemon's records (windows, state changes, microphones).
+
+One function per record kind, used by the REST handlers and the live stream alike, so a window looks
+the same whether the page fetched it or was pushed it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from service.records import MicStatus, StateChange, WindowResult
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN/Infinity: non-finite numbers become null."""
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def window_json(window: WindowResult) -> dict:
+    """A stored or live window without its embedding."""
+    return {
+        "window_id": window.window_id,
+        "mic_id": window.mic_id,
+        "start_unix_ms": window.start_unix_ms,
+        "end_unix_ms": window.end_unix_ms,
+        "label": window.label,
+        "probabilities": {k: _finite(v) for k, v in window.probabilities.items()},
+        "health_state": window.health_state,
+        "health_reasons": list(window.health_reasons),
+        "health_scores": {k: _finite(v) for k, v in window.health_scores.items()},
+        "rms_dbfs": _finite(window.rms_dbfs),
+    }
+
+
+def change_json(change: StateChange) -> dict:
+    """An activity or health change."""
+    return {
+        "event_id": change.event_id,
+        "kind": change.kind,
+        "mic_id": change.mic_id,
+        "time_unix_ms": change.time_unix_ms,
+        "previous": change.previous,
+        "current": change.current,
+        "window_id": change.window_id,
+        "reasons": list(change.reasons),
+    }
+
+
+def mic_json(mic: MicStatus) -> dict:
+    """A microphone's capture state and latest health."""
+    return {
+        "mic_id": mic.mic_id,
+        "device": mic.device,
+        "state": mic.state,
+        "last_window_end_unix_ms": mic.last_window_end_unix_ms,
+        "health_state": mic.health_state,
+        "health_reasons": list(mic.health_reasons),
+        "health_scores": {k: _finite(v) for k, v in mic.health_scores.items()},
+        "label": mic.label,
+    }

@@ -1,0 +1,90 @@
+"""Clip retention: off by default, kept per the keep mode, encoded as FLAC or Opus, expired by age and size."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import soundfile
+
+from service.clips import ClipStore, ClipWriter, should_keep
+from service.config import ClipsConfig, ConfigError, load_config
+
+RATE = 16000
+
+
+def tone(seconds: float = 2.0) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]
+
+
+def test_clips_are_never_kept_by_default():
+    assert ClipsConfig().keep == "none" and not ClipsConfig().enabled
+    assert load_config(None, {"model": __file__}, environ={}).clips.keep == "none"
+
+
+def test_events_mode_keeps_only_windows_that_show_a_state_change():
+    assert should_keep("events", has_state_change=True)
+    assert not should_keep("events", has_state_change=False)
+    assert should_keep("all", has_state_change=False)
+    assert not should_keep("none", has_state_change=True)
+
+
+def test_an_unknown_keep_mode_or_codec_is_a_config_error_naming_the_key():
+    with pytest.raises(ConfigError, match=r"clips\.keep"):
+        load_config(None, {"model": __file__, "clips": {"keep": "some"}}, environ={})
+    with pytest.raises(ConfigError, match=r"clips\.codec"):
+        load_config(None, {"model": __file__, "clips": {"codec": "mp3"}}, environ={})
+
+
+@pytest.mark.parametrize("codec,suffix", [("flac", ".flac"), ("opus", ".ogg")])
+def test_a_written_clip_decodes_back_to_the_window_length(tmp_path, codec, suffix):
+    store = ClipStore(tmp_path, ClipsConfig(keep="all", codec=codec))
+    path = store.write("kitchen", 1_700_000_000_000, tone(2.0), RATE)
+    assert path.suffix == suffix and store.find("kitchen", 1_700_000_000_000) == path
+    info = soundfile.info(str(path))
+    assert info.duration == pytest.approx(2.0, abs=0.03)
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_a_clip_is_found_in_the_codec_it_was_written_with_after_the_codec_changes(tmp_path):
+    ClipStore(tmp_path, ClipsConfig(keep="all", codec="flac")).write("mic0", 5, tone(1.0), RATE)
+    assert ClipStore(tmp_path, ClipsConfig(keep="all", codec="opus")).find("mic0", 5).suffix == ".flac"
+
+
+def test_a_mic_id_that_would_leave_the_clip_directory_is_refused(tmp_path):
+    with pytest.raises(ValueError):
+        ClipStore(tmp_path, ClipsConfig(keep="all")).path_for("../etc", 1)
+
+
+def test_retention_deletes_clips_older_than_max_age(tmp_path):
+    store = ClipStore(tmp_path, ClipsConfig(keep="all", max_age_days=1.0))
+    old = store.write("mic0", 1, tone(0.5), RATE)
+    new = store.write("mic0", 2, tone(0.5), RATE)
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    report = store.enforce_retention()
+    assert report.deleted == 1 and not old.exists() and new.exists()
+
+
+def test_retention_deletes_the_oldest_clips_while_over_the_size_limit(tmp_path):
+    store = ClipStore(tmp_path, ClipsConfig(keep="all", max_size_mb=0.1))  # ~2 one-second FLAC clips of noise
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        paths.append(store.write("mic0", i, (0.5 * rng.standard_normal((1, RATE))).astype(np.float32), RATE))
+        os.utime(paths[-1], (1000.0 + i, 1000.0 + i))
+    report = store.enforce_retention(now=1000.0 + 10)
+    kept = [p for p in paths if p.exists()]
+    assert report.bytes_in_use <= 0.1 * 1024 * 1024
+    assert kept and kept == paths[-len(kept):]  # the newest survive
+
+
+def test_the_writer_drops_and_counts_clips_when_its_queue_is_full(tmp_path):
+    writer = ClipWriter(ClipStore(tmp_path, ClipsConfig(keep="all", codec="opus", queue_size=1)))
+    offered = [writer.offer("mic0", i, tone(3.0), RATE) for i in range(20)]
+    writer.close()
+    assert writer.dropped == offered.count(False) > 0
+    assert writer.written == offered.count(True)

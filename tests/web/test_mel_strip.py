@@ -1,0 +1,53 @@
+"""The live view's spectrogram: the log-Mel the embedding path computed, shrunk to a small 8-bit image."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+import torch
+
+from encoder.embedder import TorchEmbedder
+from encoder.features import LogMelConfig, log_mel
+from encoder.model import Encoder, EncoderConfig
+from encoder.model_file import ModelBundle
+from service.web.mel_strip import STRIP_BINS, STRIP_COLUMNS, TOP_DB, mel_strip, strip_to_json
+
+
+def test_the_floor_is_0_and_top_db_is_255():
+    assert mel_strip(np.full((128, 1001), -100.0), floor_db=-100.0).max() == 0
+    assert mel_strip(np.full((128, 1001), TOP_DB + 5), floor_db=-100.0).min() == 255
+
+
+def test_low_mel_bands_stay_in_the_first_rows_and_time_runs_along_columns():
+    spectrum = np.full((128, 1000), -100.0)
+    spectrum[:16, 500:] = 0.0  # loud low bands in the second half
+    strip = mel_strip(spectrum, floor_db=-100.0)
+    assert strip.shape == (STRIP_BINS, STRIP_COLUMNS)
+    assert strip[:8, 50:].min() > 200 and strip[:8, :50].max() == 0 and strip[8:].max() == 0
+
+
+def test_the_json_form_carries_the_bytes_row_by_row():
+    strip = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    data = strip_to_json(strip)
+    assert (data["bins"], data["columns"]) == (2, 3)
+    assert list(base64.b64decode(data["data"])) == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_strip_of_a_non_spectrogram_is_refused():
+    with pytest.raises(ValueError):
+        mel_strip(np.zeros(10), floor_db=-100.0)
+
+
+def test_the_log_mel_handed_out_is_the_one_the_embeddings_were_computed_from():
+    torch.manual_seed(0)
+    config = EncoderConfig(width=4, blocks=(1, 1), embedding_dim=32)
+    embedder = TorchEmbedder(ModelBundle(Encoder(config).eval(), LogMelConfig(), config, None, {}))
+    rng = np.random.default_rng(0)
+    windows = [(0.1 * rng.standard_normal(16000)).astype(np.float32) for _ in range(3)]
+    embeddings, features = embedder.embed_with_features(windows)
+    assert np.allclose(embeddings, embedder.embed(windows), atol=1e-6)
+    assert np.allclose(features, log_mel(np.stack(windows), LogMelConfig()).numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="one length"):
+        embedder.embed_with_features([windows[0], windows[1][:8000]])
