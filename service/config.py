@@ -221,6 +221,68 @@ class ClipsConfig(Section):
         return self.keep != "none"
 
 
+class SessionConfig(Section):
+    """How windows are merged into activity sessions (service/sessions.py)."""
+
+    enabled: bool = Field(True, description="track activity sessions (stored, `ListSessions`, StreamEvents, MQTT)")
+    min_duration_s: float = Field(20.0, ge=0, le=86400.0,
+                                  description="a label must hold this long (first window start to last window end) "
+                                              "before its session starts (s)")
+    gap_tolerance_s: float = Field(30.0, ge=0, le=86400.0,
+                                   description="an open session survives this long without a window of its activity (s)")
+    ignored_labels: tuple[str, ...] = Field(("quiet", "unknown"),
+                                            description="labels that never start or extend a session")
+
+
+#: Characters a topic level may not contain (wildcards and the null character).
+_TOPIC_PATTERN = r"^[^#+\x00/]([^#+\x00]*[^#+\x00/])?$"
+
+
+class MqttConfig(Section):
+    """The MQTT broker roomtone publishes states, events and Home Assistant discovery to (docs/mqtt.md)."""
+
+    host: str | None = Field(None, description="broker host name or address; none = MQTT off")
+    port: int = Field(1883, ge=1, le=MAX_PORT, description="broker port (8883 is usual with TLS)")
+    username: str | None = Field(None, min_length=1, description="user name for the broker")
+    password_file: str | None = Field(None, description="file holding the password (never the password itself)")
+    tls_ca: str | None = Field(None, description="PEM CA bundle: connect with TLS, verify the broker against it")
+    client_id: str | None = Field(None, min_length=1, max_length=128,
+                                  description="MQTT client id; none = `roomtone-<hostname>-<base_topic>`")
+    base_topic: str = Field("roomtone", pattern=_TOPIC_PATTERN,
+                            description="states, events and availability live under it (no wildcards)")
+    discovery_prefix: str = Field("homeassistant", pattern=_TOPIC_PATTERN, description="Home Assistant's discovery prefix")
+    discovery: bool = Field(True, description="publish Home Assistant discovery (when `host` is set)")
+    keepalive_s: int = Field(30, ge=5, le=3600,
+                             description="the broker publishes the last will after 1.5 x this without traffic (s)")
+    queue_size: int = Field(1000, ge=1, le=100_000,
+                            description="messages waiting for the broker; beyond it they are dropped and counted (messages)")
+    reconnect_min_s: float = Field(1.0, gt=0, le=3600.0, description="first reconnect delay; doubles per failure (s)")
+    reconnect_max_s: float = Field(60.0, gt=0, le=3600.0, description="longest reconnect delay (s)")
+    error_log_interval_s: float = Field(60.0, gt=0, le=86400.0,
+                                        description="log the last connection error at most once per interval (s)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(f"mqtt.reconnect_min_s: must not exceed reconnect_max_s ({self.reconnect_max_s}), "
+                             f"got {self.reconnect_min_s}")
+        if self.password_file is not None and not self.username:
+            raise ValueError("mqtt.password_file: needs mqtt.username too")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """True when a broker is configured."""
+        return bool(self.host)
+
+    @property
+    def effective_client_id(self) -> str:
+        """The client id used: stable across restarts, so the broker replaces a dead session."""
+        import socket
+
+        return self.client_id or f"roomtone-{socket.gethostname()}-{re.sub(r'[^a-zA-Z0-9_-]', '_', self.base_topic)}"
+
+
 class DaemonConfig(Section):
     """Everything `roomtone run` needs: top-level keys, then one section per component."""
 
@@ -239,6 +301,10 @@ class DaemonConfig(Section):
     health: HealthConfig = Field(HealthConfig(), description="microphone health thresholds (docs/mic-health.md)")
     web: WebConfig = WebConfig()
     clips: ClipsConfig = ClipsConfig()
+
+
+    sessions: SessionConfig = SessionConfig()
+    mqtt: MqttConfig = MqttConfig()
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -395,6 +461,7 @@ def validate(config: DaemonConfig) -> DaemonConfig:
     if not model.is_file():
         raise ConfigError(f"model: no such model file {model} (train one with `roomtone train`)")
     _validate_exposure(config)
+    _validate_mqtt(config)
     store_dir = config.store_path.parent
     if store_dir.exists() and not store_dir.is_dir():
         raise ConfigError(f"store.path: parent {store_dir} is not a directory")
@@ -452,6 +519,21 @@ def _validate_exposure(config: DaemonConfig) -> None:
             f"(Prometheus: scrape_configs tls_config cert_file/key_file), or listen on 127.0.0.1")
 
 
+def _validate_mqtt(config: DaemonConfig) -> None:
+    """The files [mqtt] names exist; microphone ids can be topic levels and Home Assistant ids."""
+    q = config.mqtt
+    for key, value in (("mqtt.password_file", q.password_file), ("mqtt.tls_ca", q.tls_ca)):
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"{key}: no such file {value}")
+    if q.enabled:
+        from service.mqtt_publisher import check_mic_ids
+
+        try:
+            check_mic_ids([mic.id for mic in config.mics], q)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
@@ -496,7 +578,7 @@ def _range_of(info: Any) -> str:
 
 def _unit_of(description: str) -> tuple[str, str]:
     """(meaning, unit) from a description ending in ``(unit)``."""
-    match = re.fullmatch(r"(.*) \((s|days|MiB|bytes|streams|windows|connections|classes|uploads)\)", description)
+    match = re.fullmatch(r"(.*) \((s|days|MiB|bytes|streams|windows|connections|classes|uploads|messages)\)", description)
     return (match.group(1), match.group(2)) if match else (description, "")
 
 

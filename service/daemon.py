@@ -3,8 +3,8 @@
 runs those in reverse order:
 
     model + analyser -> drift baselines -> store -> event bus -> metrics -> sources + pipeline
-    -> clip writer -> /metrics listener -> gRPC API -> web page -> capture -> store upkeep (retention,
-    similarity warm-up)
+    -> sessions + MQTT -> clip writer -> /metrics listener -> gRPC API -> web page -> capture
+    -> store upkeep (retention, similarity warm-up)
 
 so on stop capture ends first, the windows in flight are analysed and stored, the API closes, the drift
 baselines are saved and the store is flushed and closed last. A step that fails stops what came before.
@@ -27,6 +27,16 @@ from service.mic_status import mic_status
 log = logging.getLogger("roomtone.daemon")
 
 
+def roomtone_version() -> str:
+    """The installed roomtone version ("unknown" when run from a tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("roomtone")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 class Daemon:
     """One running roomtone: `run()` (or `start()`, `wait()` until a stop request, `stop()`)."""
 
@@ -38,6 +48,7 @@ class Daemon:
         self.metrics = None
         self.pipeline = None
         self.publisher = None  # service.store_and_publish.StoreAndPublish
+        self.announcer = None  # service.announcer.Announcer: activity sessions + MQTT
         self.grpc_server = None
         self.grpc_port: int | None = None
         self.grpc_address: str | None = None
@@ -70,8 +81,8 @@ class Daemon:
         log.info("starting roomtone", extra={"config": config_to_dict(self.config), "pid": os.getpid()})
         try:
             for step in (self._load_model, self._open_store, self._start_bus_and_metrics, self._build_pipeline,
-                         self._keep_clips, self._serve_metrics, self._serve_grpc, self._serve_web, self._start_capture,
-                         self._start_store_upkeep):
+                         self._start_announcer, self._keep_clips, self._serve_metrics, self._serve_grpc,
+                         self._serve_web, self._start_capture, self._start_store_upkeep):
                 step()
         except BaseException:
             self.stop()
@@ -124,6 +135,27 @@ class Daemon:
         self._on_stop("event bus", self.bus.close)
         self.metrics = Metrics()
         self.metrics.set_model(self._model_sha256, self._bundle.embedding_dim, self._bundle.class_names)
+
+    def _start_announcer(self) -> None:
+        """Activity sessions (unless disabled) and the MQTT publisher (when a broker is configured); on stop,
+        after capture has drained, open sessions end and MQTT says offline."""
+        from service.announcer import Announcer
+        from service.mqtt_messages import DeviceInfo
+        from service.mqtt_publisher import MqttPublisher
+        from service.sessions import SessionTracker
+
+        config = self.config
+        tracker = SessionTracker(config.sessions) if config.sessions.enabled else None
+        publisher = None
+        if config.mqtt.enabled:
+            activities = tuple(c for c in self._bundle.class_names if c not in config.sessions.ignored_labels)
+            publisher = MqttPublisher(config.mqtt, [m.id for m in config.mics],
+                                      DeviceInfo(version=roomtone_version(), activities=activities),
+                                      registry=self.metrics.registry)
+        self.announcer = Announcer(self.store, self.bus.publish, tracker, publisher)
+        self.announcer.start()
+        self._on_stop("sessions and MQTT", self.announcer.stop)
+        self.publisher.listeners.append(self.announcer.on_stored)
 
     def _build_pipeline(self) -> None:
         from service.pipeline import Pipeline

@@ -15,11 +15,9 @@ import json
 import logging
 import queue
 import re
-import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,66 +26,13 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from service import mqtt_messages as messages
+from service.config import MqttConfig
 
 log = logging.getLogger("roomtone.mqtt")
 
 DROP_REASONS = ("queue_full", "disconnected", "broker_slow")
 _STOP = object()
 _TOPIC_LEVEL = re.compile(r"^[^#+\x00]+$")
-
-
-@dataclass(frozen=True)
-class MqttConfig:
-    """The MQTT broker roomtone publishes to; off while ``host`` is unset."""
-
-    host: str | None = None  # broker host name or address; None or "" = MQTT off
-    port: int = 1883  # 8883 is the usual port for TLS
-    username: str | None = None
-    password_file: str | None = None  # file holding the password (never the password itself in the config)
-    tls_ca: str | None = None  # PEM CA bundle: connect with TLS and verify the broker's certificate against it
-    client_id: str | None = None  # None = "roomtone-<hostname>-<base_topic>"
-    base_topic: str = "roomtone"  # states, events and availability live under it
-    discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix
-    discovery: bool = True  # publish Home Assistant discovery (when MQTT is configured)
-    keepalive_s: int = 30  # the broker declares roomtone offline (last will) after 1.5 x this without traffic
-    queue_size: int = 1000  # messages waiting for the broker; beyond this they are dropped and counted
-    reconnect_min_s: float = 1.0  # first reconnect delay; doubles after each failure ...
-    reconnect_max_s: float = 60.0  # ... up to this
-    error_log_interval_s: float = 60.0  # the last connection error is logged at most once per interval
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"mqtt.port: must be 1..65535, got {self.port}")
-        for key in ("base_topic", "discovery_prefix"):
-            value = getattr(self, key)
-            if not value or value.startswith("/") or value.endswith("/") or not _TOPIC_LEVEL.match(value):
-                raise ValueError(f"mqtt.{key}: must be a topic without wildcards (+ #) or leading/trailing '/', "
-                                 f"got {value!r}")
-        if self.keepalive_s < 5:
-            raise ValueError(f"mqtt.keepalive_s: must be at least 5 seconds, got {self.keepalive_s}")
-        if self.queue_size < 1:
-            raise ValueError(f"mqtt.queue_size: must be at least 1, got {self.queue_size}")
-        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
-            raise ValueError(f"mqtt.reconnect_min_s/reconnect_max_s: need 0 < min <= max, got "
-                             f"{self.reconnect_min_s}/{self.reconnect_max_s}")
-        if self.error_log_interval_s <= 0:
-            raise ValueError(f"mqtt.error_log_interval_s: must be positive, got {self.error_log_interval_s}")
-        if self.password_file is not None and not self.username:
-            raise ValueError("mqtt.password_file: needs mqtt.username too")
-        for key in ("password_file", "tls_ca"):
-            value = getattr(self, key)
-            if value is not None and not Path(value).is_file():
-                raise ValueError(f"mqtt.{key}: no such file {value}")
-
-    @property
-    def enabled(self) -> bool:
-        """True when a broker is configured."""
-        return bool(self.host)
-
-    @property
-    def effective_client_id(self) -> str:
-        """The MQTT client id used (stable across restarts, so the broker replaces a dead session)."""
-        return self.client_id or f"roomtone-{socket.gethostname()}-{messages.discovery_id(self.base_topic)}"
 
 
 def check_mic_ids(mic_ids: list[str], config: MqttConfig) -> None:

@@ -13,29 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from service.config import SessionConfig
 from service.records import WindowResult
 
 SESSION_EVENT_KINDS = ("session_started", "session_ended")
-#: Labels that never make a session (the "sounds" decisions: nothing audible, nothing the head knows).
-DEFAULT_IGNORED_LABELS = ("quiet", "unknown")
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    """How windows are merged into activity sessions."""
-
-    enabled: bool = True
-    min_duration_s: float = 20.0  # a label must hold this long (first window start to last window end) to start a session
-    gap_tolerance_s: float = 30.0  # an open session survives this long without a window of its activity
-    ignored_labels: tuple[str, ...] = DEFAULT_IGNORED_LABELS  # labels that never start or extend a session
-
-    def __post_init__(self) -> None:
-        if not self.min_duration_s >= 0:
-            raise ValueError(f"sessions.min_duration_s must be 0 or more, got {self.min_duration_s}")
-        if not self.gap_tolerance_s >= 0:
-            raise ValueError(f"sessions.gap_tolerance_s must be 0 or more, got {self.gap_tolerance_s}")
-
-
 @dataclass(frozen=True)
 class ActivitySession:
     """One stretch of one activity on one microphone."""

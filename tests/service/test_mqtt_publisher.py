@@ -13,7 +13,8 @@ import pytest
 
 from mosquitto_broker import Broker, Recorder, free_port, require_mosquitto
 from service import mqtt_messages as m
-from service.mqtt_publisher import MqttConfig, MqttPublisher
+from service.config import ConfigError, MqttConfig, load_config
+from service.mqtt_publisher import MqttPublisher
 from service.records import WindowResult
 
 INFO = m.DeviceInfo(version="0.1.0", activities=("cooking", "dishes"))
@@ -208,13 +209,18 @@ def test_a_microphone_removed_from_the_config_gets_empty_retained_discovery_and_
         recorder.close()
 
 
-def test_config_errors_name_the_key(tmp_path: Path):
-    with pytest.raises(ValueError, match="mqtt.base_topic"):
-        MqttConfig(host="h", base_topic="roomtone/#")
-    with pytest.raises(ValueError, match="mqtt.password_file"):
-        MqttConfig(host="h", username="u", password_file=str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="mqtt.port"):
-        MqttConfig(host="h", port=0)
-    with pytest.raises(ValueError, match="'a/b'"):
-        MqttPublisher(MqttConfig(host="h"), ["a/b"], INFO)
-    assert not MqttConfig().enabled and MqttConfig(host="broker").enabled
+def test_config_errors_name_the_key_and_environment_variables_reach_the_section(tmp_path: Path):
+    def load(mqtt: dict, environ: dict | None = None, mics: list | None = None):
+        return load_config(None, {"mqtt": mqtt, **({"mics": mics} if mics else {})}, environ=environ or {})
+
+    for keys, key in (({"host": "h", "base_topic": "roomtone/#"}, "mqtt.base_topic"), ({"host": "h", "port": 0}, "mqtt.port"),
+                      ({"host": "h", "username": "u", "password_file": str(tmp_path / "missing")}, "mqtt.password_file"),
+                      ({"host": "h", "tls_ca": str(tmp_path / "missing.pem")}, "mqtt.tls_ca"),
+                      ({"host": "h", "password_file": str(tmp_path)}, "mqtt.password_file")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load(keys)
+    with pytest.raises(ConfigError, match="'a/b'"):
+        load({"host": "h"}, mics=[{"id": "a/b", "kind": "demo"}])
+    config = load({}, environ={"ROOMTONE_MQTT__HOST": "broker.lan", "ROOMTONE_MQTT__PORT": "8883"})
+    assert (config.mqtt.host, config.mqtt.port, config.mqtt.enabled) == ("broker.lan", 8883, True)
+    assert not MqttConfig().enabled and MqttConfig().discovery  # off without a host; discovery on once configured

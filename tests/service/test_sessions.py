@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from service.records import WindowResult
-from service.sessions import SessionConfig, SessionTracker
+from service.config import ConfigError, SessionConfig, load_config
+from service.sessions import SessionTracker
 
 HOP_MS = 10_000
 
@@ -103,5 +104,5 @@ def test_close_all_ends_open_sessions_at_their_last_window_and_carries_the_store
 
 @pytest.mark.parametrize("key, value", [("min_duration_s", -1.0), ("gap_tolerance_s", float("nan"))])
 def test_negative_or_nan_durations_are_refused_naming_the_key(key, value):
-    with pytest.raises(ValueError, match=f"sessions.{key}"):
-        SessionConfig(**{key: value})
+    with pytest.raises(ConfigError, match=f"sessions.{key}"):
+        load_config(None, {"sessions": {key: value}}, environ={})
