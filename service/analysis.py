@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from encoder.audio import AudioError
 from encoder.embedder import Embedder, TorchEmbedder
 from encoder.head import ActivityHead
 from encoder.model_file import ModelBundle
@@ -25,7 +26,7 @@ from service.mic_state import MicState, state_changes
 from service.records import StateChange, WindowResult
 from service.uploads import upload_windows
 from service.web.mel_strip import mel_strip
-from service.window_health import new_drift_tracker, window_health
+from service.window_health import new_drift_tracker, unusable_window_health, window_health
 from service.window_record import build_window_result
 from service.windowing import Window
 
@@ -72,14 +73,19 @@ class Analyzer:
         embeddings, labels, probabilities = self.inference.run([w.mono() for w in windows], timings, log_mels)
         floor_db = self.bundle.feature_config.floor_db
         strips = [None if m is None else mel_strip(m, floor_db) for m in log_mels] if live else [None] * len(windows)
+        # A window whose spectrogram overflowed fails alone: faulty, no embedding, no label, no drift update.
+        usable = np.isfinite(embeddings).all(axis=1)
         analysed: list[Analysed] = []
         changes: list[StateChange] = []
-        for w, embedding, label, proba, strip in zip(windows, embeddings, labels, probabilities, strips):
+        for w, embedding, label, proba, strip, ok in zip(windows, embeddings, labels, probabilities, strips, usable):
             t0 = time.perf_counter()
             mic = mics.get(w.mic_id)
             if mic is None:
                 mic = mics[w.mic_id] = MicState(drift=new_drift_tracker())
-            health = window_health(w.samples, self.sample_rate, embedding, mic.drift, self.health_config)
+            if ok:
+                health = window_health(w.samples, self.sample_rate, embedding, mic.drift, self.health_config)
+            else:
+                health, embedding, label, proba, strip = unusable_window_health(w.samples), None, None, {}, None
             timings.health += time.perf_counter() - t0
             result = build_window_result(w.mic_id, round(w.start_unix * 1000), round(w.end_unix * 1000), w.samples,
                                          embedding, label, proba, health)
@@ -120,4 +126,8 @@ class Analyzer:
     def embed_audio_bytes(self, data: bytes) -> np.ndarray:
         """Embeddings ``[n, D]`` of every window of uploaded audio bytes (channels averaged)."""
         windows = upload_windows(data, self.sample_rate, self.window_s)
-        return self.inference.embedder.embed([w.mono() for w in windows])
+        embeddings = self.inference.embedder.embed([w.mono() for w in windows])
+        finite = embeddings[np.isfinite(embeddings).all(axis=1)]
+        if len(finite) == 0:
+            raise AudioError(f"uploaded audio: {unusable_window_health(windows[0].samples).reasons[0]}")
+        return finite

@@ -52,6 +52,10 @@ class Metrics:
                                          "Window end (wall clock) until its record is stored and published.",
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.store_errors = Counter("roomtone_store_errors_total", "Failed writes to the event store.", registry=r)
+        self.analysis_errors = Counter("roomtone_analysis_errors_total",
+                                       "Windows whose analysis failed, so they were not stored (each is retried "
+                                       "alone after its batch failed, so other microphones are unaffected).",
+                                       ["mic"], registry=r)
         # The gRPC API counts its requests itself (service/grpc_metrics.py); serve them from here too.
         for collector in (grpc_metrics.GRPC_REQUESTS, grpc_metrics.STREAM_ITEMS_DROPPED):
             r.register(collector)
@@ -64,6 +68,7 @@ class Metrics:
         self.windows.labels(mic=mic_id)
         self.overruns.labels(mic=mic_id)
         self.capture_errors.labels(mic=mic_id)
+        self.analysis_errors.labels(mic=mic_id)
         for stage in DROP_STAGES:
             self.dropped.labels(mic=mic_id, stage=stage)
 

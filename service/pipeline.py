@@ -43,6 +43,7 @@ class StageStats:
     windows_stored: int = 0
     dropped: int = 0
     store_errors: int = 0
+    analysis_errors: int = 0  # windows whose analysis raised (each alone, after its batch failed)
 
 
 class Pipeline:
@@ -71,6 +72,7 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._last_drop_log: dict[tuple[str, str], float] = {}
         self._last_store_error_log = float("-inf")
+        self._last_analysis_error_log: dict[str, float] = {}
         self._reported_overruns = {s.mic_id: 0 for s in sources}
         self._reported_errors = {s.mic_id: 0 for s in sources}
 
@@ -162,11 +164,8 @@ class Pipeline:
             timings = Timings()
             try:
                 analysed, changes = self.analyzer.analyse(batch, timings)
-            except Exception:  # one bad batch must not stop the daemon; it is logged and counted as dropped
-                log.exception("analysis failed; dropping the batch", extra={"windows": len(batch)})
-                for w in batch:
-                    self._drop(w.mic_id, "analysis")
-                analysed, changes = [], []
+            except Exception:  # noqa: BLE001 - one bad window must not take its batch (other mics) with it
+                analysed, changes = self._analyse_one_by_one(batch, timings)
             for stage in ("features", "embed", "head", "health"):
                 self.metrics.stage_latency.labels(stage=stage).observe(getattr(timings, stage))
             for item in analysed:
@@ -185,6 +184,30 @@ class Pipeline:
             if end_seen:
                 self._offer(self.store_q, _END, block=True, mic_id="", stage="store")
                 return
+
+    def _analyse_one_by_one(self, batch: list[Window], timings: Timings) -> tuple[list, list]:
+        """After a batch failed: every window alone, so only the window at fault is lost (and counted)."""
+        analysed, changes = [], []
+        for window in batch:
+            try:
+                one, its_changes = self.analyzer.analyse([window], timings)
+            except Exception as exc:  # noqa: BLE001 - counted in roomtone_analysis_errors_total and logged
+                self._analysis_failed(window.mic_id, exc)
+                continue
+            analysed.extend(one)
+            changes.extend(its_changes)
+        return analysed, changes
+
+    def _analysis_failed(self, mic_id: str, exc: Exception) -> None:
+        self.stats.analysis_errors += 1
+        self.metrics.analysis_errors.labels(mic=mic_id).inc()
+        now = time.monotonic()
+        if now - self._last_analysis_error_log.get(mic_id, float("-inf")) >= 5.0:  # one line per 5 s per mic
+            first = mic_id not in self._last_analysis_error_log
+            self._last_analysis_error_log[mic_id] = now
+            log.error("analysis of a window failed; it is not stored", exc_info=exc if first else None,
+                      extra={"mic": mic_id, "error": f"{type(exc).__name__}: {exc}",
+                             "analysis_errors_total": self.stats.analysis_errors})
 
     def _storing(self) -> None:
         while True:

@@ -7,6 +7,9 @@ import numpy as np
 
 from encoder.signal_checks import HealthConfig, WindowHealth, assess_window
 
+#: The check a window with non-finite features fails (so metrics and alerts treat it like NaN samples).
+UNUSABLE_CHECK = "non_finite"
+
 
 def new_drift_tracker():
     """A fresh DriftTracker, or None when encoder.drift is not installed (health then has no drift check)."""
@@ -15,6 +18,22 @@ def new_drift_tracker():
     except ImportError:
         return None
     return DriftTracker()
+
+
+def unusable_window_health(samples: np.ndarray) -> WindowHealth:
+    """The verdict on a window whose features or embedding are not finite (samples so large the spectrogram
+    overflows, e.g. 1e30 or random bytes read as floats): faulty, with the peak that caused it. Nothing else
+    about it can be judged, and it never reaches the drift baseline."""
+    with np.errstate(all="ignore"):
+        finite = np.abs(samples[np.isfinite(samples)])
+        peak = float(finite.max()) if finite.size else float("nan")
+    return WindowHealth(
+        state="faulty",
+        reasons=(f"{UNUSABLE_CHECK}: features are not finite (peak {peak:.3g} x full scale): the input is not audio "
+                 f"(a driver or format fault, e.g. integers or random bytes read as floats)",),
+        scores={"peak": peak if np.isfinite(peak) else 0.0},
+        flags={UNUSABLE_CHECK: True},
+    )
 
 
 def window_health(samples: np.ndarray, sample_rate: int, embedding: np.ndarray, drift,

@@ -63,3 +63,31 @@ def test_an_upload_never_touches_the_live_microphones_drift_or_state(bundle, spe
 def test_an_upload_shorter_than_a_second_is_an_audio_error(bundle) -> None:
     with pytest.raises(AudioError, match="shorter than the 1 s minimum window"):
         Analyzer(bundle).analyze_audio(wav_bytes(np.zeros((1, RATE // 2), np.float32)))
+
+
+@pytest.mark.parametrize("kind", ["1e30", "random bytes as float"])
+def test_a_window_whose_spectrogram_overflows_fails_alone_as_faulty_with_a_reason(bundle, speech, kind) -> None:
+    """Issue 15, BROKE 3: one such window used to make the batch's drift check raise, so every microphone's
+    windows were lost; now it is faulty (no embedding, no label, never NaN) and its neighbours are untouched."""
+    rng = np.random.default_rng(0)
+    broken = (np.full((1, 2 * RATE), 1e30, np.float32) if kind == "1e30"
+              else np.frombuffer(rng.bytes(2 * RATE * 4), np.float32).reshape(1, -1).copy())
+    analyzer = Analyzer(bundle)
+    analysed, changes = analyzer.analyse([Window("kitchen", speech, RATE, 0.0, 10.0, True),
+                                          Window("garage", broken, RATE, 0.0, 2.0, True)])
+    kitchen, garage = (a.result for a in analysed)
+    assert kitchen.health_state == "ok" and kitchen.label and np.isfinite(kitchen.embedding).all()
+    assert garage.health_state == "faulty" and garage.embedding is None and garage.label is None
+    assert garage.probabilities == {} and garage.health_reasons[0].startswith("non_finite: features are not finite")
+    assert all(np.isfinite(v) for v in garage.health_scores.values()) and np.isfinite(garage.rms_dbfs)
+    assert ("health_changed", "garage", "faulty") in {(c.kind, c.mic_id, c.current) for c in changes}
+    assert set(analyzer.drift_state()) <= {"kitchen", "garage"}
+    assert analyzer.drift_state().get("garage", {}).get("count", 0) == 0  # nothing learned from it
+
+
+def test_classify_of_overflowing_audio_returns_the_fault_never_nan(bundle, speech) -> None:
+    loud = np.full((1, 3 * RATE), 1e30, np.float32)
+    (window,) = Analyzer(bundle).analyze_audio(wav_bytes(loud))
+    assert window.health_state == "faulty" and window.probabilities == {} and window.label is None
+    with pytest.raises(AudioError, match="features are not finite"):
+        Analyzer(bundle).embed_audio_bytes(wav_bytes(loud))

@@ -161,3 +161,29 @@ def test_a_two_channel_microphone_is_checked_per_channel_and_embedded_as_its_mix
     mix = speech * 0.5  # the channel mean
     np.testing.assert_allclose(window.embedding, embed_windows(bundle, torch.from_numpy(mix))[0], atol=2e-3)
     assert window.rms_dbfs == pytest.approx(rms_dbfs(mix), abs=0.01)
+
+
+class FailsForOneMic(Analyzer):
+    """The real analyser, except that any batch holding a window of ``mic`` raises (an unforeseen fault)."""
+
+    def __init__(self, bundle, mic: str) -> None:
+        super().__init__(bundle)
+        self.mic = mic
+
+    def analyse(self, windows, timings=None):
+        if any(w.mic_id == self.mic for w in windows):
+            raise RuntimeError(f"cannot analyse {self.mic}")
+        return super().analyse(windows, timings)
+
+
+def test_a_window_whose_analysis_fails_is_lost_alone_and_counted_for_its_microphone(bundle, store, homesounds, tmp_path):
+    speech = load_audio(homesounds / "audio" / "speech" / "speech_A1_001.flac")[0].numpy()
+    path = write_wav(tmp_path / "two.wav", np.concatenate([speech, speech], axis=1))
+    metrics = Metrics()
+    sources = [FileSource("good", path, realtime=False), FileSource("bad", path, realtime=False)]
+    pipeline = Pipeline(sources, FailsForOneMic(bundle, "bad"), store_into(store), metrics, PipelineConfig(batch_size=8))
+    run_to_end(pipeline)
+    assert sorted(w.mic_id for w in store.list_windows(limit=10).items) == ["good", "good"]
+    assert pipeline.stats.analysis_errors == 2 and pipeline.stats.dropped == 0
+    assert metrics.analysis_errors.labels(mic="bad")._value.get() == 2
+    assert metrics.analysis_errors.labels(mic="good")._value.get() == 0
