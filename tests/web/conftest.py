@@ -12,21 +12,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
 
 from service.event_store import EventStore  # noqa: E402
-from service.records import MicStatus, StateChange, WindowResult  # noqa: E402
+from service.records import StateChange  # noqa: E402
 from service.config import WebConfig  # noqa: E402
 from service.web.live import LiveFeed  # noqa: E402
 from service.web.server import WebBackend, WebServer  # noqa: E402
 
-T0 = 1_790_000_000_000  # a fixed start time (ms) for the stored windows
-
-
-def stored_window(mic: str, i: int, label: str, direction: np.ndarray) -> WindowResult:
-    """Window ``i`` of ``mic`` (10 s hop) whose embedding points along ``direction``."""
-    embedding = (direction / np.linalg.norm(direction)).astype(np.float32)
-    return WindowResult(mic_id=mic, start_unix_ms=T0 + i * 10_000, end_unix_ms=T0 + (i + 1) * 10_000, label=label,
-                        probabilities={label: 0.9, "other": 0.1}, health_state="ok", health_reasons=(),
-                        health_scores={"clipping": 0.0, "drift": 0.1 * i}, rms_dbfs=-30.0, embedding=embedding)
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from web_support import T0, mics, stored_window  # noqa: E402
 
 @pytest.fixture
 def store(tmp_path):
@@ -41,11 +33,6 @@ def store(tmp_path):
     with EventStore(tmp_path / "roomtone.db") as opened:
         opened.add_results(windows, changes)
         yield opened
-
-
-def mics() -> list[MicStatus]:
-    return [MicStatus("kitchen", "test:kitchen", "running", T0 + 60_000, "ok", (), {"clipping": 0.0}, "speech"),
-            MicStatus("hall", "test:hall", "running", T0 + 20_000, "ok", (), {}, "speech")]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import T0
+from web_support import T0
 from service.clips import ClipStore
 from service.config import ClipsConfig, ConfigError, WebConfig, load_config
 from service.web.live import PAGE_QUEUE, LiveFeed, PageStream
