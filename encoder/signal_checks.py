@@ -43,9 +43,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from encoder.vocabulary import HEALTH_DEGRADED, HEALTH_FAULTY, HEALTH_OK, HEALTH_STATES
+
 from encoder.config_keys import reject_unknown_keys
 
-STATES = ("ok", "degraded", "faulty")
+STATES = HEALTH_STATES  # encoder/vocabulary.py
 _LINE_OVER_FLOOR = 4.0  # a mains line must carry 4x (+6 dB) the power of its local background
 _FLOOR_DB = -120.0  # what a level of exactly zero reads as, so scores stay finite (JSON, Prometheus)
 
@@ -506,5 +508,5 @@ def assess_window(samples: np.ndarray, sample_rate: int, config: HealthConfig = 
 def state_of(flags: dict[str, bool], config: HealthConfig = HealthConfig()) -> str:
     """'faulty' if a check in ``config.faulty_checks`` is flagged, else 'degraded' if any is, else 'ok'."""
     if any(flags.get(name, False) for name in config.faulty_checks):
-        return "faulty"
-    return "degraded" if any(flags.values()) else "ok"
+        return HEALTH_FAULTY
+    return HEALTH_DEGRADED if any(flags.values()) else HEALTH_OK

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from encoder.signal_checks import HealthConfig
 from service.similarity_index import SimilarityIndexConfig
+from service.vocabulary import CLIENT_ENV, DEFAULT_GRPC_ADDRESS, DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT
 
 #: The repository root (the bundled model and assets are found relative to it).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +53,6 @@ DEFAULT_MODEL = REPO_ROOT / "models" / "roomtone.pt"
 DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo.flac"
 SOURCE_KINDS = ("auto", "device", "file", "demo")
 ENV_PREFIX = "ROOMTONE_"
-#: ROOMTONE_* variables of the command-line clients (service/grpc_client.py), not daemon config keys.
-CLIENT_ENV = ("ROOMTONE_ADDRESS", "ROOMTONE_CA", "ROOMTONE_TOKEN_FILE", "ROOMTONE_CLIENT_CERT", "ROOMTONE_CLIENT_KEY")
 #: Largest TCP port.
 MAX_PORT = 65535
 #: Longest finite retention age (100 years); beyond it, say inf.
@@ -125,7 +124,7 @@ class GrpcConfig(Section):
     """The gRPC API listener (and the event bus behind StreamEvents)."""
 
     enabled: bool = Field(True, description="start the gRPC API")
-    address: str = Field("127.0.0.1:50051", description="listen address `host:port`; port 0..65535, 0 = any free port")
+    address: str = Field(DEFAULT_GRPC_ADDRESS, description="listen address `host:port`; port 0..65535, 0 = any free port")
     # A non-loopback address needs TLS (tls_cert + tls_key) AND client authentication: a bearer token read
     # from token_file, or client certificates signed by client_ca (mTLS). The token itself never sits in
     # the config, so the start-up log line (which prints the config) cannot leak it.
@@ -157,8 +156,8 @@ class MetricsConfig(Section):
     """The Prometheus /metrics HTTP listener."""
 
     enabled: bool = Field(True, description="serve `/metrics`")
-    address: str = Field("127.0.0.1", min_length=1, description="listen address")
-    port: int = Field(9464, ge=0, le=MAX_PORT, description="listen port; 0 = any free port")
+    address: str = Field(DEFAULT_METRICS_ADDRESS, min_length=1, description="listen address")
+    port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=MAX_PORT, description="listen port; 0 = any free port")
     # A non-loopback address needs HTTPS with client certificates (mTLS): all three of these.
     tls_cert: str | None = Field(None, description="PEM certificate: serve HTTPS")
     tls_key: str | None = Field(None, description="PEM private key of `tls_cert`")
@@ -290,7 +289,8 @@ class DaemonConfig(Section):
     data_dir: str = Field("var", description="where the store lives unless `store.path` is set "
                                              "(relative paths resolve against the working directory)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
-    log_format: Literal["json", "text"] = Field("json", description="`json` (one object per line) or `text`")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="`auto` (text on a terminal, JSON otherwise), `json` (one object per line) or `text`")
     mics: tuple[MicConfig, ...] = Field((MicConfig(),), min_length=1, max_length=64,
                                         description="the microphones (`[[mics]]` tables)")
     store: StoreConfig = StoreConfig()

@@ -25,14 +25,15 @@ from typing import Any
 import numpy as np
 
 from service.config import StoreConfig
-from service.records import EVENT_KINDS, HEALTH_STATES, StateChange, WindowResult
+from service.records import StateChange, WindowResult
 from service import session_store
 from service.session_store import SessionPage, SessionQuery
 from service.sessions import ActivitySession, SessionEvent
+from service.vocabulary import (ACTIVITY_CHANGED, EVENT_KINDS, HEALTH_CHANGED, HEALTH_STATES, QUERY_KINDS,
+                                SILENCE_DBFS, WINDOW)
 from service.similarity_index import IndexSummary, SimilarityIndex, SimilarityIndexConfig, rescored
 
 #: Kinds a query can ask for: window records and the two state-change kinds.
-QUERY_KINDS = ("window",) + EVENT_KINDS
 
 
 class StoreError(RuntimeError):
@@ -73,27 +74,47 @@ class EventQuery:
         if self.since_unix_ms is not None and self.until_unix_ms is not None and self.until_unix_ms <= self.since_unix_ms:
             raise ValueError(f"until_unix_ms ({self.until_unix_ms}) must be after since_unix_ms ({self.since_unix_ms})")
 
+    def conditions(self) -> dict[str, list[tuple[str, str, Any]]]:
+        """The filter written once: table ("windows", "events") -> [(column, operator, value)], operators
+        ``in`` (a tuple), ``>=`` and ``<``; a table is absent when none of its rows can match. Columns are
+        also the attribute names of WindowResult / StateChange, so SQL (`_query_parts`) and live items
+        (`matches`) are judged by the same list."""
+        kinds = set(self.kinds or QUERY_KINDS)
+
+        def common(time_column: str) -> list[tuple[str, str, Any]]:
+            out: list[tuple[str, str, Any]] = [("mic_id", "in", self.mic_ids)] if self.mic_ids else []
+            if self.since_unix_ms is not None:
+                out.append((time_column, ">=", int(self.since_unix_ms)))
+            if self.until_unix_ms is not None:
+                out.append((time_column, "<", int(self.until_unix_ms)))
+            return out
+
+        tables: dict[str, list[tuple[str, str, Any]]] = {}
+        if WINDOW in kinds:
+            tables["windows"] = common("start_unix_ms") + [
+                (column, "in", values) for column, values in (("label", self.labels), ("health_state", self.health_states))
+                if values]
+        change_kinds = [k for k in EVENT_KINDS if k in kinds]
+        if self.labels:  # a change matches labels only as an activity change to one of them
+            change_kinds = [k for k in change_kinds if k == ACTIVITY_CHANGED]
+        if self.health_states:  # ... and health states only as a health change to one of them
+            change_kinds = [k for k in change_kinds if k == HEALTH_CHANGED]
+        if change_kinds:
+            wanted = self.labels or self.health_states
+            tables["events"] = common("time_unix_ms") + [("kind", "in", tuple(change_kinds))] + (
+                [("current", "in", wanted)] if wanted else [])
+        return tables
+
     def matches(self, item: WindowResult | StateChange) -> bool:
-        """Whether a live item passes these filters (the same rules the SQL query applies)."""
-        if self.mic_ids and item.mic_id not in self.mic_ids:
+        """Whether a live item passes these filters (the `conditions` the SQL query applies)."""
+        conditions = self.conditions().get("windows" if isinstance(item, WindowResult) else "events")
+        if conditions is None:
             return False
-        if isinstance(item, WindowResult):
-            kind, when = "window", item.start_unix_ms
-            if self.labels and item.label not in self.labels:
+        for column, op, value in conditions:
+            actual = getattr(item, column)
+            if not (actual in value if op == "in" else actual >= value if op == ">=" else actual < value):
                 return False
-            if self.health_states and item.health_state not in self.health_states:
-                return False
-        else:
-            kind, when = item.kind, item.time_unix_ms
-            if self.labels and not (kind == "activity_changed" and item.current in self.labels):
-                return False
-            if self.health_states and not (kind == "health_changed" and item.current in self.health_states):
-                return False
-        if self.kinds and kind not in self.kinds:
-            return False
-        if self.since_unix_ms is not None and when < self.since_unix_ms:
-            return False
-        return self.until_unix_ms is None or when < self.until_unix_ms
+        return True
 
 
 @dataclass(frozen=True)
@@ -339,7 +360,8 @@ class EventStore:
         blob, dim = _encode_embedding(window.embedding)
         # SQLite turns NaN into NULL; a level of non-finite samples is stored as silence (the health
         # reasons say non_finite).
-        rms = float(window.rms_dbfs) if not math.isnan(window.rms_dbfs) else float("-inf")
+        # one silence level everywhere: nothing is stored below SILENCE_DBFS, NaN reads as silence
+        rms = max(float(window.rms_dbfs), SILENCE_DBFS) if not math.isnan(window.rms_dbfs) else SILENCE_DBFS
         return (window.mic_id, int(window.start_unix_ms), int(window.end_unix_ms), window.label,
                 json.dumps({k: float(v) for k, v in window.probabilities.items()}), window.health_state,
                 json.dumps(list(window.health_reasons)), json.dumps({k: float(v) for k, v in window.health_scores.items()}),
@@ -351,7 +373,7 @@ class EventStore:
         return WindowResult(
             mic_id=row[1], start_unix_ms=row[2], end_unix_ms=row[3], label=row[4],
             probabilities=json.loads(row[5]), health_state=row[6], health_reasons=tuple(json.loads(row[7])),
-            health_scores=json.loads(row[8]), rms_dbfs=row[9], embedding=_decode_embedding(embedding),
+            health_scores=json.loads(row[8]), rms_dbfs=max(row[9], SILENCE_DBFS), embedding=_decode_embedding(embedding),
             window_id=row[0],
         )
 
@@ -425,45 +447,20 @@ class EventStore:
     @staticmethod
     def _query_parts(query: EventQuery) -> list[tuple[int, str, str, list[str], list[Any]]]:
         """(rank, table, time column, WHERE clauses, args) for the windows and events halves of a query."""
-        kinds = set(query.kinds or QUERY_KINDS)
-
-        def common(time_column: str) -> tuple[list[str], list[Any]]:
-            where, args = [], []
-            if query.mic_ids:
-                where.append(f"mic_id IN ({','.join('?' * len(query.mic_ids))})")
-                args += list(query.mic_ids)
-            if query.since_unix_ms is not None:
-                where.append(f"{time_column} >= ?")
-                args.append(int(query.since_unix_ms))
-            if query.until_unix_ms is not None:
-                where.append(f"{time_column} < ?")
-                args.append(int(query.until_unix_ms))
-            return where, args
-
         parts = []
-        if "window" in kinds:
-            where, args = common("start_unix_ms")
-            if query.labels:
-                where.append(f"label IN ({','.join('?' * len(query.labels))})")
-                args += list(query.labels)
-            if query.health_states:
-                where.append(f"health_state IN ({','.join('?' * len(query.health_states))})")
-                args += list(query.health_states)
-            parts.append((1, "windows", "start_unix_ms", where, args))
-        change_kinds = [k for k in EVENT_KINDS if k in kinds]
-        if query.labels:
-            change_kinds = [k for k in change_kinds if k == "activity_changed"]
-        if query.health_states:
-            change_kinds = [k for k in change_kinds if k == "health_changed"]
-        if change_kinds:
-            where, args = common("time_unix_ms")
-            where.append(f"kind IN ({','.join('?' * len(change_kinds))})")
-            args += change_kinds
-            wanted = query.labels or query.health_states
-            if wanted:
-                where.append(f"current IN ({','.join('?' * len(wanted))})")
-                args += list(wanted)
-            parts.append((0, "events", "time_unix_ms", where, args))
+        for rank, table, time_column in ((1, "windows", "start_unix_ms"), (0, "events", "time_unix_ms")):
+            conditions = query.conditions().get(table)
+            if conditions is None:
+                continue
+            where, args = [], []
+            for column, op, value in conditions:
+                if op == "in":
+                    where.append(f"{column} IN ({','.join('?' * len(value))})")
+                    args += list(value)
+                else:
+                    where.append(f"{column} {op} ?")
+                    args.append(value)
+            parts.append((rank, table, time_column, where, args))
         return parts
 
     def latest_windows(self) -> dict[str, WindowResult]:

@@ -30,7 +30,7 @@ from service.grpc_metrics import GRPC_REQUESTS, STREAM_ITEMS_DROPPED
 from service.grpc_security import BearerTokenInterceptor, ServerSecurity
 from service.proto_names import HEALTH_FROM_PB, HEALTH_TO_PB, KIND_FROM_PB, KIND_TO_PB
 from service.records import MicStatus, StateChange, WindowResult
-from service.vocabulary import REASON_BACKEND_UNAVAILABLE, REASON_KEY, REASON_SHUTTING_DOWN
+from service.vocabulary import MAX_K, MAX_PAGE, REASON_BACKEND_UNAVAILABLE, REASON_KEY, REASON_SHUTTING_DOWN
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
 
@@ -44,8 +44,6 @@ MAX_UPLOAD_SECONDS = 600.0
 MAX_UPLOAD_CHANNELS = 32
 #: Longest an upload waits for a decode slot (grpc.max_concurrent_uploads) before RESOURCE_EXHAUSTED.
 UPLOAD_WAIT_S = 30.0
-MAX_PAGE = 1000
-MAX_K = 1000
 
 
 

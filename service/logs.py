@@ -42,10 +42,19 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Send roomtone's logs to stderr as JSON (or text) lines."""
+def log_format_for(fmt: str, stream=None) -> str:
+    """``json`` or ``text``: ``auto`` is text when ``stream`` (stderr) is a terminal a person reads, JSON
+    otherwise (journald, Docker, a pipe to a log shipper)."""
+    if fmt != "auto":
+        return fmt
+    stream = stream if stream is not None else sys.stderr
+    return "text" if getattr(stream, "isatty", lambda: False)() else "json"
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
+    """Send roomtone's logs to stderr as JSON or text lines (``auto``: see `log_format_for`)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if log_format_for(fmt) == "json" else TextFormatter())
     root = logging.getLogger("roomtone")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -11,7 +11,8 @@ from prometheus_client.exposition import start_http_server
 
 from service import grpc_metrics
 from service.config import MetricsConfig
-from service.records import HEALTH_STATES, WindowResult
+from service.records import WindowResult
+from service.vocabulary import HEALTH_STATES
 
 log = logging.getLogger("roomtone.metrics")
 

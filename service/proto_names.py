@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from service.rpc import roomtone_pb2 as pb
+from service.vocabulary import ACTIVITY_CHANGED, HEALTH_CHANGED, HEALTH_DEGRADED, HEALTH_FAULTY, HEALTH_OK, WINDOW
 
-HEALTH_TO_PB = {"ok": pb.HEALTH_STATE_OK, "degraded": pb.HEALTH_STATE_DEGRADED, "faulty": pb.HEALTH_STATE_FAULTY}
+HEALTH_TO_PB = {HEALTH_OK: pb.HEALTH_STATE_OK, HEALTH_DEGRADED: pb.HEALTH_STATE_DEGRADED, HEALTH_FAULTY: pb.HEALTH_STATE_FAULTY}
 HEALTH_FROM_PB = {v: k for k, v in HEALTH_TO_PB.items()}
-KIND_TO_PB = {"window": pb.EVENT_KIND_WINDOW, "activity_changed": pb.EVENT_KIND_ACTIVITY_CHANGED,
-              "health_changed": pb.EVENT_KIND_HEALTH_CHANGED}
+KIND_TO_PB = {WINDOW: pb.EVENT_KIND_WINDOW, ACTIVITY_CHANGED: pb.EVENT_KIND_ACTIVITY_CHANGED,
+              HEALTH_CHANGED: pb.EVENT_KIND_HEALTH_CHANGED}
 KIND_FROM_PB = {v: k for k, v in KIND_TO_PB.items()}

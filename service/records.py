@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-HEALTH_STATES = ("ok", "degraded", "faulty")
+from service.vocabulary import EVENT_KINDS, HEALTH_STATES, MIC_STATES  # noqa: F401 - the words these records use
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,6 @@ class WindowResult:
     window_id: int | None = None  # assigned by the store when written
 
 
-EVENT_KINDS = ("activity_changed", "health_changed")
-
 
 @dataclass(frozen=True)
 class StateChange:
@@ -43,8 +41,6 @@ class StateChange:
     reasons: tuple[str, ...] = ()  # health reasons for health_changed
     event_id: int | None = None  # assigned by the store when written
 
-
-MIC_STATES = ("starting", "running", "reopening", "stopped", "failed")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import soundfile
 
 from encoder.resampling import RateError, check_rate
 from service.config import DEMO_CLIP, MicConfig
+from service.vocabulary import REOPENING, RUNNING, STARTING, STOPPED
 
 log = logging.getLogger("roomtone.sources")
 
@@ -121,8 +122,8 @@ class FileSource:
     def state(self) -> str:
         """starting, running or stopped (end of file or stopped)."""
         if self._thread is None:
-            return "starting"
-        return "running" if self._thread.is_alive() else "stopped"
+            return STARTING
+        return RUNNING if self._thread.is_alive() else STOPPED
 
     def start(self, sink: Sink) -> None:
         """Start reading on a background thread."""
@@ -228,11 +229,11 @@ class DeviceSource:
     def state(self) -> str:
         """starting, running, reopening (stalled or lost) or stopped."""
         if self._stop.is_set():
-            return "stopped"
+            return STOPPED
         if self._watchdog is None:
-            return "starting"
+            return STARTING
         stream = self._stream
-        return "running" if stream is not None and stream.active and not self._reopening else "reopening"
+        return RUNNING if stream is not None and stream.active and not self._reopening else REOPENING
 
     def start(self, sink: Sink) -> None:
         """Open the input stream; SourceError when the device refuses."""

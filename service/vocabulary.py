@@ -32,6 +32,12 @@ CA_ENV, TOKEN_FILE_ENV = "ROOMTONE_CA", "ROOMTONE_TOKEN_FILE"
 CERT_ENV, KEY_ENV = "ROOMTONE_CLIENT_CERT", "ROOMTONE_CLIENT_KEY"
 CLIENT_ENV = (ADDRESS_ENV, CA_ENV, TOKEN_FILE_ENV, CERT_ENV, KEY_ENV)
 
+# -- limits of the API that its clients check too ----------------------------------------------------------
+#: Most items one ListEvents page (and StreamEvents' replay) holds; `roomtone events --limit` has the same cap.
+MAX_PAGE = 1000
+#: Most neighbours one FindSimilar returns.
+MAX_K = 1000
+
 # -- machine-readable reasons sent with a gRPC error (trailing metadata REASON_KEY) -------------------------
 REASON_KEY = "roomtone-reason"
 #: The daemon runs but cannot analyse audio right now (model not ready).

@@ -19,8 +19,9 @@ import time
 from datetime import datetime
 
 from service.cli.daemon_address import add_address_argument
+from service.vocabulary import HEALTH_STATES, MAX_PAGE
 
-HEALTH_CHOICES = ("ok", "degraded", "faulty")
+HEALTH_CHOICES = HEALTH_STATES
 KIND_CHOICES = ("window", "activity", "health")
 _KIND_NAMES = {"window": "window", "activity": "activity_changed", "health": "health_changed"}
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -38,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only this health state (repeatable)")
     parser.add_argument("--kind", action="append", default=[], choices=KIND_CHOICES,
                         help="only windows, activity changes or health changes (repeatable; default all)")
-    parser.add_argument("--limit", type=int, default=20, help="how many of the latest matching items to show (1..10000)")
+    parser.add_argument("--limit", type=int, default=20,
+                        help=f"how many of the latest matching items to show (1..{MAX_PAGE}, the daemon's page size)")
     parser.add_argument("--follow", "-f", action="store_true", help="after the latest items, print live ones until Ctrl-C")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
 
@@ -94,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"roomtone events: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not 1 <= args.limit <= 10000:
-        print(f"roomtone events: --limit must be between 1 and 10000, got {args.limit}", file=sys.stderr)
+    if not 1 <= args.limit <= MAX_PAGE:
+        print(f"roomtone events: --limit must be between 1 and {MAX_PAGE} (the most the daemon returns at once), "
+              f"got {args.limit}", file=sys.stderr)
         return EXIT_USAGE
     event_filter = pb.EventFilter(
         mic_ids=args.mic, labels=args.label, health_states=[HEALTH_TO_PB[h] for h in args.health],
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     def body(stub) -> int:
         if args.follow:
-            stream = stub.StreamEvents(pb.StreamEventsRequest(filter=event_filter, replay_last=min(args.limit, 1000)))
+            stream = stub.StreamEvents(pb.StreamEventsRequest(filter=event_filter, replay_last=args.limit))
             if not args.json:
                 print(FOLLOW_ROW.format("TIME", "MIC", "EVENT", "DETAIL"), flush=True)
             try:
@@ -115,14 +118,7 @@ def run(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 stream.cancel()
             return EXIT_OK
-        events, token = [], ""
-        while len(events) < args.limit:
-            page = stub.ListEvents(pb.ListEventsRequest(
-                filter=event_filter, limit=min(1000, args.limit - len(events)), page_token=token), timeout=30)
-            events += page.events
-            token = page.next_page_token
-            if not token:
-                break
+        events = list(stub.ListEvents(pb.ListEventsRequest(filter=event_filter, limit=args.limit), timeout=30).events)
         events.reverse()  # oldest first, the latest at the bottom
         if args.json:
             for event in events:

@@ -22,7 +22,9 @@ from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `roomtone run`."""
+    """Options of `roomtone run`; the defaults they name are read from the config schema."""
+    from service.config import DaemonConfig, GrpcConfig, MetricsConfig, PipelineConfig
+
     parser.add_argument("--config", metavar="FILE.toml", help="TOML config file (see docs/daemon.md)")
     parser.add_argument("--model", help="model file (default: the bundled models/roomtone.pt)")
     parser.add_argument("--data-dir", help="directory for the store (default: $ROOMTONE_DATA_DIR or ./var)")
@@ -38,13 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--loop", action="store_true", help="loop --file sources")
     source.add_argument("--channels", type=int, help="input channels per --device microphone")
     parser.add_argument("--list-devices", action="store_true", help="print the audio input devices and exit")
-    parser.add_argument("--window-s", type=float, help="window length in seconds (default 10)")
-    parser.add_argument("--hop-s", type=float, help="hop between windows in seconds (default 10)")
-    parser.add_argument("--compute-device", help="torch device for the model: auto, cpu, cuda, cuda:N (default auto)")
-    parser.add_argument("--grpc-address", help="gRPC listen address host:port (default 127.0.0.1:50051)")
+    pipeline, grpc_config, metrics, daemon = PipelineConfig(), GrpcConfig(), MetricsConfig(), DaemonConfig.model_fields
+    parser.add_argument("--window-s", type=float, help=f"window length in seconds (default {pipeline.window_s:g})")
+    parser.add_argument("--hop-s", type=float, help=f"hop between windows in seconds (default {pipeline.hop_s:g})")
+    parser.add_argument("--compute-device",
+                        help=f"torch device for the model: auto, cpu, cuda, cuda:N (default {pipeline.device})")
+    parser.add_argument("--grpc-address", help=f"gRPC listen address host:port (default {grpc_config.address})")
     parser.add_argument("--no-grpc", action="store_true", help="do not start the gRPC API")
-    parser.add_argument("--metrics-address", help="/metrics listen address (default 127.0.0.1)")
-    parser.add_argument("--metrics-port", type=int, help="/metrics port, 0 = any free port (default 9464)")
+    parser.add_argument("--metrics-address", help=f"/metrics listen address (default {metrics.address})")
+    parser.add_argument("--metrics-port", type=int, help=f"/metrics port, 0 = any free port (default {metrics.port})")
     parser.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
     parser.add_argument("--web-address", help="web page listen address (default 127.0.0.1; beyond loopback needs "
                                               "[web] TLS and a token or client certificates, see docs/web.md)")
@@ -53,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-clips", choices=("none", "events", "all"),
                         help="keep windows' audio as clips (default none; clips record people at home, see docs/web.md)")
     parser.add_argument("--max-windows", type=int, help="stop after storing this many windows (demos, tests)")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    parser.add_argument("--log-format", choices=("json", "text"), help="log line format (default json)")
+    parser.add_argument("--log-level", help=f"DEBUG, INFO, WARNING or ERROR (default {daemon['log_level'].default})")
+    parser.add_argument("--log-format", choices=("auto", "json", "text"),
+                        help=f"log line format (default {daemon['log_format'].default}: text on a terminal, JSON otherwise)")
 
 
 def _mics(args: argparse.Namespace) -> list[dict[str, Any]] | None:

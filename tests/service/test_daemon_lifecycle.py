@@ -74,3 +74,37 @@ def test_a_microphone_whose_capture_is_lost_reads_faulty_whatever_its_last_windo
     assert (running.health_state, running.health_reasons, running.health_scores) == ("ok", (), {"hum": 1.0})
     (new,) = mic_status({"hall": FakeSource("starting")}, {})
     assert (new.health_state, new.label, new.last_window_end_unix_ms) == (None, None, None)
+
+
+def test_a_silent_window_reads_the_one_silence_level_in_the_store_over_grpc_and_from_classify(
+        small_model, homesounds, tmp_path) -> None:
+    import grpc
+    import numpy as np
+
+    from daemon_support import write_wav
+    from encoder.vocabulary import SILENCE_DBFS
+    from service.event_store import EventStore
+    from service.rpc import roomtone_pb2 as pb
+    from service.rpc import roomtone_pb2_grpc as pb_grpc
+
+    silence = write_wav(tmp_path / "silence.wav", np.zeros(10 * 16000, np.float32))
+    config = load_config(None, {
+        "model": str(small_model), "data_dir": str(tmp_path / "data"),
+        "mics": [{"id": "attic", "kind": "file", "path": str(silence), "realtime": False}],
+        "grpc": {"address": "127.0.0.1:0"}, "metrics": {"enabled": False},
+    }, environ={})
+    daemon = Daemon(config)
+    daemon.start()
+    try:
+        assert daemon.pipeline.drained.wait(60)
+        with grpc.insecure_channel(daemon.grpc_address) as channel:
+            stub = pb_grpc.RoomtoneStub(channel)
+            (listed,) = [e.window for e in stub.ListEvents(pb.ListEventsRequest(limit=10), timeout=10).events
+                         if e.HasField("window")]
+            (classified,) = stub.Classify(pb.ClassifyRequest(audio=silence.read_bytes()), timeout=60).windows
+    finally:
+        daemon.stop()
+    with EventStore(config.store_path) as store:
+        (stored,) = store.list_windows(limit=10).items
+    assert stored.rms_dbfs == listed.rms_dbfs == classified.rms_dbfs == SILENCE_DBFS == -120.0
+    assert listed.health_state == classified.health_state == pb.HEALTH_STATE_FAULTY

@@ -21,6 +21,7 @@ from service.event_store import (
     StoreError,
     migrate,
 )
+from encoder.vocabulary import SILENCE_DBFS
 from service.records import StateChange, WindowResult
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,11 +68,12 @@ def test_a_window_reads_back_with_every_field_and_a_float16_embedding(store: Eve
     assert store.get_window(999) is None
 
 
-def test_silence_and_non_finite_levels_are_stored_as_minus_infinity(store: EventStore) -> None:
+def test_silence_quieter_and_non_finite_levels_are_stored_as_the_one_silence_level(store: EventStore) -> None:
     silent = WindowResult("kitchen", 0, 10_000, None, {}, "faulty", ("dead",), {}, float("-inf"))
     broken = WindowResult("kitchen", 10_000, 20_000, None, {}, "faulty", ("non_finite",), {}, float("nan"))
-    stored, _ = store.add_results([silent, broken])
-    assert [store.get_window(w.window_id).rms_dbfs for w in stored] == [float("-inf"), float("-inf")]
+    quieter = WindowResult("kitchen", 20_000, 30_000, None, {}, "faulty", ("dead",), {}, -150.0)
+    stored, _ = store.add_results([silent, broken, quieter])
+    assert [store.get_window(w.window_id).rms_dbfs for w in stored] == [SILENCE_DBFS] * 3 == [-120.0] * 3
 
 
 def test_a_batch_with_an_invalid_record_stores_nothing(store: EventStore) -> None:
