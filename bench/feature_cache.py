@@ -3,8 +3,8 @@ capture chain (augmented before log-Mel), with mixup and random resize crop, or 
 
     .venv/bin/python bench/feature_cache.py --data ../shared/data/homesounds --batches 3
 
-Prints the one-off cost of filling each store, its memory, and the seconds to build one batch of 64
-triplets (192 views) each way. The training step itself (bench/training_speed.py) is the same for all.
+Prints the one-off CPU cost of filling each store, its memory, and the CPU and wall seconds to build one
+batch of 64 triplets (192 views) each way (CPU time is the figure to read on a busy, shared machine). The training step itself (bench/training_speed.py) is the same for all.
 """
 
 from __future__ import annotations
@@ -49,22 +49,23 @@ def main() -> int:
     tile = int(round(config.triplets.tile_s * 1000 / config.features.hop_ms))
     print(f"clips: {len(clips)}, threads: {args.threads}, batch {args.batch_size} triplets of {config.triplets.tile_s:g} s, "
           f"load average {load_average()}\n")
-    print("| batch from | fill store once | store MB | s per batch |\n|---|---|---|---|")
+    print("| batch from | fill store once (CPU s) | store MB | CPU s per batch | wall s per batch |\n|---|---|---|---|---|")
     stores: dict[tuple[str, bool], tuple[ClipStore, float]] = {}
     for name, kind, cache, augment in CASES:
         if (kind, cache) not in stores:
-            start = time.perf_counter()
-            stores[kind, cache] = ClipStore(clips, config.features, kind, cache), time.perf_counter() - start
+            start = time.process_time()
+            stores[kind, cache] = ClipStore(clips, config.features, kind, cache), time.process_time() - start
         store, fill = stores[kind, cache]
         sampler = TripletSampler(sampler_clips(store, range(len(clips))), tile, config.triplets)
         batches = StepBatches(store, triplet_plan(sampler, args.batch_size, 0), len(clips) // args.batch_size,
                               tile, 3, augment, 0.0, 0)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for b in range(args.batches):
             batches[b % len(batches)]
         seconds = (time.perf_counter() - start) / args.batches
+        cpu_seconds = (time.process_time() - cpu) / args.batches
         megabytes = sum(t.numel() * t.element_size() for t in store.cached) / 1e6 if store.cached else 0.0
-        print(f"| {name} | {fill:.1f} s | {megabytes:.0f} | {seconds:.2f} |", flush=True)
+        print(f"| {name} | {fill:.1f} | {megabytes:.0f} | {cpu_seconds:.2f} | {seconds:.2f} |", flush=True)
     return 0
 
 

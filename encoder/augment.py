@@ -152,27 +152,54 @@ def resample_through(waveform: torch.Tensor, sample_rate: int, via_rate: int, qu
 
 
 def capture_chain(waveforms: torch.Tensor, sample_rate: int, config: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
-    """Each row of ``[rows, samples]`` through its own draw of room, noise, microphone and resampler."""
+    """Each row of ``[rows, samples]`` through its own draw of room, microphone, noise and resampler.
+
+    Room and microphone are one batched FFT multiplication at the tile's own length rounded up to a
+    power of two: the room's tail is convolved circularly, so it rings into the tile's start as the
+    tail of what came before would, and no tile starts unnaturally dry."""
+    rows, samples = waveforms.shape
+    draws = []
+    for _ in range(rows):  # every row's draws in a fixed order: the result depends only on the generator
+        reverb = (rng.uniform(*config.rt60_s), rng.uniform(-3.0, 10.0)) if rng.random() < config.reverb_p else None
+        band = ((rng.uniform(*config.lowpass_hz), rng.uniform(-config.tilt_db_per_octave, config.tilt_db_per_octave),
+                 int(rng.integers(2, 9))) if rng.random() < config.band_limit_p else None)
+        noise = (rng.uniform(*config.snr_db), rng.uniform(0.0, 2.0)) if rng.random() < config.noise_p else None
+        resample = ((config.resample_rates[int(rng.integers(len(config.resample_rates)))], int(rng.integers(len(RESAMPLER_QUALITIES))))
+                    if rng.random() < config.resample_p else None)
+        draws.append((reverb, band, noise, resample))
     out = waveforms.clone()
-    rows = out.shape[0]
-    for i in range(rows):
-        if rng.random() < config.reverb_p:
-            rir = synthetic_rir(rng.uniform(*config.rt60_s), sample_rate, rng, direct_to_reverb_db=rng.uniform(-3.0, 10.0))
-            out[i] = reverberate(out[i], torch.from_numpy(rir))
-        if rng.random() < config.noise_p:
-            out[i] = add_noise(out[i], rng.uniform(*config.snr_db), rng, colour=rng.uniform(0.0, 2.0))
-        if rng.random() < config.band_limit_p:
-            tilt = rng.uniform(-config.tilt_db_per_octave, config.tilt_db_per_octave)
-            out[i] = band_limit(out[i], sample_rate, rng.uniform(*config.lowpass_hz), tilt, order=int(rng.integers(2, 9)))
+    filtered = [i for i, d in enumerate(draws) if d[0] or d[1]]
+    if filtered:
+        n = 1 << math.ceil(math.log2(samples + 512))
+        response = torch.ones(len(filtered), n // 2 + 1, dtype=torch.complex64)
+        for row, i in enumerate(filtered):
+            reverb, band, _, _ = draws[i]
+            if reverb:
+                rir = synthetic_rir(reverb[0], sample_rate, rng, direct_to_reverb_db=reverb[1])[:n]
+                response[row] *= torch.fft.rfft(torch.from_numpy(rir), n=n)
+            if band:
+                response[row] *= band_limit_response(n, sample_rate, band[0], band[1], band[2])
+        spectrum = torch.fft.rfft(out[filtered], n=n) * response
+        out[filtered] = _circular(torch.fft.irfft(spectrum, n=n), samples)
+    for i, (_, _, noise, _) in enumerate(draws):
+        if noise:
+            out[i] = add_noise(out[i], noise[0], rng, colour=noise[1])
     # Resampling is batched per (rate, quality): building the sinc kernels is most of its cost.
     chosen: dict[tuple[int, int], list[int]] = {}
-    for i in range(rows):
-        if rng.random() < config.resample_p:
-            key = (config.resample_rates[int(rng.integers(len(config.resample_rates)))], int(rng.integers(len(RESAMPLER_QUALITIES))))
-            chosen.setdefault(key, []).append(i)
+    for i, (_, _, _, resample) in enumerate(draws):
+        if resample:
+            chosen.setdefault(resample, []).append(i)
     for (via, quality), index in sorted(chosen.items()):
         out[index] = resample_through(out[index], sample_rate, via, quality)
     return out
+
+
+def _circular(signal: torch.Tensor, samples: int) -> torch.Tensor:
+    """``[rows, n]`` folded onto ``[rows, samples]``: what rang past the tile's end comes back at its start."""
+    n = signal.shape[-1]
+    periods = math.ceil(n / samples)
+    padded = F.pad(signal, (0, periods * samples - n))
+    return padded.view(signal.shape[0], periods, samples).sum(dim=1)
 
 
 # ------------------------------------------------------------------------------------------- log-Mel

@@ -120,3 +120,14 @@ def test_config_rejects_a_mixup_where_the_other_clip_dominates_and_reads_lists_f
     assert not AugmentConfig(mixup=0.4, crop_min_scale=0.6).needs_waveform
     with pytest.raises(ValueError, match="unknown"):
         AugmentConfig.from_dict({"noise": 1})
+
+
+def test_the_room_tail_rings_into_the_tile_start_so_a_reverberant_tile_does_not_start_dry():
+    noise = torch.from_numpy(np.random.default_rng(2).standard_normal(2 * RATE).astype(np.float32))[None] * 0.1
+    config = AugmentConfig(reverb_p=1.0, rt60_s=(0.8, 0.8))
+    out = capture_chain(noise, RATE, config, np.random.default_rng(0))[0]
+    assert abs(level_db(out[:160]) - level_db(out[-1600:])) < 1.5
+    # A linear convolution starts without the tail: with 3 dB more reverberant than direct energy, the
+    # first 10 ms are about 4 dB quieter than the end.
+    linear = reverberate(noise[0], torch.from_numpy(synthetic_rir(0.8, RATE, np.random.default_rng(9), -3.0)))
+    assert level_db(linear[-1600:]) - level_db(linear[:160]) > 3.0
