@@ -1,0 +1,166 @@
+"""The web page in a real browser (Debian's headless Chromium) against a real daemon on the demo recording:
+every view loads without console errors or third-party requests, the live view updates within one window,
+the timeline shows stored windows, find-similar returns results, a kept clip plays, and a bad request gets
+a clear error page."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from browser_support import launch
+from daemon_support import DaemonProcess, isolated_args
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = REPO / "models" / "roomtone.pt"
+WINDOW_S, HOP_S = 10.0, 2.0
+VIEWS = ("/", "/timeline", "/mics")
+
+pytestmark = pytest.mark.slow
+
+
+def api(base: str, path: str) -> dict:
+    with urllib.request.urlopen(base + path, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    """A daemon on the demo recording (10 s windows every 2 s) keeping every clip; yields the page's base URL
+    once three windows are stored."""
+    data = tmp_path_factory.mktemp("web-daemon")
+    process = DaemonProcess(["--model", str(MODEL), "--demo", "--hop-s", str(HOP_S), "--keep-clips", "all",
+                             "--web-port", "0", *isolated_args(data)])
+    try:
+        url = process.wait_for("web page listening", timeout=120)["url"].rstrip("/")
+        deadline = time.monotonic() + 60
+        while len(api(url, "/api/windows?limit=10")["windows"]) < 3:
+            assert time.monotonic() < deadline, "the daemon stored fewer than 3 windows in 60 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        assert process.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        yield browser
+        browser.close()
+
+
+class Watched:
+    """A page with its console errors, uncaught exceptions and the hosts it requested."""
+
+    def __init__(self, browser) -> None:
+        self.page = browser.new_page(viewport={"width": 1200, "height": 900})
+        self.errors: list[str] = []
+        self.hosts: set[str] = set()
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+        self.page.on("request", lambda r: self.hosts.add(urllib.parse.urlsplit(r.url).hostname or r.url))
+
+    def open(self, url: str) -> None:
+        """Go to ``url`` and wait until the view says it is rendered."""
+        self.page.goto(url)
+        self.page.wait_for_selector("main[data-ready='true']", timeout=15_000)
+
+
+@pytest.fixture
+def page(browser):
+    watched = Watched(browser)
+    yield watched
+    watched.page.close()
+
+
+@pytest.mark.parametrize("path", VIEWS + ("/window/first",))
+def test_every_view_renders_with_no_console_error_and_no_third_party_request(daemon, page, path):
+    if path == "/window/first":
+        path = f"/window/{api(daemon, '/api/windows?limit=1')['windows'][0]['window_id']}"
+    page.open(daemon + path)
+    page.page.wait_for_timeout(500)  # the live stream connects
+    assert page.errors == []
+    assert page.hosts <= {"127.0.0.1"}
+
+
+def test_the_live_view_updates_within_one_window_and_draws_the_log_mel(daemon, page):
+    page.open(daemon + "/")
+    card = page.page.locator("section.mic-card[data-mic='demo']")
+    card.wait_for(timeout=5_000)
+    before = card.get_attribute("data-window-id")
+    page.page.wait_for_function(
+        "before => document.querySelector(\"section.mic-card[data-mic='demo']\").dataset.windowId !== before",
+        arg=before, timeout=WINDOW_S * 1000)
+    assert page.page.evaluate("window.roomtone.windowsReceived") >= 1
+    latest = page.page.evaluate("window.roomtone.latenciesMs.at(-1)")
+    assert 0 <= latest < WINDOW_S * 1000
+    # the strip canvas was drawn: some pixel is not the empty background
+    lit = page.page.evaluate("""() => {
+        const c = document.querySelector("canvas.mel-strip");
+        const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        for (let i = 0; i < d.length; i += 4) if (d[i] !== 17 || d[i + 1] !== 17 || d[i + 2] !== 17) return true;
+        return false; }""")
+    assert lit
+    assert page.errors == []
+
+
+def test_the_timeline_shows_the_stored_windows_and_links_to_them(daemon, page):
+    stored = len(api(daemon, "/api/windows?limit=1000")["windows"])
+    page.open(daemon + "/timeline")
+    assert int(page.page.locator("main").get_attribute("data-windows")) >= stored
+    assert page.page.locator("section.lane-card[data-mic='demo'] rect.run").count() >= 1
+    page.page.locator("tr.run-row a").first.click()
+    page.page.wait_for_url("**/window/*")
+    page.page.wait_for_selector("main[data-ready='true']")
+    assert page.page.locator("h1").inner_text().startswith("Window ")
+
+
+def test_find_similar_lists_the_nearest_stored_windows(daemon, page):
+    first = api(daemon, "/api/windows?limit=1")["windows"][0]["window_id"]
+    page.open(f"{daemon}/window/{first}")
+    page.page.click("#find-similar")
+    page.page.wait_for_selector("li.neighbor", timeout=10_000)
+    neighbours = page.page.locator("li.neighbor a").all_inner_texts()
+    assert neighbours and f"window {first}" not in neighbours
+    assert page.errors == []
+
+
+def test_with_clips_kept_a_window_plays_in_the_page(daemon, page):
+    oldest = api(daemon, "/api/windows?limit=1000")["windows"][-1]["window_id"]
+    page.open(f"{daemon}/window/{oldest}")
+    duration = page.page.evaluate("""() => new Promise((resolve, reject) => {
+        const audio = document.querySelector("audio#clip");
+        if (!audio) return reject(new Error("no audio element"));
+        const done = () => resolve(audio.duration);
+        if (audio.readyState >= 1) done(); else audio.addEventListener("loadedmetadata", done);
+        audio.addEventListener("error", () => reject(new Error("audio error " + audio.error.code)));
+        setTimeout(() => reject(new Error("no metadata in 10 s")), 10000); })""")
+    assert duration == pytest.approx(WINDOW_S, abs=0.1)
+    played = page.page.evaluate("""async () => {
+        const audio = document.querySelector("audio#clip");
+        audio.muted = true;
+        await audio.play();
+        await new Promise(r => setTimeout(r, 600));
+        return audio.currentTime; }""")
+    assert played > 0.1
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("path, status, text", [
+    ("/window/abc", 400, "window id must be a positive whole number"),
+    ("/window/99999999", 404, "no stored window 99999999"),
+])
+def test_a_bad_request_gets_a_clear_error_page_not_a_traceback(daemon, page, path, status, text):
+    response = page.page.goto(daemon + path)
+    assert response.status == status
+    body = page.page.locator("main").inner_text()
+    assert text in body and "Traceback" not in body
+    assert page.page.locator("a[href='/']").count() == 1
