@@ -2,6 +2,12 @@
 
 A 10 s window at 16 kHz with the default config gives ``1 + 160000 // 160 = 1001`` frames of
 128 Mel bins (centre-padded STFT, hop 10 ms). `frame_count` computes this for any length.
+
+`log_mel` = STFT power (torchaudio) -> Mel filterbank -> `power_to_db`. The ONNX serving graph
+(encoder/onnx_export.py) is exported from these same pieces: `stft_window` and `mel_filterbank` are the
+buffers of the very module `log_mel` runs, and `power_to_db` is the same function. torch is imported
+inside the functions that need it, so `LogMelConfig` and `frame_count` load without torch (the
+torch-free daemon reads them).
 """
 
 from __future__ import annotations
@@ -11,8 +17,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
-import torchaudio
 
 from encoder.config_keys import reject_unknown_keys
 
@@ -101,8 +105,10 @@ def frame_count(num_samples: int, config: LogMelConfig) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _mel_transform(config: LogMelConfig, device: str) -> torchaudio.transforms.MelSpectrogram:
+def _mel_transform(config: LogMelConfig, device: str) -> "torchaudio.transforms.MelSpectrogram":
     """Cached MelSpectrogram module per (config, device): the filterbank lives on the device."""
+    import torchaudio
+
     return torchaudio.transforms.MelSpectrogram(
         sample_rate=config.sample_rate,
         n_fft=config.n_fft,
@@ -117,8 +123,29 @@ def _mel_transform(config: LogMelConfig, device: str) -> torchaudio.transforms.M
     ).to(device)
 
 
-def _as_float_tensor(waveform: Any) -> torch.Tensor:
+def stft_window(config: LogMelConfig) -> np.ndarray:
+    """The analysis window ``log_mel``'s STFT applies (``win_length`` samples, centred in ``n_fft``), float32."""
+    return _mel_transform(config, "cpu").spectrogram.window.numpy().astype(np.float32)
+
+
+def mel_filterbank(config: LogMelConfig) -> "torch.Tensor":
+    """The ``[n_fft // 2 + 1, n_mels]`` filterbank ``log_mel`` multiplies the STFT power by (torchaudio's
+    ``melscale_fbanks``, HTK scale), on the CPU."""
+    return _mel_transform(config, "cpu").mel_scale.fb
+
+
+def power_to_db(power: "torch.Tensor", config: LogMelConfig) -> "torch.Tensor":
+    """Mel power -> dB, floored at ``config.floor_db``: the last step of `log_mel`."""
+    import torch
+
+    floor = 10.0 ** (config.floor_db / 10.0)
+    return 10.0 * torch.log10(torch.clamp(power, min=floor))
+
+
+def _as_float_tensor(waveform: Any) -> "torch.Tensor":
     """Accept numpy or torch, float or int16 PCM; return a float32 tensor in [-1, 1] units."""
+    import torch
+
     if isinstance(waveform, np.ndarray):
         waveform = torch.from_numpy(np.ascontiguousarray(waveform))
     if not isinstance(waveform, torch.Tensor):
@@ -134,7 +161,7 @@ def _as_float_tensor(waveform: Any) -> torch.Tensor:
     )
 
 
-def log_mel(waveform: Any, config: LogMelConfig = LogMelConfig()) -> torch.Tensor:
+def log_mel(waveform: Any, config: LogMelConfig = LogMelConfig()) -> "torch.Tensor":
     """Log-Mel power spectrogram in dB, floored at ``config.floor_db``; CPU and CUDA.
 
     ``waveform`` is 1-D ``[samples]`` -> ``[n_mels, frames]``, or 2-D ``[rows, samples]`` where every
@@ -142,6 +169,8 @@ def log_mel(waveform: Any, config: LogMelConfig = LogMelConfig()) -> torch.Tenso
     ``[rows, n_mels, frames]``. int16/int32 PCM is scaled to [-1, 1]; float64 is cast to float32.
     Non-finite samples are rejected: check microphone health before computing features.
     """
+    import torch
+
     x = _as_float_tensor(waveform)
     if x.dim() not in (1, 2):
         raise ValueError(
@@ -152,6 +181,4 @@ def log_mel(waveform: Any, config: LogMelConfig = LogMelConfig()) -> torch.Tenso
         raise ValueError("log_mel got a waveform with zero samples")
     if not bool(torch.isfinite(x).all()):
         raise ValueError("log_mel got NaN or Inf samples; the input is not audio")
-    power = _mel_transform(config, str(x.device))(x)
-    floor = 10.0 ** (config.floor_db / 10.0)
-    return 10.0 * torch.log10(torch.clamp(power, min=floor))
+    return power_to_db(_mel_transform(config, str(x.device))(x), config)

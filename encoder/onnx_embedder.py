@@ -1,0 +1,119 @@
+"""The ONNX Runtime embedding backend: numpy FFT -> the exported graph (filterbank, dB, encoder) on the CPU.
+
+`OnnxEmbedder` answers the same ``embed(windows, timings)`` call as the torch embedder, without
+importing torch: the daemon with ``pipeline.backend = "onnx"`` never loads it. The STFT power is
+computed here with numpy's pocketfft from the model's `LogMelConfig` and the STFT window stored in the
+graph (`stft_power`); everything after it runs in the graph exported from the torch definition
+(encoder/onnx_export.py). Its equality with `encoder.features.log_mel` is tested on real clips.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from encoder.features import LogMelConfig, frame_count
+from encoder.onnx_graph import INPUT, OUTPUTS, GraphError, GraphInfo, check_binding, export_command
+
+
+def stft_power(windows: np.ndarray, config: LogMelConfig, window: np.ndarray) -> np.ndarray:
+    """STFT power ``[rows, frames, n_fft // 2 + 1]`` float32 of mono rows ``[rows, samples]``, as
+    `encoder.features.log_mel` computes it: centre-padded by reflection, ``window`` (``win_length``
+    samples, centred in ``n_fft``) every ``hop_length`` samples, power of the one-sided FFT."""
+    x = np.asarray(windows, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(f"stft_power expects [rows, samples] with samples > 0, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("stft_power got NaN or Inf samples; the input is not audio")
+    n_fft, hop, length = config.n_fft, config.hop_length, window.shape[0]
+    frames = frame_count(x.shape[1], config)
+    padded = np.pad(x, ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect")
+    # Frame t spans padded[t*hop : t*hop + n_fft]; only its middle `length` samples meet the window, and
+    # where inside n_fft they sit changes the phase of the spectrum, not its power.
+    left = (n_fft - length) // 2
+    segments = np.lib.stride_tricks.sliding_window_view(padded, length, axis=1)[:, left::hop][:, :frames]
+    # float64: numpy's pocketfft is three times faster in double precision than in single here
+    spectrum = np.fft.rfft(segments * window.astype(np.float64), n=n_fft, axis=2)
+    parts = spectrum.view(np.float64)
+    np.square(parts, out=parts)
+    return (parts[..., 0::2] + parts[..., 1::2]).astype(np.float32)
+
+
+class OnnxEmbedder:
+    """`Embedder` over an exported graph file with ONNX Runtime on the CPU.
+
+    ``check_model``: the model file the graph must have been exported from (GraphError ``stale``
+    otherwise); None skips the check (`roomtone export` verifying a fresh graph). ``threads`` is ONNX
+    Runtime's intra-op thread count (0: its default, one per physical core)."""
+
+    def __init__(self, graph_path: str | Path, check_model: str | Path | None, threads: int = 0,
+                 batch_size: int = 32) -> None:
+        import onnxruntime
+
+        self.graph_path = Path(graph_path)
+        if not self.graph_path.is_file():
+            where = f" for {check_model}" if check_model is not None else ""
+            hint = f"; export it with `{export_command(check_model)}`" if check_model is not None else ""
+            raise GraphError("missing", f"{self.graph_path}: no ONNX graph{where}{hint}")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about unused initialisers are noise to a user
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.graph_path), options,
+                                                        providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise GraphError("unreadable", f"{self.graph_path}: not a readable ONNX graph ({type(exc).__name__}: {exc})") from None
+        self.info = GraphInfo.from_props(self.session.get_modelmeta().custom_metadata_map, str(self.graph_path))
+        if check_model is not None:
+            check_binding(self.info, self.graph_path, check_model)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.feature_config = self.info.feature_config
+        self.sample_rate = self.feature_config.sample_rate
+        self.embedding_dim = self.info.embedding_dim
+
+    def _groups(self, windows: Sequence[np.ndarray]) -> list[list[int]]:
+        """Indices of equal-length windows, ``batch_size`` at most per group, in order of appearance."""
+        by_length: dict[int, list[int]] = {}
+        for index, samples in enumerate(windows):
+            by_length.setdefault(int(np.shape(samples)[-1]), []).append(index)
+        return [group[i:i + self.batch_size] for group in by_length.values()
+                for i in range(0, len(group), self.batch_size)]
+
+    def _run(self, windows: Sequence[np.ndarray], outputs: list[str], timings: Any) -> list[tuple[list[int], list[np.ndarray]]]:
+        results = []
+        for indices in self._groups(windows):
+            t0 = time.perf_counter()
+            batch = np.stack([np.asarray(windows[i], dtype=np.float32).reshape(-1) for i in indices])
+            power = stft_power(batch, self.feature_config, self.info.stft_window)
+            t1 = time.perf_counter()
+            results.append((indices, self.session.run(outputs, {INPUT: power})))
+            if timings is not None:
+                timings.features += t1 - t0
+                timings.embed += time.perf_counter() - t1
+        return results
+
+    def embed(self, windows: Sequence[np.ndarray], timings: Any = None) -> np.ndarray:
+        """Embeddings ``[n, D]`` float32 of 1-D float32 windows at ``sample_rate`` (any lengths); the time
+        spent goes to ``timings.features`` (FFT) and ``timings.embed`` (the graph) when given."""
+        out = np.zeros((len(windows), self.embedding_dim), dtype=np.float32)
+        for indices, (embedding,) in self._run(windows, [OUTPUTS[0]], timings):
+            out[indices] = embedding
+        return out
+
+    def embed_with_features(self, windows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings ``[n, D]`` and log-Mel ``[n, n_mels, frames]`` of equal-length windows (for tests
+        and `roomtone export`'s check against torch)."""
+        lengths = {int(np.shape(w)[-1]) for w in windows}
+        if len(lengths) != 1:
+            raise ValueError(f"embed_with_features needs windows of one length, got lengths {sorted(lengths)}")
+        embeddings, features = [], []
+        for _, (embedding, log_mel) in self._run(windows, list(OUTPUTS), None):
+            embeddings.append(embedding)
+            features.append(log_mel)
+        return np.concatenate(embeddings), np.concatenate(features)
