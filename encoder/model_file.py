@@ -14,13 +14,14 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from encoder.features import LogMelConfig
-from encoder.model import Encoder, EncoderConfig
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: ModelFileError needs no torch
+    from torch import nn
+
+    from encoder.model import EncoderConfig
 
 FORMAT = "roomtone-model"
 VERSION = 1
@@ -34,9 +35,9 @@ class ModelFileError(ValueError):
 class ModelBundle:
     """A loaded model: the encoder (eval mode) with its feature and architecture configs, head and metadata."""
 
-    encoder: nn.Module
+    encoder: "nn.Module"
     feature_config: LogMelConfig
-    encoder_config: EncoderConfig
+    encoder_config: "EncoderConfig"
     head: dict | None = None
     metadata: dict = field(default_factory=dict)
 
@@ -53,6 +54,8 @@ class ModelBundle:
 
 def _plain(value: Any) -> Any:
     """Tuples to lists and numpy scalars/arrays to Python values, recursively (weights_only-safe)."""
+    import torch
+
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -80,6 +83,8 @@ def bundle_to_dict(bundle: ModelBundle) -> dict[str, Any]:
 
 def save_model(bundle: ModelBundle, path: str | Path) -> None:
     """Write ``bundle`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -97,6 +102,8 @@ def save_model(bundle: ModelBundle, path: str | Path) -> None:
 
 def read_model_dict(path: str | Path) -> dict[str, Any]:
     """The raw stored dict, checked for format and version; ModelFileError otherwise."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
@@ -114,8 +121,10 @@ def read_model_dict(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
+def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> ModelBundle:
     """Load a model file into a `ModelBundle` with the encoder in eval mode on ``device``."""
+    from encoder.model import Encoder, EncoderConfig
+
     data = read_model_dict(path)
     try:
         feature_config = LogMelConfig.from_dict(data["feature_config"])

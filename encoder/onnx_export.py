@@ -12,8 +12,10 @@ graph's metadata, taken from the same module. After export the graph is checked 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,8 @@ from torch import nn
 
 from encoder.features import _mel_transform, frame_count, log_mel, mel_filterbank, power_to_db, stft_window
 from encoder.model_file import ModelBundle, load_model
-from encoder.onnx_graph import GRAPH_VERSION, INPUT, OUTPUTS, GraphInfo, file_sha256, graph_path_for
+from encoder.file_digest import file_sha256
+from encoder.onnx_graph import GRAPH_VERSION, INPUT, OUTPUTS, GraphInfo, graph_path_for
 
 #: Opset of the exported graph (ONNX Runtime >= 1.18 runs it).
 OPSET = 18
@@ -59,9 +62,11 @@ def graph_bytes(bundle: ModelBundle, model_sha256: str) -> bytes:
 
     graph = ServingGraph(bundle).eval()
     config = bundle.feature_config
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
     example = torch.rand(2, frame_count(10 * config.sample_rate, config), config.n_fft // 2 + 1)
     batch, frames = torch.export.Dim("batch"), torch.export.Dim("frames", min=2)
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecation notes, not ours to fix
         program = torch.onnx.export(graph, (example,), dynamo=True, opset_version=OPSET,
                                     input_names=[INPUT], output_names=list(OUTPUTS),
                                     dynamic_shapes=({0: batch, 1: frames},), verbose=False)

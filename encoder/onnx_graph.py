@@ -25,7 +25,6 @@ message that says how to re-export. This module imports neither torch nor onnxru
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from encoder.features import LogMelConfig
+from encoder.file_digest import file_sha256
 
 FORMAT = "roomtone-onnx"
 #: Bumped whenever the graph's inputs, outputs or metadata change meaning; older graphs are refused.
@@ -113,15 +113,6 @@ class GraphInfo:
 def graph_path_for(model_path: str | Path) -> Path:
     """Where the graph of a model file lives: the same name with the suffix ``.onnx``."""
     return Path(model_path).with_suffix(".onnx")
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_command(model_path: str | Path) -> str:

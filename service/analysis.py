@@ -11,13 +11,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from encoder.audio import AudioError
 from encoder.embedder import Embedder, TorchEmbedder
 from encoder.head import ActivityHead
-from encoder.model_file import ModelBundle
 from encoder.signal_checks import HealthConfig
 from encoder.windows import WINDOW_SECONDS
 from service.drift_baselines import trackers_from_saved
@@ -29,6 +29,10 @@ from service.web.mel_strip import mel_strip
 from service.window_health import new_drift_tracker, unusable_window_health, window_health
 from service.window_record import build_window_result
 from service.windowing import Window
+
+if TYPE_CHECKING:  # pragma: no cover
+    from encoder.model_file import ModelBundle
+    from service.serving_model import ServingModel
 
 __all__ = ["Analysed", "Analyzer", "Timings"]
 
@@ -47,16 +51,18 @@ class Analysed:
 class Analyzer:
     """Turns batches of windows into WindowResults and StateChanges; thread-safe for concurrent use.
 
-    ``embedder`` defaults to a `TorchEmbedder` over ``bundle``; ``window_s`` is the pipeline's window
-    length, with which uploads are cut."""
+    ``bundle`` is a `ServingModel` (the daemon: either backend) or a `ModelBundle`; ``embedder`` defaults
+    to the serving model's own, or to a `TorchEmbedder` over a bundle; ``window_s`` is the pipeline's
+    window length, with which uploads are cut."""
 
-    def __init__(self, bundle: ModelBundle, health: HealthConfig = HealthConfig(), *,
+    def __init__(self, bundle: "ServingModel | ModelBundle", health: HealthConfig = HealthConfig(), *,
                  window_s: float = WINDOW_SECONDS, embedder: Embedder | None = None) -> None:
         self.bundle = bundle
         self.sample_rate = bundle.feature_config.sample_rate
         self.window_s = window_s
         self.health_config = health
-        self.inference = Inference(embedder or TorchEmbedder(bundle),
+        embedder = embedder or getattr(bundle, "embedder", None) or TorchEmbedder(bundle)
+        self.inference = Inference(embedder,
                                    ActivityHead.from_dict(bundle.head) if bundle.head else None)
         self._mics: dict[str, MicState] = {}
         self._lock = threading.Lock()  # guards _mics (the pipeline thread and gRPC threads share this)

@@ -175,6 +175,10 @@ class PipelineConfig(Section):
     batch_size: int = Field(8, ge=1, le=256, description="most windows embedded together, across microphones (windows)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$",
                         description="torch device for the model: `auto`, `cpu`, `cuda`, `cuda:N`")
+    backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto", description="what runs the model: `onnx` (ONNX Runtime on the CPU, torch never imported; needs "
+                            "the graph `roomtone export` writes beside the model file), `torch`, or `auto`: torch "
+                            "when the device is CUDA (or `auto` with an NVIDIA GPU and torch installed), else onnx")
     max_windows: int | None = Field(None, ge=1, le=10**12,
                                     description="stop (exit 0) after storing this many windows; none = run on (windows)")
 

@@ -97,19 +97,16 @@ class Daemon:
 
     def _load_model(self) -> None:
         from encoder.allocator import reuse_freed_memory
-        from encoder.embedder import resolve_device
-        from encoder.model_file import load_model
         from service.analysis import Analyzer
+        from service.serving_model import describe, load_serving_model
 
         config = self.config
         reuse_freed_memory()  # window-sized buffers are reused instead of page-faulted in anew (docs/performance.md)
-        device = resolve_device(config.pipeline.device)
-        bundle = load_model(config.model, device=device)
+        bundle = load_serving_model(config.model, config.pipeline.backend, config.pipeline.device)
         self._model_sha256 = file_sha256(config.model)
         self._bundle = bundle
         log.info("model loaded", extra={"model": str(config.model), "model_sha256": self._model_sha256,
-                                        "device": str(device), "embedding_dim": bundle.embedding_dim,
-                                        "classes": bundle.class_names, "has_head": bundle.head is not None})
+                                        **describe(bundle)})
         if bundle.head is None:
             log.warning("the model has no activity head: windows get an embedding and health only "
                         "(add one with `roomtone train-head`)", extra={"model": str(config.model)})

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hop-s", type=float, help=f"hop between windows in seconds (default {pipeline.hop_s:g})")
     parser.add_argument("--compute-device",
                         help=f"torch device for the model: auto, cpu, cuda, cuda:N (default {pipeline.device})")
+    parser.add_argument("--backend", choices=("auto", "onnx", "torch"),
+                        help="what runs the model: onnx (ONNX Runtime, no torch), torch, or auto = onnx unless the "
+                             f"device is CUDA (default {pipeline.backend})")
     parser.add_argument("--grpc-address", help=f"gRPC listen address host:port (default {grpc_config.address})")
     parser.add_argument("--no-grpc", action="store_true", help="do not start the gRPC API")
     parser.add_argument("--metrics-address", help=f"/metrics listen address (default {metrics.address})")
@@ -97,6 +100,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     put("pipeline", "window_s", args.window_s)
     put("pipeline", "hop_s", args.hop_s)
     put("pipeline", "device", args.compute_device)
+    put("pipeline", "backend", args.backend)
     put("pipeline", "max_windows", args.max_windows)
     put("grpc", "address", args.grpc_address)
     put("grpc", "enabled", False if args.no_grpc else None)
@@ -135,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     from encoder.embedder import DeviceError
     from encoder.model_file import ModelFileError
+    from encoder.onnx_graph import GraphError
     from service.daemon import Daemon
     from service.logs import configure_logging
     from service.sources import SourceError
@@ -155,6 +160,6 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         return daemon.run()  # only start raises: waiting and stopping log their trouble and carry on
-    except (DeviceError, ModelFileError, SourceError, OSError, RuntimeError) as exc:
+    except (DeviceError, GraphError, ModelFileError, SourceError, OSError, RuntimeError) as exc:
         print(f"roomtone run: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -50,7 +50,25 @@ def small_model_file(path: Path, homesounds: Path, with_head: bool = True) -> Pa
         bundle = ModelBundle(bundle.encoder, bundle.feature_config, bundle.encoder_config, None, bundle.metadata)
     save_model(bundle, path)
     load_model(path)  # the file must load back
-    return path
+    return with_graph(path)
+
+
+_GRAPHS: dict[str, bytes] = {}  # model sha256 -> its ONNX graph: the tiny model is deterministic, export it once
+
+
+def with_graph(model: Path) -> Path:
+    """Write the ONNX graph beside ``model`` (the daemon's default backend on the CPU serves from it) and
+    return ``model``; a model file already exported in this process gets a copy of that graph."""
+    from encoder.file_digest import file_sha256
+    from encoder.onnx_export import export_graph
+    from encoder.onnx_graph import graph_path_for
+
+    sha = file_sha256(model)
+    if sha in _GRAPHS:
+        graph_path_for(model).write_bytes(_GRAPHS[sha])
+    else:
+        _GRAPHS[sha] = export_graph(model)[0].read_bytes()
+    return model
 
 
 class SwitchableBackend(DaemonBackend):
