@@ -4,6 +4,7 @@
 # ready machine only checks and takes a few seconds.
 #   scripts/setup.sh          what the daemon needs (scripts/apt-packages.txt; used by run.sh and the image)
 #   scripts/setup.sh --test   that plus what the tests need (scripts/apt-packages-test.txt, the test extras)
+#   scripts/setup.sh --serve  only what the daemon needs to serve (no torch: deploy/Dockerfile, docs/deploy.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,11 +14,14 @@ mode=run
 case "${1:-}" in
     "") ;;
     --test) mode=test ;;
-    *) log "usage: scripts/setup.sh [--test]"; exit 2 ;;
+    --serve) mode=serve ;;
+    *) log "usage: scripts/setup.sh [--test|--serve]"; exit 2 ;;
 esac
-# pip extras of each mode (pyproject.toml [project.optional-dependencies]); test is a superset of run.
-extras_run=""
-extras_test="test"
+# pip extras of each mode (pyproject.toml [project.optional-dependencies]); test is a superset of run, run
+# of serve (the train extra: torch and the offline tools, which the README's commands install too).
+extras_serve=""
+extras_run="train"
+extras_test="train,test"
 lists=(scripts/apt-packages.txt)
 if [ "$mode" = test ]; then lists+=(scripts/apt-packages-test.txt); fi
 
@@ -59,9 +63,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] && [ "$(cat .venv/.roomtone-inst
     # ONE pip command: torch 2.11 and grpcio-tools must be resolved together (setuptools < 82).
     .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock -e "$spec" 2>&1 \
         | grep -v -e '^WARNING: Location' >&2 || true
-    .venv/bin/python -c 'import torch, torchaudio, soundfile, sounddevice, grpc, encoder, service' \
+    check="import onnxruntime, soundfile, sounddevice, grpc, encoder, service"
+    [ "$mode" = serve ] || check="$check, torch, torchaudio"
+    .venv/bin/python -c "$check" \
         || { log "installation is incomplete"; exit 1; }
     echo "$want" > "$stamp"
     if [ "$mode" = test ]; then echo "$want" > .venv/.roomtone-installed-run; fi
 fi
-log "ready (.venv, $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+log "ready (.venv, $(.venv/bin/python -c 'import importlib.metadata as m
+try: print("torch", m.version("torch"))
+except m.PackageNotFoundError: print("serving only, no torch")'))"

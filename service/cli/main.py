@@ -10,6 +10,11 @@ import argparse
 import importlib
 import sys
 
+#: Exit code of a command whose optional dependencies are not installed.
+EXIT_MISSING_EXTRA = 3
+#: Top-level modules only the train extra installs (pyproject.toml); a command that needs one says so.
+TRAIN_MODULES = frozenset({"torch", "torchaudio", "scipy", "sklearn", "tqdm", "matplotlib", "onnx", "onnxscript"})
+
 # (command, module, one-line help). Order is the order shown in --help.
 COMMANDS: list[tuple[str, str, str]] = [
     ("run", "service.cli.run", "run the daemon: capture, windows, embedding, activity + health, store, gRPC, /metrics"),
@@ -64,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAIN_MODULES:
+            raise
+        print(f"roomtone {args.command}: needs the train extra, which is not installed (no module {exc.name!r}): "
+              "pip install 'roomtone[train]'", file=sys.stderr)
+        return EXIT_MISSING_EXTRA
     except KeyboardInterrupt:
         print("roomtone: interrupted", file=sys.stderr)
         return 130
