@@ -106,14 +106,14 @@ class OnnxEmbedder:
             out[indices] = embedding
         return out
 
-    def embed_with_features(self, windows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings ``[n, D]`` and log-Mel ``[n, n_mels, frames]`` of equal-length windows (for tests
-        and `roomtone export`'s check against torch)."""
+    def embed_with_features(self, windows: Sequence[np.ndarray], timings: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings ``[n, D]`` and log-Mel ``[n, n_mels, frames]`` of equal-length windows (the web page's
+        strips, tests, and `roomtone export`'s check against torch)."""
         lengths = {int(np.shape(w)[-1]) for w in windows}
         if len(lengths) != 1:
             raise ValueError(f"embed_with_features needs windows of one length, got lengths {sorted(lengths)}")
         embeddings, features = [], []
-        for _, (embedding, log_mel) in self._run(windows, list(OUTPUTS), None):
+        for _, (embedding, log_mel) in self._run(windows, list(OUTPUTS), timings):
             embeddings.append(embedding)
             features.append(log_mel)
         return np.concatenate(embeddings), np.concatenate(features)
