@@ -30,7 +30,7 @@ from service import session_store
 from service.session_store import SessionPage, SessionQuery
 from service.sessions import ActivitySession, SessionEvent
 from service.vocabulary import (ACTIVITY_CHANGED, EVENT_KINDS, HEALTH_CHANGED, HEALTH_STATES, QUERY_KINDS,
-                                SILENCE_DBFS, WINDOW)
+                                SESSION_EVENT_KINDS, SILENCE_DBFS, WINDOW)
 from service.similarity_index import IndexSummary, SimilarityIndex, SimilarityIndexConfig, rescored
 
 #: Kinds a query can ask for: window records and the two state-change kinds.
@@ -103,11 +103,16 @@ class EventQuery:
             wanted = self.labels or self.health_states
             tables["events"] = common("time_unix_ms") + [("kind", "in", tuple(change_kinds))] + (
                 [("current", "in", wanted)] if wanted else [])
+        session_kinds = tuple(k for k in SESSION_EVENT_KINDS if k in kinds)
+        if session_kinds and not self.health_states:  # live only: a session matches labels by its activity
+            tables["sessions"] = common("time_unix_ms") + [("kind", "in", session_kinds)] + (
+                [("activity", "in", self.labels)] if self.labels else [])
         return tables
 
-    def matches(self, item: WindowResult | StateChange) -> bool:
+    def matches(self, item: WindowResult | StateChange | SessionEvent) -> bool:
         """Whether a live item passes these filters (the `conditions` the SQL query applies)."""
-        conditions = self.conditions().get("windows" if isinstance(item, WindowResult) else "events")
+        table = "windows" if isinstance(item, WindowResult) else "sessions" if isinstance(item, SessionEvent) else "events"
+        conditions = self.conditions().get(table)
         if conditions is None:
             return False
         for column, op, value in conditions:

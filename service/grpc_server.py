@@ -30,6 +30,8 @@ from service.grpc_metrics import GRPC_REQUESTS, STREAM_ITEMS_DROPPED
 from service.grpc_security import BearerTokenInterceptor, ServerSecurity
 from service.proto_names import HEALTH_FROM_PB, HEALTH_TO_PB, KIND_FROM_PB, KIND_TO_PB
 from service.records import MicStatus, StateChange, WindowResult
+from service.session_store import SessionQuery
+from service.sessions import ActivitySession, SessionEvent
 from service.vocabulary import MAX_K, MAX_PAGE, REASON_BACKEND_UNAVAILABLE, REASON_KEY, REASON_SHUTTING_DOWN
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
@@ -85,12 +87,23 @@ def change_to_pb(change: StateChange) -> pb.StateChange:
     )
 
 
-def event_to_pb(item: WindowResult | StateChange | Gap) -> pb.Event:
-    """An Event wrapping a window, a state change or a stream gap."""
+def session_to_pb(session: ActivitySession) -> pb.ActivitySession:
+    """The wire form of an activity session."""
+    return pb.ActivitySession(
+        session_id=session.session_id or 0, mic_id=session.mic_id, activity=session.activity,
+        start_unix_ms=int(session.start_unix_ms), end_unix_ms=int(session.end_unix_ms or 0), open=session.is_open,
+        windows=session.windows, mean_probability=session.mean_probability)
+
+
+def event_to_pb(item: WindowResult | StateChange | SessionEvent | Gap) -> pb.Event:
+    """An Event wrapping a window, a state change, a session start/end or a stream gap."""
     if isinstance(item, WindowResult):
         return pb.Event(window=window_to_pb(item))
     if isinstance(item, StateChange):
         return pb.Event(state_change=change_to_pb(item))
+    if isinstance(item, SessionEvent):
+        return pb.Event(session=pb.SessionEvent(kind=KIND_TO_PB[item.kind], session=session_to_pb(item.session),
+                                                time_unix_ms=int(item.time_unix_ms)))
     return pb.Event(gap=pb.StreamGap(dropped=item.dropped))
 
 
@@ -273,6 +286,24 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
         except ValueError as exc:
             raise Reject(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         return pb.ListEventsResponse(events=[event_to_pb(i) for i in page.items], next_page_token=page.next_page_token)
+
+    @_unary
+    def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.ServicerContext) -> pb.ListSessionsResponse:
+        """One page of stored activity sessions, newest start first."""
+        if not 0 <= request.limit <= MAX_PAGE:
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 0 and {MAX_PAGE}, got {request.limit}")
+        if request.since_unix_ms < 0 or request.until_unix_ms < 0:
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, "since_unix_ms/until_unix_ms must not be negative")
+        if any(not v for v in request.mic_ids) or any(not v for v in request.activities):
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, "mic_ids/activities must not contain empty strings")
+        try:
+            query = SessionQuery(tuple(request.mic_ids), tuple(request.activities), request.since_unix_ms or None,
+                                 request.until_unix_ms or None, request.open_only)
+            page = self.store.list_sessions(query, request.limit or 100, request.page_token)
+        except ValueError as exc:
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        return pb.ListSessionsResponse(sessions=[session_to_pb(s) for s in page.sessions],
+                                       next_page_token=page.next_page_token)
 
     @_streaming
     def StreamEvents(self, request: pb.StreamEventsRequest, context: grpc.ServicerContext) -> Iterator[pb.Event]:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 
 from service.config import SessionConfig
 from service.records import WindowResult
+from service.vocabulary import SESSION_ENDED, SESSION_EVENT_KINDS, SESSION_STARTED  # noqa: F401 (re-exported)
 
-SESSION_EVENT_KINDS = ("session_started", "session_ended")
 @dataclass(frozen=True)
 class ActivitySession:
     """One stretch of one activity on one microphone."""
@@ -48,6 +48,11 @@ class SessionEvent:
     def mic_id(self) -> str:
         """The session's microphone (so filters treat it like every other live item)."""
         return self.session.mic_id
+
+    @property
+    def activity(self) -> str:
+        """The session's activity (what a label filter matches)."""
+        return self.session.activity
 
 
 @dataclass
@@ -120,12 +125,12 @@ class SessionTracker:
                 events.append(self._end(mic))
             del self._candidate[mic]
             self._open[mic] = candidate
-            events.append(SessionEvent("session_started", candidate.session(None), candidate.start_ms))
+            events.append(SessionEvent(SESSION_STARTED, candidate.session(None), candidate.start_ms))
         return events
 
     def _end(self, mic: str) -> SessionEvent:
         run = self._open.pop(mic)
-        return SessionEvent("session_ended", run.session(run.last_end_ms), run.last_end_ms)
+        return SessionEvent(SESSION_ENDED, run.session(run.last_end_ms), run.last_end_ms)
 
     def close_idle(self, now_unix_ms: int) -> list[SessionEvent]:
         """End the sessions with no window of their activity for longer than the gap tolerance before

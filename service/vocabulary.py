@@ -15,7 +15,10 @@ CAPTURE_LOST_STATES = (REOPENING, FAILED)
 # -- event kinds (StateChange.kind; "window" is the third kind the store and the wire know) ---------------
 WINDOW, ACTIVITY_CHANGED, HEALTH_CHANGED = "window", "activity_changed", "health_changed"
 EVENT_KINDS = (ACTIVITY_CHANGED, HEALTH_CHANGED)
-QUERY_KINDS = (WINDOW,) + EVENT_KINDS
+#: Activity session starts and ends (service/sessions.py): live items only; stored sessions come from ListSessions.
+SESSION_STARTED, SESSION_ENDED = "session_started", "session_ended"
+SESSION_EVENT_KINDS = (SESSION_STARTED, SESSION_ENDED)
+QUERY_KINDS = (WINDOW,) + EVENT_KINDS + SESSION_EVENT_KINDS
 
 #: mic_id of the windows of an uploaded recording (Classify, FindSimilar by audio).
 UPLOAD_MIC_ID = "upload"

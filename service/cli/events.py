@@ -78,6 +78,11 @@ def describe_event(event) -> list[str]:
         kind = KIND_FROM_PB.get(c.kind, "?").replace("_changed", "")
         reasons = f" ({'; '.join(c.reasons)})" if c.reasons else ""
         return [format_time(c.time_unix_ms), c.mic_id, kind, f"{c.previous or '(start)'} -> {c.current}{reasons}"]
+    if which == "session":
+        e = event.session
+        kind = KIND_FROM_PB.get(e.kind, "?").replace("_", " ")
+        return [format_time(e.time_unix_ms), e.session.mic_id, kind.removeprefix("session "),
+                f"session #{e.session.session_id} {e.session.activity} since {format_time(e.session.start_unix_ms)}"]
     return ["", "", "gap", f"... {event.gap.dropped} items dropped: this client read too slowly ..."]
 
 

@@ -21,6 +21,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("dataset", "service.cli.dataset", "inspect a dataset (shared meta.csv or DCASE 2018 task 5 layout)"),
     ("features", "service.cli.features", "compute log-Mel features of audio files and save them as .npz"),
     ("events", "service.cli.events", "show stored and live window records and state changes from a running daemon"),
+    ("sessions", "service.cli.sessions", "show activity sessions (\"cooking 18:02-18:25\") from a running daemon"),
     ("mics", "service.cli.mics", "list a running daemon's microphones with capture state and health"),
     ("similar", "service.cli.similar", "find stored windows that sound like a stored window or an audio file"),
     ("health", "service.cli.health", "check microphone health (clipping, dropouts, dead channel, DC, hum, stuck) per 10 s window of audio files"),

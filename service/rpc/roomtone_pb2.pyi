@@ -21,6 +21,8 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_WINDOW: _ClassVar[EventKind]
     EVENT_KIND_ACTIVITY_CHANGED: _ClassVar[EventKind]
     EVENT_KIND_HEALTH_CHANGED: _ClassVar[EventKind]
+    EVENT_KIND_SESSION_STARTED: _ClassVar[EventKind]
+    EVENT_KIND_SESSION_ENDED: _ClassVar[EventKind]
 HEALTH_STATE_UNSPECIFIED: HealthState
 HEALTH_STATE_OK: HealthState
 HEALTH_STATE_DEGRADED: HealthState
@@ -29,6 +31,8 @@ EVENT_KIND_UNSPECIFIED: EventKind
 EVENT_KIND_WINDOW: EventKind
 EVENT_KIND_ACTIVITY_CHANGED: EventKind
 EVENT_KIND_HEALTH_CHANGED: EventKind
+EVENT_KIND_SESSION_STARTED: EventKind
+EVENT_KIND_SESSION_ENDED: EventKind
 
 class Window(_message.Message):
     __slots__ = ("window_id", "mic_id", "start_unix_ms", "end_unix_ms", "label", "probabilities", "health_state", "health_reasons", "health_scores", "rms_dbfs", "embedding")
@@ -90,6 +94,36 @@ class StateChange(_message.Message):
     reasons: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, event_id: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., mic_id: _Optional[str] = ..., time_unix_ms: _Optional[int] = ..., previous: _Optional[str] = ..., current: _Optional[str] = ..., window_id: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class ActivitySession(_message.Message):
+    __slots__ = ("session_id", "mic_id", "activity", "start_unix_ms", "end_unix_ms", "open", "windows", "mean_probability")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MIC_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_FIELD_NUMBER: _ClassVar[int]
+    START_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    END_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    session_id: int
+    mic_id: str
+    activity: str
+    start_unix_ms: int
+    end_unix_ms: int
+    open: bool
+    windows: int
+    mean_probability: float
+    def __init__(self, session_id: _Optional[int] = ..., mic_id: _Optional[str] = ..., activity: _Optional[str] = ..., start_unix_ms: _Optional[int] = ..., end_unix_ms: _Optional[int] = ..., open: _Optional[bool] = ..., windows: _Optional[int] = ..., mean_probability: _Optional[float] = ...) -> None: ...
+
+class SessionEvent(_message.Message):
+    __slots__ = ("kind", "session", "time_unix_ms")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    kind: EventKind
+    session: ActivitySession
+    time_unix_ms: int
+    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., session: _Optional[_Union[ActivitySession, _Mapping]] = ..., time_unix_ms: _Optional[int] = ...) -> None: ...
+
 class StreamGap(_message.Message):
     __slots__ = ("dropped",)
     DROPPED_FIELD_NUMBER: _ClassVar[int]
@@ -97,14 +131,16 @@ class StreamGap(_message.Message):
     def __init__(self, dropped: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("window", "state_change", "gap")
+    __slots__ = ("window", "state_change", "gap", "session")
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     STATE_CHANGE_FIELD_NUMBER: _ClassVar[int]
     GAP_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     window: Window
     state_change: StateChange
     gap: StreamGap
-    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ...) -> None: ...
+    session: SessionEvent
+    def __init__(self, window: _Optional[_Union[Window, _Mapping]] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., gap: _Optional[_Union[StreamGap, _Mapping]] = ..., session: _Optional[_Union[SessionEvent, _Mapping]] = ...) -> None: ...
 
 class EventFilter(_message.Message):
     __slots__ = ("mic_ids", "labels", "health_states", "kinds", "since_unix_ms", "until_unix_ms")
@@ -242,3 +278,29 @@ class ClassifyResponse(_message.Message):
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     windows: _containers.RepeatedCompositeFieldContainer[Window]
     def __init__(self, windows: _Optional[_Iterable[_Union[Window, _Mapping]]] = ...) -> None: ...
+
+class ListSessionsRequest(_message.Message):
+    __slots__ = ("mic_ids", "activities", "since_unix_ms", "until_unix_ms", "open_only", "limit", "page_token")
+    MIC_IDS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITIES_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_ONLY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    mic_ids: _containers.RepeatedScalarFieldContainer[str]
+    activities: _containers.RepeatedScalarFieldContainer[str]
+    since_unix_ms: int
+    until_unix_ms: int
+    open_only: bool
+    limit: int
+    page_token: str
+    def __init__(self, mic_ids: _Optional[_Iterable[str]] = ..., activities: _Optional[_Iterable[str]] = ..., since_unix_ms: _Optional[int] = ..., until_unix_ms: _Optional[int] = ..., open_only: _Optional[bool] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSessionsResponse(_message.Message):
+    __slots__ = ("sessions", "next_page_token")
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[ActivitySession]
+    next_page_token: str
+    def __init__(self, sessions: _Optional[_Iterable[_Union[ActivitySession, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -66,6 +66,11 @@ class RoomtoneStub:
                 request_serializer=roomtone__pb2.ClassifyRequest.SerializeToString,
                 response_deserializer=roomtone__pb2.ClassifyResponse.FromString,
                 _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/roomtone.v1.Roomtone/ListSessions',
+                request_serializer=roomtone__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=roomtone__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class RoomtoneServicer:
@@ -117,6 +122,14 @@ class RoomtoneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSessions(self, request, context):
+        """Stored activity sessions ("cooking 18:02-18:25": consecutive windows of one activity merged with a
+        minimum duration and a gap tolerance), newest start first, filtered and paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomtoneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +162,11 @@ def add_RoomtoneServicer_to_server(servicer, server):
                     servicer.Classify,
                     request_deserializer=roomtone__pb2.ClassifyRequest.FromString,
                     response_serializer=roomtone__pb2.ClassifyResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=roomtone__pb2.ListSessionsRequest.FromString,
+                    response_serializer=roomtone__pb2.ListSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +332,33 @@ class Roomtone:
             '/roomtone.v1.Roomtone/Classify',
             roomtone__pb2.ClassifyRequest.SerializeToString,
             roomtone__pb2.ClassifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomtone.v1.Roomtone/ListSessions',
+            roomtone__pb2.ListSessionsRequest.SerializeToString,
+            roomtone__pb2.ListSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
