@@ -10,15 +10,25 @@ Settings come from, in increasing priority: built-in defaults, the TOML file giv
 environment variables (ROOMTONE_DATA_DIR, ROOMTONE_MODEL, ROOMTONE_SECTION__KEY e.g.
 ROOMTONE_METRICS__PORT=9500), and the options below. docs/daemon.md is the full reference.
 --device/--file/--demo replace the configured microphones (several --file give several microphones).
-SIGTERM or Ctrl-C stops capture, finishes the windows in flight, flushes the store and exits 0.
+SIGTERM, Ctrl-C (SIGINT) or SIGHUP stops capture, finishes the windows in flight, flushes the store and exits
+0; a second signal exits at once with code 1 (no drain; stored windows are safe). There is no live reload:
+restart to apply a changed config.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from typing import Any
+
+
+#: Signals that stop the daemon gracefully. SIGHUP (the terminal went away, or a user expecting a reload) stops
+#: it too: there is no live reload; restart to apply a changed config (systemd: `systemctl restart roomtone`).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: Exit code after a second stop signal (no drain).
+EXIT_SECOND_SIGNAL = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,15 +159,20 @@ def run(args: argparse.Namespace) -> int:
     received: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
-        """First SIGTERM/SIGINT: drain and stop; a second one: leave at once."""
+        """First SIGTERM/SIGINT/SIGHUP: drain and stop; a second one: leave at once."""
+        name = signal.Signals(signum).name
         if received:  # a second signal: the user really wants out now
-            print("roomtone run: second signal, exiting without draining", file=sys.stderr)
-            sys.exit(1)
+            # os._exit, not sys.exit: unwinding the interpreter under gRPC's running C++ threads aborted
+            # (exit -6, "terminate called without an active exception"). Every acknowledged window is
+            # already committed (synchronous=FULL), so skipping the drain loses only windows in flight.
+            print(f"roomtone run: second signal ({name}), exiting at once without draining", file=sys.stderr,
+                  flush=True)
+            os._exit(EXIT_SECOND_SIGNAL)
         received.append(signum)
-        daemon.request_stop(signal.Signals(signum).name)
+        daemon.request_stop(name)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, on_signal)
     try:
         return daemon.run()  # only start raises: waiting and stopping log their trouble and carry on
     except (DeviceError, GraphError, ModelFileError, SourceError, OSError, RuntimeError) as exc:

@@ -257,4 +257,4 @@ class DaemonProcess:
 
 def isolated_args(data_dir: Path) -> list[str]:
     """Options that keep a test daemon off the default ports and data dir."""
-    return ["--data-dir", str(data_dir), "--grpc-address", "127.0.0.1:0", "--metrics-port", "0"]
+    return ["--data-dir", str(data_dir), "--grpc-address", "127.0.0.1:0", "--metrics-port", "0", "--web-port", "0"]
