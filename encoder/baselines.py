@@ -26,6 +26,9 @@ from encoder.windows import WINDOW_SECONDS, window_spans
 N_MFCC = 40
 
 ClipFeatures = tuple[np.ndarray, np.ndarray]  # (offsets_s [windows], features [windows, channels, D])
+#: How a method reads a clip: (path, sample rate) -> ([channels, samples], rate). `load_audio` by default;
+#: evaluation passes the P2 degraded clips through the same argument.
+AudioLoader = Callable[[Path, int], tuple[torch.Tensor, int]]
 
 
 class BaselineUnavailable(RuntimeError):
@@ -49,13 +52,14 @@ def windowed_features(
     window_s: float = WINDOW_SECONDS,
     progress: bool = True,
     desc: str = "features",
+    load: AudioLoader = load_audio,
 ) -> list[ClipFeatures]:
     """Apply ``feature_fn`` ([channels, samples] -> [channels, D]) to every window of every file."""
     from tqdm import tqdm
 
     out: list[ClipFeatures] = []
     for path in tqdm(paths, desc=desc, unit="file", disable=not progress):
-        waveform, rate = load_audio(path, sample_rate)
+        waveform, rate = load(Path(path), sample_rate)
         spans = window_spans(waveform.shape[1], rate, window_s)
         feats = [feature_fn(waveform[:, s.start:s.end]) for s in spans]
         dim = feats[0].shape[-1] if feats else 0
@@ -66,9 +70,11 @@ def windowed_features(
     return out
 
 
-def mfcc_features(paths: Sequence[str | Path], config: LogMelConfig = LogMelConfig(), progress: bool = True) -> list[ClipFeatures]:
+def mfcc_features(paths: Sequence[str | Path], config: LogMelConfig = LogMelConfig(), progress: bool = True,
+                  load: AudioLoader = load_audio) -> list[ClipFeatures]:
     """MFCC-40 mean+std per window and channel of every file."""
-    return windowed_features(paths, lambda w: mfcc_stats(w, config), config.sample_rate, progress=progress, desc="MFCC")
+    return windowed_features(paths, lambda w: mfcc_stats(w, config), config.sample_rate, progress=progress,
+                             desc="MFCC", load=load)
 
 
 def random_weights_bundle(bundle, seed: int = 0):
@@ -121,7 +127,7 @@ def aisfx_embedder(device: str = "cpu") -> Callable[[torch.Tensor], np.ndarray]:
     return embed
 
 
-def aisfx_features(paths: Sequence[str | Path], progress: bool = True) -> list[ClipFeatures]:
+def aisfx_features(paths: Sequence[str | Path], progress: bool = True, load: AudioLoader = load_audio) -> list[ClipFeatures]:
     """aisfx 512-d embeddings per window and channel of every file; BaselineUnavailable if it cannot run."""
     embed = aisfx_embedder()
-    return windowed_features(paths, embed, AISFX_MEL.sample_rate, progress=progress, desc="aisfx")
+    return windowed_features(paths, embed, AISFX_MEL.sample_rate, progress=progress, desc="aisfx", load=load)

@@ -1,6 +1,10 @@
 """`roomtone evaluate` as a procedure: embed a labelled dataset, probe it and its baselines on the
 dataset's folds, sweep k-Means, draw the embedding map, and hand everything to `encoder.report`.
 
+Protocols (docs/evaluation.md): the clean probe (P1 when the model was pre-trained on unlabelled audio
+alone) and, with ``air``, P2: the same folds and heads, each held-out fold scored after the seeded
+"through the air" degradation of `encoder.degradation` while the training folds stay clean.
+
 Read top to bottom: config, data, features per method, probes, clusters, map, files.
 """
 
@@ -13,8 +17,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
+from encoder.audio import load_audio
 from encoder.datasets import Record, read_dataset, summarize
+from encoder.degradation import DEGRADATION_VERSION, AirConfig, degrade_clip
 from encoder.file_digest import file_sha256
 from encoder.probe import ProbeResult, linear_probe
 from encoder.segment_table import SegmentTable, save_index, segment_table
@@ -44,6 +51,9 @@ class EvaluationConfig:
     command: str = ""
     cache_dir: Path | None = None
     notes: str = ""
+    air: bool = False
+    air_config: AirConfig = AirConfig()
+    probe_only: bool = False
 
 
 @dataclass
@@ -54,6 +64,7 @@ class MethodResult:
     name: str
     probe: ProbeResult | None = None
     probe_without_rendered: ProbeResult | None = None
+    air: ProbeResult | None = None
     unavailable: str = ""
 
 
@@ -90,30 +101,85 @@ def probe_both(table: SegmentTable) -> tuple[ProbeResult, ProbeResult | None]:
     return full, linear_probe(table.select(~rendered))
 
 
-def method_features(key: str, bundle, paths: list[Path], config: EvaluationConfig) -> list:
-    """Per-clip (offsets, features [windows, channels, D]) of one method, from the cache when it has them."""
+class AirClips:
+    """Clips as P2 hears them: decoded at ``rate``, degraded once by `degrade_clip` (seeded by the run's
+    seed and the clip's path inside the dataset), kept as 16-bit samples and resampled for each method."""
+
+    def __init__(self, config: AirConfig, seed: int, root: Path, rate: int) -> None:
+        self.config, self.seed, self.root, self.rate = config, seed, root, rate
+        self._clips: dict[Path, np.ndarray] = {}
+
+    def name(self, path: Path) -> str:
+        """The clip's path inside the dataset (what its draw is seeded by), with / separators."""
+        return Path(os.path.relpath(Path(path).resolve(), self.root.resolve())).as_posix()
+
+    def __call__(self, path: Path, rate: int) -> tuple[torch.Tensor, int]:
+        """The degraded clip ``[channels, samples]`` at ``rate``."""
+        import torchaudio.functional as AF
+
+        path = Path(path)
+        if path not in self._clips:
+            waveform, _ = load_audio(path, self.rate)
+            degraded = degrade_clip(waveform.numpy(), self.rate, self.seed, self.name(path), self.config)
+            self._clips[path] = np.round(degraded * 32768).astype(np.int16)  # the chain ends at 16 bits
+        waveform = torch.from_numpy(self._clips[path].astype(np.float32) / 32768)
+        return (waveform, rate) if rate == self.rate else (AF.resample(waveform, self.rate, rate), rate)
+
+    def variant(self) -> dict:
+        """What the cache key records about the degradation."""
+        return {"air": self.config.to_dict(), "air_seed": self.seed, "degradation_version": DEGRADATION_VERSION}
+
+
+def method_features(key: str, bundle, paths: list[Path], config: EvaluationConfig, air: AirClips | None = None) -> list:
+    """Per-clip (offsets, features [windows, channels, D]) of one method, of the clips as they are or, with
+    ``air``, degraded; from the cache when it has them."""
     from encoder.feature_cache import cached_features, method_cache_key
 
-    compute = lambda: compute_method_features(key, bundle, paths, config)  # noqa: E731
+    load = load_audio if air is None else air
+    compute = lambda: compute_method_features(key, bundle, paths, config, load)  # noqa: E731
     if config.cache_dir is None:
         return compute()
-    return cached_features(config.cache_dir, method_cache_key(key, bundle, paths, config.seed), compute)
+    variant = None if air is None else air.variant()
+    return cached_features(config.cache_dir, method_cache_key(key, bundle, paths, config.seed, variant), compute)
 
 
-def compute_method_features(key: str, bundle, paths: list[Path], config: EvaluationConfig) -> list:
-    """Per-clip (offsets, features [windows, channels, D]) of one method, computed now."""
+def embed_loaded(bundle, paths: list[Path], load, progress: bool, desc: str = "embed") -> list:
+    """`embed_audio` of every clip as ``load`` reads it (at the model's rate)."""
+    from tqdm import tqdm
+
+    from encoder.embedding import embed_audio
+
+    rate = bundle.feature_config.sample_rate
+    return [embed_audio(bundle, *load(Path(p), rate)) for p in tqdm(paths, desc=desc, unit="file", disable=not progress)]
+
+
+def compute_method_features(key: str, bundle, paths: list[Path], config: EvaluationConfig, load=load_audio) -> list:
+    """Per-clip (offsets, features [windows, channels, D]) of one method, computed now from ``load``'s audio."""
     from encoder import baselines
-    from encoder.embedding import embed_paths
 
     if key == "model":
-        return embed_paths(bundle, paths, progress=config.progress)
+        return embed_loaded(bundle, paths, load, config.progress)
     if key == "mfcc":
-        return baselines.mfcc_features(paths, bundle.feature_config, progress=config.progress)
+        return baselines.mfcc_features(paths, bundle.feature_config, progress=config.progress, load=load)
     if key == "random":
-        return embed_paths(baselines.random_weights_bundle(bundle, config.seed), paths, progress=config.progress)
+        return embed_loaded(baselines.random_weights_bundle(bundle, config.seed), paths, load, config.progress,
+                            desc="embed (random weights)")
     if key == "aisfx":
-        return baselines.aisfx_features(paths, progress=config.progress)
+        return baselines.aisfx_features(paths, progress=config.progress, load=load)
     raise ValueError(f"unknown baseline {key!r}; known: mfcc, random, aisfx")
+
+
+def probe_method(key: str, name: str, bundle, records: list[Record], config: EvaluationConfig,
+                 air: AirClips | None) -> tuple[MethodResult, SegmentTable]:
+    """The clean probe of one method (and its air probe when ``air``), with its clean segment table."""
+    paths = [r.path for r in records]
+    table = segment_table(records, method_features(key, bundle, paths, config))
+    full, without = probe_both(table)
+    method = MethodResult(key, name, full, without)
+    if air is not None:
+        air_table = segment_table(records, method_features(key, bundle, paths, config, air))
+        method.air = linear_probe(table, held_out=air_table)
+    return method, table
 
 
 def run_evaluation(config: EvaluationConfig, log: Callable[[str], None] = print) -> EvaluationResult:
@@ -131,22 +197,27 @@ def run_evaluation(config: EvaluationConfig, log: Callable[[str], None] = print)
     paths = [r.path for r in records]
     log(f"{len(records)} clips in {config.data_path}; model {config.model_path}")
 
-    table = segment_table(records, method_features("model", bundle, paths, config))
+    root = config.data_path if config.data_path.is_dir() else config.data_path.parent
+    air = AirClips(config.air_config, config.seed, root, bundle.feature_config.sample_rate) if config.air else None
+    model, table = probe_method("model", METHOD_NAMES["model"], bundle, records, config, air)
     result = EvaluationResult(config, file_sha256(config.model_path), dict(bundle.metadata), records, table)
     result.data_summary = summarize(records)
-    full, without = probe_both(table)
-    result.methods.append(MethodResult("model", METHOD_NAMES["model"], full, without))
-    log(f"probe {METHOD_NAMES['model']}: macro-F1 {full.summary()}")
+    result.methods.append(model)
+    log(f"probe {model.name}: {method_summary(model)}")
     for key in config.baselines:
-        method = MethodResult(key, METHOD_NAMES.get(key, key))
         try:
-            baseline_table = segment_table(records, method_features(key, bundle, paths, config))
-            method.probe, method.probe_without_rendered = probe_both(baseline_table)
-            log(f"probe {method.name}: macro-F1 {method.probe.summary()}")
+            method, _ = probe_method(key, METHOD_NAMES.get(key, key), bundle, records, config, air)
+            log(f"probe {method.name}: {method_summary(method)}")
         except BaselineUnavailable as exc:
-            method.unavailable = str(exc)
+            method = MethodResult(key, METHOD_NAMES.get(key, key), unavailable=str(exc))
             log(f"baseline {key} unavailable: {exc}")
         result.methods.append(method)
+    full = model.probe
+    if config.probe_only:
+        save_index(table, out / "embeddings.npz", [display_path(p, config.data_path) for p in table.paths])
+        (out / "results.json").write_text(json.dumps(results_dict(result), indent=2), encoding="utf-8")
+        write_report(result, out / "report.md")
+        return result
 
     vectors = table.segment_means(normalise=True)
     labels = table.labels.astype(str)
@@ -168,6 +239,14 @@ def run_evaluation(config: EvaluationConfig, log: Callable[[str], None] = print)
     return result
 
 
+def method_summary(method: MethodResult) -> str:
+    """One log line of a method's probe figures: clean, and air when measured."""
+    text = f"macro-F1 {method.probe.summary()}"
+    if method.air is not None:
+        text += f"; through the air (P2) {method.air.summary()} ({100 * (method.air.mean_f1 - method.probe.mean_f1):+.1f})"
+    return text
+
+
 def results_dict(result: EvaluationResult) -> dict:
     """Machine-readable numbers of the run (results.json)."""
     def probe(p: ProbeResult | None):
@@ -178,16 +257,22 @@ def results_dict(result: EvaluationResult) -> dict:
                 "per_class_f1": p.per_class_f1, "class_names": list(p.class_names), "confusion": p.confusion.tolist()}
 
     sweep = result.sweep
+    kmeans = None if sweep is None else {
+        "ks": list(sweep.ks), "inertia": list(sweep.inertia), "silhouette": list(sweep.silhouette),
+        "best_k": sweep.best_k, "purity": sweep.purity, "nmi": sweep.nmi,
+        "num_classes": len(result.table.class_names)}
+    config = result.config
     return {
         "command": result.config.command,
         "model": str(result.config.model_path),
         "model_sha256": result.model_sha256,
         "data": str(result.config.data_path),
         "segments": result.table.num_segments,
+        "air": {"config": config.air_config.to_dict(), "seed": config.seed,
+                "degradation_version": DEGRADATION_VERSION} if config.air else None,
         "methods": {m.key: {"name": m.name, "probe": probe(m.probe),
-                            "probe_without_rendered": probe(m.probe_without_rendered), "unavailable": m.unavailable}
+                            "probe_without_rendered": probe(m.probe_without_rendered), "air": probe(m.air),
+                            "unavailable": m.unavailable}
                     for m in result.methods},
-        "kmeans": {"ks": list(sweep.ks), "inertia": list(sweep.inertia), "silhouette": list(sweep.silhouette),
-                   "best_k": sweep.best_k, "purity": sweep.purity, "nmi": sweep.nmi,
-                   "num_classes": len(result.table.class_names)},
+        "kmeans": kmeans,
     }

@@ -28,8 +28,9 @@ def encoder_weights_sha256(bundle) -> str:
     return digest.hexdigest()
 
 
-def method_cache_key(method: str, bundle, paths: Sequence[str | Path], seed: int = 0) -> str:
-    """Cache key of one method's features of ``paths``."""
+def method_cache_key(method: str, bundle, paths: Sequence[str | Path], seed: int = 0, variant: dict | None = None) -> str:
+    """Cache key of one method's features of ``paths``; ``variant`` says how the audio was changed
+    before the method saw it (e.g. the P2 degradation's config and seed), None for the files as they are."""
     files = []
     for path in paths:
         stat = os.stat(path)
@@ -39,6 +40,8 @@ def method_cache_key(method: str, bundle, paths: Sequence[str | Path], seed: int
         depends["weights"] = encoder_weights_sha256(bundle)
     if method == "random":
         depends.update(encoder=bundle.encoder_config.to_dict(), seed=seed)
+    if variant is not None:
+        depends["variant"] = variant
     blob = json.dumps(depends, sort_keys=True).encode()
     return f"{method}-{hashlib.sha256(blob).hexdigest()[:24]}"
 

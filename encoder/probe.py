@@ -4,11 +4,17 @@ For each dataset fold k: fit `fit_head` (StandardScaler + multinomial logistic r
 channel row of the segments of the other folds, score the segments of fold k. One decision per
 segment: the class posteriors of its channels are averaged before the arg-max (DCASE multi-channel
 rule). Score = macro-F1 per fold, reported as mean +- std (population std over the folds).
+
+Two variations keep the folds and the head but change what it sees:
+- ``held_out``: the held-out segments are scored on other features of the same segments (P2: the
+  held-out fold after the "through the air" degradation, the training folds clean);
+- ``extra_train``: more rows of the same segments (augmented copies) join the training folds' rows.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -53,10 +59,30 @@ def segment_posteriors(head, table: SegmentTable, segments: np.ndarray) -> np.nd
     return sums / counts
 
 
-def linear_probe(table: SegmentTable, C: float = DEFAULT_C) -> ProbeResult:
-    """Leave-one-fold-out probe over the folds present in ``table``; macro-F1 per held-out fold."""
+def check_same_segments(table: SegmentTable, other: SegmentTable, name: str) -> None:
+    """ValueError unless ``other`` holds the same segments (paths, offsets, labels, folds) as ``table``."""
+    same = (other.paths == table.paths and np.array_equal(other.offsets_s, table.offsets_s)
+            and np.array_equal(other.labels, table.labels) and np.array_equal(other.folds, table.folds))
+    if not same:
+        raise ValueError(f"linear_probe: {name} must hold the same segments as the table")
+
+
+def linear_probe(
+    table: SegmentTable,
+    C: float = DEFAULT_C,
+    held_out: SegmentTable | None = None,
+    extra_train: Sequence[SegmentTable] = (),
+) -> ProbeResult:
+    """Leave-one-fold-out probe over the folds present in ``table``; macro-F1 per held-out fold.
+
+    ``held_out`` (same segments) supplies the features each held-out fold is scored on; every table of
+    ``extra_train`` (same segments) adds its training-fold rows to the head's training rows."""
     from sklearn.metrics import confusion_matrix, f1_score
 
+    test_table = table if held_out is None else held_out
+    check_same_segments(table, test_table, "held_out")
+    for extra in extra_train:
+        check_same_segments(table, extra, "every extra_train table")
     class_names = table.class_names
     folds = sorted(set(table.folds.tolist()))
     if len(folds) < 2:
@@ -64,10 +90,14 @@ def linear_probe(table: SegmentTable, C: float = DEFAULT_C) -> ProbeResult:
     predictions = np.empty(table.num_segments, dtype=object)
     fold_f1: dict[int, float] = {}
     for fold in folds:
-        train_rows = table.folds[table.segment] != fold
+        features, labels = [], []
+        for source in (table, *extra_train):
+            rows = source.folds[source.segment] != fold
+            features.append(source.features[rows])
+            labels.append(source.labels[source.segment[rows]])
         test_segments = np.flatnonzero(table.folds == fold)
-        head = fit_head(table.features[train_rows], table.labels[table.segment[train_rows]], C=C)
-        posteriors = segment_posteriors(head, table, test_segments)
+        head = fit_head(np.concatenate(features), np.concatenate(labels), C=C)
+        posteriors = segment_posteriors(head, test_table, test_segments)
         decided = np.asarray(head.class_names)[posteriors.argmax(axis=1)]
         predictions[test_segments] = decided
         fold_f1[fold] = float(f1_score(table.labels[test_segments], decided, average="macro"))

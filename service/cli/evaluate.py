@@ -12,7 +12,11 @@ Steps (all on the dataset's own folds 1-4, never a random split):
      done; otherwise the report says it was not run);
   4. k-Means for k in --k-min..--k-max: elbow and silhouette plots, purity and NMI at the best k;
   5. a t-SNE embedding map as PNG and as a self-contained HTML (hover shows file and label).
-Writes into --out: report.md (first table: method x macro-F1), results.json, embeddings.npz (a
+--air adds protocol P2 ("through the air"): for every method, each held-out fold is also scored after a
+seeded capture-chain degradation (room, noise, microphone, sound server; docs/evaluation.md) while the
+heads are still fit on the clean training folds; the table gets clean and air columns. --probe-only skips
+steps 4-5 (seconds instead of minutes, for comparing many encoders). P1 is the clean probe of an encoder
+pre-trained on unlabelled audio alone. Writes into --out: report.md (first table: method x macro-F1), results.json, embeddings.npz (a
 neighbour index for `roomtone neighbours`), confusion_model.png, kmeans_elbow.png,
 kmeans_silhouette.png, embedding_map.png, embedding_map.html. Exit 2 on bad input."""
 
@@ -38,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, default=None,
                         help="folder to cache per-method features in (keyed by encoder weights, configs and input files); off by default")
     parser.add_argument("--notes", type=Path, default=None, help="markdown file appended to report.md as its Notes section")
+    parser.add_argument("--air", action="store_true",
+                        help="also run P2: score each held-out fold through the seeded 'through the air' degradation")
+    parser.add_argument("--probe-only", action="store_true",
+                        help="only the probe tables: skip the k-Means sweep, the t-SNE map and the figures")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -50,8 +58,9 @@ def command_line(args: argparse.Namespace) -> str:
         value = getattr(args, name)
         if value != default:
             parts += ["--" + name.replace("_", "-"), str(value)]
-    if args.no_progress:
-        parts.append("--no-progress")
+    for flag in ("air", "probe_only", "no_progress"):
+        if getattr(args, flag):
+            parts.append("--" + flag.replace("_", "-"))
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -79,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         model_path=args.model, data_path=args.data, out_dir=args.out, baselines=baselines,
         ks=tuple(range(args.k_min, args.k_max + 1)), seed=args.seed, device=args.device,
         progress=not args.no_progress, cache_dir=args.cache, notes=notes, command=command_line(args),
+        air=args.air, probe_only=args.probe_only,
     )
     try:
         run_evaluation(config, log=lambda line: print(line, file=sys.stderr))

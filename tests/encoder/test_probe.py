@@ -56,6 +56,37 @@ def test_channel_posteriors_are_averaged_before_the_decision():
     assert np.asarray(head.class_names)[posteriors.argmax(axis=1)].tolist() == ["b"]
 
 
+def test_held_out_features_replace_only_the_scored_fold():
+    # Clean features separate the classes on +x; the "air" copy of every segment is flipped. The head
+    # learns from clean training folds only, so every held-out fold scored on air features fails.
+    labels = ["a", "b"] * 20
+    folds = [1 + (i // 2) % 4 for i in range(40)]
+    x = np.where(np.asarray(labels) == "a", 1.0, -1.0)[:, None] + np.linspace(0, 0.01, 40)[:, None]
+    clean, air = _table(x, labels, folds), _table(-x, labels, folds)
+    assert linear_probe(clean).mean_f1 == 1.0
+    assert linear_probe(clean, held_out=air).fold_f1 == {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0}
+
+
+def test_extra_training_copies_join_the_head_but_never_from_the_held_out_fold():
+    # The clean feature is useless (constant); the extra copy carries the class, flipped in fold 4.
+    # Copies of the training folds teach the head; if fold 4's copy leaked in, fold 4 would not fail.
+    labels = ["a", "b"] * 20
+    folds = np.asarray([1 + (i // 2) % 4 for i in range(40)])
+    sign = np.where(folds == 4, -1.0, 1.0)
+    signal_x = (np.where(np.asarray(labels) == "a", 1.0, -1.0) * sign)[:, None]
+    clean = _table(np.zeros((40, 1)), labels, folds.tolist())
+    copy = _table(signal_x, labels, folds.tolist())
+    result = linear_probe(clean, held_out=copy, extra_train=[copy])
+    assert result.fold_f1[4] == 0.0 and all(result.fold_f1[k] == 1.0 for k in (1, 2, 3))
+
+
+def test_held_out_table_of_other_segments_is_refused():
+    table = _table(np.zeros((8, 1)), ["a", "b"] * 4, [1, 2, 3, 4] * 2)
+    other = _table(np.zeros((8, 1)), ["b", "a"] * 4, [1, 2, 3, 4] * 2)
+    with pytest.raises(ValueError, match="same segments"):
+        linear_probe(table, held_out=other)
+
+
 def test_probe_needs_more_than_one_fold():
     with pytest.raises(ValueError, match="at least 2 folds"):
         linear_probe(_table(np.zeros((4, 2)), ["a", "b", "a", "b"], [1, 1, 1, 1]))

@@ -128,3 +128,56 @@ def test_train_head_stores_a_head_over_the_datasets_classes_in_a_copy_of_the_mod
     original, copy = load_model(tiny_model).encoder.state_dict(), bundle.encoder.state_dict()
     assert all(torch.equal(original[k], copy[k]) for k in original)
     assert head.predict_proba(np.zeros((1, 16))).shape == (1, 5)
+
+
+@pytest.fixture(scope="module")
+def air_report(small_set, tiny_model, tmp_path_factory) -> Path:
+    """One `--air --probe-only` run (P2) shared by the tests below."""
+    out = tmp_path_factory.mktemp("air") / "small"
+    code = main(["evaluate", "--model", str(tiny_model), "--data", str(small_set), "--out", str(out),
+                 "--baselines", "mfcc", "--air", "--probe-only", "--no-progress", "--cache", str(out.parent / "cache")])
+    assert code == 0
+    return out
+
+
+def test_air_adds_a_p2_column_with_its_difference_from_clean_for_every_method(air_report):
+    text = (air_report / "report.md").read_text()
+    header, _, *rows = text.split("\n\n")[2].splitlines()
+    assert header.endswith("| through the air (P2): held-out fold degraded | air - clean |")
+    assert [row.split("|")[1].strip() for row in rows] == ["roomtone embedding (this model)", "MFCC-40 mean+std"]
+    for row in rows:
+        clean, air, difference = (row.split("|")[i].strip() for i in (2, 4, 5))
+        assert float(difference) == pytest.approx(float(air.split()[0]) - float(clean.split()[0]), abs=0.11)
+    assert "- P2 through the air: **" in text and "seed 0" in text
+
+
+def test_air_results_hold_per_fold_scores_and_the_degradation_config(air_report):
+    results = json.loads((air_report / "results.json").read_text())
+    assert results["air"]["seed"] == 0 and results["air"]["config"]["snr_db"] == [12.0, 30.0]
+    for key in ("model", "mfcc"):
+        air = results["methods"][key]["air"]
+        assert set(air["fold_macro_f1"]) == {"1", "2", "3", "4"}
+    assert results["kmeans"] is None
+
+
+def test_probe_only_skips_clusters_and_figures_but_keeps_the_index(air_report):
+    assert sorted(p.name for p in air_report.iterdir()) == ["embeddings.npz", "report.md", "results.json"]
+    assert "skipped (`--probe-only`)" in (air_report / "report.md").read_text()
+
+
+def test_degraded_features_are_cached_apart_from_clean_ones(air_report):
+    cached = sorted(p.name.split("-")[0] for p in (air_report.parent / "cache").glob("*.npz"))
+    assert cached == ["mfcc", "mfcc", "model", "model"]
+
+
+def test_air_clips_degrade_the_same_way_on_every_run(small_set):
+    from encoder.degradation import AirConfig
+    from encoder.evaluation import AirClips
+
+    path = sorted(small_set.glob("*.wav"))[0]
+    first = AirClips(AirConfig(), 0, small_set, 16000)(path, 16000)[0]
+    again = AirClips(AirConfig(), 0, small_set, 16000)(path, 16000)[0]
+    clean = soundfile.read(path, dtype="float32")[0]
+    assert torch.equal(first, again) and first.shape == (1, clean.shape[0])
+    assert not np.allclose(first[0].numpy(), clean, atol=1e-3)
+    assert AirClips(AirConfig(), 0, small_set, 16000)(path, 44100)[0].shape[1] == round(clean.shape[0] * 44100 / 16000)
