@@ -68,6 +68,7 @@ def test_a_running_daemon_publishes_discovery_state_and_one_session_start_and_en
         assert len(labels) >= 6 and ended["windows"] == labels.count(activity)  # windows in flight at the stop are kept
         assert ended["duration_s"] == round((ended["end_unix_ms"] - ended["start_unix_ms"]) / 1000, 1) >= 20
         assert recorder.wait_for("roomtone/status", lambda p: p == b"offline")
+        assert daemon.metrics.registry.get_sample_value("roomtone_mqtt_messages_published_total") >= len(events)
     finally:
         recorder.close()
         broker.stop()
@@ -130,3 +131,18 @@ def test_a_broker_down_at_start_and_stopping_mid_run_never_stops_windows_from_be
     finally:
         daemon.stop()
         broker.stop()
+
+
+def test_the_mqtt_metrics_are_documented_in_the_readme_and_daemon_docs():
+    from prometheus_client import CollectorRegistry
+
+    from service.mqtt_publisher import PublisherMetrics
+
+    registry = CollectorRegistry()
+    PublisherMetrics(registry)
+    names = {metric.name + ("_total" if metric.type == "counter" else "") for metric in registry.collect()}
+    assert names == {"roomtone_mqtt_messages_published_total", "roomtone_mqtt_messages_dropped_total",
+                     "roomtone_mqtt_connected"}
+    for doc in ("README.md", "docs/daemon.md", "docs/mqtt.md"):
+        text = (Path(__file__).resolve().parents[2] / doc).read_text()
+        assert all(f"`{name}`" in text for name in names), doc
