@@ -22,7 +22,10 @@ from encoder.signal_checks import HealthConfig
 from encoder.windows import WINDOW_SECONDS
 from service.drift_baselines import trackers_from_saved
 from service.inference import Inference, Timings
-from service.mic_state import MicState, state_changes
+from service.activity import check_head_classes
+from service.config import ActivityConfig
+from service.mic_state import MicState, sound_events, state_changes
+from service.sound_library import SoundLibrary
 from service.records import StateChange, WindowResult
 from service.uploads import upload_windows
 from service.web.mel_strip import mel_strip
@@ -56,8 +59,12 @@ class Analyzer:
     window length, with which uploads are cut."""
 
     def __init__(self, bundle: "ServingModel | ModelBundle", health: HealthConfig = HealthConfig(), *,
-                 window_s: float = WINDOW_SECONDS, embedder: Embedder | None = None) -> None:
+                 window_s: float = WINDOW_SECONDS, embedder: Embedder | None = None,
+                 activity: ActivityConfig = ActivityConfig(), sounds: SoundLibrary | None = None) -> None:
+        check_head_classes(bundle.class_names)
         self.bundle = bundle
+        self.activity = activity
+        self.sounds = sounds  # custom sounds scored on every window (None: off)
         self.sample_rate = bundle.feature_config.sample_rate
         self.window_s = window_s
         self.health_config = health
@@ -76,14 +83,18 @@ class Analyzer:
             if w.sample_rate != self.sample_rate:
                 raise ValueError(f"window of mic {w.mic_id} is at {w.sample_rate} Hz, the model needs {self.sample_rate}")
         log_mels: list | None = [] if live else None
-        embeddings, labels, probabilities = self.inference.run([w.mono() for w in windows], timings, log_mels)
+        embeddings, _, probabilities = self.inference.run([w.mono() for w in windows], timings, log_mels)
         floor_db = self.bundle.feature_config.floor_db
         strips = [None if m is None else mel_strip(m, floor_db) for m in log_mels] if live else [None] * len(windows)
         # A window whose spectrogram overflowed fails alone: faulty, no embedding, no label, no drift update.
         usable = np.isfinite(embeddings).all(axis=1)
+        t0 = time.perf_counter()
+        matches = (self.sounds.detect(np.where(usable[:, None], embeddings, 0.0)) if self.sounds is not None
+                   else [()] * len(windows))
+        timings.head += time.perf_counter() - t0  # custom sounds run beside the head, on its embeddings
         analysed: list[Analysed] = []
         changes: list[StateChange] = []
-        for w, embedding, label, proba, strip, ok in zip(windows, embeddings, labels, probabilities, strips, usable):
+        for w, embedding, proba, strip, ok, found in zip(windows, embeddings, probabilities, strips, usable, matches):
             t0 = time.perf_counter()
             mic = mics.get(w.mic_id)
             if mic is None:
@@ -91,11 +102,12 @@ class Analyzer:
             if ok:
                 health = window_health(w.samples, self.sample_rate, embedding, mic.drift, self.health_config)
             else:
-                health, embedding, label, proba, strip = unusable_window_health(w.samples), None, None, {}, None
+                health, embedding, proba, strip = unusable_window_health(w.samples), None, {}, None
             timings.health += time.perf_counter() - t0
             result = build_window_result(w.mic_id, round(w.start_unix * 1000), round(w.end_unix * 1000), w.samples,
-                                         embedding, label, proba, health)
+                                         embedding, proba, health, self.activity, found)
             changes.extend(state_changes(mic, result))
+            changes.extend(sound_events(result))
             analysed.append(Analysed(result, {k: bool(v) for k, v in health.flags.items()}, w.realtime, strip,
                                      w.samples if live and self.keep_samples else None))
         return analysed, changes

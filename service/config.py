@@ -286,6 +286,32 @@ class MqttConfig(Section):
         return self.client_id or f"roomtone-{socket.gethostname()}-{re.sub(r'[^a-zA-Z0-9_-]', '_', self.base_topic)}"
 
 
+class ActivityConfig(Section):
+    """The activity decision after the head (service/activity.py): `quiet` and `unknown`."""
+
+    # The quiet recordings of homesounds sit at -58..-45.5 dBFS and no clip with an activity is below -44.8
+    # (bench/absence.py, docs/sounds.md).
+    quiet_below_dbfs: float = Field(-45.0, ge=-200.0, le=0.0,
+                                    description="a window whose RMS level is below this is `quiet` (dBFS)")
+    # The highest threshold of the open-set test (bench/absence.py) that calls at most 10 % of the
+    # known-class clips unknown; 0 turns `unknown` off.
+    unknown_below: float = Field(0.7, ge=0.0, le=1.0,
+                                 description="a head answer whose top probability is below this is `unknown` (probability)")
+
+
+class SoundsConfig(Section):
+    """Custom sounds (service/sound_library.py, docs/sounds.md): where they are kept and how their thresholds
+    are calibrated."""
+
+    enabled: bool = Field(True, description="detect custom sounds on every live window and serve AddSound/ListSounds/RemoveSound")
+    path: str | None = Field(None, description="library folder; none = beside the store (`roomtone.db` -> `roomtone.sounds/`)")
+    max_sounds: int = Field(64, ge=1, le=64, description="most custom sounds (the sound name is a metrics label) (sounds)")
+    alarms_per_hour: float = Field(1.0, gt=0.0, le=3600.0,
+                                   description="false alarms per hour the calibrated threshold aims at on the store's windows (1/h)")
+    calibration_hours: float = Field(24.0, ge=0.0, le=24.0 * 365,
+                                     description="most recent stored windows the calibration scores; 0 = examples only (h)")
+
+
 class DaemonConfig(Section):
     """Everything `roomtone run` needs: top-level keys, then one section per component."""
 
@@ -305,6 +331,8 @@ class DaemonConfig(Section):
     health: HealthConfig = Field(HealthConfig(), description="microphone health thresholds (docs/mic-health.md)")
     web: WebConfig = WebConfig()
     clips: ClipsConfig = ClipsConfig()
+    activity: ActivityConfig = ActivityConfig()
+    sounds: SoundsConfig = SoundsConfig()
 
 
     sessions: SessionConfig = SessionConfig()
@@ -328,6 +356,13 @@ class DaemonConfig(Section):
     def store_path(self) -> Path:
         """The SQLite file actually used."""
         return Path(self.store.path) if self.store.path else Path(self.data_dir) / "roomtone.db"
+
+    @property
+    def sounds_path(self) -> Path:
+        """The custom-sound library folder actually used."""
+        from service.sound_library import library_path
+
+        return Path(self.sounds.path) if self.sounds.path else library_path(self.store_path)
 
 
 # --- layering and errors -------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.analyzer = None
+        self.sounds = None  # service.sound_library.SoundService; None with sounds.enabled = false
         self.store = None
         self.bus = None
         self.metrics = None
@@ -80,9 +81,9 @@ class Daemon:
         """Bring every part up in order; on failure, whatever was started is stopped again and the error raised."""
         log.info("starting roomtone", extra={"config": config_to_dict(self.config), "pid": os.getpid()})
         try:
-            for step in (self._load_model, self._open_store, self._start_bus_and_metrics, self._build_pipeline,
-                         self._start_announcer, self._keep_clips, self._serve_metrics, self._serve_grpc,
-                         self._serve_web, self._start_capture, self._start_store_upkeep):
+            for step in (self._load_model, self._open_store, self._open_sounds, self._start_bus_and_metrics,
+                         self._build_pipeline, self._start_announcer, self._keep_clips, self._serve_metrics,
+                         self._serve_grpc, self._serve_web, self._start_capture, self._start_store_upkeep):
                 step()
         except BaseException:
             self.stop()
@@ -110,7 +111,7 @@ class Daemon:
         if bundle.head is None:
             log.warning("the model has no activity head: windows get an embedding and health only "
                         "(add one with `roomtone train-head`)", extra={"model": str(config.model)})
-        self.analyzer = Analyzer(bundle, config.health, window_s=config.pipeline.window_s)
+        self.analyzer = Analyzer(bundle, config.health, window_s=config.pipeline.window_s, activity=config.activity)
         self.analyzer.restore_drift(load_drift_baselines(self.drift_path))
         # registered before the store: saved after the store is closed, once no window can change a baseline
         self._on_stop("drift baselines", lambda: save_drift_baselines(self.drift_path, self.analyzer.drift_state()))
@@ -123,6 +124,20 @@ class Daemon:
         self.store = EventStore(store_path, self.config.store, self.config.similarity)
         self._on_stop("store", self.store.close)
         log.info("store opened", extra={"store": str(store_path.resolve())})
+
+    def _open_sounds(self) -> None:
+        """The custom-sound library beside the store, scored on every live window (off: sounds.enabled = false)."""
+        from service.sound_library import SoundLibrary, SoundService
+
+        if not self.config.sounds.enabled:
+            return
+        path = self.config.sounds_path
+        library = SoundLibrary(path, self._model_sha256, self.analyzer.inference.embedder.embed,
+                               self.analyzer.sample_rate, self._bundle.embedding_dim, self.config.sounds.max_sounds)
+        self.analyzer.sounds = library
+        self.sounds = SoundService(library, self.store, self.config.sounds, self.config.pipeline.window_s)
+        log.info("custom sounds", extra={"library": str(path), "sounds": [s.name for s in library.sounds()],
+                                         "inactive": [s.name for s in library.sounds() if not s.active]})
 
     def _start_bus_and_metrics(self) -> None:
         from service.grpc_server import event_bus_for
@@ -204,7 +219,7 @@ class Daemon:
             return
         security = server_security(g)
         self.grpc_server = start_server(self.store, self.bus, DaemonBackend(self.analyzer, self.mic_status), g,
-                                        security=security)
+                                        security=security, sounds=self.sounds)
         self._on_stop("gRPC API", lambda: stop_server(self.grpc_server, grace_s=2.0))
         self.grpc_address = self.grpc_server.roomtone_address
         self.grpc_port = int(self.grpc_address.rpartition(":")[2])

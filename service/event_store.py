@@ -29,7 +29,7 @@ from service.records import StateChange, WindowResult
 from service import session_store
 from service.session_store import SessionPage, SessionQuery
 from service.sessions import ActivitySession, SessionEvent
-from service.vocabulary import (ACTIVITY_CHANGED, EVENT_KINDS, HEALTH_CHANGED, HEALTH_STATES, QUERY_KINDS,
+from service.vocabulary import (ACTIVITY_CHANGED, EVENT_KINDS, HEALTH_CHANGED, HEALTH_STATES, LABELLED_KINDS, QUERY_KINDS,
                                 SESSION_EVENT_KINDS, SILENCE_DBFS, WINDOW)
 from service.similarity_index import IndexSummary, SimilarityIndex, SimilarityIndexConfig, rescored
 
@@ -95,8 +95,8 @@ class EventQuery:
                 (column, "in", values) for column, values in (("label", self.labels), ("health_state", self.health_states))
                 if values]
         change_kinds = [k for k in EVENT_KINDS if k in kinds]
-        if self.labels:  # a change matches labels only as an activity change to one of them
-            change_kinds = [k for k in change_kinds if k == ACTIVITY_CHANGED]
+        if self.labels:  # a change matches labels only as an activity change to one of them, or a sound of that name
+            change_kinds = [k for k in change_kinds if k in LABELLED_KINDS]
         if self.health_states:  # ... and health states only as a health change to one of them
             change_kinds = [k for k in change_kinds if k == HEALTH_CHANGED]
         if change_kinds:
@@ -179,6 +179,10 @@ _MIGRATIONS: list[str] = [
     """,
     # 3: activity sessions (service/session_store.py).
     session_store.SESSIONS_MIGRATION,
+    # 4: the score of sound_detected events (custom sounds, service/sound_library.py).
+    """
+    ALTER TABLE events ADD COLUMN score REAL;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -343,10 +347,11 @@ class EventStore:
                     if window_id is None:
                         window_id = by_start.get((change.mic_id, change.time_unix_ms))
                     cursor = db.execute(
-                        "INSERT INTO events (kind, mic_id, time_unix_ms, previous, current, window_id, reasons_json) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO events (kind, mic_id, time_unix_ms, previous, current, window_id, reasons_json, "
+                        "score) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (change.kind, change.mic_id, int(change.time_unix_ms), change.previous, change.current,
-                         window_id, json.dumps(list(change.reasons))))
+                         window_id, json.dumps(list(change.reasons)),
+                         None if change.score is None else float(change.score)))
                     stored_changes.append(replace(change, window_id=window_id, event_id=int(cursor.lastrowid)))
                 db.execute("COMMIT")
             except BaseException:
@@ -385,7 +390,7 @@ class EventStore:
     @staticmethod
     def _change_from_row(row: tuple) -> StateChange:
         return StateChange(kind=row[1], mic_id=row[2], time_unix_ms=row[3], previous=row[4], current=row[5],
-                           window_id=row[6], reasons=tuple(json.loads(row[7])), event_id=row[0])
+                           window_id=row[6], reasons=tuple(json.loads(row[7])), event_id=row[0], score=row[8])
 
     def get_window(self, window_id: int, include_embedding: bool = True) -> WindowResult | None:
         """One stored window by id (with its embedding by default), or None."""
@@ -444,7 +449,7 @@ class EventStore:
         if not event_ids:
             return {}
         rows = self._db().execute(
-            "SELECT e.id, e.kind, e.mic_id, e.time_unix_ms, e.previous, e.current, w.id, e.reasons_json "
+            "SELECT e.id, e.kind, e.mic_id, e.time_unix_ms, e.previous, e.current, w.id, e.reasons_json, e.score "
             "FROM events e LEFT JOIN windows w ON w.id = e.window_id "
             f"WHERE e.id IN ({','.join('?' * len(event_ids))})", event_ids).fetchall()
         return {row[0]: self._change_from_row(row) for row in rows}
@@ -467,6 +472,23 @@ class EventStore:
                     args.append(value)
             parts.append((rank, table, time_column, where, args))
         return parts
+
+    def recent_embeddings(self, dim: int, hours: float, exclude_ids: Sequence[int] = (),
+                          now_unix_ms: int | None = None) -> tuple[np.ndarray, float]:
+        """Embeddings ``[n, dim]`` of the windows that started in the last ``hours`` and the hours of audio
+        they cover (sum of window lengths, all microphones): a home's own background, e.g. to calibrate a
+        custom sound's threshold."""
+        now = int(time.time() * 1000) if now_unix_ms is None else int(now_unix_ms)
+        with self._lock:
+            rows = self._db().execute(
+                "SELECT id, end_unix_ms - start_unix_ms, embedding FROM windows WHERE embedding_dim = ? "
+                "AND embedding IS NOT NULL AND start_unix_ms >= ?", (int(dim), now - int(hours * 3_600_000))).fetchall()
+        excluded = {int(i) for i in exclude_ids}
+        rows = [row for row in rows if row[0] not in excluded]
+        if not rows:
+            return np.zeros((0, dim), dtype=np.float32), 0.0
+        vectors = np.frombuffer(b"".join(row[2] for row in rows), dtype="<f2").reshape(len(rows), dim)
+        return vectors.astype(np.float32), sum(row[1] for row in rows) / 3_600_000
 
     def latest_windows(self) -> dict[str, WindowResult]:
         """The most recent stored window of every microphone (e.g. to resume state after a restart)."""

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from encoder.audio import AudioError, AudioTooLarge
 from encoder.vocabulary import SILENCE_DBFS
+from service.activity import label_kind
 from service.backend import BackendUnavailable, ServiceBackend
 from service.config import GrpcConfig
 from service.event_bus import BusClosed, EventBus, Gap
@@ -28,15 +29,23 @@ from service.event_store import EventQuery, EventStore, StoreError
 from service.grpc_metrics import GRPC_REQUESTS, STREAM_ITEMS_DROPPED
 from service.reflection import enable_reflection
 from service.grpc_security import BearerTokenInterceptor, ServerSecurity
-from service.proto_names import HEALTH_FROM_PB, HEALTH_TO_PB, KIND_FROM_PB, KIND_TO_PB
+from service.proto_names import HEALTH_FROM_PB, HEALTH_TO_PB, KIND_FROM_PB, KIND_TO_PB, LABEL_KIND_TO_PB
 from service.records import MicStatus, StateChange, WindowResult
 from service.session_store import SessionQuery
 from service.sessions import ActivitySession, SessionEvent
+from service.sound_library import Sound, SoundError, SoundService
 from service.vocabulary import MAX_K, MAX_PAGE, REASON_BACKEND_UNAVAILABLE, REASON_KEY, REASON_SHUTTING_DOWN
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
 
 log = logging.getLogger("roomtone.grpc")
+
+#: gRPC status of each SoundError reason (the reason itself travels as the machine-readable one).
+SOUND_ERROR_CODES = {
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT, "already_exists": grpc.StatusCode.ALREADY_EXISTS,
+    "not_found": grpc.StatusCode.NOT_FOUND, "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
+}
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Roomtone"].full_name  # "roomtone.v1.Roomtone"
 #: Subscribers of the bus that are not StreamEvents clients (in-process publishers such as MQTT or the web page).
@@ -72,6 +81,8 @@ def window_to_pb(window: WindowResult, include_embedding: bool = False) -> pb.Wi
         health_state=HEALTH_TO_PB.get(window.health_state, pb.HEALTH_STATE_UNSPECIFIED),
         health_reasons=list(window.health_reasons), health_scores=window.health_scores,
         rms_dbfs=_finite_dbfs(window.rms_dbfs),
+        label_kind=LABEL_KIND_TO_PB[label_kind(window.label, window.health_state)],
+        sounds=[pb.SoundMatch(name=m.name, score=m.score, threshold=m.threshold) for m in window.sounds],
     )
     if include_embedding and window.embedding is not None:
         message.embedding.extend(np.asarray(window.embedding, dtype=np.float32).tolist())
@@ -83,7 +94,7 @@ def change_to_pb(change: StateChange) -> pb.StateChange:
     return pb.StateChange(
         event_id=change.event_id or 0, kind=KIND_TO_PB[change.kind], mic_id=change.mic_id,
         time_unix_ms=int(change.time_unix_ms), previous=change.previous or "", current=change.current,
-        window_id=change.window_id or 0, reasons=list(change.reasons),
+        window_id=change.window_id or 0, reasons=list(change.reasons), score=change.score or 0.0,
     )
 
 
@@ -107,6 +118,17 @@ def event_to_pb(item: WindowResult | StateChange | SessionEvent | Gap) -> pb.Eve
     return pb.Event(gap=pb.StreamGap(dropped=item.dropped))
 
 
+def sound_to_pb(sound: Sound) -> pb.Sound:
+    """The wire form of a custom sound."""
+    return pb.Sound(
+        name=sound.name, examples=len(sound.examples), threshold=sound.threshold,
+        calibrated_threshold=sound.calibrated_threshold, threshold_overridden=sound.threshold_override is not None,
+        calibration=sound.calibration, model_sha256=sound.model_sha256, created_unix_ms=sound.created_unix_ms,
+        active=sound.active, problem=sound.problem,
+        example_files=sum(e.kind == "file" for e in sound.examples),
+        example_windows=sum(e.kind == "window" for e in sound.examples))
+
+
 def health_to_pb(mic: MicStatus) -> pb.MicrophoneHealth:
     """Current health of a microphone."""
     return pb.MicrophoneHealth(
@@ -120,7 +142,9 @@ def mic_to_pb(mic: MicStatus) -> pb.Microphone:
     """Status of one microphone."""
     return pb.Microphone(mic_id=mic.mic_id, device=mic.device, state=mic.state,
                          last_window_end_unix_ms=mic.last_window_end_unix_ms or 0,
-                         health=health_to_pb(mic), label=mic.label or "")
+                         health=health_to_pb(mic), label=mic.label or "",
+                         label_kind=LABEL_KIND_TO_PB[label_kind(mic.label, mic.health_state)]
+                         if mic.health_state else pb.LABEL_KIND_UNSPECIFIED)
 
 
 # -- requests -> queries -------------------------------------------------------------------------
@@ -159,6 +183,8 @@ def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, str | None]:
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), None
     if isinstance(exc, AudioError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc), None
+    if isinstance(exc, SoundError):
+        return SOUND_ERROR_CODES[exc.reason], str(exc), exc.reason
     if isinstance(exc, BackendUnavailable):
         return grpc.StatusCode.UNAVAILABLE, f"analysis backend unavailable: {exc}", REASON_BACKEND_UNAVAILABLE
     if isinstance(exc, (StoreError, BusClosed)):
@@ -215,8 +241,8 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
     """roomtone.v1.Roomtone over a store, a bus and a backend."""
 
     def __init__(self, store: EventStore, bus: EventBus, backend: ServiceBackend,
-                 config: GrpcConfig = GrpcConfig()) -> None:
-        self.store, self.bus, self.backend = store, bus, backend
+                 config: GrpcConfig = GrpcConfig(), sounds: SoundService | None = None) -> None:
+        self.store, self.bus, self.backend, self.sounds = store, bus, backend, sounds
         self.max_upload_bytes = config.max_upload_bytes
         self.max_streams = config.max_streams
         # Each upload decodes to up to MAX_UPLOAD_SAMPLES floats (128 MiB) plus its windows: bound how many at once.
@@ -393,6 +419,32 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
             windows = self.backend.analyze_audio(self._check_upload(request.audio, "audio"))
         return pb.ClassifyResponse(windows=[window_to_pb(w, request.include_embedding) for w in windows])
 
+    def _sound_service(self) -> SoundService:
+        if self.sounds is None:
+            raise Reject(grpc.StatusCode.FAILED_PRECONDITION, "custom sounds are off in this daemon (sounds.enabled = false)")
+        return self.sounds
+
+    @_unary
+    def AddSound(self, request: pb.AddSoundRequest, context: grpc.ServicerContext) -> pb.Sound:
+        """Teach a custom sound from uploaded audio and/or stored windows."""
+        service = self._sound_service()
+        audio = [(f"audio[{i}]", self._check_upload(data, f"audio[{i}]")) for i, data in enumerate(request.audio)]
+        threshold = request.threshold if request.HasField("threshold") else None
+        return sound_to_pb(service.add(request.name, audio, list(request.window_ids), threshold, request.replace))
+
+    @_unary
+    def ListSounds(self, request: pb.ListSoundsRequest, context: grpc.ServicerContext) -> pb.ListSoundsResponse:
+        """Every custom sound, sorted by name."""
+        return pb.ListSoundsResponse(sounds=[sound_to_pb(s) for s in self._sound_service().library.sounds()])
+
+    @_unary
+    def RemoveSound(self, request: pb.RemoveSoundRequest, context: grpc.ServicerContext) -> pb.RemoveSoundResponse:
+        """Forget a custom sound."""
+        if not request.name:
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, "name is required")
+        self._sound_service().library.remove(request.name)
+        return pb.RemoveSoundResponse()
+
 
 def _bind_host(address: str) -> str:
     """The host part of host:port (IPv6 in brackets kept as is)."""
@@ -411,6 +463,7 @@ def start_server(
     config: GrpcConfig = GrpcConfig(),
     *,
     security: ServerSecurity | None = None,
+    sounds: SoundService | None = None,
 ) -> grpc.Server:
     """Start roomtone.v1.Roomtone + grpc.health.v1 + reflection on ``config.address`` (port 0 = any free port).
 
@@ -431,7 +484,7 @@ def start_server(
             ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
         ],
     )
-    pb_grpc.add_RoomtoneServicer_to_server(RoomtoneServicer(store, bus, backend, config), server)
+    pb_grpc.add_RoomtoneServicer_to_server(RoomtoneServicer(store, bus, backend, config, sounds), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, (SERVICE_NAME,))

@@ -11,6 +11,7 @@ from prometheus_client.exposition import start_http_server
 
 from service import grpc_metrics
 from service.config import MetricsConfig
+from service.activity import LABEL_KINDS, RESERVED_LABELS, label_kind
 from service.records import WindowResult
 from service.vocabulary import HEALTH_STATES
 
@@ -41,8 +42,17 @@ class Metrics:
                                  ["mic", "check"], registry=r)
         self.check_failing = Gauge("roomtone_mic_check_failing", "1 when the check failed on the last window.",
                                    ["mic", "check"], registry=r)
-        self.activity = Gauge("roomtone_activity_probability", "Class probability of the last window.",
+        self.activity = Gauge("roomtone_activity_probability",
+                              "Class probability of the last window (0 when it was quiet or the mic faulty); "
+                              "activity=quiet/unknown: 1 when that was the decision, else 0.",
                               ["mic", "activity"], registry=r)
+        self.label_kind = Gauge("roomtone_activity_label_kind",
+                                "1 for why the last window has its label: class, quiet, unknown, mic_faulty "
+                                "(no activity: the mic is faulty), no_head; 0 for the others.",
+                                ["mic", "kind"], registry=r)
+        self.sound_detections = Counter("roomtone_sound_detections_total",
+                                        "Windows in which a custom sound was detected (at most 64 sounds).",
+                                        ["mic", "sound"], registry=r)
         self.rms = Gauge("roomtone_rms_dbfs", "RMS level of the last window in dBFS.", ["mic"], registry=r)
         self.last_window = Gauge("roomtone_last_window_timestamp_seconds",
                                  "Unix time of the end of the last processed window.", ["mic"], registry=r)
@@ -86,8 +96,16 @@ class Metrics:
             self.check_score.labels(mic=mic, check=check).set(score)
         for check, is_failing in failing.items():
             self.check_failing.labels(mic=mic, check=check).set(1.0 if is_failing else 0.0)
+        kind = label_kind(result.label, result.health_state)
+        judged = kind in ("class", "unknown")  # the head's posteriors mean something for this window
         for activity, p in result.probabilities.items():
-            self.activity.labels(mic=mic, activity=activity).set(p)
+            self.activity.labels(mic=mic, activity=activity).set(p if judged else 0.0)
+        for decision in RESERVED_LABELS:
+            self.activity.labels(mic=mic, activity=decision).set(1.0 if result.label == decision else 0.0)
+        for name in LABEL_KINDS:
+            self.label_kind.labels(mic=mic, kind=name).set(1.0 if name == kind else 0.0)
+        for match in result.sounds:
+            self.sound_detections.labels(mic=mic, sound=match.name).inc()
         self.rms.labels(mic=mic).set(result.rms_dbfs)
 
     def observe_stored(self, result: WindowResult) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.records import StateChange, WindowResult
-from service.vocabulary import ACTIVITY_CHANGED, HEALTH_CHANGED
+from service.vocabulary import ACTIVITY_CHANGED, HEALTH_CHANGED, SOUND_DETECTED
 
 
 @dataclass
@@ -33,3 +33,9 @@ def state_changes(mic: MicState, result: WindowResult) -> list[StateChange]:
                                    reasons=result.health_reasons))
     mic.seen, mic.label, mic.health = True, result.label, result.health_state
     return changes
+
+
+def sound_events(result: WindowResult) -> list[StateChange]:
+    """One sound_detected event per custom sound detected in ``result`` (every window it is heard in)."""
+    return [StateChange(SOUND_DETECTED, result.mic_id, result.start_unix_ms, None, match.name, score=match.score)
+            for match in result.sounds]

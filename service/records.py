@@ -17,7 +17,7 @@ class WindowResult:
     mic_id: str
     start_unix_ms: int
     end_unix_ms: int
-    label: str | None  # activity class from the head; None when the model has no head
+    label: str | None  # a head class, "quiet" or "unknown" (service/activity.py); None: faulty mic or no head
     probabilities: dict[str, float]  # class name -> posterior, sums to 1 (empty without a head)
     health_state: str  # one of HEALTH_STATES
     health_reasons: tuple[str, ...]  # human-readable reasons for a non-ok state, e.g. "clipping: 4.1% of samples at full scale"
@@ -25,12 +25,23 @@ class WindowResult:
     rms_dbfs: float  # RMS level of the window in dBFS (mono mix)
     embedding: np.ndarray | None = field(default=None, compare=False)  # float32 [embedding_dim], L2-normalised
     window_id: int | None = None  # assigned by the store when written
+    sounds: tuple[SoundMatch, ...] = field(default=(), compare=False)  # custom sounds detected in this window
+
+
+@dataclass(frozen=True)
+class SoundMatch:
+    """A custom sound detected in a window (service/sound_library.py)."""
+
+    name: str
+    score: float  # cosine similarity to the sound's nearest example, -1..1
+    threshold: float  # the sound's threshold when it was detected
 
 
 
 @dataclass(frozen=True)
 class StateChange:
-    """A microphone's activity label or health state changed between two consecutive windows."""
+    """A microphone's activity label or health state changed between two consecutive windows, or a custom
+    sound was detected in a window (kind sound_detected: ``current`` is the sound's name)."""
 
     kind: str  # one of EVENT_KINDS
     mic_id: str
@@ -40,6 +51,7 @@ class StateChange:
     window_id: int | None = None  # the window that shows the new state
     reasons: tuple[str, ...] = ()  # health reasons for health_changed
     event_id: int | None = None  # assigned by the store when written
+    score: float | None = None  # sound_detected: cosine similarity to the sound's nearest example
 
 
 

@@ -14,11 +14,24 @@ CAPTURE_LOST_STATES = (REOPENING, FAILED)
 
 # -- event kinds (StateChange.kind; "window" is the third kind the store and the wire know) ---------------
 WINDOW, ACTIVITY_CHANGED, HEALTH_CHANGED = "window", "activity_changed", "health_changed"
-EVENT_KINDS = (ACTIVITY_CHANGED, HEALTH_CHANGED)
+#: A custom sound was detected in a window (StateChange.current = the sound's name, .score its score).
+SOUND_DETECTED = "sound_detected"
+EVENT_KINDS = (ACTIVITY_CHANGED, HEALTH_CHANGED, SOUND_DETECTED)
+#: Event kinds a `labels` filter applies to: the activity label, or the custom sound's name.
+LABELLED_KINDS = (ACTIVITY_CHANGED, SOUND_DETECTED)
 #: Activity session starts and ends (service/sessions.py): live items only; stored sessions come from ListSessions.
 SESSION_STARTED, SESSION_ENDED = "session_started", "session_ended"
 SESSION_EVENT_KINDS = (SESSION_STARTED, SESSION_ENDED)
 QUERY_KINDS = (WINDOW,) + EVENT_KINDS + SESSION_EVENT_KINDS
+
+# -- the activity decision (service/activity.py) ------------------------------------------------------------
+#: Labels the decision adds to the head's classes; a head may not use them as class names.
+QUIET, UNKNOWN = "quiet", "unknown"
+RESERVED_LABELS = (QUIET, UNKNOWN)
+#: Why a window has its label: a head class, quiet, unknown, none because the mic is faulty, none because
+#: the model has no head (derived from label + health, so the store needs no column for it).
+LABEL_CLASS, LABEL_MIC_FAULTY, LABEL_NO_HEAD = "class", "mic_faulty", "no_head"
+LABEL_KINDS = (LABEL_CLASS, QUIET, UNKNOWN, LABEL_MIC_FAULTY, LABEL_NO_HEAD)
 
 #: mic_id of the windows of an uploaded recording (Classify, FindSimilar by audio).
 UPLOAD_MIC_ID = "upload"

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from encoder.vocabulary import SILENCE_DBFS
-from service.records import WindowResult
+from encoder.vocabulary import HEALTH_FAULTY, SILENCE_DBFS
+from service.activity import decide_activity
+from service.config import ActivityConfig
+from service.records import SoundMatch, WindowResult
 
 
 def rms_dbfs(samples: np.ndarray) -> float:
@@ -21,18 +23,23 @@ def rms_dbfs(samples: np.ndarray) -> float:
 
 
 def build_window_result(mic_id: str, start_unix_ms: int, end_unix_ms: int, samples: np.ndarray,
-                        embedding: np.ndarray, label: str | None, probabilities: dict[str, float],
-                        health) -> WindowResult:
-    """The record of one analysed window; ``health`` is an `encoder.signal_checks.WindowHealth`."""
+                        embedding: np.ndarray, probabilities: dict[str, float], health,
+                        activity: ActivityConfig = ActivityConfig(), sounds: tuple[SoundMatch, ...] = ()) -> WindowResult:
+    """The record of one analysed window; ``health`` is an `encoder.signal_checks.WindowHealth`. The label is
+    decided here (service/activity.py: none for a faulty mic, `quiet`, `unknown` or the head's class), and a
+    faulty microphone's window carries no custom sounds either."""
+    level = rms_dbfs(samples)
+    faulty = health.state == HEALTH_FAULTY
     return WindowResult(
         mic_id=mic_id,
         start_unix_ms=int(start_unix_ms),
         end_unix_ms=int(end_unix_ms),
-        label=label,
+        label=decide_activity(probabilities, level, health.state, activity),
         probabilities=dict(probabilities),
         health_state=health.state,
         health_reasons=tuple(health.reasons),
         health_scores={k: float(v) for k, v in health.scores.items()},
-        rms_dbfs=rms_dbfs(samples),
+        rms_dbfs=level,
         embedding=embedding,
+        sounds=() if faulty else tuple(sounds),
     )

@@ -1,10 +1,14 @@
-"""Show stored window records and state changes (activity changed, health changed) of a running
-roomtone daemon, newest last; with --follow keep printing live ones as they are stored.
+"""Show stored window records and events (activity changed, health changed, custom sound detected) of a
+running roomtone daemon, newest last; with --follow keep printing live ones as they are stored.
+
+A window's activity is a head class, `quiet` (below the level floor), `unknown` (the head is unsure) or
+`-` with the reason: `(no activity: mic faulty)` or `(no head)` (docs/sounds.md).
 
 Times for --since/--until: a duration back from now ("90s", "10m", "2h", "7d"), a local date/time
 ("2026-11-24", "2026-11-24T18:30"), or Unix milliseconds. Repeat --mic/--label/--health/--kind to
-allow several values. A state change matches --label only if it is an activity change to that label,
-and --health only if it is a health change to that state. With --follow a client that reads too
+allow several values. A state change matches --label only if it is an activity change to that label
+(`quiet` and `unknown` included) or a detection of the custom sound of that name, and --health only if
+it is a health change to that state. With --follow a client that reads too
 slowly is told how many items it missed ("... N items dropped ...") and the stream continues.
 Talks to the daemon's gRPC API (--address, default 127.0.0.1:50051 or $ROOMTONE_ADDRESS).
 Exit codes: 0 ok, 1 other error, 2 invalid argument, 3 daemon not reachable."""
@@ -22,8 +26,9 @@ from service.cli.daemon_address import add_address_argument
 from service.vocabulary import HEALTH_STATES, MAX_PAGE
 
 HEALTH_CHOICES = HEALTH_STATES
-KIND_CHOICES = ("window", "activity", "health")
-_KIND_NAMES = {"window": "window", "activity": "activity_changed", "health": "health_changed"}
+KIND_CHOICES = ("window", "activity", "health", "sound")
+_KIND_NAMES = {"window": "window", "activity": "activity_changed", "health": "health_changed",
+               "sound": "sound_detected"}
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 FOLLOW_ROW = "{:<19}  {:<12}  {:<8}  {}"  # TIME, MIC, EVENT, DETAIL
 
@@ -38,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--health", action="append", default=[], choices=HEALTH_CHOICES,
                         help="only this health state (repeatable)")
     parser.add_argument("--kind", action="append", default=[], choices=KIND_CHOICES,
-                        help="only windows, activity changes or health changes (repeatable; default all)")
+                        help="only windows, activity changes, health changes or custom-sound detections "
+                             "(repeatable; default all)")
     parser.add_argument("--limit", type=int, default=20,
                         help=f"how many of the latest matching items to show (1..{MAX_PAGE}, the daemon's page size)")
     parser.add_argument("--follow", "-f", action="store_true", help="after the latest items, print live ones until Ctrl-C")
@@ -64,11 +70,19 @@ def describe_event(event) -> list[str]:
     """Table row [time, mic, event, detail] for one Event message."""
     from service.grpc_client import format_time
     from service.proto_names import HEALTH_FROM_PB, KIND_FROM_PB
+    from service.rpc import roomtone_pb2 as pb
 
     which = event.WhichOneof("item")
     if which == "window":
         w = event.window
         top = f"{w.label} ({w.probabilities[w.label]:.2f})" if w.label in w.probabilities else (w.label or "-")
+        if w.label_kind == pb.LABEL_KIND_MIC_FAULTY:
+            top = "- (no activity: mic faulty)"
+        elif w.label_kind == pb.LABEL_KIND_NO_HEAD:
+            top = "- (no head)"
+        elif w.label_kind == pb.LABEL_KIND_UNKNOWN and w.probabilities:
+            best = max(w.probabilities, key=w.probabilities.__getitem__)
+            top = f"unknown (best {best} {w.probabilities[best]:.2f})"
         health = HEALTH_FROM_PB.get(w.health_state, "?")
         reasons = f" ({'; '.join(w.health_reasons)})" if w.health_reasons else ""
         return [format_time(w.start_unix_ms), w.mic_id, "window",
@@ -76,6 +90,8 @@ def describe_event(event) -> list[str]:
     if which == "state_change":
         c = event.state_change
         kind = KIND_FROM_PB.get(c.kind, "?").replace("_changed", "")
+        if kind == "sound_detected":
+            return [format_time(c.time_unix_ms), c.mic_id, "sound", f"{c.current} (score {c.score:.3f}) in #{c.window_id}"]
         reasons = f" ({'; '.join(c.reasons)})" if c.reasons else ""
         return [format_time(c.time_unix_ms), c.mic_id, kind, f"{c.previous or '(start)'} -> {c.current}{reasons}"]
     if which == "session":

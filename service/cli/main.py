@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("sessions", "service.cli.sessions", "show activity sessions (\"cooking 18:02-18:25\") from a running daemon"),
     ("mics", "service.cli.mics", "list a running daemon's microphones with capture state and health"),
     ("similar", "service.cli.similar", "find stored windows that sound like a stored window or an audio file"),
+    ("sounds", "service.cli.sounds", "teach a running daemon custom sounds from a few examples; list or remove them"),
     ("health", "service.cli.health", "check microphone health (clipping, dropouts, dead channel, DC, hum, stuck) per 10 s window of audio files"),
     ("train", "service.cli.train", "train the self-supervised encoder and write a model file"),
     ("embed", "service.cli.embed", "embed audio files or a dataset with a model file into an .npz"),

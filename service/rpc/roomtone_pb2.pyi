@@ -23,6 +23,16 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_HEALTH_CHANGED: _ClassVar[EventKind]
     EVENT_KIND_SESSION_STARTED: _ClassVar[EventKind]
     EVENT_KIND_SESSION_ENDED: _ClassVar[EventKind]
+    EVENT_KIND_SOUND_DETECTED: _ClassVar[EventKind]
+
+class LabelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LABEL_KIND_UNSPECIFIED: _ClassVar[LabelKind]
+    LABEL_KIND_CLASS: _ClassVar[LabelKind]
+    LABEL_KIND_QUIET: _ClassVar[LabelKind]
+    LABEL_KIND_UNKNOWN: _ClassVar[LabelKind]
+    LABEL_KIND_MIC_FAULTY: _ClassVar[LabelKind]
+    LABEL_KIND_NO_HEAD: _ClassVar[LabelKind]
 HEALTH_STATE_UNSPECIFIED: HealthState
 HEALTH_STATE_OK: HealthState
 HEALTH_STATE_DEGRADED: HealthState
@@ -33,9 +43,26 @@ EVENT_KIND_ACTIVITY_CHANGED: EventKind
 EVENT_KIND_HEALTH_CHANGED: EventKind
 EVENT_KIND_SESSION_STARTED: EventKind
 EVENT_KIND_SESSION_ENDED: EventKind
+EVENT_KIND_SOUND_DETECTED: EventKind
+LABEL_KIND_UNSPECIFIED: LabelKind
+LABEL_KIND_CLASS: LabelKind
+LABEL_KIND_QUIET: LabelKind
+LABEL_KIND_UNKNOWN: LabelKind
+LABEL_KIND_MIC_FAULTY: LabelKind
+LABEL_KIND_NO_HEAD: LabelKind
+
+class SoundMatch(_message.Message):
+    __slots__ = ("name", "score", "threshold")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    score: float
+    threshold: float
+    def __init__(self, name: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class Window(_message.Message):
-    __slots__ = ("window_id", "mic_id", "start_unix_ms", "end_unix_ms", "label", "probabilities", "health_state", "health_reasons", "health_scores", "rms_dbfs", "embedding")
+    __slots__ = ("window_id", "mic_id", "start_unix_ms", "end_unix_ms", "label", "probabilities", "health_state", "health_reasons", "health_scores", "rms_dbfs", "embedding", "label_kind", "sounds")
     class ProbabilitiesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +88,8 @@ class Window(_message.Message):
     HEALTH_SCORES_FIELD_NUMBER: _ClassVar[int]
     RMS_DBFS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    LABEL_KIND_FIELD_NUMBER: _ClassVar[int]
+    SOUNDS_FIELD_NUMBER: _ClassVar[int]
     window_id: int
     mic_id: str
     start_unix_ms: int
@@ -72,10 +101,12 @@ class Window(_message.Message):
     health_scores: _containers.ScalarMap[str, float]
     rms_dbfs: float
     embedding: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, window_id: _Optional[int] = ..., mic_id: _Optional[str] = ..., start_unix_ms: _Optional[int] = ..., end_unix_ms: _Optional[int] = ..., label: _Optional[str] = ..., probabilities: _Optional[_Mapping[str, float]] = ..., health_state: _Optional[_Union[HealthState, str]] = ..., health_reasons: _Optional[_Iterable[str]] = ..., health_scores: _Optional[_Mapping[str, float]] = ..., rms_dbfs: _Optional[float] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
+    label_kind: LabelKind
+    sounds: _containers.RepeatedCompositeFieldContainer[SoundMatch]
+    def __init__(self, window_id: _Optional[int] = ..., mic_id: _Optional[str] = ..., start_unix_ms: _Optional[int] = ..., end_unix_ms: _Optional[int] = ..., label: _Optional[str] = ..., probabilities: _Optional[_Mapping[str, float]] = ..., health_state: _Optional[_Union[HealthState, str]] = ..., health_reasons: _Optional[_Iterable[str]] = ..., health_scores: _Optional[_Mapping[str, float]] = ..., rms_dbfs: _Optional[float] = ..., embedding: _Optional[_Iterable[float]] = ..., label_kind: _Optional[_Union[LabelKind, str]] = ..., sounds: _Optional[_Iterable[_Union[SoundMatch, _Mapping]]] = ...) -> None: ...
 
 class StateChange(_message.Message):
-    __slots__ = ("event_id", "kind", "mic_id", "time_unix_ms", "previous", "current", "window_id", "reasons")
+    __slots__ = ("event_id", "kind", "mic_id", "time_unix_ms", "previous", "current", "window_id", "reasons", "score")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MIC_ID_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +115,7 @@ class StateChange(_message.Message):
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_ID_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
     event_id: int
     kind: EventKind
     mic_id: str
@@ -92,7 +124,8 @@ class StateChange(_message.Message):
     current: str
     window_id: int
     reasons: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, event_id: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., mic_id: _Optional[str] = ..., time_unix_ms: _Optional[int] = ..., previous: _Optional[str] = ..., current: _Optional[str] = ..., window_id: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+    score: float
+    def __init__(self, event_id: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., mic_id: _Optional[str] = ..., time_unix_ms: _Optional[int] = ..., previous: _Optional[str] = ..., current: _Optional[str] = ..., window_id: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., score: _Optional[float] = ...) -> None: ...
 
 class ActivitySession(_message.Message):
     __slots__ = ("session_id", "mic_id", "activity", "start_unix_ms", "end_unix_ms", "open", "windows", "mean_probability")
@@ -163,20 +196,22 @@ class ListMicrophonesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Microphone(_message.Message):
-    __slots__ = ("mic_id", "device", "state", "last_window_end_unix_ms", "health", "label")
+    __slots__ = ("mic_id", "device", "state", "last_window_end_unix_ms", "health", "label", "label_kind")
     MIC_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     LAST_WINDOW_END_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_KIND_FIELD_NUMBER: _ClassVar[int]
     mic_id: str
     device: str
     state: str
     last_window_end_unix_ms: int
     health: MicrophoneHealth
     label: str
-    def __init__(self, mic_id: _Optional[str] = ..., device: _Optional[str] = ..., state: _Optional[str] = ..., last_window_end_unix_ms: _Optional[int] = ..., health: _Optional[_Union[MicrophoneHealth, _Mapping]] = ..., label: _Optional[str] = ...) -> None: ...
+    label_kind: LabelKind
+    def __init__(self, mic_id: _Optional[str] = ..., device: _Optional[str] = ..., state: _Optional[str] = ..., last_window_end_unix_ms: _Optional[int] = ..., health: _Optional[_Union[MicrophoneHealth, _Mapping]] = ..., label: _Optional[str] = ..., label_kind: _Optional[_Union[LabelKind, str]] = ...) -> None: ...
 
 class ListMicrophonesResponse(_message.Message):
     __slots__ = ("microphones",)
@@ -304,3 +339,65 @@ class ListSessionsResponse(_message.Message):
     sessions: _containers.RepeatedCompositeFieldContainer[ActivitySession]
     next_page_token: str
     def __init__(self, sessions: _Optional[_Iterable[_Union[ActivitySession, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Sound(_message.Message):
+    __slots__ = ("name", "examples", "threshold", "calibrated_threshold", "threshold_overridden", "calibration", "model_sha256", "created_unix_ms", "active", "problem", "example_files", "example_windows")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_OVERRIDDEN_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLE_FILES_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLE_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    examples: int
+    threshold: float
+    calibrated_threshold: float
+    threshold_overridden: bool
+    calibration: str
+    model_sha256: str
+    created_unix_ms: int
+    active: bool
+    problem: str
+    example_files: int
+    example_windows: int
+    def __init__(self, name: _Optional[str] = ..., examples: _Optional[int] = ..., threshold: _Optional[float] = ..., calibrated_threshold: _Optional[float] = ..., threshold_overridden: _Optional[bool] = ..., calibration: _Optional[str] = ..., model_sha256: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., active: _Optional[bool] = ..., problem: _Optional[str] = ..., example_files: _Optional[int] = ..., example_windows: _Optional[int] = ...) -> None: ...
+
+class AddSoundRequest(_message.Message):
+    __slots__ = ("name", "audio", "window_ids", "threshold", "replace")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_IDS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    audio: _containers.RepeatedScalarFieldContainer[bytes]
+    window_ids: _containers.RepeatedScalarFieldContainer[int]
+    threshold: float
+    replace: bool
+    def __init__(self, name: _Optional[str] = ..., audio: _Optional[_Iterable[bytes]] = ..., window_ids: _Optional[_Iterable[int]] = ..., threshold: _Optional[float] = ..., replace: _Optional[bool] = ...) -> None: ...
+
+class ListSoundsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSoundsResponse(_message.Message):
+    __slots__ = ("sounds",)
+    SOUNDS_FIELD_NUMBER: _ClassVar[int]
+    sounds: _containers.RepeatedCompositeFieldContainer[Sound]
+    def __init__(self, sounds: _Optional[_Iterable[_Union[Sound, _Mapping]]] = ...) -> None: ...
+
+class RemoveSoundRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RemoveSoundResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

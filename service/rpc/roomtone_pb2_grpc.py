@@ -71,6 +71,21 @@ class RoomtoneStub:
                 request_serializer=roomtone_dot_v1_dot_roomtone__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.AddSound = channel.unary_unary(
+                '/roomtone.v1.Roomtone/AddSound',
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.AddSoundRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.Sound.FromString,
+                _registered_method=True)
+        self.ListSounds = channel.unary_unary(
+                '/roomtone.v1.Roomtone/ListSounds',
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.ListSoundsRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ListSoundsResponse.FromString,
+                _registered_method=True)
+        self.RemoveSound = channel.unary_unary(
+                '/roomtone.v1.Roomtone/RemoveSound',
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.RemoveSoundRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.RemoveSoundResponse.FromString,
+                _registered_method=True)
 
 
 class RoomtoneServicer:
@@ -130,6 +145,30 @@ class RoomtoneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddSound(self, request, context):
+        """Teach the daemon a custom sound from a few examples (audio files and/or stored windows). Live
+        windows scoring at or above its threshold give sound_detected events. INVALID_ARGUMENT for a bad
+        name or example, ALREADY_EXISTS for a taken name (unless replace), NOT_FOUND for an unknown
+        window id, RESOURCE_EXHAUSTED beyond 64 sounds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSounds(self, request, context):
+        """Every custom sound, sorted by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveSound(self, request, context):
+        """Forget a custom sound and its kept example audio. NOT_FOUND for an unknown name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomtoneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +206,21 @@ def add_RoomtoneServicer_to_server(servicer, server):
                     servicer.ListSessions,
                     request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ListSessionsRequest.FromString,
                     response_serializer=roomtone_dot_v1_dot_roomtone__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'AddSound': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddSound,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.AddSoundRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.Sound.SerializeToString,
+            ),
+            'ListSounds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSounds,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ListSoundsRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.ListSoundsResponse.SerializeToString,
+            ),
+            'RemoveSound': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveSound,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.RemoveSoundRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.RemoveSoundResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -359,6 +413,87 @@ class Roomtone:
             '/roomtone.v1.Roomtone/ListSessions',
             roomtone_dot_v1_dot_roomtone__pb2.ListSessionsRequest.SerializeToString,
             roomtone_dot_v1_dot_roomtone__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddSound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomtone.v1.Roomtone/AddSound',
+            roomtone_dot_v1_dot_roomtone__pb2.AddSoundRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.Sound.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSounds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomtone.v1.Roomtone/ListSounds',
+            roomtone_dot_v1_dot_roomtone__pb2.ListSoundsRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.ListSoundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveSound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomtone.v1.Roomtone/RemoveSound',
+            roomtone_dot_v1_dot_roomtone__pb2.RemoveSoundRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.RemoveSoundResponse.FromString,
             options,
             channel_credentials,
             insecure,

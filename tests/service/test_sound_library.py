@@ -1,0 +1,117 @@
+"""The custom-sound library: kept beside the store, versioned, tied to the model's sha256, capped, and
+scoring live windows (service/sound_library.py)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from service.sound_library import MAX_SOUNDS, SoundError, SoundLibrary, library_path
+
+RATE = 16000
+
+
+def spectral_embed(windows):
+    """A stand-in model: the magnitude spectrum in 8 bands (real audio in, a unit vector out)."""
+    rows = []
+    for w in windows:
+        spectrum = np.abs(np.fft.rfft(w))
+        bands = np.array([b.sum() for b in np.array_split(spectrum, 8)])
+        rows.append(bands / np.linalg.norm(bands))
+    return np.stack(rows).astype(np.float32)
+
+
+def tone(freq, seconds=1.0, noise=0.0, seed=0):
+    t = np.arange(int(seconds * RATE)) / RATE
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * freq * t) + noise * rng.normal(size=t.size)).astype(np.float32)
+
+
+def library(path, sha="a" * 64, embed=spectral_embed):
+    return SoundLibrary(path, sha, embed, RATE, embedding_dim=8)
+
+
+def test_the_library_sits_beside_the_store(tmp_path):
+    assert library_path(tmp_path / "roomtone.db") == tmp_path / "roomtone.sounds"
+
+
+def test_a_taught_sound_is_detected_in_windows_like_its_examples_and_not_in_others(tmp_path):
+    lib = library(tmp_path / "s")
+    lib.add("whistle", [("a.wav", tone(6000, seed=1)), ("b.wav", tone(6050, seed=2))], threshold=0.9)
+    found = lib.detect(spectral_embed([tone(6020, noise=0.0005), tone(300)]))
+    assert [m.name for m in found[0]] == ["whistle"] and found[0][0].score >= 0.9
+    assert found[1] == ()
+
+
+def test_sounds_survive_a_restart_with_their_examples_kept_as_audio(tmp_path):
+    lib = library(tmp_path / "s")
+    lib.add("whistle", [("a.wav", tone(6000))], threshold=0.8)
+    again = library(tmp_path / "s")
+    [sound] = again.sounds()
+    assert (sound.name, sound.threshold, sound.examples[0].source) == ("whistle", 0.8, "a.wav")
+    assert (tmp_path / "s" / "whistle" / "example-0.flac").is_file()
+    data = json.loads((tmp_path / "s" / "library.json").read_text())
+    assert (data["format"], data["version"]) == ("roomtone-sounds", 1)
+
+
+def test_a_model_change_re_embeds_sounds_from_their_kept_audio(tmp_path):
+    lib = library(tmp_path / "s", sha="a" * 64)
+    lib.add("whistle", [("a.wav", tone(6000)), ("b.wav", tone(6100))])
+    calls = []
+
+    def new_model(windows):
+        calls.append(len(windows))
+        return spectral_embed(windows)[:, ::-1].copy()  # another embedding space
+
+    again = library(tmp_path / "s", sha="b" * 64, embed=new_model)
+    [sound] = again.sounds()
+    assert calls == [2] and sound.active and sound.model_sha256 == "b" * 64
+    assert "re-embedded" in sound.calibration
+    assert again.detect(new_model([tone(6050)]))[0][0].name == "whistle"
+    assert library(tmp_path / "s", sha="b" * 64, embed=new_model).sounds()[0].model_sha256 == "b" * 64
+
+
+def test_a_sound_taught_from_stored_windows_is_refused_after_a_model_change_saying_what_to_do(tmp_path):
+    lib = library(tmp_path / "s", sha="a" * 64)
+    lib.add("door", window_examples=[(17, spectral_embed([tone(900)])[0])])
+    [sound] = library(tmp_path / "s", sha="b" * 64).sounds()
+    assert not sound.active
+    assert "roomtone sounds add door FILE... --replace" in sound.problem and "17" in sound.problem
+    assert library(tmp_path / "s", sha="b" * 64).detect(spectral_embed([tone(900)])) == [()]
+
+
+def test_names_duplicates_and_missing_examples_are_refused_with_a_reason(tmp_path):
+    lib = library(tmp_path / "s")
+    for bad in ("", "Door Bell", "x" * 65, "../etc"):
+        with pytest.raises(SoundError) as info:
+            lib.add(bad, [("a.wav", tone(500))])
+        assert info.value.reason == "invalid_argument"
+    lib.add("door", [("a.wav", tone(500))])
+    with pytest.raises(SoundError) as info:
+        lib.add("door", [("a.wav", tone(700))])
+    assert info.value.reason == "already_exists"
+    lib.add("door", [("a.wav", tone(700))], replace_existing=True)
+    with pytest.raises(SoundError) as info:
+        lib.add("empty")
+    assert info.value.reason == "invalid_argument"
+
+
+def test_the_number_of_sounds_is_capped(tmp_path):
+    lib = SoundLibrary(tmp_path / "s", "a" * 64, spectral_embed, RATE, embedding_dim=8, max_sounds=2)
+    lib.add("one", [("a.wav", tone(500))])
+    lib.add("two", [("a.wav", tone(900))])
+    with pytest.raises(SoundError) as info:
+        lib.add("three", [("a.wav", tone(1500))])
+    assert info.value.reason == "resource_exhausted"
+    assert SoundLibrary(tmp_path / "t", "a" * 64, spectral_embed, RATE, 8, max_sounds=1000).max_sounds == MAX_SOUNDS
+
+
+def test_removing_a_sound_forgets_it_and_its_audio(tmp_path):
+    lib = library(tmp_path / "s")
+    lib.add("door", [("a.wav", tone(500))])
+    lib.remove("door")
+    assert lib.sounds() == [] and not (tmp_path / "s" / "door").exists()
+    assert library(tmp_path / "s").sounds() == []
+    with pytest.raises(SoundError) as info:
+        lib.remove("door")
+    assert info.value.reason == "not_found"

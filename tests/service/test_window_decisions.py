@@ -1,0 +1,89 @@
+"""What a live window's record says when there is nothing to label or the head is unsure, and custom
+sounds detected beside the head (service/analysis.py with service/activity.py and the sound library)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from daemon_support import tiny_bundle  # tests/service/ is on sys.path
+from service.analysis import Analyzer
+from service.config import ActivityConfig
+from service.sound_library import SoundLibrary
+from service.windowing import Window
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def bundle(homesounds: Path):
+    audio = homesounds / "audio"
+    return tiny_bundle({"speech": [audio / "speech" / "speech_A1_000.flac"], "water": [audio / "water" / "water_A1_000.flac"]})
+
+
+@pytest.fixture(scope="module")
+def speech(homesounds: Path) -> np.ndarray:
+    data, _ = soundfile.read(homesounds / "audio" / "speech" / "speech_A1_001.flac", dtype="float32", always_2d=True)
+    return data.T[:, : 10 * RATE]
+
+
+def live(analyzer: Analyzer, samples: np.ndarray, mic: str = "kitchen"):
+    (analysed,), changes = analyzer.analyse([Window(mic, samples, RATE, 0.0, 10.0, True)])
+    return analysed.result, changes
+
+
+def test_digital_silence_is_no_activity_with_the_faulty_microphone_as_the_reason(bundle) -> None:
+    result, changes = live(Analyzer(bundle), np.zeros((1, 10 * RATE), np.float32))
+    assert result.health_state == "faulty" and result.label is None
+    assert any("dead_channel" in r for r in result.health_reasons)
+    assert [c.kind for c in changes] == ["health_changed"]  # no activity_changed to a made-up class
+
+
+def test_a_quiet_room_is_quiet_not_a_class(bundle) -> None:
+    noise = (10 ** (-60 / 20) * np.random.default_rng(0).normal(size=(1, 10 * RATE))).astype(np.float32)
+    result, changes = live(Analyzer(bundle), noise)
+    assert result.health_state != "faulty" and result.rms_dbfs < -45
+    assert result.label == "quiet" and ("activity_changed", "quiet") in [(c.kind, c.current) for c in changes]
+
+
+def test_an_unsure_head_gives_unknown_with_its_probabilities_kept(bundle, speech) -> None:
+    result, _ = live(Analyzer(bundle, activity=ActivityConfig(unknown_below=1.0)), speech)
+    assert result.label == "unknown" and result.probabilities and max(result.probabilities.values()) < 1.0
+    sure, _ = live(Analyzer(bundle, activity=ActivityConfig(unknown_below=0.0)), speech)
+    assert sure.label in bundle.class_names
+
+
+def test_a_head_with_a_reserved_class_name_is_refused(bundle) -> None:
+    import dataclasses
+
+    head = dict(bundle.head, class_names=["quiet", "water"])
+    with pytest.raises(ValueError, match="reserves"):
+        Analyzer(dataclasses.replace(bundle, head=head))
+
+
+def test_a_custom_sound_is_detected_on_live_windows_and_becomes_an_event(bundle, speech, tmp_path) -> None:
+    analyzer = Analyzer(bundle)
+    library = SoundLibrary(tmp_path / "sounds", "a" * 64, analyzer.inference.embedder.embed, RATE,
+                           bundle.embedding_dim)
+    library.add("chatter", [("speech.flac", speech[0])], threshold=0.95)
+    analyzer.sounds = library
+    result, changes = live(analyzer, speech)
+    assert [m.name for m in result.sounds] == ["chatter"] and result.sounds[0].score > 0.99
+    [event] = [c for c in changes if c.kind == "sound_detected"]
+    assert (event.current, event.mic_id, event.time_unix_ms) == ("chatter", "kitchen", 0)
+    assert event.score == pytest.approx(result.sounds[0].score)
+    silent, changes = live(analyzer, np.zeros((1, 10 * RATE), np.float32), mic="hall")
+    assert silent.sounds == () and not [c for c in changes if c.kind == "sound_detected"]
+    (upload,) = analyzer.analyze_audio(_wav(speech))
+    assert [m.name for m in upload.sounds] == ["chatter"]  # Classify reports them too
+
+
+def _wav(samples: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples.T, RATE, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
