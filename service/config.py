@@ -617,7 +617,7 @@ def _range_of(info: Any) -> str:
 
 def _unit_of(description: str) -> tuple[str, str]:
     """(meaning, unit) from a description ending in ``(unit)``."""
-    match = re.fullmatch(r"(.*) \((s|days|MiB|bytes|streams|windows|connections|classes|uploads|messages)\)", description)
+    match = re.fullmatch(r"(.*) \((s|days|MiB|bytes|streams|windows|connections|classes|uploads|messages|dBFS|h|sounds|1/h|probability)\)", description)
     return (match.group(1), match.group(2)) if match else (description, "")
 
 
