@@ -26,6 +26,24 @@ if TYPE_CHECKING:  # torch is imported where weights are read or written: ModelF
 FORMAT = "roomtone-model"
 VERSION = 1
 
+#: Bounds a model file's numbers must respect before anything is built from them: n_fft = 2^22 used to load
+#: and then fail every window, n_fft = 2^20 with n_mels = 100000 took 45 s of CPU to check, and a huge width
+#: would allocate its layers before the weights were found not to fit (issue 15).
+FEATURE_BOUNDS: dict[str, tuple[float, float]] = {
+    "sample_rate": (8000, 48000),  # Hz
+    "n_mels": (1, 512),
+    "n_fft": (512, 8192),  # samples
+    "win_ms": (1.0, 1000.0),
+    "hop_ms": (1.0, 1000.0),
+    "fmin": (0.0, 24000.0),  # Hz
+    "fmax": (1.0, 24000.0),  # Hz
+    "floor_db": (-200.0, -1.0),
+}
+ENCODER_BOUNDS: dict[str, tuple[int, int]] = {"width": (1, 256), "embedding_dim": (1, 4096)}
+MAX_STAGES, MAX_BLOCKS_PER_STAGE = 8, 16
+#: Most classes a head may have (beyond this it is not an activity head anyone trained on household sounds).
+MAX_HEAD_CLASSES = 1000
+
 
 class ModelFileError(ValueError):
     """A model file that is missing, corrupt or incompatible; the message names the file and the reason."""
@@ -121,11 +139,65 @@ def read_model_dict(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _check_bounds(section: str, data: Any, bounds: dict[str, tuple[float, float]], integers: set[str]) -> None:
+    """ValueError naming ``section.key`` for a value that is not a finite number within its bounds."""
+    import math
+
+    if not isinstance(data, dict):
+        raise ValueError(f"{section} must be a table, got {type(data).__name__}")
+    for key, (low, high) in bounds.items():
+        if key not in data:
+            continue
+        value = data[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (key in integers and int(value) != value) or not math.isfinite(value) \
+                or not low <= value <= high:
+            raise ValueError(f"{section}.{key} = {value!r} is outside {low:g}..{high:g}"
+                             + (" (a whole number)" if key in integers else ""))
+
+
+def check_configs(data: dict[str, Any]) -> None:
+    """Bounds of the stored feature and encoder configs (cheap; before any of them is used); ValueError."""
+    _check_bounds("feature_config", data["feature_config"], FEATURE_BOUNDS, {"sample_rate", "n_mels", "n_fft"})
+    encoder = data["encoder_config"]
+    _check_bounds("encoder_config", encoder, ENCODER_BOUNDS, set(ENCODER_BOUNDS))
+    blocks = encoder.get("blocks", [1]) if isinstance(encoder, dict) else []
+    if not isinstance(blocks, (list, tuple)) or not 1 <= len(blocks) <= MAX_STAGES or any(
+            isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_BLOCKS_PER_STAGE for b in blocks):
+        raise ValueError(f"encoder_config.blocks = {blocks!r}: 1..{MAX_STAGES} stages of 1..{MAX_BLOCKS_PER_STAGE} blocks")
+
+
+def check_head(head: Any, embedding_dim: int) -> None:
+    """The stored activity head builds, takes embeddings of ``embedding_dim`` and holds finite numbers with
+    unique class names; ValueError saying which field is wrong."""
+    import numpy as np
+
+    from encoder.head import ActivityHead
+
+    model = ActivityHead.from_dict(head)  # HeadError (a ValueError) names a missing key or a wrong shape
+    if model.embedding_dim != embedding_dim:
+        raise ValueError(f"head takes {model.embedding_dim}-d embeddings, the encoder gives {embedding_dim}-d")
+    names = model.class_names
+    if len(names) > MAX_HEAD_CLASSES:
+        raise ValueError(f"head has {len(names)} classes, more than {MAX_HEAD_CLASSES}")
+    if len(set(names)) != len(names) or not all(n.strip() for n in names):
+        raise ValueError(f"head class names must be unique and non-empty, got {list(names)[:10]}")
+    for field_name in ("mean", "coef", "intercept"):
+        if not np.isfinite(getattr(model, field_name)).all():
+            raise ValueError(f"head {field_name} holds NaN or Inf")
+
+
 def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> ModelBundle:
-    """Load a model file into a `ModelBundle` with the encoder in eval mode on ``device``."""
+    """Load a model file into a `ModelBundle` with the encoder in eval mode on ``device``; ModelFileError
+    names the file and the field for configs out of bounds (`FEATURE_BOUNDS`, `ENCODER_BOUNDS`) or a head
+    that does not fit the encoder."""
     from encoder.model import Encoder, EncoderConfig
 
     data = read_model_dict(path)
+    try:
+        check_configs(data)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: incompatible configuration ({exc})") from None
     try:
         feature_config = LogMelConfig.from_dict(data["feature_config"])
         encoder_config = EncoderConfig.from_dict(data["encoder_config"])
@@ -135,6 +207,11 @@ def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> ModelB
         raise ModelFileError(
             f"{path}: embedding_dim {data['embedding_dim']} disagrees with encoder_config {encoder_config.embedding_dim}"
         )
+    if data.get("head") is not None:
+        try:
+            check_head(data["head"], encoder_config.embedding_dim)
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: unusable activity head ({exc})") from None
     encoder = Encoder(encoder_config)
     try:
         encoder.load_state_dict(data["state_dict"])

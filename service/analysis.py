@@ -112,6 +112,23 @@ class Analyzer:
                                      w.samples if live and self.keep_samples else None))
         return analysed, changes
 
+    def dry_run(self, window_s: float) -> float:
+        """Analyse one window of ``window_s`` seconds of quiet noise end to end (features, encoder, head,
+        health), touching no microphone's state; returns the seconds it took. ValueError saying what failed
+        when the model cannot produce a usable record for such a window."""
+        samples = np.random.default_rng(0).normal(0.0, 0.01, (1, int(round(window_s * self.sample_rate))))
+        started = time.perf_counter()
+        try:
+            (analysed,), _ = self._analyse([Window("dry-run", samples.astype(np.float32), self.sample_rate, 0.0,
+                                                   window_s, False)], {}, Timings())
+        except Exception as exc:  # noqa: BLE001 - whatever breaks, the daemon must not start with it
+            raise ValueError(f"a dry run of one {window_s:g} s window failed ({type(exc).__name__}: {exc})") from None
+        result = analysed.result
+        if result.embedding is None or result.embedding.shape != (self.inference.embedder.embedding_dim,):
+            raise ValueError(f"a dry run of one {window_s:g} s window gave no usable embedding "
+                             f"({'; '.join(result.health_reasons) or 'wrong shape'})")
+        return time.perf_counter() - started
+
     # --- live windows -------------------------------------------------------------------------------
 
     def analyse(self, windows: list[Window], timings: Timings | None = None) -> tuple[list[Analysed], list[StateChange]]:

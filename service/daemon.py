@@ -98,6 +98,7 @@ class Daemon:
 
     def _load_model(self) -> None:
         from encoder.allocator import reuse_freed_memory
+        from encoder.model_file import ModelFileError
         from service.analysis import Analyzer
         from service.serving_model import describe, load_serving_model
 
@@ -112,6 +113,11 @@ class Daemon:
             log.warning("the model has no activity head: windows get an embedding and health only "
                         "(add one with `roomtone train-head`)", extra={"model": str(config.model)})
         self.analyzer = Analyzer(bundle, config.health, window_s=config.pipeline.window_s, activity=config.activity)
+        try:  # a model that cannot analyse one window must stop the start, not fail every window after it
+            seconds = self.analyzer.dry_run(config.pipeline.window_s)
+        except ValueError as exc:
+            raise ModelFileError(f"{config.model}: with pipeline.window_s = {config.pipeline.window_s:g}: {exc}") from None
+        log.info("dry run", extra={"window_s": config.pipeline.window_s, "seconds": round(seconds, 3)})
         self.analyzer.restore_drift(load_drift_baselines(self.drift_path))
         # registered before the store: saved after the store is closed, once no window can change a baseline
         self._on_stop("drift baselines", lambda: save_drift_baselines(self.drift_path, self.analyzer.drift_state()))

@@ -102,3 +102,38 @@ def test_bundled_model_loads_with_its_training_record():
         assert key in bundle.metadata
     assert bundle.metadata["data"]["labels_used"] is False
     assert (REPO / "models" / "roomtone.pt").stat().st_size <= 25 * 1024 * 1024
+
+
+def saved_with(tmp_path, section: str, **changes) -> Path:
+    """A valid model file whose stored ``section`` has ``changes`` (written past save_model's own checks)."""
+    from encoder.model_file import bundle_to_dict
+
+    data = bundle_to_dict(make_bundle(head=HEAD))
+    data[section] = {**data[section], **changes} if isinstance(data[section], dict) else changes
+    path = tmp_path / f"{section}.pt"
+    torch.save(data, path)
+    return path
+
+
+@pytest.mark.parametrize("section, changes, named", [
+    ("feature_config", {"n_fft": 2 ** 22}, "feature_config.n_fft"),
+    ("feature_config", {"n_fft": 2 ** 20, "n_mels": 100_000}, "feature_config.n_mels"),
+    ("feature_config", {"sample_rate": 655_350}, "feature_config.sample_rate"),
+    ("feature_config", {"floor_db": float("nan")}, "feature_config.floor_db"),
+    ("feature_config", {"hop_ms": 0.001}, "feature_config.hop_ms"),
+    ("encoder_config", {"width": 100_000}, "encoder_config.width"),
+    ("encoder_config", {"blocks": [1] * 50}, "encoder_config.blocks"),
+    ("head", {"coef": [[0.1] * 3, [-0.1] * 3]}, "coef has shape"),
+    ("head", {"mean": [0.0] * 5, "scale": [1.0] * 5, "coef": [[0.1] * 5] * 2}, "5-d embeddings"),
+    ("head", {"coef": [[float("nan")] * 4, [0.0] * 4]}, "coef holds NaN"),
+    ("head", {"class_names": ["quiet", "quiet"]}, "unique"),
+])
+def test_a_model_file_outside_sane_bounds_is_refused_at_load_naming_the_field(tmp_path, section, changes, named):
+    """Issue 15, BROKE 6: these loaded and then failed every window (or took 45 s of CPU to check)."""
+    import time
+
+    path = saved_with(tmp_path, section, **changes)
+    started = time.perf_counter()
+    with pytest.raises(ModelFileError, match=named) as refused:
+        load_model(path)
+    assert str(path) in str(refused.value) and time.perf_counter() - started < 5.0
