@@ -28,7 +28,7 @@ def config_for(small_model: Path, homesounds: Path, tmp_path: Path, grpc_address
     return load_config(None, {
         "model": str(small_model), "data_dir": str(tmp_path / "data"),
         "mics": [{"id": "sink", "kind": "file", "path": str(clip), "realtime": False}],
-        "grpc": {"address": grpc_address}, "metrics": {"port": 0},
+        "grpc": {"address": grpc_address}, "metrics": {"port": 0}, "web": {"port": 0},
     }, environ={})
 
 
