@@ -31,7 +31,7 @@ from service.config import WebConfig
 from service.event_store import EventQuery, EventStore
 from service.records import MicStatus
 from service.web.live import LiveFeed
-from service.web.views import change_json, mic_json, window_json
+from service.web.views import change_json, mic_json, session_json, window_json
 
 log = logging.getLogger("roomtone.web")
 
@@ -54,6 +54,7 @@ class WebBackend:
     class_names: tuple[str, ...] = ()
     clips: ClipStore | None = None
     clips_keep: str = "none"
+    sessions_enabled: bool = False  # activity sessions are tracked ([sessions] enabled): the timeline shows them
     extra: dict = field(default_factory=dict)  # shown in /api/status (model sha, version)
 
 
@@ -132,6 +133,7 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response({
         "mics": [mic_json(m) for m in mics], "classes": list(backend.class_names),
         "window_s": backend.window_s, "hop_s": backend.hop_s, "clips": backend.clips_keep,
+        "sessions": backend.sessions_enabled,
         "recent": backend.feed.recent(), **backend.extra})
 
 
@@ -159,6 +161,23 @@ async def list_changes(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise ApiError(400, "bad_parameter", str(exc)) from None
     return web.json_response({"changes": [change_json(c) for c in found.items], "next_page": found.next_page_token})
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    """Activity sessions, newest start first: ``?mic=&since_ms=&until_ms=&limit=&page=`` (sessions still going
+    at ``since_ms`` included)."""
+    from service.session_store import SessionQuery
+
+    backend = _backend(request)
+    limit = _int_param(request, "limit", 500, 1, MAX_LIST)
+    try:
+        query = SessionQuery(mic_ids=tuple(m for m in request.query.getall("mic", []) if m),
+                             since_unix_ms=_int_param(request, "since_ms"), until_unix_ms=_int_param(request, "until_ms"))
+        found = await _in_thread(backend.store.list_sessions, query, limit, request.query.get("page", ""))
+    except ValueError as exc:
+        raise ApiError(400, "bad_parameter", str(exc)) from None
+    return web.json_response({"sessions": [session_json(s) for s in found.sessions], "next_page": found.next_page_token,
+                              "enabled": backend.sessions_enabled})
 
 
 async def get_window(request: web.Request) -> web.Response:
@@ -304,6 +323,7 @@ def make_app(backend: WebBackend, token: str | None = None, max_pages: int = 64)
     app.router.add_get("/api/live", live)
     app.router.add_get("/api/windows", list_windows)
     app.router.add_get("/api/changes", list_changes)
+    app.router.add_get("/api/sessions", list_sessions)
     app.router.add_get("/api/windows/{window_id}", get_window)
     app.router.add_get("/api/windows/{window_id}/similar", similar)
     app.router.add_get("/api/windows/{window_id}/clip", clip)

@@ -46,6 +46,19 @@ def change_json(change: StateChange) -> dict:
     }
 
 
+def session_json(session) -> dict:
+    """An activity session (service.sessions.ActivitySession); ``end_unix_ms`` is null while it is open."""
+    return {
+        "session_id": session.session_id,
+        "mic_id": session.mic_id,
+        "activity": session.activity,
+        "start_unix_ms": session.start_unix_ms,
+        "end_unix_ms": session.end_unix_ms,
+        "windows": session.windows,
+        "mean_probability": _finite(session.mean_probability),
+    }
+
+
 def mic_json(mic: MicStatus) -> dict:
     """A microphone's capture state and latest health."""
     return {

@@ -70,9 +70,20 @@ export function dbfs(value) {
   return value === null || value === undefined ? "–" : `${value.toFixed(1)} dBFS`;
 }
 
+// Distinct colours for the model's classes, in the order /api/status lists them (setClasses).
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+  "#bcbd22", "#393b79", "#637939", "#ad494a"];
+let classOrder = [];
+
+export function setClasses(classes) {
+  classOrder = classes || [];
+}
+
 // A stable colour per activity label (the same label has the same colour in every view).
 export function labelColour(label) {
   if (!label) return "#8a8f98";
+  const index = classOrder.indexOf(label);
+  if (index >= 0 && index < PALETTE.length) return PALETTE[index];
   let hash = 0;
   for (const ch of label) hash = (hash * 31 + ch.charCodeAt(0)) >>> 0;
   return `hsl(${hash % 360} 60% 48%)`;

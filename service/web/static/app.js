@@ -1,6 +1,6 @@
 // The page's entry: picks the view from the path, keeps the live stream open, and records live
 // latencies in window.roomtone (read by the browser tests and bench/web_live.py).
-import { errorBox, getJson } from "./api.js";
+import { errorBox, getJson, setClasses } from "./api.js";
 import { renderNow } from "./now.js";
 import { renderTimeline } from "./timeline.js";
 import { renderWindow } from "./window.js";
@@ -9,6 +9,7 @@ import { renderMics } from "./mics.js";
 const state = {
   latenciesMs: [],    // window end -> arrival on this page, one per live window
   windowsReceived: 0,
+  readyMs: null,      // when the view was first rendered (ms since navigation start)
   gaps: 0,
   listeners: new Set(),
 };
@@ -46,12 +47,14 @@ async function main() {
   openLiveStream();
   try {
     const status = await getJson("/api/status");
+    setClasses(status.classes);
     document.title = `roomtone · ${name === "window" ? "window" : name}`;
     if (name === "now") await renderNow(view, status, state);
     else if (name === "timeline") await renderTimeline(view, status);
     else if (name === "mics") await renderMics(view, status, state);
     else if (name === "window") await renderWindow(view, status, Number(path.split("/")[2]));
     view.dataset.ready = "true";
+    state.readyMs = performance.now(); // first render, from navigation start
   } catch (error) {
     view.replaceChildren(errorBox(error));
     view.dataset.ready = "error";

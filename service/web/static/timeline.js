@@ -1,5 +1,6 @@
-// The Timeline view: per microphone, runs of windows with the same activity over the last hours or
-// days, health changes marked, each run linking to its first window.
+// The Timeline view: per microphone, activity sessions (when the daemon tracks them, [sessions]) or else
+// runs of windows with the same activity, over the last hours or days; health changes marked; each run
+// links to its first window.
 import { clockTime, dateTime, duration, getJson, h, labelColour, s } from "./api.js";
 
 const RANGES = { "1 h": 3600e3, "6 h": 6 * 3600e3, "24 h": 24 * 3600e3, "7 days": 7 * 24 * 3600e3 };
@@ -32,16 +33,33 @@ export function runsOf(windows, hopMs) {
   return runs;
 }
 
+// Sessions of one microphone (oldest first) as runs; an open session lasts until now.
+export function runsOfSessions(sessions, until) {
+  return sessions.map((s) => ({ label: s.activity, start: s.start_unix_ms, end: s.end_unix_ms ?? until,
+    first: null, mic: s.mic_id, count: s.windows, open: s.end_unix_ms === null }));
+}
+
+// The page of a run's first window (a session knows its start, the store finds the window there).
+async function openRun(mic, run) {
+  let id = run.first;
+  if (id === null) {
+    const found = await getJson(`/api/windows?mic=${encodeURIComponent(mic)}&since_ms=${run.start}&until_ms=${run.start + 1}&limit=1`);
+    if (!found.windows.length) return;
+    id = found.windows[0].window_id;
+  }
+  location.href = `/window/${id}`;
+}
+
 function lane(mic, runs, changes, since, until) {
   const width = 1000;
   const x = (t) => ((t - since) / (until - since)) * width;
-  const svg = s("svg", { viewBox: `0 0 ${width} 46`, class: "lane", role: "img", "aria-label": `timeline of ${mic}` });
+  const svg = s("svg", { viewBox: `0 0 ${width} 46`, preserveAspectRatio: "none", class: "lane", role: "img", "aria-label": `timeline of ${mic}` });
   for (const run of runs) {
     const rect = s("rect", {
       x: x(run.start).toFixed(2), y: 4, width: Math.max(1, x(run.end) - x(run.start)).toFixed(2), height: 24,
       fill: labelColour(run.label), class: "run", "data-window-id": run.first,
     }, s("title", {}, `${run.label || "no label"} ${clockTime(run.start)}–${clockTime(run.end)} (${run.count} windows)`));
-    rect.addEventListener("click", () => { location.href = `/window/${run.first}`; });
+    rect.addEventListener("click", () => openRun(mic, run));
     svg.append(rect);
   }
   for (const change of changes) {
@@ -63,18 +81,22 @@ export async function renderTimeline(view, status) {
     body.replaceChildren(h("p", { class: "muted" }, "Loading…"));
     const until = Date.now();
     const asked = until - RANGES[label];
-    const [windows, changes] = await Promise.all([
+    const [windows, changes, sessions] = await Promise.all([
       fetchAll(`/api/windows?since_ms=${asked}&limit=10000`, "windows"),
       fetchAll(`/api/changes?kind=health_changed&since_ms=${asked}&limit=10000`, "changes"),
+      status.sessions ? fetchAll(`/api/sessions?since_ms=${asked}&limit=10000`, "sessions") : Promise.resolve([]),
     ]);
     // the lanes start at the oldest stored window in range, so a young store is not a sliver at the right
     const since = windows.length ? Math.min(...windows.map((w) => w.start_unix_ms)) : asked;
-    const nodes = [h("p", { class: "muted" }, `${windows.length} stored windows since ${dateTime(asked)}. Click a run to open its first window; vertical marks are health changes.`)];
+    const what = status.sessions ? "activity sessions" : "runs of windows with the same activity";
+    const nodes = [h("p", { class: "muted" }, `${windows.length} stored windows since ${dateTime(asked)}, shown as ${what}. Click one to open its first window; vertical marks are health changes.`)];
     const labels = new Set();
     const table = h("tbody", {});
     for (const mic of status.mics.map((m) => m.mic_id)) {
       const mine = windows.filter((w) => w.mic_id === mic).reverse();
-      const runs = runsOf(mine, hopMs);
+      const runs = status.sessions
+        ? runsOfSessions(sessions.filter((s) => s.mic_id === mic).reverse(), until)
+        : runsOf(mine, hopMs);
       runs.forEach((r) => labels.add(r.label));
       nodes.push(h("section", { class: "card lane-card", "data-mic": mic },
         h("h2", {}, mic),
@@ -84,14 +106,16 @@ export async function renderTimeline(view, status) {
         table.append(h("tr", { class: "run-row" },
           h("td", {}, mic),
           h("td", {}, h("span", { class: "swatch", style: `background:${labelColour(run.label)}` }), run.label || "–"),
-          h("td", {}, `${dateTime(run.start)} – ${clockTime(run.end)}`),
+          h("td", {}, `${dateTime(run.start)} – ${run.open ? "now" : clockTime(run.end)}`),
           h("td", {}, duration(run.end - run.start)),
-          h("td", {}, h("a", { href: `/window/${run.first}` }, `window ${run.first}`))));
+          h("td", {}, run.first !== null
+            ? h("a", { href: `/window/${run.first}` }, `window ${run.first}`)
+            : h("a", { href: "#", onclick: (e) => { e.preventDefault(); openRun(mic, run); } }, "first window"))));
       }
     }
     nodes.push(h("div", { class: "legend" }, [...labels].map((l) =>
       h("span", {}, h("span", { class: "swatch", style: `background:${labelColour(l)}` }), l || "no label"))));
-    nodes.push(h("h2", {}, "Latest runs"),
+    nodes.push(h("h2", {}, status.sessions ? "Latest sessions" : "Latest runs"),
       table.children.length
         ? h("table", { class: "runs" }, h("thead", {}, h("tr", {}, ["Microphone", "Activity", "When", "Length", ""].map((t) => h("th", {}, t)))), table)
         : h("p", {}, "No stored window in this range."));
