@@ -244,7 +244,8 @@ class Daemon:
         self.publisher.listeners.append(self.feed.on_stored)
         backend = WebBackend(store=self.store, feed=self.feed, microphones=self.mic_status, window_s=p.window_s,
                              hop_s=p.hop_s, class_names=tuple(self._bundle.class_names or ()), clips=self.clips,
-                             clips_keep=self.config.clips.keep, extra={"model_sha256": self._model_sha256})
+                             clips_keep=self.config.clips.keep, sessions_enabled=self.config.sessions.enabled,
+                             extra={"model_sha256": self._model_sha256})
         self.web = WebServer(w, backend)
         self.web_port = self.web.start()
         self._on_stop("web page", self.web.stop)

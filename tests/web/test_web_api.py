@@ -244,3 +244,15 @@ def test_a_port_in_use_is_a_clear_error_naming_web_port(serve):
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=rf"web\.port: cannot listen on 127\.0\.0\.1:{port}"):
             serve(WebConfig(port=port))
+
+
+def test_activity_sessions_are_listed_for_the_timeline_newest_first(serve, store):
+    from service.sessions import ActivitySession, SessionEvent
+
+    cooking = ActivitySession("kitchen", "cooking", T0, T0 + 60_000, 6, 0.8)
+    talking = ActivitySession("hall", "speech", T0 + 70_000, None, 2, 0.9)  # still open
+    store.add_session_events([SessionEvent("session_ended", cooking, T0 + 60_000),  # stored closed at once
+                              SessionEvent("session_started", talking, T0 + 70_000)])
+    status, body = api(serve(sessions_enabled=True), "/api/sessions")
+    assert status == 200 and body["enabled"] is True
+    assert [(s["activity"], s["end_unix_ms"]) for s in body["sessions"]] == [("speech", None), ("cooking", T0 + 60_000)]

@@ -94,9 +94,9 @@ export async function renderTimeline(view, status) {
     const table = h("tbody", {});
     for (const mic of status.mics.map((m) => m.mic_id)) {
       const mine = windows.filter((w) => w.mic_id === mic).reverse();
-      const runs = status.sessions
-        ? runsOfSessions(sessions.filter((s) => s.mic_id === mic).reverse(), until)
-        : runsOf(mine, hopMs);
+      const micSessions = sessions.filter((s) => s.mic_id === mic).reverse();
+      // a microphone without a session yet (none long enough) still shows its windows
+      const runs = micSessions.length ? runsOfSessions(micSessions, until) : runsOf(mine, hopMs);
       runs.forEach((r) => labels.add(r.label));
       nodes.push(h("section", { class: "card lane-card", "data-mic": mic },
         h("h2", {}, mic),
