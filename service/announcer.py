@@ -8,13 +8,15 @@ Runs on the pipeline's store thread, after the batch is durable. MQTT publishing
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from service import mqtt_messages as messages
 from service.event_store import EventStore
 from service.mqtt_publisher import MqttPublisher
-from service.records import StateChange, WindowResult
+from service.records import MicStatus, StateChange, WindowResult
+from service.vocabulary import CAPTURE_LOST_STATES
 from service.sessions import ActivitySession, SessionEvent, SessionTracker
 
 log = logging.getLogger("roomtone.sessions")
@@ -29,6 +31,10 @@ class Announcer:
         self.publish_live = publish_live  # EventBus.publish: StreamEvents subscribers get session events
         self.tracker = tracker  # None: sessions disabled
         self.publisher = publisher  # None: MQTT off
+        self._lock = threading.Lock()  # the tracker is fed by the store thread and checked by the capture watch
+        self._lost: set[str] = set()  # microphones whose capture delivers no audio, already announced
+        self._watch_stop = threading.Event()
+        self._watch_thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Close sessions a crashed run left open, then connect to the broker (in the background)."""
@@ -48,18 +54,22 @@ class Announcer:
         """Track sessions over the stored windows (with their failing checks), store and announce the session
         events, publish each microphone's new state and its health changes."""
         events: list[SessionEvent] = []
-        if self.tracker is not None:
-            for window, _failing in stored:
-                events += self.tracker.update(window)
-            if stored:
-                events += self.tracker.close_idle(max(w.end_unix_ms for w, _ in stored))
-        self._announce(events)
+        with self._lock:
+            if self.tracker is not None:
+                for window, _failing in stored:
+                    events += self.tracker.update(window)
+                if stored:
+                    events += self.tracker.close_idle(max(w.end_unix_ms for w, _ in stored))
+            self._announce(events)
+            self._lost -= {w.mic_id for w, _ in stored}
         if self.publisher is None:
             return
         for change in changes:
             if change.kind == "health_changed":
                 self.publisher.publish_event(change.mic_id, messages.health_event_payload(
                     change.mic_id, change.time_unix_ms, change.previous, change.current, change.reasons))
+            elif change.kind == messages.SOUND_DETECTED:  # a custom sound (issue 18): current = its name
+                self.announce_sound(change.mic_id, change.time_unix_ms, change.current, getattr(change, "score", None))
         latest: dict[str, tuple[WindowResult, dict[str, bool]]] = {}
         for window, failing in stored:
             latest[window.mic_id] = (window, failing)
@@ -90,11 +100,45 @@ class Announcer:
             if self.publisher is not None:
                 self.publisher.publish_event(event.mic_id, messages.session_event_payload(event))
 
+    def watch_capture(self, mic_status: Callable[[], list[MicStatus]], interval_s: float = 5.0) -> None:
+        """Check every ``interval_s`` for microphones whose capture delivers no audio (`check_capture`)."""
+        def loop() -> None:
+            while not self._watch_stop.wait(interval_s):
+                try:
+                    self.check_capture(mic_status(), int(time.time() * 1000))
+                except Exception:
+                    log.exception("checking the microphones' capture failed")
+
+        self._watch_thread = threading.Thread(target=loop, name="capture-watch", daemon=True)
+        self._watch_thread.start()
+
+    def check_capture(self, statuses: Sequence[MicStatus], now_unix_ms: int) -> None:
+        """Microphones delivering no audio store no windows, so nothing else would say so: their open
+        sessions end once the gap tolerance has passed (at their last window), and MQTT shows them faulty
+        (once per loss; the next stored window clears it)."""
+        lost = {s.mic_id: s for s in statuses if s.state in CAPTURE_LOST_STATES}
+        if not lost:
+            return
+        with self._lock:
+            if self.tracker is not None:
+                self._announce(self.tracker.close_idle(now_unix_ms, set(lost)))
+            newly = [s for mic, s in lost.items() if mic not in self._lost]
+            self._lost |= set(lost)
+        for status in newly:
+            log.warning("microphone delivers no audio", extra={"mic": status.mic_id, "capture": status.state})
+            if self.publisher is not None:
+                self.publisher.publish_state(status.mic_id, messages.capture_lost_payload(
+                    status, now_unix_ms, self.open_session(status.mic_id)))
+
     def stop(self) -> None:
         """End open sessions at their last window (the daemon stops listening), then disconnect from MQTT."""
+        self._watch_stop.set()
+        if self._watch_thread is not None:
+            self._watch_thread.join(5)
         if self.tracker is not None:
             try:
-                self._announce(self.tracker.close_all())
+                with self._lock:
+                    self._announce(self.tracker.close_all())
             except Exception:  # the store may already be failing; crash recovery closes them at the next start
                 log.exception("could not store the end of the open sessions")
         if self.publisher is not None:

@@ -174,6 +174,7 @@ class Daemon:
         self.announcer.start()
         self._on_stop("sessions and MQTT", self.announcer.stop)
         self.publisher.listeners.append(self.announcer.on_stored)
+        self.announcer.watch_capture(self.mic_status)
 
     def _build_pipeline(self) -> None:
         from service.pipeline import Pipeline

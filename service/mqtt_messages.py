@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from service.records import HEALTH_STATES, WindowResult
+from service.records import HEALTH_STATES, MicStatus, WindowResult
 from service.sessions import ActivitySession, SessionEvent
 
 ONLINE, OFFLINE = "online", "offline"
@@ -30,8 +30,10 @@ ONLINE, OFFLINE = "online", "offline"
 NO_ACTIVITY = "none"
 #: Level published for digital silence (a finite number: Home Assistant's numeric sensors reject -inf).
 SILENCE_DBFS = -120.0
+#: A custom sound was detected (the StateChange kind of the sounds feature, issue 18).
+SOUND_DETECTED = "sound_detected"
 #: One-off events on <base>/<mic>/event; the Home Assistant event entity declares exactly these.
-EVENT_TYPES = ("session_started", "session_ended", "health_changed", "sound_detected")
+EVENT_TYPES = ("session_started", "session_ended", "health_changed", SOUND_DETECTED)
 ORIGIN_NAME = "roomtone"
 _ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -103,6 +105,20 @@ def state_payload(window: WindowResult, failing: dict[str, bool], session: Activ
         "health_reasons": list(window.health_reasons),
         "failing": {k: bool(v) for k, v in sorted(failing.items())},
         "health_scores": {k: round(float(v), 4) for k, v in sorted(window.health_scores.items())},
+        "capture": "running",
+    }
+
+
+def capture_lost_payload(status: MicStatus, now_unix_ms: int, session: ActivitySession | None) -> dict[str, Any]:
+    """The retained state of a microphone that delivers no audio (capture ``reopening`` or ``failed``): the
+    same keys as `state_payload`, health faulty with the no-input reason, no level and no window."""
+    return {
+        "mic": status.mic_id, "time": iso_time(now_unix_ms), "window_start_unix_ms": None, "window_end_unix_ms": None,
+        "activity": session.activity if session is not None else NO_ACTIVITY,
+        "session": _session_fields(session) if session is not None else None,
+        "window_label": None, "probabilities": {}, "rms_dbfs": None,  # null: Home Assistant shows "unknown"
+        "health": status.health_state or "faulty", "problem": "ON", "health_reasons": list(status.health_reasons),
+        "failing": {}, "health_scores": {}, "capture": status.state,
     }
 
 
@@ -121,7 +137,7 @@ def health_event_payload(mic_id: str, time_unix_ms: int, previous: str | None, c
 
 def sound_event_payload(mic_id: str, time_unix_ms: int, sound: str, score: float | None = None) -> dict[str, Any]:
     """The event message of a custom sound detection."""
-    payload: dict[str, Any] = {"event_type": "sound_detected", "mic": mic_id, "time": iso_time(time_unix_ms),
+    payload: dict[str, Any] = {"event_type": SOUND_DETECTED, "mic": mic_id, "time": iso_time(time_unix_ms),
                                "sound": sound}
     if score is not None:
         payload["score"] = round(float(score), 4)

@@ -132,10 +132,11 @@ class SessionTracker:
         run = self._open.pop(mic)
         return SessionEvent(SESSION_ENDED, run.session(run.last_end_ms), run.last_end_ms)
 
-    def close_idle(self, now_unix_ms: int) -> list[SessionEvent]:
-        """End the sessions with no window of their activity for longer than the gap tolerance before
-        ``now_unix_ms`` (a microphone that stopped delivering windows)."""
-        return [self._end(mic) for mic, run in list(self._open.items()) if now_unix_ms - run.last_end_ms > self._gap_ms]
+    def close_idle(self, now_unix_ms: int, mic_ids: set[str] | None = None) -> list[SessionEvent]:
+        """End the sessions (of ``mic_ids``, or all) with no window of their activity for longer than the gap
+        tolerance before ``now_unix_ms`` (a microphone that stopped delivering windows)."""
+        return [self._end(mic) for mic, run in list(self._open.items())
+                if (mic_ids is None or mic in mic_ids) and now_unix_ms - run.last_end_ms > self._gap_ms]
 
     def close_all(self) -> list[SessionEvent]:
         """End every open session at its last window (the daemon stops listening)."""
