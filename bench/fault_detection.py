@@ -342,10 +342,10 @@ def measure_drift(emb: dict[str, np.ndarray], folds: np.ndarray, seed: int, orde
                     vectors = emb[source][rng.choice(held_out, 20, replace=False)]
                 drifting = copy.deepcopy(tracker)
                 results = [drifting.update(v) for v in vectors]
-                settled = results[config.persistence - 1 :]  # after one persistence span of new content
+                settled = results[tracker.persistence - 1 :]  # after one persistence span of new content
                 flagged[name] += [r.flagged for r in settled]
                 scores[name] += [r.score for r in settled]
-                first_minutes[name].append(any(r.flagged for r in results[: 2 * config.persistence]))
+                first_minutes[name].append(any(r.flagged for r in results[: 2 * tracker.persistence]))
     negatives = scores["own clips (false alarm)"]
     rows = []
     for name in flagged:
@@ -387,8 +387,8 @@ def markdown(result: dict) -> str:
         lines += [f"Embedding drift with {title}: each homesounds fold is one microphone that learned "
                   f"{drift['history_windows']} of its own windows, then heard its other {drift['history_windows']} "
                   f"(false alarms), then 20 windows of other content ({drift['orderings']} orderings per microphone; "
-                  f"k={c['neighbours']} exemplars, score = mean of {c['persistence']} windows, threshold "
-                  f"{c['threshold']} spreads). Detection counts windows after the first {c['persistence']} of the "
+                  f"k={c['neighbours']} exemplars, score = mean of the windows of {c['persistence_s']:g} s, threshold "
+                  f"{c['threshold']} spreads). Detection counts windows after the first {c['persistence_s']:g} s of the "
                   "new content; 'caught' is the share of episodes flagged within their first 2 minutes.", "",
                   "| content fed to the microphone | windows | flagged | episodes caught within 2 min | ROC AUC vs own clips |",
                   "|---|---|---|---|---|"]

@@ -7,10 +7,15 @@ windows (a reservoir of ``memory`` exemplars). A window's distance is its mean c
 other exemplars. A window's distance in spreads above the usual one is its window score (capped at
 twice the threshold); the drift score is the mean of the last ``persistence`` window scores, so one
 unusual sound (a first vacuum-cleaner run) does not flag, but a microphone that keeps sounding unlike
-itself for about a minute does. Scores are given once ``min_history`` windows were learned (`ready`).
-A window is learned ``persistence`` windows later, and only if the microphone was not drifting by then,
-so a lasting change is never taught to the baseline and stays flagged until `reset` (e.g. after the
-mic was moved on purpose).
+itself for about a minute does. Scores are given once ``learn_s`` seconds of healthy audio were learned
+(`ready`). A window is learned ``persistence_s`` later, and only if the microphone was not drifting by
+then, so a lasting change is never taught to the baseline and stays flagged until `reset` (e.g. after
+the mic was moved on purpose).
+
+The periods are durations, not window counts: with a short hop (``pipeline.hop_s = 0.5``) windows overlap
+and come 20 times as often, yet learning still takes five minutes and a change must last a minute. Of
+overlapping windows only one per window length is learned (neighbours would be near-copies of each
+other, and the usual distance between exemplars would shrink to nothing).
 
 Why exemplars and not one centroid: a household microphone hears many kinds of sound, and the mean of
 them all is close to none of them; measured in bench/fault_detection.py (docs/mic-health.md).
@@ -19,6 +24,7 @@ them all is close to none of them; measured in bench/fault_detection.py (docs/mi
 from __future__ import annotations
 
 import base64
+import math
 from collections import deque
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -28,30 +34,32 @@ import numpy as np
 from encoder.config_keys import reject_unknown_keys
 from encoder.signal_checks import HealthConfig, WindowHealth, check_drift, state_of
 
-_FORMAT = "roomtone.drift/2"
+_FORMAT = "roomtone.drift/3"
+_FORMAT_2 = "roomtone.drift/2"  # counted windows of 10 s: min_history, persistence
 
 
 @dataclass(frozen=True)
 class DriftConfig:
     """How the baseline is learned and when a microphone counts as drifted (tuned in bench/fault_detection.py)."""
 
-    min_history: int = 30  # healthy windows (5 minutes) before scores are given
-    memory: int = 512  # exemplars kept (a uniform sample of the last ``horizon`` healthy windows)
-    horizon: int = 8640  # windows (one day of 10 s windows) the exemplar sample reaches back
+    learn_s: float = 300.0  # seconds of healthy audio learned (5 minutes) before scores are given
+    memory: int = 512  # exemplars kept (a uniform sample of the last ``horizon`` learned windows)
+    horizon: int = 8640  # learned windows (one day of 10 s windows) the exemplar sample reaches back
     neighbours: int = 3  # distance of a window = mean cosine distance to its k nearest exemplars
-    persistence: int = 6  # the drift score averages this many consecutive windows (1 minute)
+    persistence_s: float = 60.0  # the drift score averages the windows of this many seconds (1 minute)
     threshold: float = 1.25  # flag when that average is this many spreads above the usual distance (swept: docs)
     min_spread: float = 0.01  # floor on the spread (cosine distance) so a very steady mic is not hair-trigger
     seed: int = 0  # which windows the reservoir keeps (reproducible)
 
     def __post_init__(self) -> None:
-        if not 2 <= self.min_history <= self.memory <= self.horizon:
-            raise ValueError(
-                f"DriftConfig needs 2 <= min_history <= memory <= horizon, got {self.min_history}, "
-                f"{self.memory}, {self.horizon}"
-            )
-        if self.neighbours < 1 or self.persistence < 1:
-            raise ValueError(f"DriftConfig needs neighbours >= 1 and persistence >= 1, got {self.neighbours}, {self.persistence}")
+        if not 2 <= self.memory <= self.horizon:
+            raise ValueError(f"DriftConfig needs 2 <= memory <= horizon, got {self.memory}, {self.horizon}")
+        if self.neighbours < 1:
+            raise ValueError(f"DriftConfig needs neighbours >= 1, got {self.neighbours}")
+        if not (math.isfinite(self.learn_s) and self.learn_s > 0 and math.isfinite(self.persistence_s)
+                and self.persistence_s > 0):
+            raise ValueError(f"DriftConfig needs finite learn_s > 0 and persistence_s > 0, got {self.learn_s}, "
+                             f"{self.persistence_s}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DriftConfig":
@@ -98,10 +106,20 @@ def _unpack(data: Any, key: str) -> np.ndarray:
 
 
 class DriftTracker:
-    """Running reference of one microphone's embeddings; `update` scores a window and learns it."""
+    """Running reference of one microphone's embeddings; `update` scores a window and learns it.
 
-    def __init__(self, config: DriftConfig = DriftConfig()) -> None:
+    ``hop_s`` is the time between consecutive windows and ``window_s`` their length (the pipeline's); the
+    config's durations become window counts from them: ``persistence`` (windows averaged), ``stride`` (one
+    window learned per window length) and ``min_history`` (learned windows before `ready`)."""
+
+    def __init__(self, config: DriftConfig = DriftConfig(), hop_s: float = 10.0, window_s: float = 10.0) -> None:
+        if not (hop_s > 0 and window_s > 0):
+            raise ValueError(f"DriftTracker needs hop_s > 0 and window_s > 0, got {hop_s}, {window_s}")
         self.config = config
+        self.hop_s, self.window_s = float(hop_s), float(window_s)
+        self.stride = max(1, round(window_s / hop_s))
+        self.persistence = max(1, math.ceil(config.persistence_s / hop_s - 1e-9))
+        self.min_history = max(2, math.ceil(config.learn_s / (hop_s * self.stride) - 1e-9))
         self.reset()
 
     def reset(self) -> None:
@@ -111,13 +129,14 @@ class DriftTracker:
         self.distance_count = 0
         self.distance_mean = 0.0
         self.distance_var = 0.0
-        self.recent: deque[float] = deque(maxlen=self.config.persistence)
+        self.recent: deque[float] = deque(maxlen=self.persistence)
         self.pending: deque[np.ndarray] = deque()  # heard, not yet learned
+        self.heard = 0  # windows scored (decides which of overlapping windows are learned)
 
     @property
     def ready(self) -> bool:
-        """Whether enough healthy history was learned to score windows."""
-        return self.count >= self.config.min_history
+        """Whether ``learn_s`` seconds of healthy history were learned, so windows are scored."""
+        return self.count >= self.min_history
 
     def _distance(self, vector: np.ndarray) -> float:
         """Mean cosine distance of a unit vector to its nearest exemplars (1.0 with none)."""
@@ -146,7 +165,7 @@ class DriftTracker:
         if not self.ready:
             return DriftScore(0.0, False, False, distance, 0.0), 0.0
         window = self._window_score(distance)
-        recent = list(self.recent)[1 - self.config.persistence :] if self.config.persistence > 1 else []
+        recent = list(self.recent)[1 - self.persistence :] if self.persistence > 1 else []
         value = float(np.mean(recent + [window]))
         return DriftScore(value, bool(value >= self.config.threshold), True, distance, window), window
 
@@ -158,6 +177,8 @@ class DriftTracker:
         the change is recognised."""
         vector = _unit(embedding)
         result, window = self._judge(vector)
+        learn = learn and self.heard % self.stride == 0  # of overlapping windows, one per window length
+        self.heard += 1
         if not result.ready:
             if learn:
                 self._learn(vector)
@@ -165,7 +186,7 @@ class DriftTracker:
         self.recent.append(window)
         if learn:
             self.pending.append(vector)
-        if learn and len(self.pending) >= self.config.persistence:
+        if learn and len(self.pending) >= math.ceil(self.persistence / self.stride):
             oldest = self.pending.popleft()
             if result.score < self.config.threshold / 2:
                 self._learn(oldest)
@@ -203,6 +224,9 @@ class DriftTracker:
         return {
             "format": _FORMAT,
             "config": asdict(self.config),
+            "hop_s": self.hop_s,
+            "window_s": self.window_s,
+            "heard": self.heard,
             "count": self.count,
             "exemplars": None if self.exemplars is None else _pack(self.exemplars),
             "distance_count": self.distance_count,
@@ -213,22 +237,34 @@ class DriftTracker:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DriftTracker":
-        """Rebuild from `to_dict` output; a wrong format or missing key is a ValueError naming it."""
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+    def from_dict(cls, data: dict[str, Any], hop_s: float | None = None, window_s: float | None = None) -> "DriftTracker":
+        """Rebuild from `to_dict` output (or a ``roomtone.drift/2`` file, whose periods were counts of 10 s
+        windows); a wrong format or missing key is a ValueError naming it. With ``hop_s``/``window_s`` that
+        differ from the saved ones the baseline is kept and the recent scores, counted in the old windows,
+        start afresh."""
+        if not isinstance(data, dict) or data.get("format") not in (_FORMAT, _FORMAT_2):
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"drift: not a saved DriftTracker (format {found!r}, expected {_FORMAT!r})")
         missing = sorted({"config", "count", "exemplars", "distance_count", "distance_mean", "distance_var", "recent", "pending"} - set(data))
         if missing:
             raise ValueError(f"drift: saved DriftTracker lacks key(s) {missing}")
-        tracker = cls(DriftConfig.from_dict(data["config"]))
+        config = dict(data["config"]) if isinstance(data["config"], dict) else data["config"]
+        saved_hop, saved_window = float(data.get("hop_s", 10.0)), float(data.get("window_s", 10.0))
+        if data["format"] == _FORMAT_2 and isinstance(config, dict):
+            config["learn_s"] = float(config.pop("min_history", 30)) * saved_hop
+            config["persistence_s"] = float(config.pop("persistence", 6)) * saved_hop
+        hop_s = saved_hop if hop_s is None else float(hop_s)
+        window_s = saved_window if window_s is None else float(window_s)
+        tracker = cls(DriftConfig.from_dict(config), hop_s, window_s)
         tracker.count = int(data["count"])
         tracker.exemplars = None if data["exemplars"] is None else _unpack(data["exemplars"], "exemplars")
         tracker.distance_count = int(data["distance_count"])
         tracker.distance_mean = float(data["distance_mean"])
         tracker.distance_var = float(data["distance_var"])
-        tracker.recent.extend(float(v) for v in data["recent"])
-        tracker.pending.extend(_unpack(v, "pending")[0].astype(np.float64) for v in data["pending"])
+        if (hop_s, window_s) == (saved_hop, saved_window):
+            tracker.heard = int(data.get("heard", 0))
+            tracker.recent.extend(float(v) for v in data["recent"])
+            tracker.pending.extend(_unpack(v, "pending")[0].astype(np.float64) for v in data["pending"])
         return tracker
 
 

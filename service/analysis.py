@@ -55,11 +55,11 @@ class Analyzer:
     """Turns batches of windows into WindowResults and StateChanges; thread-safe for concurrent use.
 
     ``bundle`` is a `ServingModel` (the daemon: either backend) or a `ModelBundle`; ``embedder`` defaults
-    to the serving model's own, or to a `TorchEmbedder` over a bundle; ``window_s`` is the pipeline's
-    window length, with which uploads are cut."""
+    to the serving model's own, or to a `TorchEmbedder` over a bundle; ``window_s`` and ``hop_s`` are the
+    pipeline's window length (uploads are cut with it) and hop (drift periods are durations of it)."""
 
     def __init__(self, bundle: "ServingModel | ModelBundle", health: HealthConfig = HealthConfig(), *,
-                 window_s: float = WINDOW_SECONDS, embedder: Embedder | None = None,
+                 window_s: float = WINDOW_SECONDS, hop_s: float | None = None, embedder: Embedder | None = None,
                  activity: ActivityConfig = ActivityConfig(), sounds: SoundLibrary | None = None) -> None:
         check_head_classes(bundle.class_names)
         self.bundle = bundle
@@ -67,6 +67,7 @@ class Analyzer:
         self.sounds = sounds  # custom sounds scored on every window (None: off)
         self.sample_rate = bundle.feature_config.sample_rate
         self.window_s = window_s
+        self.hop_s = window_s if hop_s is None else hop_s
         self.health_config = health
         embedder = embedder or getattr(bundle, "embedder", None) or TorchEmbedder(bundle)
         self.inference = Inference(embedder,
@@ -78,7 +79,9 @@ class Analyzer:
     def _analyse(self, windows: list[Window], mics: dict[str, MicState],
                  timings: Timings, live: bool = False) -> tuple[list[Analysed], list[StateChange]]:
         """The one path from windows to records: ``mics`` holds each microphone's state (changed here).
-        ``live`` windows also carry their log-Mel strip for the web page (and their audio with keep_samples)."""
+        ``live`` windows come every ``hop_s`` and also carry their log-Mel strip for the web page (and their
+        audio with keep_samples); uploads are consecutive windows (hop = window length)."""
+        hop_s = self.hop_s if live else self.window_s
         for w in windows:
             if w.sample_rate != self.sample_rate:
                 raise ValueError(f"window of mic {w.mic_id} is at {w.sample_rate} Hz, the model needs {self.sample_rate}")
@@ -98,7 +101,7 @@ class Analyzer:
             t0 = time.perf_counter()
             mic = mics.get(w.mic_id)
             if mic is None:
-                mic = mics[w.mic_id] = MicState(drift=new_drift_tracker())
+                mic = mics[w.mic_id] = MicState(drift=new_drift_tracker(hop_s, self.window_s))
             if ok:
                 health = window_health(w.samples, self.sample_rate, embedding, mic.drift, self.health_config)
             else:
@@ -145,7 +148,7 @@ class Analyzer:
 
     def restore_drift(self, saved: dict[str, dict]) -> None:
         """Load drift baselines saved by `drift_state`; unusable entries are skipped with a log line."""
-        trackers = trackers_from_saved(saved)
+        trackers = trackers_from_saved(saved, self.hop_s, self.window_s)
         with self._lock:
             for mic_id, tracker in trackers.items():
                 self._mics[mic_id] = MicState(drift=tracker)

@@ -37,6 +37,17 @@ def roomtone_version() -> str:
         return "unknown"
 
 
+def next_steps(grpc_address: str | None) -> str:
+    """What a user can do once the daemon runs: the client commands, with ``--address`` when not the default."""
+    from service.vocabulary import DEFAULT_GRPC_ADDRESS
+
+    if grpc_address is None:
+        return "the gRPC API is off (--no-grpc), so `roomtone events` and `roomtone mics` cannot reach this daemon"
+    address = "" if grpc_address == DEFAULT_GRPC_ADDRESS else f" --address {grpc_address}"
+    return (f"next: `roomtone events --follow{address}` prints events as they happen, "
+            f"`roomtone mics{address}` the microphones and their health")
+
+
 class Daemon:
     """One running roomtone: `run()` (or `start()`, `wait()` until a stop request, `stop()`)."""
 
@@ -91,6 +102,7 @@ class Daemon:
         log.info("roomtone running", extra={"mics": list(self.pipeline.sources), "store": str(self.config.store_path),
                                             "grpc": self.grpc_address, "metrics_port": self.metrics_port,
                                             "web": self.web.url if self.web else None})
+        log.info(next_steps(self.grpc_address))
 
     def _on_stop(self, name: str, stop: Callable[[], object]) -> None:
         """Register how to stop what a step just started (stop() runs these last first)."""
@@ -112,7 +124,8 @@ class Daemon:
         if bundle.head is None:
             log.warning("the model has no activity head: windows get an embedding and health only "
                         "(add one with `roomtone train-head`)", extra={"model": str(config.model)})
-        self.analyzer = Analyzer(bundle, config.health, window_s=config.pipeline.window_s, activity=config.activity)
+        self.analyzer = Analyzer(bundle, config.health, window_s=config.pipeline.window_s, hop_s=config.pipeline.hop_s,
+                                 activity=config.activity)
         try:  # a model that cannot analyse one window must stop the start, not fail every window after it
             seconds = self.analyzer.dry_run(config.pipeline.window_s)
         except ValueError as exc:
@@ -184,6 +197,7 @@ class Daemon:
         sources = [open_source(mic) for mic in self.config.mics]
         for source in sources:
             log.info("microphone", extra={"mic": source.mic_id, "device": source.description,
+                                          "input": getattr(source, "input", source.description),
                                           "sample_rate": source.sample_rate, "channels": source.channels,
                                           "realtime": source.realtime})
         self.publisher = StoreAndPublish(self.store, self.bus)

@@ -15,14 +15,15 @@ def drift_path(store_path: Path) -> Path:
     return store_path.with_name(store_path.name + ".drift.json")
 
 
-def trackers_from_saved(saved: dict[str, dict]) -> dict:
-    """DriftTrackers from `DriftTracker.to_dict` entries by mic id; unusable entries are skipped with a log line."""
+def trackers_from_saved(saved: dict[str, dict], hop_s: float, window_s: float) -> dict:
+    """DriftTrackers (for windows of ``window_s`` every ``hop_s``) from `DriftTracker.to_dict` entries by mic
+    id; unusable entries are skipped with a log line."""
     from encoder.drift import DriftTracker
 
     trackers = {}
     for mic_id, data in saved.items():
         try:
-            trackers[mic_id] = DriftTracker.from_dict(data)
+            trackers[mic_id] = DriftTracker.from_dict(data, hop_s, window_s)
         except (TypeError, ValueError, KeyError) as exc:
             log.warning("ignoring saved drift baseline", extra={"mic": mic_id, "error": str(exc)})
     return trackers

@@ -81,6 +81,38 @@ def input_devices() -> list[dict]:
         return []
 
 
+#: PortAudio device names that are the sound server's choice rather than a sound card.
+SOUND_SERVER_NAMES = ("default", "pulse", "pipewire", "sysdefault")
+
+
+def pulseaudio_default_source(run=None) -> str | None:
+    """The PulseAudio (or PipeWire-Pulse) default source, e.g. ``alsa_input.usb-...`` (None without one)."""
+    import shutil
+    import subprocess
+
+    if run is None:
+        if shutil.which("pactl") is None:
+            return None
+        run = lambda: subprocess.run(["pactl", "get-default-source"], capture_output=True, text=True, timeout=3)
+    try:
+        result = run()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    name = result.stdout.strip()
+    return name if result.returncode == 0 and name else None
+
+
+def input_behind(name: str, host_api: str, pulse_source: Callable[[], str | None] = pulseaudio_default_source) -> str:
+    """What a PortAudio input device really records from, in words for the start-up log: the PulseAudio
+    source behind ``default``/``pulse``, or the ALSA card of a ``hw:`` device."""
+    if name in SOUND_SERVER_NAMES:
+        source = pulse_source()
+        return f"PulseAudio source {source}" if source else f"{host_api} {name} device (no PulseAudio source found)"
+    if "(hw:" in name:
+        return f"ALSA device {name[name.index('(hw:') + 1:].rstrip(')')} ({name[:name.index('(hw:')].strip()})"
+    return f"{host_api} device {name}"
+
+
 def default_input_device() -> dict | None:
     """The default PortAudio input device, or None when there is none."""
     try:
@@ -182,6 +214,7 @@ class DeviceSource:
             raise SourceError(f"mic {mic_id}: device {info['name']!r} has {info['max_input_channels']} input "
                               f"channel(s), {channels} requested")
         self.description = str(info["name"])
+        self.input = input_behind(self.description, sounddevice.query_hostapis(info["hostapi"])["name"])
         self.sample_rate = int(info["default_samplerate"])
         self.channels = channels
         self.realtime = True
@@ -190,6 +223,7 @@ class DeviceSource:
         self.errors = 0
         self._stream = None
         self._last_callback = 0.0
+        self._opened_at: float | None = None  # set at each open until the first audio arrives
         self._reopening = False  # a stall was seen and no audio has arrived since
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
@@ -199,6 +233,9 @@ class DeviceSource:
         now = time.time()
         self._last_callback = now
         self._reopening = False  # audio flows (again)
+        if self._opened_at is not None:  # once per open: the sound server takes ~2 s to deliver (docs/daemon.md)
+            opened, self._opened_at = self._opened_at, None
+            log.info("capture delivering audio", extra={"mic": self.mic_id, "seconds_after_open": round(now - opened, 2)})
         if status.input_overflow:
             self.overruns += 1
         samples = np.array(indata.T, dtype=np.float32, copy=True)  # PortAudio reuses indata after we return
@@ -212,7 +249,7 @@ class DeviceSource:
             device=self.device, channels=self.channels, samplerate=self.sample_rate, blocksize=self.block,
             dtype="float32", callback=self._callback,
         )
-        self._last_callback = time.time()  # give a fresh stream STALL_S to deliver its first block
+        self._last_callback = self._opened_at = time.time()  # a fresh stream gets STALL_S for its first block
         stream.start()
         self._stream = stream
 

@@ -11,13 +11,14 @@ from encoder.signal_checks import HealthConfig, WindowHealth, assess_window
 UNUSABLE_CHECK = "non_finite"
 
 
-def new_drift_tracker():
-    """A fresh DriftTracker, or None when encoder.drift is not installed (health then has no drift check)."""
+def new_drift_tracker(hop_s: float, window_s: float):
+    """A fresh DriftTracker for windows of ``window_s`` every ``hop_s``, or None when encoder.drift is not
+    installed (health then has no drift check)."""
     try:
         from encoder.drift import DriftTracker
     except ImportError:
         return None
-    return DriftTracker()
+    return DriftTracker(hop_s=hop_s, window_s=window_s)
 
 
 def unusable_window_health(samples: np.ndarray) -> WindowHealth:

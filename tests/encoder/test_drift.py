@@ -35,7 +35,7 @@ def trained(count: int = 60) -> DriftTracker:
 
 
 def test_no_score_is_given_before_the_minimum_history():
-    tracker = DriftTracker(DriftConfig(min_history=30))
+    tracker = DriftTracker(DriftConfig(learn_s=300.0))
     other = room(9, 1, centre_seed=7)[0]
     for embedding in room(1, 29):
         result = tracker.update(embedding)
@@ -65,7 +65,7 @@ def test_one_odd_window_is_not_drift_but_a_lasting_change_is_flagged_within_a_mi
 def test_a_lasting_change_is_not_learned_so_it_stays_flagged():
     tracker = trained()
     results = [tracker.update(e) for e in room(4, 100, centre_seed=42)]
-    assert all(r.flagged for r in results[tracker.config.persistence :])
+    assert all(r.flagged for r in results[tracker.persistence :])
 
 
 def test_a_microphone_with_many_kinds_of_sound_is_judged_against_the_nearest_kind():
@@ -141,3 +141,50 @@ def test_with_drift_keeps_a_faulty_state_and_its_reasons():
     result = with_drift(faulty, DriftScore(9.0, True, True, 0.5))
     assert result.state == "faulty"
     assert result.reasons[0] == "dead_channel: ..." and result.reasons[1].startswith("drift:")
+
+
+def overlapping(seed: int, seconds: float, hop_s: float, centre_seed: int = 0) -> np.ndarray:
+    """Embeddings of overlapping 10 s windows every ``hop_s``: each new window only shifts a little, so
+    neighbours are near-copies (one fresh direction per 10 s, blended across the overlap)."""
+    fresh = room(seed, int(np.ceil(seconds / 10.0)) + 2, centre_seed)
+    out = []
+    for i in range(int(round(seconds / hop_s))):
+        t = i * hop_s / 10.0
+        a, frac = int(t), t - int(t)
+        out.append(unit((1 - frac) * fresh[a] + frac * fresh[a + 1]))
+    return np.stack(out)
+
+
+def test_the_learning_period_is_a_duration_whatever_the_hop():
+    for hop_s in (10.0, 2.0, 0.5):
+        tracker = DriftTracker(DriftConfig(learn_s=300.0), hop_s=hop_s, window_s=10.0)
+        windows = overlapping(1, 320.0, hop_s)
+        ready_at = next(i for i, e in enumerate(windows) if tracker.update(e).ready)
+        assert ready_at * hop_s == pytest.approx(300.0, abs=10.0), hop_s  # five minutes, not 30 windows
+
+
+def test_with_a_short_hop_ordinary_sound_changes_are_not_drift_but_a_lasting_change_still_is():
+    hop_s = 0.5
+    tracker = DriftTracker(hop_s=hop_s, window_s=10.0)
+    for e in overlapping(1, 600.0, hop_s):
+        tracker.update(e)
+    assert tracker.persistence == 120 and tracker.stride == 20  # one minute of windows; one learned per 10 s
+    ordinary = [tracker.update(e) for e in overlapping(2, 300.0, hop_s)]  # the same room, five more minutes
+    assert sum(r.flagged for r in ordinary) <= 0.01 * len(ordinary)
+    brief = [tracker.update(e) for e in overlapping(3, 20.0, hop_s, centre_seed=42)]  # 20 s of something else
+    assert not any(r.flagged for r in brief)
+    for e in overlapping(4, 60.0, hop_s):
+        tracker.update(e)
+    moved = [tracker.update(e) for e in overlapping(5, 120.0, hop_s, centre_seed=43)]  # the mic moved for good
+    assert moved[-1].flagged and not any(r.flagged for r in moved[: int(30 / hop_s)])
+
+
+def test_a_saved_baseline_of_the_window_count_format_is_read_as_durations():
+    data = trained().to_dict()
+    data["format"] = "roomtone.drift/2"
+    config = {k: v for k, v in data["config"].items() if k not in ("learn_s", "persistence_s")}
+    data["config"] = {**config, "min_history": 30, "persistence": 6}
+    restored = DriftTracker.from_dict(data, hop_s=10.0, window_s=10.0)
+    assert (restored.config.learn_s, restored.config.persistence_s) == (300.0, 60.0) and restored.ready
+    shorter = DriftTracker.from_dict(trained().to_dict(), hop_s=0.5, window_s=10.0)  # the hop changed since
+    assert shorter.ready and shorter.persistence == 120 and len(shorter.recent) == 0

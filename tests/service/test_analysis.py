@@ -91,3 +91,15 @@ def test_classify_of_overflowing_audio_returns_the_fault_never_nan(bundle, speec
     assert window.health_state == "faulty" and window.probabilities == {} and window.label is None
     with pytest.raises(AudioError, match="features are not finite"):
         Analyzer(bundle).embed_audio_bytes(wav_bytes(loud))
+
+
+def test_a_live_microphones_drift_periods_follow_the_pipeline_hop_and_an_uploads_its_window(bundle, speech) -> None:
+    analyzer = Analyzer(bundle, window_s=10.0, hop_s=0.5)
+    analyzer.analyse([Window("kitchen", speech, RATE, 0.0, 10.0, True)])
+    (saved,) = analyzer.drift_state().values()
+    assert (saved["hop_s"], saved["window_s"]) == (0.5, 10.0)
+    (upload,) = analyzer.analyze_audio(wav_bytes(speech))
+    assert upload.health_scores["drift_ready"] == 0.0  # a new microphone: nothing learned yet
+    restored = Analyzer(bundle, window_s=10.0, hop_s=2.0)
+    restored.restore_drift(analyzer.drift_state())
+    assert restored.drift_state()["kitchen"]["hop_s"] == 2.0  # restored for the hop the daemon runs with now

@@ -90,7 +90,7 @@ def test_the_daemon_serves_its_microphones_and_windows_over_grpc_while_running(s
     config = load_config(None, {
         "model": str(small_model), "data_dir": str(tmp_path / "data"),
         "mics": [{"id": "desk", "kind": "file", "path": str(clip), "realtime": False}],
-        "grpc": {"address": "127.0.0.1:0"}, "metrics": {"port": 0},
+        "grpc": {"address": "127.0.0.1:0"}, "metrics": {"port": 0}, "web": {"port": 0},
     }, environ={})
     daemon = Daemon(config)
     daemon.start()
@@ -148,7 +148,12 @@ def test_live_capture_labels_what_is_played_and_notices_when_it_becomes_clipped_
         player.kill()
         if daemon is not None:
             daemon.kill()
-    assert daemon.wait_for("microphone", 1, mic="mic0")["device"] != "demo:demo.flac"
+    microphone = daemon.wait_for("microphone", 1, mic="mic0")
+    assert microphone["device"] != "demo:demo.flac"
+    assert microphone["input"] == "PulseAudio source virt.monitor"  # the real input, not just "default"
+    assert 0 < daemon.wait_for("capture delivering audio", 1, mic="mic0")["seconds_after_open"] < 10
+    assert daemon.find("next: `roomtone events --follow --address " + running["grpc"] + "` prints events as they "
+                       "happen, `roomtone mics --address " + running["grpc"] + "` the microphones and their health")
     windows = stored_windows(tmp_path)
     assert len(windows) == 5
     first_window = windows[0]

@@ -93,7 +93,7 @@ def test_a_silent_window_reads_the_one_silence_level_in_the_store_over_grpc_and_
     config = load_config(None, {
         "model": str(small_model), "data_dir": str(tmp_path / "data"),
         "mics": [{"id": "attic", "kind": "file", "path": str(silence), "realtime": False}],
-        "grpc": {"address": "127.0.0.1:0"}, "metrics": {"enabled": False},
+        "grpc": {"address": "127.0.0.1:0"}, "metrics": {"enabled": False}, "web": {"port": 0},
     }, environ={})
     daemon = Daemon(config)
     daemon.start()
@@ -110,3 +110,12 @@ def test_a_silent_window_reads_the_one_silence_level_in_the_store_over_grpc_and_
         (stored,) = store.list_windows(limit=10).items
     assert stored.rms_dbfs == listed.rms_dbfs == classified.rms_dbfs == SILENCE_DBFS == -120.0
     assert listed.health_state == classified.health_state == pb.HEALTH_STATE_FAULTY
+
+
+def test_the_start_up_log_tells_the_user_the_next_step() -> None:
+    from service.daemon import next_steps
+
+    assert next_steps("127.0.0.1:50051") == (
+        "next: `roomtone events --follow` prints events as they happen, `roomtone mics` the microphones and their health")
+    assert "`roomtone mics --address 127.0.0.1:6000`" in next_steps("127.0.0.1:6000")
+    assert "--no-grpc" in next_steps(None)

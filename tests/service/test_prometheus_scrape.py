@@ -47,7 +47,7 @@ def running_daemon(tmp_path, homesounds):
     config = load_config(None, {
         "model": str(model), "data_dir": str(tmp_path / "data"),
         "mics": [{"id": "kitchen", "kind": "file", "path": str(clip), "realtime": False}],
-        "grpc": {"address": "127.0.0.1:0"}, "metrics": {"port": 0},
+        "grpc": {"address": "127.0.0.1:0"}, "metrics": {"port": 0}, "web": {"port": 0},
     }, environ={})
     daemon = Daemon(config)
     daemon.start()

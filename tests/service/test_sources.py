@@ -185,3 +185,13 @@ def test_a_stalled_input_is_counted_reported_as_reopening_and_recovers(pulseaudi
         assert len(sink.chunks) >= before + 5 and source.state == "running"
     finally:
         source.stop()
+
+
+def test_the_start_up_log_names_the_real_input_behind_a_sound_server_device() -> None:
+    from service.sources import input_behind
+
+    assert input_behind("default", "ALSA", lambda: "alsa_input.usb-Blue_Yeti-00.analog-stereo") == (
+        "PulseAudio source alsa_input.usb-Blue_Yeti-00.analog-stereo")
+    assert input_behind("pulse", "ALSA", lambda: None) == "ALSA pulse device (no PulseAudio source found)"
+    assert input_behind("USB Audio Device: - (hw:2,0)", "ALSA", lambda: "unused") == "ALSA device hw:2,0 (USB Audio Device: -)"
+    assert input_behind("MacBook Microphone", "Core Audio", lambda: "unused") == "Core Audio device MacBook Microphone"
