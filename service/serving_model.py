@@ -78,8 +78,9 @@ def backend_for(backend: str, device: str) -> str:
 
 
 def load_serving_model(model_path: str | Path, backend: str = "auto", device: str = "auto",
-                       threads: int = 0) -> ServingModel:
-    """The `ServingModel` of a model file on the backend ``backend``/``device`` resolve to.
+                       threads: int = 1) -> ServingModel:
+    """The `ServingModel` of a model file on the backend ``backend``/``device`` resolve to (``threads``:
+    ONNX Runtime's intra-op threads, see `OnnxEmbedder`).
 
     onnx: GraphError (encoder/onnx_graph.py) when the graph is missing, stale or unreadable; torch:
     ModelFileError for an unusable model file, BackendError when torch is not installed."""

@@ -44,7 +44,8 @@ def test_the_readme_commands_install_everything_and_the_image_only_what_serves()
     setup = (REPO / "scripts" / "setup.sh").read_text()
     assert 'extras_run="train"' in setup and 'extras_test="train,test"' in setup and 'extras_serve=""' in setup
     dockerfile = [line for line in (REPO / "deploy" / "Dockerfile").read_text().splitlines() if not line.startswith("#")]
-    assert any("bash scripts/setup.sh --serve" in line for line in dockerfile)
+    assert any(line.strip() == "ARG SETUP=--serve" for line in dockerfile)
+    assert any("bash scripts/setup.sh $SETUP" in line for line in dockerfile)
 
 
 def blocked_torch(tmp_path: Path) -> dict[str, str]:
@@ -73,3 +74,8 @@ def test_the_daemon_serves_the_bundled_model_with_torch_absent(tmp_path, homesou
         cwd=REPO, env=blocked_torch(tmp_path), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "model loaded" in result.stderr and "onnx" in result.stderr
+
+
+def test_the_gpu_variant_builds_the_image_with_the_train_extra():
+    gpu = (REPO / "deploy" / "compose" / "gpu.yml").read_text()
+    assert 'SETUP: ""' in gpu and "ROOMTONE_PIPELINE__DEVICE: cuda" in gpu
