@@ -49,10 +49,12 @@ class OnnxEmbedder:
     otherwise); None skips the check (`roomtone export` verifying a fresh graph). ``threads`` is ONNX
     Runtime's intra-op thread count (0: one per physical core). The default, one thread that sleeps
     when idle, is the cheapest in CPU per window: a 10 s window takes about 12 ms on one core, and
-    ONNX Runtime's default spinning pool burnt more CPU than the work itself on a busy host."""
+    ONNX Runtime's default spinning pool burnt more CPU than the work itself on a busy host. Windows
+    run one at a time by default (``batch_size``): batches of 8 cost 15.3 ms per window instead of
+    12.9 and 160 MiB more resident memory (docs/performance.md)."""
 
     def __init__(self, graph_path: str | Path, check_model: str | Path | None, threads: int = 1,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 1) -> None:
         import onnxruntime
 
         self.graph_path = Path(graph_path)
