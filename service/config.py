@@ -628,6 +628,8 @@ def _default_text(value: Any) -> str:
         return "`models/roomtone.pt`"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, tuple):
+        return "`[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in value) + "]`"
     return f"`{value}`" if isinstance(value, str) else str(value)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mosquitto_broker import Broker, Recorder, free_port, require_mosquitto
+from mosquitto_broker import Broker, Recorder, free_port, make_test_ca, require_mosquitto
 from service import mqtt_messages as m
 from service.config import ConfigError, MqttConfig, load_config
 from service.mqtt_publisher import MqttPublisher
@@ -157,11 +157,14 @@ def test_tls_with_a_test_ca_and_username_password(tmp_path: Path):
             recorder.close()
         wrong = tmp_path / "wrong"
         wrong.write_text("not-the-password\n")
-        refused = publisher_for(broker, password_file=str(wrong))
-        refused.start()
+        other_ca, _, _ = make_test_ca(tmp_path / "other-ca")
+        refused = [publisher_for(broker, password_file=str(wrong)), publisher_for(broker, tls_ca=str(other_ca))]
+        for publisher in refused:
+            publisher.start()
         time.sleep(1.5)
-        assert not refused.is_connected
-        refused.stop()
+        assert [p.is_connected for p in refused] == [False, False]  # wrong password; broker not signed by that CA
+        for publisher in refused:
+            publisher.stop()
     finally:
         broker.stop()
 
