@@ -260,6 +260,7 @@ class Daemon:
         backend = WebBackend(store=self.store, feed=self.feed, microphones=self.mic_status, window_s=p.window_s,
                              hop_s=p.hop_s, class_names=tuple(self._bundle.class_names or ()), clips=self.clips,
                              clips_keep=self.config.clips.keep, sessions_enabled=self.config.sessions.enabled,
+                             sounds=self.sounds,
                              extra={"model_sha256": self._model_sha256})
         self.web = WebServer(w, backend)
         self.web_port = self.web.start()

@@ -55,6 +55,7 @@ class WebBackend:
     clips: ClipStore | None = None
     clips_keep: str = "none"
     sessions_enabled: bool = False  # activity sessions are tracked ([sessions] enabled): the timeline shows them
+    sounds: object | None = None  # service.sound_library.SoundService: "this is a..." teaches custom sounds
     extra: dict = field(default_factory=dict)  # shown in /api/status (model sha, version)
 
 
@@ -133,7 +134,7 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response({
         "mics": [mic_json(m) for m in mics], "classes": list(backend.class_names),
         "window_s": backend.window_s, "hop_s": backend.hop_s, "clips": backend.clips_keep,
-        "sessions": backend.sessions_enabled,
+        "sessions": backend.sessions_enabled, "sounds": backend.sounds is not None,
         "recent": backend.feed.recent(), **backend.extra})
 
 
@@ -178,6 +179,63 @@ async def list_sessions(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_parameter", str(exc)) from None
     return web.json_response({"sessions": [session_json(s) for s in found.sessions], "next_page": found.next_page_token,
                               "enabled": backend.sessions_enabled})
+
+
+#: SoundError reasons (service/sound_library.py) -> HTTP status.
+SOUND_STATUS = {"invalid_argument": 400, "not_found": 404, "already_exists": 409, "failed_precondition": 409,
+                "resource_exhausted": 409}
+
+
+def _sound_json(sound) -> dict:
+    return {"name": sound.name, "active": sound.active, "problem": sound.problem, "threshold": sound.threshold,
+            "examples": len(sound.examples),
+            "window_ids": [e.window_id for e in sound.examples if e.kind == "window"]}
+
+
+def teach_from_window(service, name: str, window_id: int):
+    """Teach the custom sound ``name`` this stored window: a new sound, or one more example of a sound taught
+    from windows (its threshold is recalibrated); SoundError says why not."""
+    from service.sound_library import SoundError
+
+    existing = next((s for s in service.library.sounds() if s.name == name), None)
+    if existing is None:
+        return service.add(name, window_ids=[window_id])
+    if any(e.kind != "window" for e in existing.examples):
+        raise SoundError("failed_precondition", f"sound {name!r} was taught from audio files; add this window with "
+                                                f"`roomtone sounds add {name} FILE... --window-id {window_id} --replace`")
+    ids = [e.window_id for e in existing.examples]
+    if window_id in ids:
+        raise SoundError("already_exists", f"window {window_id} is already an example of {name!r}")
+    return service.add(name, window_ids=ids + [window_id], threshold=existing.threshold_override, replace_existing=True)
+
+
+async def list_sounds(request: web.Request) -> web.Response:
+    """The custom sounds the daemon detects (empty with ``[sounds] enabled = false``)."""
+    service = _backend(request).sounds
+    sounds = service.library.sounds() if service is not None else []
+    return web.json_response({"enabled": service is not None, "sounds": [_sound_json(s) for s in sounds]})
+
+
+async def teach_sound(request: web.Request) -> web.Response:
+    """"This is a...": ``POST {"name": "doorbell"}`` adds this window to that custom sound (AddSound)."""
+    from service.sound_library import SoundError
+
+    service = _backend(request).sounds
+    window_id = _window_id(request)
+    if service is None:
+        raise ApiError(409, "sounds_disabled", "custom sounds are off ([sounds] enabled = false)")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "bad_body", "send JSON: {\"name\": \"<sound name>\"}") from None
+    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str):
+        raise ApiError(400, "bad_body", "send JSON: {\"name\": \"<sound name>\"}")
+    try:
+        sound = await _in_thread(teach_from_window, service, name.strip(), window_id)
+    except SoundError as exc:
+        raise ApiError(SOUND_STATUS.get(exc.reason, 400), exc.reason, str(exc)) from None
+    return web.json_response({"sound": _sound_json(sound)})
 
 
 async def get_window(request: web.Request) -> web.Response:
@@ -272,6 +330,15 @@ def _authorised(request: web.Request, token: str) -> bool:
     return False
 
 
+def _same_origin_json(request: web.Request) -> bool:
+    """A change request a page of another site cannot forge: JSON (a cross-site form cannot send it without a
+    CORS preflight, which is never granted) and, when the browser says where it comes from, this origin."""
+    if request.content_type != "application/json":
+        return False
+    origin = request.headers.get("Origin")
+    return origin is None or origin == f"{request.scheme}://{request.host}"
+
+
 def _error_page(status: int, reason: str, message: str) -> web.Response:
     title = {400: "Bad request", 401: "Authentication needed", 403: "Forbidden", 404: "Not found",
              405: "Method not allowed", 503: "Busy"}.get(status, "Error")
@@ -293,6 +360,8 @@ def make_app(backend: WebBackend, token: str | None = None, max_pages: int = 64)
 
     @web.middleware
     async def guard(request: web.Request, handler):
+        if request.method not in ("GET", "HEAD") and not _same_origin_json(request):
+            return _error(request, 403, "cross_origin", "changes are accepted only as JSON from this page's own origin")
         if token is not None and not _authorised(request, token):
             response = _error(request, 401, "unauthenticated",
                               "this roomtone page needs the token (HTTP Basic password, or Authorization: Bearer)")
@@ -324,6 +393,8 @@ def make_app(backend: WebBackend, token: str | None = None, max_pages: int = 64)
     app.router.add_get("/api/windows", list_windows)
     app.router.add_get("/api/changes", list_changes)
     app.router.add_get("/api/sessions", list_sessions)
+    app.router.add_get("/api/sounds", list_sounds)
+    app.router.add_post("/api/windows/{window_id}/sound", teach_sound)
     app.router.add_get("/api/windows/{window_id}", get_window)
     app.router.add_get("/api/windows/{window_id}/similar", similar)
     app.router.add_get("/api/windows/{window_id}/clip", clip)

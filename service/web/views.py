@@ -29,6 +29,7 @@ def window_json(window: WindowResult) -> dict:
         "health_reasons": list(window.health_reasons),
         "health_scores": {k: _finite(v) for k, v in window.health_scores.items()},
         "rms_dbfs": _finite(window.rms_dbfs),
+        "sounds": [{"name": m.name, "score": _finite(m.score)} for m in getattr(window, "sounds", ())],
     }
 
 

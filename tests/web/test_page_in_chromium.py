@@ -154,6 +154,17 @@ def test_with_clips_kept_a_window_plays_in_the_page(daemon, page):
     assert page.errors == []
 
 
+def test_this_is_a_teaches_a_custom_sound_from_the_window(daemon, page):
+    window_id = api(daemon, "/api/windows?limit=1")["windows"][0]["window_id"]
+    page.open(f"{daemon}/window/{window_id}")
+    page.page.fill("#sound-name", "front-door")
+    page.page.click("#teach button[type=submit]")
+    page.page.wait_for_selector("#teach-result.ok", timeout=30_000)
+    assert "front-door" in page.page.locator("#teach-result").inner_text()
+    assert [s["name"] for s in api(daemon, "/api/sounds")["sounds"]] == ["front-door"]
+    assert page.errors == []
+
+
 @pytest.mark.parametrize("path, status, text", [
     ("/window/abc", 400, "window id must be a positive whole number"),
     ("/window/99999999", 404, "no stored window 99999999"),

@@ -256,3 +256,60 @@ def test_activity_sessions_are_listed_for_the_timeline_newest_first(serve, store
     status, body = api(serve(sessions_enabled=True), "/api/sessions")
     assert status == 200 and body["enabled"] is True
     assert [(s["activity"], s["end_unix_ms"]) for s in body["sessions"]] == [("speech", None), ("cooking", T0 + 60_000)]
+
+
+def sound_service(store, tmp_path):
+    """A custom-sound library for the store's 8-d embeddings (calibrated on the examples only)."""
+    from service.config import SoundsConfig
+    from service.sound_library import SoundLibrary, SoundService
+
+    library = SoundLibrary(tmp_path / "sounds", "sha-test", lambda windows: None, 16000, 8)
+    return SoundService(library, store, SoundsConfig(calibration_hours=0.0))
+
+
+def post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_this_is_a_teaches_a_new_sound_then_adds_more_windows_to_it(serve, store, tmp_path):
+    service = sound_service(store, tmp_path)
+    server = serve(sounds=service)
+    first, second = [w.window_id for w in store.list_windows(limit=2).items]
+    status, body = post(f"{server.url}api/windows/{first}/sound", {"name": "doorbell"})
+    assert status == 200 and body["sound"]["window_ids"] == [first]
+    status, body = post(f"{server.url}api/windows/{second}/sound", {"name": "doorbell"})
+    assert status == 200 and body["sound"]["window_ids"] == [first, second]
+    assert [s.name for s in service.library.sounds()] == ["doorbell"]
+    assert api(server, "/api/sounds")[1]["sounds"][0]["examples"] == 2
+    status, body = post(f"{server.url}api/windows/{second}/sound", {"name": "doorbell"})
+    assert status == 409 and body["error"]["reason"] == "already_exists"
+
+
+@pytest.mark.parametrize("body, status, reason", [
+    ({"name": "Door Bell!"}, 400, "invalid_argument"),
+    ({"nom": "doorbell"}, 400, "bad_body"),
+])
+def test_a_bad_sound_request_is_refused_with_its_reason(serve, store, tmp_path, body, status, reason):
+    server = serve(sounds=sound_service(store, tmp_path))
+    window_id = store.list_windows(limit=1).items[0].window_id
+    assert post(f"{server.url}api/windows/{window_id}/sound", body)[0:1] == (status,)
+    assert post(f"{server.url}api/windows/{window_id}/sound", body)[1]["error"]["reason"] == reason
+
+
+def test_a_change_from_another_site_or_not_as_json_is_refused(serve, store, tmp_path):
+    server = serve(sounds=sound_service(store, tmp_path))
+    window_id = store.list_windows(limit=1).items[0].window_id
+    url = f"{server.url}api/windows/{window_id}/sound"
+    status, body = post(url, {"name": "doorbell"}, {"Origin": "https://evil.example"})
+    assert status == 403 and body["error"]["reason"] == "cross_origin"
+    form = urllib.request.Request(url, data=b"name=doorbell", method="POST",
+                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(form, timeout=10)
+    assert refused.value.code == 403

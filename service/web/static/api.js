@@ -20,6 +20,18 @@ export async function getJson(path) {
   return body;
 }
 
+// POST JSON to the daemon; the answer as getJson gives it.
+export async function postJson(path, body) {
+  const response = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify(body) });
+  const answer = await response.json().catch(() => null);
+  if (!response.ok) {
+    const err = answer && answer.error ? answer.error : { reason: "http_" + response.status, message: response.statusText };
+    throw new ApiError(response.status, err.reason, err.message);
+  }
+  return answer;
+}
+
 // An element with attributes and children (strings become text nodes, never HTML).
 export function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);

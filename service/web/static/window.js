@@ -1,6 +1,6 @@
 // The Window view: one stored window's probabilities, health scores and drift, its clip when clips
 // are kept, and "find similar" over the stored windows.
-import { dateTime, dbfs, getJson, h, healthBadge, labelColour, percent, probabilityBars } from "./api.js";
+import { dateTime, dbfs, getJson, h, healthBadge, labelColour, percent, postJson, probabilityBars } from "./api.js";
 
 function scoresTable(scores) {
   const rows = Object.entries(scores).sort(([a], [b]) => a.localeCompare(b));
@@ -34,6 +34,43 @@ async function findSimilar(windowId, target, button) {
   }
 }
 
+// "This is a...": teach a custom sound this window (a new sound, or one more example of a sound).
+async function teachSection(windowId, status) {
+  const section = h("section", { class: "card", id: "teach" }, h("h2", {}, "This is a…"));
+  if (!status.sounds) {
+    section.append(h("p", { class: "muted" }, "Custom sounds are off ([sounds] enabled = false)."));
+    return section;
+  }
+  const known = await getJson("/api/sounds");
+  const input = h("input", { id: "sound-name", list: "known-sounds", placeholder: "doorbell", required: true,
+    pattern: "[a-z0-9][a-z0-9_\\-]{0,63}", autocomplete: "off" });
+  const result = h("p", { id: "teach-result", role: "status" });
+  const button = h("button", { type: "submit" }, "Teach this sound");
+  const form = h("form", { class: "teach" }, input, h("datalist", { id: "known-sounds" },
+    known.sounds.map((s) => h("option", { value: s.name }))), button);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    button.disabled = true;
+    result.className = "muted";
+    result.textContent = "Teaching…";
+    try {
+      const { sound } = await postJson(`/api/windows/${windowId}/sound`, { name: input.value.trim() });
+      result.className = "ok";
+      result.textContent = `Window ${windowId} is an example of "${sound.name}" (${sound.examples} examples, threshold ${sound.threshold.toFixed(3)}). It is detected on new windows from now on.`;
+    } catch (error) {
+      result.className = "error-box";
+      result.textContent = `${error.message} (${error.reason})`;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  section.append(
+    h("p", { class: "muted" }, "Name what this window is (a-z, 0-9, _ and -) to teach roomtone a custom sound from it, "
+      + "or add it to a sound you taught before. docs/sounds.md explains how sounds are detected."),
+    form, result);
+  return section;
+}
+
 export async function renderWindow(view, status, windowId) {
   const w = await getJson(`/api/windows/${windowId}`);
   const similar = h("div", { id: "similar" });
@@ -55,7 +92,8 @@ export async function renderWindow(view, status, windowId) {
       h("section", { class: "card" }, h("h2", {}, "Health "), healthBadge(w.health_state),
         w.health_reasons.length ? h("ul", { class: "reasons" }, w.health_reasons.map((r) => h("li", {}, r))) : h("p", { class: "muted" }, "Every check passes."),
         scoresTable(w.health_scores))),
-    h("section", { class: "card" }, h("h2", {}, "Similar windows"), button, similar));
+    h("section", { class: "card" }, h("h2", {}, "Similar windows"), button, similar),
+    await teachSection(windowId, status));
   view.dataset.label = w.label || "";
   view.dataset.top = percent(Math.max(0, ...Object.values(w.probabilities)));
 }
