@@ -104,6 +104,19 @@ def tiny_backend(prototypes: dict[str, Path], mics: list[MicStatus], embedding_d
     return SwitchableBackend(Analyzer(bundle), status=lambda: list(mics))
 
 
+def file_daemon_config(model: Path, data_dir: Path, mic_id: str, path: Path, **sections):
+    """An in-process daemon's config: one fast file microphone, every listener on a free loopback port
+    (gRPC, /metrics, the web page), ``sections`` (e.g. ``grpc={"address": ...}``) merged over that."""
+    from service.config import load_config
+
+    overrides = {"model": str(model), "data_dir": str(data_dir),
+                 "mics": [{"id": mic_id, "kind": "file", "path": str(path), "realtime": False}],
+                 "grpc": {"address": "127.0.0.1:0"}, "metrics": {"port": 0}, "web": {"port": 0}}
+    for section, values in sections.items():
+        overrides[section] = {**overrides.get(section, {}), **values}
+    return load_config(None, overrides, environ={})
+
+
 def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
     """Write float samples ``[channels, n]`` (or [n]) as 16-bit PCM WAV."""
     samples = np.atleast_2d(samples)

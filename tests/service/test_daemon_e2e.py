@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 
 from daemon_support import (  # noqa: F401
-    DaemonProcess, clipped, hummed, isolated_args, play, pulseaudio, small_model_file, write_wav,
+    DaemonProcess, clipped, file_daemon_config, hummed, isolated_args, play, pulseaudio, small_model_file, write_wav,
 )
 from encoder.audio import load_audio
 from encoder.model_file import load_model
 from service.cli.main import main
-from service.config import load_config
 from service.daemon import Daemon
 from service.event_store import EventQuery, EventStore
 from service.rpc import roomtone_pb2 as pb
@@ -87,11 +86,7 @@ def test_a_bad_config_key_stops_the_start_and_names_the_key(tmp_path, capsys):
 
 def test_the_daemon_serves_its_microphones_and_windows_over_grpc_while_running(small_model, homesounds, tmp_path):
     clip = homesounds / "audio" / "speech" / "speech_A2_000.flac"
-    config = load_config(None, {
-        "model": str(small_model), "data_dir": str(tmp_path / "data"),
-        "mics": [{"id": "desk", "kind": "file", "path": str(clip), "realtime": False}],
-        "grpc": {"address": "127.0.0.1:0"}, "metrics": {"port": 0}, "web": {"port": 0},
-    }, environ={})
+    config = file_daemon_config(small_model, tmp_path / "data", "desk", clip)
     daemon = Daemon(config)
     daemon.start()
     try:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import small_model_file  # tests/service/ is on sys.path (pytest rootdir-relative import)
-from service.config import load_config
+from daemon_support import file_daemon_config, small_model_file  # tests/service/ is on sys.path (pytest rootdir-relative import)
 from service.daemon import Daemon
 from service.event_store import StoreError
 from service.mic_status import mic_status
@@ -25,11 +24,7 @@ def small_model(tmp_path_factory, homesounds: Path) -> Path:
 
 def config_for(small_model: Path, homesounds: Path, tmp_path: Path, grpc_address: str = "127.0.0.1:0"):
     clip = homesounds / "audio" / "water" / "water_A1_000.flac"
-    return load_config(None, {
-        "model": str(small_model), "data_dir": str(tmp_path / "data"),
-        "mics": [{"id": "sink", "kind": "file", "path": str(clip), "realtime": False}],
-        "grpc": {"address": grpc_address}, "metrics": {"port": 0}, "web": {"port": 0},
-    }, environ={})
+    return file_daemon_config(small_model, tmp_path / "data", "sink", clip, grpc={"address": grpc_address})
 
 
 def test_a_part_that_fails_to_start_stops_every_part_started_before_it(small_model, homesounds, tmp_path) -> None:
@@ -90,11 +85,7 @@ def test_a_silent_window_reads_the_one_silence_level_in_the_store_over_grpc_and_
     from service.rpc import roomtone_pb2_grpc as pb_grpc
 
     silence = write_wav(tmp_path / "silence.wav", np.zeros(10 * 16000, np.float32))
-    config = load_config(None, {
-        "model": str(small_model), "data_dir": str(tmp_path / "data"),
-        "mics": [{"id": "attic", "kind": "file", "path": str(silence), "realtime": False}],
-        "grpc": {"address": "127.0.0.1:0"}, "metrics": {"enabled": False}, "web": {"port": 0},
-    }, environ={})
+    config = file_daemon_config(small_model, tmp_path / "data", "attic", silence, metrics={"enabled": False})
     daemon = Daemon(config)
     daemon.start()
     try:

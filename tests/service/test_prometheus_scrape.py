@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import small_model_file
-from service.config import load_config
+from daemon_support import file_daemon_config, small_model_file
 from service.daemon import Daemon
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,11 +43,7 @@ def get_json(url: str) -> dict:
 def running_daemon(tmp_path, homesounds):
     model = small_model_file(tmp_path / "small.pt", homesounds)
     clip = homesounds / "audio" / "water" / "water_A3_000.flac"
-    config = load_config(None, {
-        "model": str(model), "data_dir": str(tmp_path / "data"),
-        "mics": [{"id": "kitchen", "kind": "file", "path": str(clip), "realtime": False}],
-        "grpc": {"address": "127.0.0.1:0"}, "metrics": {"port": 0}, "web": {"port": 0},
-    }, environ={})
+    config = file_daemon_config(model, tmp_path / "data", "kitchen", clip)
     daemon = Daemon(config)
     daemon.start()
     assert daemon.pipeline.drained.wait(60)
