@@ -17,7 +17,7 @@ CHECKPOINT_VERSION = 1
 
 # Keys that must match between a checkpoint and the run resuming it (steps, lr, budget may change).
 RESUME_MUST_MATCH = ("encoder", "features", "triplets", "augment", "loss", "projection_dim", "batch_size", "seed",
-                     "validation_fraction", "margin")
+                     "validation_fraction", "margin", "init_model")
 
 
 class CheckpointError(ValueError):

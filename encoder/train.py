@@ -37,7 +37,7 @@ from encoder.features import LogMelConfig
 from encoder.loss import (MARGIN, TripletLoss, batch_all_triplet_loss, batch_hard_triplet_loss, triplet_losses,
                           zero_filtered_triplet_loss)
 from encoder.model import Encoder, EncoderConfig, ProjectionHead, TrainingNetwork, parameter_count
-from encoder.model_file import ModelBundle, save_model
+from encoder.model_file import ModelBundle, load_model, save_model
 from encoder.training_data import (ClipStore, StepBatches, SubsetStore, data_hash, pk_plan, sampler_clips,
                                    split_long_clips, training_clips, triplet_plan)
 from encoder.triplets import ClipBatchSampler, TripletConfig, TripletSampler, held_out_groups
@@ -79,6 +79,7 @@ class TrainConfig:
     cache_features: bool = True  # log-Mel once per clip in memory (see docs/encoder.md for the measurement)
     provisional: bool = False
     note: str = ""
+    init_model: str = ""  # a model file whose encoder weights start the run (fine-tuning, `roomtone adapt`); "" -> random
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     features: LogMelConfig = field(default_factory=LogMelConfig)
     triplets: TripletConfig = field(default_factory=TripletConfig)
@@ -330,6 +331,19 @@ def git_commit() -> str:
         return "unknown"
 
 
+def initial_encoder_state(config: TrainConfig) -> dict[str, torch.Tensor]:
+    """Encoder weights of ``config.init_model``, refused (naming the file) unless its architecture and log-Mel
+    config are this run's: fine-tuning must not silently change what the encoder sees or how it is built."""
+    start = load_model(config.init_model)
+    if start.encoder_config != config.encoder:
+        raise ValueError(f"{config.init_model}: init_model has encoder {start.encoder_config.to_dict()}, "
+                         f"this run has {config.encoder.to_dict()}; set [encoder] to the model's")
+    if start.feature_config != config.features:
+        raise ValueError(f"{config.init_model}: init_model has log-Mel config {start.feature_config}, "
+                         f"this run has {config.features}; set [features] to the model's")
+    return start.encoder.state_dict()
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train the encoder as ``config`` says; resume from ``config.checkpoint_path`` when asked."""
     from tqdm import tqdm
@@ -379,6 +393,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     state = TrainState()
+    if config.init_model and not resume:  # a resumed run already holds these weights, trained further
+        model.load_state_dict(initial_encoder_state(config))
     if resume:
         saved = load_checkpoint(config.checkpoint_path, config.to_dict(), data_sha256)
         model.load_state_dict(saved["model"])

@@ -262,3 +262,21 @@ def test_resumed_pk_run_with_augmentation_and_head_ends_where_an_uninterrupted_r
     train(pk_config(tiny_data, tmp_path / "b.pt", steps=2, **extra), progress=False)
     resumed = train(pk_config(tiny_data, tmp_path / "b.pt", steps=4, **extra), resume=True, progress=False)
     assert resumed.state.history["loss"] == pytest.approx(straight.state.history["loss"], abs=1e-5)
+
+
+def test_a_run_with_init_model_starts_from_that_models_encoder_weights(tiny_data, tmp_path):
+    first = train(tiny_config(tiny_data, tmp_path / "first.pt"), progress=False)
+    tuned = train(tiny_config(tiny_data, tmp_path / "tuned.pt", steps=1, learning_rate=1e-12,
+                              init_model=str(tmp_path / "first.pt")), progress=False)
+    start, after = first.bundle.encoder.state_dict(), tuned.bundle.encoder.state_dict()
+    for name, weight in start.items():
+        if weight.dtype.is_floating_point and "running" not in name:  # batch-norm statistics move with any step
+            assert torch.allclose(weight, after[name], atol=1e-6), name
+    assert load_model(tmp_path / "tuned.pt").metadata["training"]["config"]["init_model"] == str(tmp_path / "first.pt")
+
+
+def test_init_model_of_another_architecture_is_refused_naming_the_file(tiny_data, tmp_path):
+    train(tiny_config(tiny_data, tmp_path / "first.pt"), progress=False)
+    with pytest.raises(ValueError, match=r"first\.pt: init_model has encoder"):
+        train(tiny_config(tiny_data, tmp_path / "wide.pt", encoder=EncoderConfig(width=3, blocks=(1, 1, 1, 1)),
+                          init_model=str(tmp_path / "first.pt")), progress=False)
