@@ -103,7 +103,8 @@ def session_to_pb(session: ActivitySession) -> pb.ActivitySession:
     return pb.ActivitySession(
         session_id=session.session_id or 0, mic_id=session.mic_id, activity=session.activity,
         start_unix_ms=int(session.start_unix_ms), end_unix_ms=int(session.end_unix_ms or 0), open=session.is_open,
-        windows=session.windows, mean_probability=session.mean_probability)
+        windows=session.windows, mean_probability=session.mean_probability,
+        last_window_end_unix_ms=int(session.last_seen_unix_ms or session.end_unix_ms or 0))
 
 
 def event_to_pb(item: WindowResult | StateChange | SessionEvent | Gap) -> pb.Event:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from service.sessions import ActivitySession, SessionEvent
 
@@ -73,18 +73,35 @@ def write_session_event(db: sqlite3.Connection, event: SessionEvent) -> int:
     return int(cursor.lastrowid)
 
 
+def _progress(db: sqlite3.Connection, mic_id: str, activity: str, start_unix_ms: int) -> tuple[int, int | None, float | None]:
+    """(windows, end of the last one, mean probability of the activity) of the stored windows of an open
+    session so far: its rows hold the figures of its start until it ends."""
+    count, last_end, mean = db.execute(
+        "SELECT count(*), max(end_unix_ms), avg(json_extract(probabilities_json, ?)) FROM windows "
+        "WHERE mic_id = ? AND label = ? AND start_unix_ms >= ?",
+        (f'$."{activity}"', mic_id, activity, int(start_unix_ms))).fetchone()
+    return int(count), (int(last_end) if last_end is not None else None), (round(float(mean), 4) if mean is not None else None)
+
+
+def _with_progress(db: sqlite3.Connection, session: ActivitySession) -> ActivitySession:
+    """An open session with its windows, last window end and mean probability so far."""
+    if not session.is_open:
+        return session
+    count, last_end, mean = _progress(db, session.mic_id, session.activity, session.start_unix_ms)
+    return replace(session, windows=max(count, session.windows), last_seen_unix_ms=last_end or session.last_seen_unix_ms,
+                   mean_probability=mean if mean is not None else session.mean_probability)
+
+
 def close_open_sessions(db: sqlite3.Connection) -> list[ActivitySession]:
     """End sessions left open by a daemon that did not stop cleanly, at the end of the last stored window of
     their activity (their start if none); returns them closed."""
-    rows = db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE end_unix_ms IS NULL").fetchall()
     closed = []
-    for row in rows:
-        (last_end, count) = db.execute(
-            "SELECT max(end_unix_ms), count(*) FROM windows WHERE mic_id = ? AND label = ? AND start_unix_ms >= ?",
-            (row[1], row[2], row[3])).fetchone()
-        end = int(last_end) if last_end is not None else int(row[3])
-        db.execute("UPDATE sessions SET end_unix_ms = ?, windows = max(windows, ?) WHERE id = ?", (end, count, row[0]))
-        closed.append(_session_from_row((row[0], row[1], row[2], row[3], end, max(row[5], count), row[6])))
+    for row in db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE end_unix_ms IS NULL").fetchall():
+        session = _with_progress(db, _session_from_row(row))
+        end = session.last_seen_unix_ms or session.start_unix_ms
+        db.execute("UPDATE sessions SET end_unix_ms = ?, windows = ?, mean_probability = ? WHERE id = ?",
+                   (end, session.windows, session.mean_probability, session.session_id))
+        closed.append(replace(session, end_unix_ms=end, last_seen_unix_ms=end))
     return closed
 
 
@@ -127,7 +144,7 @@ def list_sessions(db: sqlite3.Connection, query: SessionQuery, limit: int, page_
         args += list(_decode_token(page_token))
     rows = db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE {' AND '.join(where) or '1'} "
                       "ORDER BY start_unix_ms DESC, id DESC LIMIT ?", args + [limit + 1]).fetchall()
-    sessions = [_session_from_row(row) for row in rows[:limit]]
+    sessions = [_with_progress(db, _session_from_row(row)) for row in rows[:limit]]
     token = _encode_token(rows[limit - 1][3], rows[limit - 1][0]) if len(rows) > limit else ""
     return SessionPage(sessions, token)
 

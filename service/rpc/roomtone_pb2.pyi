@@ -128,7 +128,7 @@ class StateChange(_message.Message):
     def __init__(self, event_id: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., mic_id: _Optional[str] = ..., time_unix_ms: _Optional[int] = ..., previous: _Optional[str] = ..., current: _Optional[str] = ..., window_id: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., score: _Optional[float] = ...) -> None: ...
 
 class ActivitySession(_message.Message):
-    __slots__ = ("session_id", "mic_id", "activity", "start_unix_ms", "end_unix_ms", "open", "windows", "mean_probability")
+    __slots__ = ("session_id", "mic_id", "activity", "start_unix_ms", "end_unix_ms", "open", "windows", "mean_probability", "last_window_end_unix_ms")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MIC_ID_FIELD_NUMBER: _ClassVar[int]
     ACTIVITY_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class ActivitySession(_message.Message):
     OPEN_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     MEAN_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    LAST_WINDOW_END_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     session_id: int
     mic_id: str
     activity: str
@@ -145,7 +146,8 @@ class ActivitySession(_message.Message):
     open: bool
     windows: int
     mean_probability: float
-    def __init__(self, session_id: _Optional[int] = ..., mic_id: _Optional[str] = ..., activity: _Optional[str] = ..., start_unix_ms: _Optional[int] = ..., end_unix_ms: _Optional[int] = ..., open: _Optional[bool] = ..., windows: _Optional[int] = ..., mean_probability: _Optional[float] = ...) -> None: ...
+    last_window_end_unix_ms: int
+    def __init__(self, session_id: _Optional[int] = ..., mic_id: _Optional[str] = ..., activity: _Optional[str] = ..., start_unix_ms: _Optional[int] = ..., end_unix_ms: _Optional[int] = ..., open: _Optional[bool] = ..., windows: _Optional[int] = ..., mean_probability: _Optional[float] = ..., last_window_end_unix_ms: _Optional[int] = ...) -> None: ...
 
 class SessionEvent(_message.Message):
     __slots__ = ("kind", "session", "time_unix_ms")

@@ -84,3 +84,13 @@ def test_retention_deletes_ended_sessions_older_than_the_cutoff_but_never_an_ope
         store.add_results([WindowResult("kitchen", 0, 10_000, "cooking", {}, "ok", (), {}, -30.0)])
         store.enforce_retention(now_unix_ms=3 * day)
         assert [(s.mic_id, s.is_open) for s in store.list_sessions().sessions] == [("hall", True)]
+
+
+def test_an_open_session_is_listed_with_its_windows_and_mean_probability_so_far(store: EventStore):
+    store.add_session_events([started("kitchen", "cooking", 0)])
+    store.add_results([WindowResult("kitchen", t, t + 10_000, label, {"cooking": p}, "ok", (), {}, -30.0)
+                       for t, label, p in ((0, "cooking", 0.9), (10_000, "cooking", 0.7), (20_000, "speech", 0.2),
+                                           (30_000, "cooking", 0.8))])
+    [session] = store.list_sessions().sessions
+    assert session.is_open and session.windows == 3 and session.last_seen_unix_ms == 40_000
+    assert session.mean_probability == pytest.approx(0.8)

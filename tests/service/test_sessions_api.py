@@ -60,7 +60,7 @@ def test_list_sessions_pages_newest_first_with_open_sessions_marked_and_filters(
     second = stub.ListSessions(pb.ListSessionsRequest(limit=2, page_token=first.next_page_token), timeout=10)
     [done] = second.sessions
     assert (done.activity, done.start_unix_ms, done.end_unix_ms, done.open, done.windows) == ("cooking", 0, 23 * MIN_MS, False, 9)
-    assert second.next_page_token == ""
+    assert second.next_page_token == "" and done.last_window_end_unix_ms == 23 * MIN_MS
     only = stub.ListSessions(pb.ListSessionsRequest(mic_ids=["kitchen"], open_only=True), timeout=10).sessions
     assert [s.activity for s in only] == ["dishes"]
 
