@@ -106,6 +106,9 @@ class StoreConfig(Section):
     max_size_mb: float = Field(1024.0, ge=0.0625, le=1e7,
                                description="delete the oldest windows while the database is larger (MiB)")
     retention_interval_s: float = Field(300.0, ge=1.0, le=86400.0, description="how often retention runs (s)")
+    check_interval_s: float = Field(3600.0, ge=60.0, le=604800.0,
+                                    description="how often the file's integrity is checked in the background (SQLite "
+                                                "quick_check on its own connection; also once at start) (s)")
 
     @field_validator("max_age_days")
     @classmethod

@@ -69,6 +69,7 @@ class Daemon:
         self.feed = None  # service.web.live.LiveFeed: live windows for the web page
         self.web = None  # service.web.server.WebServer
         self.web_port: int | None = None
+        self.integrity = None  # service.store_upkeep.IntegrityWatch: the store's quick_check, at start and hourly
         self._stops: list[tuple[str, Callable[[], object]]] = []  # what start() started, in order
         self._stop_requested = threading.Event()
         self._stop_reason = ""
@@ -137,12 +138,26 @@ class Daemon:
 
     def _open_store(self) -> None:
         from service.event_store import EventStore
+        from service.store_guard import StoreGuard
+        from service.store_upkeep import IntegrityWatch
 
         store_path = self.config.store_path
         store_path.parent.mkdir(parents=True, exist_ok=True)
-        self.store = EventStore(store_path, self.config.store, self.config.similarity)
+        guard = StoreGuard(store_path)
+        guard.acquire()  # StoreInUse when another roomtone has this store: `roomtone run` exits 2
+        self._on_stop("store lock", guard.release)  # released after the store is closed
+        self.store = EventStore(store_path, self.config.store, self.config.similarity, guard=guard)
         self._on_stop("store", self.store.close)
         log.info("store opened", extra={"store": str(store_path.resolve())})
+        lost = guard.lost_windows(self.store.highest_assigned_window_id())
+        if lost:
+            log.warning("acknowledged windows are missing from the store: its write-ahead log was lost or damaged "
+                        "after a crash (SQLite cannot tell); they cannot be recovered. Check the disk, and never "
+                        "delete the -wal file of a store that was not closed cleanly",
+                        extra={"store": str(store_path), "missing_window_ids": f"{lost.start}..{lost.stop - 1}",
+                               "missing": len(lost)})
+        self.integrity = IntegrityWatch(store_path, self.config.store.check_interval_s)
+        self.integrity.check()  # a damaged store is reported (log, metric, gRPC health) but still served
 
     def _open_sounds(self) -> None:
         """The custom-sound library beside the store, scored on every live window (off: sounds.enabled = false)."""
@@ -166,6 +181,8 @@ class Daemon:
         self._on_stop("event bus", self.bus.close)
         self.metrics = Metrics()
         self.metrics.set_model(self._model_sha256, self._bundle.embedding_dim, self._bundle.class_names)
+        self.integrity.listeners.append(self.metrics.observe_store_check)
+        self.metrics.observe_store_check(self.integrity.last)
 
     def _start_announcer(self) -> None:
         """Activity sessions (unless disabled) and the MQTT publisher (when a broker is configured); on stop,
@@ -233,7 +250,7 @@ class Daemon:
     def _serve_grpc(self) -> None:
         from service.daemon_backend import DaemonBackend
         from service.grpc_security import server_security
-        from service.grpc_server import start_server, stop_server
+        from service.grpc_server import set_serving, start_server, stop_server
 
         g = self.config.grpc
         if not g.enabled:
@@ -244,6 +261,9 @@ class Daemon:
         self._on_stop("gRPC API", lambda: stop_server(self.grpc_server, grace_s=2.0))
         self.grpc_address = self.grpc_server.roomtone_address
         self.grpc_port = int(self.grpc_address.rpartition(":")[2])
+        report = lambda check: set_serving(self.grpc_server, check.ok)  # noqa: E731
+        self.integrity.listeners.append(report)
+        report(self.integrity.last)
         log.info("gRPC listening", extra={"address": self.grpc_address, "tls": security is not None,
                                           "bearer_token": bool(security and security.token),
                                           "client_certificates": bool(security and security.client_ca)})
@@ -284,6 +304,8 @@ class Daemon:
                                   on_error=self.metrics.store_errors.inc)
         retention.start()
         self._on_stop("retention", retention.stop)
+        self.integrity.start()
+        self._on_stop("store checks", self.integrity.stop)
         if self.config.similarity.warm_at_start:
             start_similarity_warm_up(self.store)  # ends by itself (StoreError) once the store is closed
 

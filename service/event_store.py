@@ -32,6 +32,7 @@ from service.sessions import ActivitySession, SessionEvent
 from service.vocabulary import (ACTIVITY_CHANGED, EVENT_KINDS, HEALTH_CHANGED, HEALTH_STATES, LABELLED_KINDS, QUERY_KINDS,
                                 SESSION_EVENT_KINDS, SILENCE_DBFS, WINDOW)
 from service.similarity_index import IndexSummary, SimilarityIndex, SimilarityIndexConfig, rescored
+from service.store_guard import StoreGuard
 
 #: Kinds a query can ask for: window records and the two state-change kinds.
 
@@ -267,9 +268,10 @@ class EventStore:
     """Windows and state changes in one SQLite file (WAL); safe to share between threads."""
 
     def __init__(self, path: str | Path, config: StoreConfig = StoreConfig(),
-                 similarity: SimilarityIndexConfig = SimilarityIndexConfig()) -> None:
+                 similarity: SimilarityIndexConfig = SimilarityIndexConfig(), guard: StoreGuard | None = None) -> None:
         self.path = Path(path)
         self.config = config
+        self.guard = guard  # the daemon's lock file: told every acknowledged window id (service/store_guard.py)
         self.similarity = similarity
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -358,7 +360,15 @@ class EventStore:
                 if db.in_transaction:  # SQLite already rolled back after a full disk or I/O error
                     db.execute("ROLLBACK")
                 raise
+            if self.guard is not None and stored_windows:
+                self.guard.record(stored_windows[-1].window_id)
         return stored_windows, stored_changes
+
+    def highest_assigned_window_id(self) -> int:
+        """The highest window id this store ever assigned (AUTOINCREMENT keeps it after retention deletes)."""
+        with self._lock:
+            row = self._db().execute("SELECT seq FROM sqlite_sequence WHERE name = 'windows'").fetchone()
+        return int(row[0]) if row else 0
 
     @staticmethod
     def _window_row(window: WindowResult) -> tuple:

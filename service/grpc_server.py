@@ -9,6 +9,7 @@ import functools
 import io
 import logging
 import math
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -34,7 +35,8 @@ from service.records import MicStatus, StateChange, WindowResult
 from service.session_store import SessionQuery
 from service.sessions import ActivitySession, SessionEvent
 from service.sound_library import Sound, SoundError, SoundService
-from service.vocabulary import MAX_K, MAX_PAGE, REASON_BACKEND_UNAVAILABLE, REASON_KEY, REASON_SHUTTING_DOWN
+from service.vocabulary import (MAX_K, MAX_PAGE, REASON_BACKEND_UNAVAILABLE, REASON_KEY, REASON_SHUTTING_DOWN,
+                                REASON_STORE_DAMAGED)
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
 
@@ -190,6 +192,10 @@ def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, str | None]:
         return grpc.StatusCode.UNAVAILABLE, f"analysis backend unavailable: {exc}", REASON_BACKEND_UNAVAILABLE
     if isinstance(exc, (StoreError, BusClosed)):
         return grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down or its store is unavailable", REASON_SHUTTING_DOWN
+    if isinstance(exc, sqlite3.DatabaseError):  # a damaged store file: the integrity check logs what to do
+        log.error("the store could not be read: %s", exc)
+        return (grpc.StatusCode.DATA_LOSS, f"the event store is damaged ({exc}); see the roomtone log for what to do",
+                REASON_STORE_DAMAGED)
     log.exception("unexpected error while serving a gRPC request")
     return grpc.StatusCode.INTERNAL, "internal error; see the roomtone daemon log", None
 
@@ -510,6 +516,14 @@ def start_server(
     server.roomtone_health = health_servicer  # type: ignore[attr-defined]
     log.info("gRPC API listening on %s (max upload %d bytes)", server.roomtone_address, max_upload_bytes)
     return server
+
+
+def set_serving(server: grpc.Server, serving: bool) -> None:
+    """Report SERVING or NOT_SERVING on grpc.health.v1 (both the server and roomtone.v1.Roomtone), e.g.
+    NOT_SERVING while the store's integrity check fails."""
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for service in ("", SERVICE_NAME):
+        server.roomtone_health.set(service, status)
 
 
 def stop_server(server: grpc.Server, grace_s: float = 2.0) -> None:

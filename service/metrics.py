@@ -63,6 +63,9 @@ class Metrics:
                                          "Window end (wall clock) until its record is stored and published.",
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.store_errors = Counter("roomtone_store_errors_total", "Failed writes to the event store.", registry=r)
+        self.store_corrupt = Gauge("roomtone_store_corrupt",
+                                   "1 when the last integrity check of the store (SQLite quick_check, at start and "
+                                   "every store.check_interval_s) found damage; the log says what to do.", registry=r)
         self.analysis_errors = Counter("roomtone_analysis_errors_total",
                                        "Windows whose analysis failed, so they were not stored (each is retried "
                                        "alone after its batch failed, so other microphones are unaffected).",
@@ -107,6 +110,10 @@ class Metrics:
         for match in result.sounds:
             self.sound_detections.labels(mic=mic, sound=match.name).inc()
         self.rms.labels(mic=mic).set(result.rms_dbfs)
+
+    def observe_store_check(self, check) -> None:
+        """The result of a store integrity check (service.store_guard.StoreCheck)."""
+        self.store_corrupt.set(0.0 if check.ok else 1.0)
 
     def observe_stored(self, result: WindowResult) -> None:
         """Count a stored window and its end time."""

@@ -1,5 +1,6 @@
 """Background upkeep of the event store while the daemon runs: retention passes every
-``store.retention_interval_s``, and building FindSimilar's index once at start."""
+``store.retention_interval_s``, integrity checks every ``store.check_interval_s`` (and once at start), and
+building FindSimilar's index once at start."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 import time
 
 from service.event_store import StoreError
+from service.store_guard import StoreCheck, quick_check
 
 log = logging.getLogger("roomtone.daemon")
 
@@ -44,6 +46,53 @@ class RetentionLoop:
             except Exception:
                 self.on_error()
                 log.exception("retention pass failed")
+
+
+class IntegrityWatch:
+    """SQLite's quick_check of the store, now (`check`) and every ``interval_s`` on a thread (`start`); each
+    result goes to the ``listeners`` (metrics, gRPC health) and a failure to the log with what to do."""
+
+    def __init__(self, store_path, interval_s: float) -> None:
+        self.store_path = store_path
+        self.interval_s = interval_s
+        self.last: StoreCheck | None = None
+        self.listeners: list = []  # called with each StoreCheck
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="store-check", daemon=True)
+
+    def check(self) -> StoreCheck:
+        """Check now; report and return the result."""
+        result = quick_check(self.store_path)
+        first_failure = not result.ok and (self.last is None or self.last.ok)
+        self.last = result
+        if result.ok:
+            log.info("store integrity checked", extra={"store": str(self.store_path), "ok": True,
+                                                       "seconds": round(result.seconds, 3)})
+        elif first_failure:  # then once per check (at most hourly by default) until it is fixed
+            log.error("store is damaged: %s", result.advice(self.store_path),
+                      extra={"store": str(self.store_path), "problems": list(result.problems)})
+        else:
+            log.error("store is still damaged", extra={"store": str(self.store_path), "problems": list(result.problems)})
+        for listener in self.listeners:
+            listener(result)
+        return result
+
+    def start(self) -> None:
+        """Check every ``interval_s`` until `stop`."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the loop (a check in progress finishes first)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - a listener failing must not end the checks
+                log.exception("store integrity check failed to report")
 
 
 def warm_similarity_index(store) -> None:

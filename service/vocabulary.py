@@ -60,5 +60,7 @@ REASON_KEY = "roomtone-reason"
 REASON_BACKEND_UNAVAILABLE = "backend_unavailable"
 #: The daemon is stopping, or its store is closed.
 REASON_SHUTTING_DOWN = "shutting_down"
+#: The store file is damaged (SQLite: "database disk image is malformed"); the daemon log says what to do.
+REASON_STORE_DAMAGED = "store_damaged"
 
 __all__ = [name for name in dir() if name.isupper()]

@@ -153,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from service.daemon import Daemon
     from service.logs import configure_logging
     from service.sources import SourceError
+    from service.store_guard import StoreInUse
 
     configure_logging(config.log_level, config.log_format)
     daemon = Daemon(config)
@@ -175,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(stop_signal, on_signal)
     try:
         return daemon.run()  # only start raises: waiting and stopping log their trouble and carry on
+    except StoreInUse as exc:  # another daemon runs on this store: restarting cannot help (systemd: no restart)
+        print(f"roomtone run: cannot start: {exc}", file=sys.stderr)
+        return 2
     except (DeviceError, GraphError, ModelFileError, SourceError, OSError, RuntimeError) as exc:
         print(f"roomtone run: cannot start: {exc}", file=sys.stderr)
         return 1
