@@ -48,9 +48,10 @@ def test_stop_ends_capture_before_the_api_and_closes_the_store_last(small_model,
     assert daemon.pipeline.drained.wait(60)
     order = [name for name, _ in reversed(daemon._stops)]
     daemon.stop()
-    core = ["retention", "capture and pipeline", "gRPC API", "metrics", "event bus", "store", "drift baselines"]
+    core = ["store checks", "retention", "capture and pipeline", "gRPC API", "metrics", "event bus", "store",
+            "store lock", "drift baselines"]  # the lock is released only once the store is closed
     assert [name for name in order if name in core] == core  # other parts (web page, MQTT) stop in between
-    assert order[:2] == core[:2] and order[-2:] == core[-2:]
+    assert order[:3] == core[:3] and order[-3:] == core[-3:]
     assert daemon.pipeline.stats.windows_stored == 1
     daemon.stop()  # a second stop does nothing
 
