@@ -16,7 +16,7 @@ from service import mqtt_messages as messages
 from service.event_store import EventStore
 from service.mqtt_publisher import MqttPublisher
 from service.records import MicStatus, StateChange, WindowResult
-from service.vocabulary import CAPTURE_LOST_STATES
+from service.vocabulary import CAPTURE_LOST_STATES, HEALTH_CHANGED, SOUND_DETECTED
 from service.sessions import ActivitySession, SessionEvent, SessionTracker
 
 log = logging.getLogger("roomtone.sessions")
@@ -65,11 +65,11 @@ class Announcer:
         if self.publisher is None:
             return
         for change in changes:
-            if change.kind == "health_changed":
+            if change.kind == HEALTH_CHANGED:
                 self.publisher.publish_event(change.mic_id, messages.health_event_payload(
                     change.mic_id, change.time_unix_ms, change.previous, change.current, change.reasons))
-            elif change.kind == messages.SOUND_DETECTED:  # a custom sound (issue 18): current = its name
-                self.announce_sound(change.mic_id, change.time_unix_ms, change.current, getattr(change, "score", None))
+            elif change.kind == SOUND_DETECTED:  # a custom sound (docs/sounds.md): current = its name
+                self.announce_sound(change.mic_id, change.time_unix_ms, change.current, change.score)
         latest: dict[str, tuple[WindowResult, dict[str, bool]]] = {}
         for window, failing in stored:
             latest[window.mic_id] = (window, failing)

@@ -45,7 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from encoder.signal_checks import HealthConfig
 from service.similarity_index import SimilarityIndexConfig
-from service.vocabulary import CLIENT_ENV, DEFAULT_GRPC_ADDRESS, DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT
+from service.vocabulary import (CLIENT_ENV, DEFAULT_GRPC_ADDRESS, DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT,
+                                RESERVED_LABELS)
 
 #: The repository root (the bundled model and assets are found relative to it).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -236,7 +237,7 @@ class SessionConfig(Section):
                                               "before its session starts (s)")
     gap_tolerance_s: float = Field(30.0, ge=0, le=86400.0,
                                    description="an open session survives this long without a window of its activity (s)")
-    ignored_labels: tuple[str, ...] = Field(("quiet", "unknown"),
+    ignored_labels: tuple[str, ...] = Field(RESERVED_LABELS,
                                             description="labels that never start or extend a session")
 
 

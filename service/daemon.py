@@ -191,12 +191,15 @@ class Daemon:
         from service.mqtt_messages import DeviceInfo
         from service.mqtt_publisher import MqttPublisher
         from service.sessions import SessionTracker
+        from service.vocabulary import RESERVED_LABELS
 
         config = self.config
         tracker = SessionTracker(config.sessions) if config.sessions.enabled else None
         publisher = None
         if config.mqtt.enabled:
-            activities = tuple(c for c in self._bundle.class_names if c not in config.sessions.ignored_labels)
+            # every label a session can carry: the head's classes and the decision's quiet/unknown, minus ignored ones
+            labels = (*self._bundle.class_names, *RESERVED_LABELS)
+            activities = tuple(c for c in labels if c not in config.sessions.ignored_labels)
             publisher = MqttPublisher(config.mqtt, [m.id for m in config.mics],
                                       DeviceInfo(version=roomtone_version(), activities=activities),
                                       registry=self.metrics.registry)

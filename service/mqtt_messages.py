@@ -24,16 +24,15 @@ from typing import Any
 
 from service.records import HEALTH_STATES, MicStatus, WindowResult
 from service.sessions import ActivitySession, SessionEvent
+from service.vocabulary import HEALTH_CHANGED, SESSION_ENDED, SESSION_STARTED, SOUND_DETECTED
 
 ONLINE, OFFLINE = "online", "offline"
 #: Value of the activity sensor while no session is open.
 NO_ACTIVITY = "none"
 #: Level published for digital silence (a finite number: Home Assistant's numeric sensors reject -inf).
 SILENCE_DBFS = -120.0
-#: A custom sound was detected (the StateChange kind of the sounds feature, issue 18).
-SOUND_DETECTED = "sound_detected"
 #: One-off events on <base>/<mic>/event; the Home Assistant event entity declares exactly these.
-EVENT_TYPES = ("session_started", "session_ended", "health_changed", SOUND_DETECTED)
+EVENT_TYPES = (SESSION_STARTED, SESSION_ENDED, HEALTH_CHANGED, SOUND_DETECTED)
 ORIGIN_NAME = "roomtone"
 _ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -131,7 +130,7 @@ def session_event_payload(event: SessionEvent) -> dict[str, Any]:
 def health_event_payload(mic_id: str, time_unix_ms: int, previous: str | None, current: str,
                          reasons: tuple[str, ...]) -> dict[str, Any]:
     """The event message of a health state change."""
-    return {"event_type": "health_changed", "mic": mic_id, "time": iso_time(time_unix_ms), "previous": previous,
+    return {"event_type": HEALTH_CHANGED, "mic": mic_id, "time": iso_time(time_unix_ms), "previous": previous,
             "current": current, "reasons": list(reasons)}
 
 

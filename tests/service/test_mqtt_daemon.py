@@ -146,3 +146,23 @@ def test_the_mqtt_metrics_are_documented_in_the_readme_and_daemon_docs():
     for doc in ("README.md", "docs/daemon.md", "docs/mqtt.md"):
         text = (Path(__file__).resolve().parents[2] / doc).read_text()
         assert all(f"`{name}`" in text for name in names), doc
+
+
+def test_a_custom_sound_detected_by_the_daemon_arrives_as_an_mqtt_event(small_model, tmp_path):
+    from service.config import DEMO_CLIP
+
+    broker = Broker(tmp_path / "broker").start()
+    recorder = Recorder(broker, topics=("roomtone/+/event",))
+    config = daemon_config(tmp_path, small_model, {"id": "desk", "kind": "demo"}, broker,
+                           pipeline={"window_s": 1.0, "hop_s": 1.0})
+    daemon = Daemon(config)
+    daemon.start()
+    try:
+        # taught from the very recording the microphone plays, with a threshold every window reaches
+        daemon.sounds.add("door", audio=[("demo.flac", DEMO_CLIP.read_bytes())], threshold=-1.0)
+        event = recorder.wait_json("roomtone/desk/event", lambda e: e["event_type"] == "sound_detected", timeout=30)
+        assert event["sound"] == "door" and -1.0 <= event["score"] <= 1.0 and event["mic"] == "desk"
+    finally:
+        daemon.stop()
+        recorder.close()
+        broker.stop()
