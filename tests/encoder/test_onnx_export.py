@@ -77,9 +77,9 @@ def test_the_graph_log_mel_is_the_torch_definition_on_real_clips(bundled, clips)
     _, features = embedder.embed_with_features(list(clips))
     exact = exact_log_mel(clips, bundle.feature_config)  # log_mel's own module, in float64
     assert np.abs(features - exact).max() <= 1e-3
-    # torch's float32 FFT itself strays from the exact values by up to ~1e-2 dB in quiet bands
+    # torch's float32 FFT itself strays from the exact values by up to ~0.03 dB in quiet bands (320 clips)
     float32 = log_mel(torch.from_numpy(clips), bundle.feature_config).numpy()
-    assert np.abs(features - float32).max() <= 2e-2
+    assert np.abs(features - float32).max() <= 5e-2
     assert np.quantile(np.abs(features - float32), 0.999) <= 1e-3
 
 
