@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("similar", "service.cli.similar", "find stored windows that sound like a stored window or an audio file"),
     ("sounds", "service.cli.sounds", "teach a running daemon custom sounds from a few examples; list or remove them"),
     ("health", "service.cli.health", "check microphone health (clipping, dropouts, dead channel, DC, hum, stuck) per 10 s window of audio files"),
+    ("classify", "service.cli.classify", "label, class probabilities and health of every 10 s window of audio files, offline (what Classify answers)"),
     ("train", "service.cli.train", "train the self-supervised encoder and write a model file"),
     ("embed", "service.cli.embed", "embed audio files or a dataset with a model file into an .npz"),
     ("evaluate", "service.cli.evaluate", "linear probe on the dataset's folds vs baselines, clusters, embedding map -> report.md"),
