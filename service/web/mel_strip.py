@@ -10,9 +10,10 @@ import base64
 
 import numpy as np
 
-#: Rows (Mel bands, lowest first) and columns (time) of one window's strip.
+#: Rows (Mel bands, lowest first) and columns (time) of one window's strip: 30 windows of 50 columns fill
+#: a wide screen, and the 30 a page opens with stay near 130 kB of JSON per microphone.
 STRIP_BINS = 64
-STRIP_COLUMNS = 100
+STRIP_COLUMNS = 50
 #: Top of the colour scale in dB: Mel band power sums FFT bins, so loud bands go above 0 dB (about +11 dB
 #: on the demo recording); 255 is kept for this and louder.
 TOP_DB = 20.0

@@ -86,6 +86,8 @@ export function dbfs(value) {
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
   "#bcbd22", "#393b79", "#637939", "#ad494a"];
 let classOrder = [];
+// The labels roomtone gives instead of a class (service/vocabulary.py RESERVED_LABELS).
+const RESERVED = { quiet: "#b8bec8", unknown: "#5b6270" };
 
 export function setClasses(classes) {
   classOrder = classes || [];
@@ -94,6 +96,7 @@ export function setClasses(classes) {
 // A stable colour per activity label (the same label has the same colour in every view).
 export function labelColour(label) {
   if (!label) return "#8a8f98";
+  if (label in RESERVED) return RESERVED[label];
   const index = classOrder.indexOf(label);
   if (index >= 0 && index < PALETTE.length) return PALETTE[index];
   let hash = 0;
