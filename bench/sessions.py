@@ -16,6 +16,11 @@ compared with the true segments:
   spam the sessions replace;
 - start error = |session start - segment start| of matched pairs, median seconds.
 
+Each stream is run twice: with the head's most probable class per window, and with the daemon's own
+activity decision (service/activity.py: `quiet` below the level floor, `unknown` when the head is unsure,
+both ignored by sessions; `quiet_ambience` segments, homesounds' stand-in for absence, then expect no
+session and are left out of the true segments).
+
 Two streams with different seeds: "tune" to choose settings, "report" to measure them. The clips repeat
 across a long stream (320 clips, 53 min in all), in new orders.
 
@@ -43,18 +48,22 @@ sys.path.insert(0, str(REPO))
 from service.config import SessionConfig  # noqa: E402
 from service.records import WindowResult  # noqa: E402
 from service.sessions import SessionTracker  # noqa: E402
+from service.vocabulary import RESERVED_LABELS  # noqa: E402
 
 HOP_MS = 10_000
 MIN_DURATIONS = (0.0, 10.0, 20.0, 30.0)
 GAPS = (0.0, 10.0, 20.0, 30.0, 60.0)
+#: homesounds' stand-in for SINS "absence": with the daemon's decision it should read quiet, not a session.
+ABSENCE = ("quiet_ambience",)
 
 
 @dataclass(frozen=True)
 class Clip:
     label: str
     fold: int
-    predicted: str
+    predicted: str  # the head's most probable class
     probabilities: dict[str, float]
+    decided: str  # the daemon's activity decision (service/activity.py): a class, quiet or unknown
 
 
 def held_out_clips(data: Path, model: Path) -> list[Clip]:
@@ -65,6 +74,8 @@ def held_out_clips(data: Path, model: Path) -> list[Clip]:
     from encoder.embedding import embed_windows
     from encoder.head import fit_head
     from encoder.model_file import load_model
+    from service.activity import decide_activity
+    from service.window_record import rms_dbfs
 
     bundle = load_model(model, device="cpu")
     with open(data / "meta.csv", newline="") as handle:
@@ -72,6 +83,7 @@ def held_out_clips(data: Path, model: Path) -> list[Clip]:
     waves = [load_audio(data / row["path"], mono=True)[0][0] for row in rows]
     length = min(w.shape[-1] for w in waves)
     embeddings = embed_windows(bundle, torch.stack([w[:length] for w in waves]))
+    levels = [rms_dbfs(w[:length].numpy()[None, :]) for w in waves]
     labels = np.array([row["label"] for row in rows])
     folds = np.array([int(row["fold"]) for row in rows])
     clips: list[Clip | None] = [None] * len(rows)
@@ -81,7 +93,8 @@ def held_out_clips(data: Path, model: Path) -> list[Clip]:
         proba = head.predict_proba(embeddings[test])
         for i, row in zip(test, proba):
             probs = {name: float(p) for name, p in zip(head.class_names, row)}
-            clips[i] = Clip(labels[i], int(fold), head.class_names[int(row.argmax())], probs)
+            clips[i] = Clip(labels[i], int(fold), head.class_names[int(row.argmax())], probs,
+                            decide_activity(probs, levels[i], "ok"))
     return [c for c in clips if c is not None]
 
 
@@ -108,12 +121,17 @@ def make_stream(clips: list[Clip], hours: float, seed: int) -> tuple[list[Clip],
     return windows, segments
 
 
-def evaluate(windows: list[Clip], segments: list[tuple[str, int, int]], config: SessionConfig) -> dict:
-    """Sessions of the tracker over the stream against the true segments."""
+def evaluate(windows: list[Clip], segments: list[tuple[str, int, int]], config: SessionConfig,
+             decided: bool = False) -> dict:
+    """Sessions of the tracker over the stream against the true segments; ``decided``: windows carry the
+    daemon's decision (quiet/unknown are ignored labels, and absence segments expect no session)."""
     tracker = SessionTracker(config)
     sessions = []
+    if decided:
+        segments = [s for s in segments if s[0] not in ABSENCE]
     for i, clip in enumerate(windows):
-        window = WindowResult("bench", i * HOP_MS, (i + 1) * HOP_MS, clip.predicted, clip.probabilities, "ok", (), {}, -30.0)
+        label = clip.decided if decided else clip.predicted
+        window = WindowResult("bench", i * HOP_MS, (i + 1) * HOP_MS, label, clip.probabilities, "ok", (), {}, -30.0)
         sessions += [e.session for e in tracker.update(window) if e.kind == "session_ended"]
     sessions += [e.session for e in tracker.close_all()]
     pairs = []
@@ -132,7 +150,8 @@ def evaluate(windows: list[Clip], segments: list[tuple[str, int, int]], config: 
         matched_g.add(gi)
         start_errors.append(abs(sessions[si].start_unix_ms - segments[gi][1]) / 1000)
     hours = len(windows) * HOP_MS / 3_600_000
-    label_changes = sum(1 for a, b in zip(windows, windows[1:]) if a.predicted != b.predicted)
+    labels = [c.decided if decided else c.predicted for c in windows]
+    label_changes = sum(1 for a, b in zip(labels, labels[1:]) if a != b)
     return {
         "min_duration_s": config.min_duration_s, "gap_tolerance_s": config.gap_tolerance_s,
         "hours": round(hours, 2), "true_segments": len(segments), "sessions": len(sessions),
@@ -157,24 +176,31 @@ def main(argv: list[str] | None = None) -> int:
     accuracy = np.mean([c.predicted == c.label for c in clips])
     print(f"held-out window accuracy {accuracy:.3f} over {len(clips)} clips "
           f"(embedding + 4 heads: {time.perf_counter() - started:.0f} s)")
-    for name, seed in (("tune", 0), ("report", 1)):
-        windows, segments = make_stream(clips, args.hours, seed)
-        if not args.json:
-            print(f"\n### {name} stream (seed {seed}): {len(windows) * HOP_MS / 3_600_000:.1f} h, "
-                  f"{len(segments)} true segments\n")
-            print("| min_duration_s | gap_tolerance_s | sessions | segments found | session precision | "
-                  "spurious switches / h | window label changes / h | median start error (s) |")
-            print("|---|---|---|---|---|---|---|---|")
-        for min_duration in MIN_DURATIONS:
-            for gap in GAPS:
-                r = evaluate(windows, segments, SessionConfig(min_duration_s=min_duration, gap_tolerance_s=gap,
-                                                              ignored_labels=()))
-                if args.json:
-                    print(json.dumps({"stream": name, **r}))
-                else:
-                    print(f"| {min_duration:g} | {gap:g} | {r['sessions']} | {r['segments_found']:.3f} | "
-                          f"{r['session_precision']:.3f} | {r['spurious_per_hour']} | {r['label_changes_per_hour']} | "
-                          f"{r['start_error_median_s']} |")
+    decided_share = np.mean([c.decided in RESERVED_LABELS for c in clips])
+    print(f"daemon decision: {decided_share:.3f} of clips quiet/unknown "
+          f"(quiet_ambience clips quiet: {np.mean([c.decided == 'quiet' for c in clips if c.label in ABSENCE]):.3f})")
+    for decided in (False, True):
+        for name, seed in (("tune", 0), ("report", 1)):
+            windows, segments = make_stream(clips, args.hours, seed)
+            if not args.json:
+                what = "daemon decision (quiet/unknown ignored, absence expects none)" if decided else "head labels"
+                expected = len([s for s in segments if not decided or s[0] not in ABSENCE])
+                print(f"\n### {what}, {name} stream (seed {seed}): {len(windows) * HOP_MS / 3_600_000:.1f} h, "
+                      f"{expected} true segments\n")
+                print("| min_duration_s | gap_tolerance_s | sessions | segments found | session precision | "
+                      "spurious switches / h | window label changes / h | median start error (s) |")
+                print("|---|---|---|---|---|---|---|---|")
+            for min_duration in MIN_DURATIONS:
+                for gap in GAPS:
+                    ignored = RESERVED_LABELS if decided else ()
+                    r = evaluate(windows, segments, SessionConfig(min_duration_s=min_duration, gap_tolerance_s=gap,
+                                                                  ignored_labels=ignored), decided)
+                    if args.json:
+                        print(json.dumps({"stream": name, "decided": decided, **r}))
+                    else:
+                        print(f"| {min_duration:g} | {gap:g} | {r['sessions']} | {r['segments_found']:.3f} | "
+                              f"{r['session_precision']:.3f} | {r['spurious_per_hour']} | "
+                              f"{r['label_changes_per_hour']} | {r['start_error_median_s']} |")
     return 0
 
 
