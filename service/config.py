@@ -166,6 +166,11 @@ class MetricsConfig(Section):
     tls_cert: str | None = Field(None, description="PEM certificate: serve HTTPS")
     tls_key: str | None = Field(None, description="PEM private key of `tls_cert`")
     client_ca: str | None = Field(None, description="PEM CA: require client certificates it signed")
+    max_connections: int = Field(16, ge=1, le=256,
+                                 description="connections served at once (a thread each); more are closed at once "
+                                             "(connections)")
+    idle_timeout_s: float = Field(5.0, ge=0.5, le=300.0,
+                                  description="a connection idle this long (TLS handshake, request) is closed (s)")
 
 
 class PipelineConfig(Section):

@@ -7,10 +7,10 @@ import logging
 from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import start_http_server
 
 from service import grpc_metrics
 from service.config import MetricsConfig
+from service.metrics_http import serve_metrics
 from service.activity import LABEL_KINDS, RESERVED_LABELS, label_kind
 from service.records import WindowResult
 from service.vocabulary import HEALTH_STATES
@@ -122,12 +122,10 @@ class Metrics:
 
     def serve(self, config: MetricsConfig = MetricsConfig()) -> int:
         """Start the /metrics listener on a daemon thread (HTTPS with tls_cert/tls_key; client certificates
-        required with client_ca); returns the bound port (port 0 = any free). OSError names the listener."""
+        required with client_ca; at most max_connections at once, idle ones closed after idle_timeout_s:
+        service/metrics_http.py); returns the bound port (port 0 = any free). OSError names the listener."""
         try:
-            server, _thread = start_http_server(config.port, addr=config.address, registry=self.registry,
-                                                certfile=config.tls_cert, keyfile=config.tls_key,
-                                                client_cafile=config.client_ca,
-                                                client_auth_required=config.client_ca is not None)
+            server = serve_metrics(self.registry, config)
         except OSError as exc:
             raise OSError(exc.errno, f"/metrics (metrics.address, metrics.port): cannot listen on "
                                      f"{config.address}:{config.port}: {exc.strerror or exc} (address in use, "

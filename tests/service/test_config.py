@@ -180,3 +180,14 @@ def test_the_key_table_in_docs_is_generated_from_the_schema():
 
     assert reference_table() in (REPO / "docs" / "daemon.md").read_text(), \
         "docs/daemon.md is out of date: regenerate its key table with `python -m service.config`"
+
+
+def test_a_fifo_or_a_device_as_a_file_microphone_is_refused_as_not_a_regular_file(tmp_path, model):
+    import os
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero"):
+        with pytest.raises(ConfigError, match=r"mics\[0\]\.path: .* is not a regular file"):
+            load_config(None, {"model": str(model), "mics": [{"id": "a", "kind": "file", "path": str(path)}]},
+                        environ={})
