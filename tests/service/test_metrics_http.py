@@ -38,7 +38,10 @@ def test_idle_connections_are_bounded_in_threads_and_time_and_scrapes_recover():
             connection.close()
         time.sleep(2.5)  # whatever was still queued has timed out or ended
         assert "roomtone_store_errors_total" in scrape(port)
-        assert threading.active_count() <= before
+        deadline = time.monotonic() + 10
+        while threading.active_count() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() <= before  # every connection thread ended
     finally:
         metrics.close()
 
