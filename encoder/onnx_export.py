@@ -121,8 +121,8 @@ def export_graph(model_path: str | Path, out_path: str | Path | None = None) -> 
     atomically and verified against torch; returns the path and `verify_graph`'s differences."""
     model_path = Path(model_path)
     out_path = Path(out_path) if out_path is not None else graph_path_for(model_path)
+    bundle = load_model(model_path)  # first: ModelFileError names a missing or unreadable file
     sha = file_sha256(model_path)
-    bundle = load_model(model_path)
     data = graph_bytes(bundle, sha)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)

@@ -149,6 +149,14 @@ def test_a_graph_of_another_version_is_refused(tmp_path):
     assert caught.value.reason == "version"
 
 
+def test_exporting_a_missing_model_file_fails_naming_it(tmp_path, capsys):
+    from service.cli.main import main
+
+    assert main(["export", "--model", str(tmp_path / "nope.pt")]) == 2
+    assert "nope.pt: model file not found" in capsys.readouterr().err
+    assert not (tmp_path / "nope.onnx").exists()
+
+
 def test_a_missing_graph_names_the_export_command(tmp_path):
     model = small_model(tmp_path / "m.pt")
     with pytest.raises(GraphError, match=f"roomtone export --model {model}") as caught:
