@@ -20,6 +20,10 @@ log = logging.getLogger("roomtone.metrics")
 STAGES = ("capture", "features", "embed", "head", "health", "store")
 DROP_STAGES = ("capture", "analysis", "store")  # the queue a window was dropped in front of
 HEALTH_VALUE = {state: float(i) for i, state in enumerate(HEALTH_STATES)}  # ok 0, degraded 1, faulty 2
+#: Head classes exported as their own `activity` label per microphone; a head with more (issue 15: 5,000 classes
+#: made 5,000 series per microphone) has the rest summed into OTHER_ACTIVITY.
+MAX_ACTIVITY_SERIES = 32
+OTHER_ACTIVITY = "_other"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -63,6 +67,12 @@ class Metrics:
                                          "Window end (wall clock) until its record is stored and published.",
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.store_errors = Counter("roomtone_store_errors_total", "Failed writes to the event store.", registry=r)
+        self.capture_gaps = Counter("roomtone_capture_gaps_total",
+                                    "Jumps of more than 1 s in capture time between two blocks (the process was "
+                                    "stopped, or the device stalled): audio lost, the window restarts.",
+                                    ["mic"], registry=r)
+        self.capture_gap_seconds = Counter("roomtone_capture_gap_seconds_total",
+                                           "Capture time lost in those jumps, seconds.", ["mic"], registry=r)
         self.store_corrupt = Gauge("roomtone_store_corrupt",
                                    "1 when the last integrity check of the store (SQLite quick_check, at start and "
                                    "every store.check_interval_s) found damage; the log says what to do.", registry=r)
@@ -76,6 +86,7 @@ class Metrics:
         self.model_info = Gauge("roomtone_model_info", "The loaded model (value 1).",
                                 ["model_sha256", "embedding_dim", "classes"], registry=r)
         self._server = None
+        self._exported_classes: frozenset[str] | None = None  # set_model: the classes with their own series
 
     def register_mic(self, mic_id: str) -> None:
         """Create a microphone's counters at 0 so dashboards and rate() see them before the first event."""
@@ -83,13 +94,22 @@ class Metrics:
         self.overruns.labels(mic=mic_id)
         self.capture_errors.labels(mic=mic_id)
         self.analysis_errors.labels(mic=mic_id)
+        self.capture_gaps.labels(mic=mic_id)
+        self.capture_gap_seconds.labels(mic=mic_id)
         for stage in DROP_STAGES:
             self.dropped.labels(mic=mic_id, stage=stage)
 
     def set_model(self, sha256: str, embedding_dim: int, classes: Iterable[str]) -> None:
-        """Publish which model is loaded."""
+        """Publish which model is loaded; its first MAX_ACTIVITY_SERIES classes get their own activity series."""
+        classes = list(classes)
+        self._exported_classes = frozenset(classes[:MAX_ACTIVITY_SERIES])
+        if len(classes) > MAX_ACTIVITY_SERIES:
+            log.warning("the head has more classes than are exported as metric labels: the rest are summed into "
+                        "activity=\"%s\" (gRPC, MQTT and the store keep every class)", OTHER_ACTIVITY,
+                        extra={"classes": len(classes), "exported": MAX_ACTIVITY_SERIES})
+        shown = classes if len(classes) <= MAX_ACTIVITY_SERIES else classes[:MAX_ACTIVITY_SERIES] + ["..."]
         self.model_info.labels(model_sha256=sha256, embedding_dim=str(embedding_dim),
-                               classes=",".join(classes)).set(1)
+                               classes=",".join(shown)).set(1)
 
     def observe_analysis(self, result: WindowResult, failing: dict[str, bool]) -> None:
         """Gauges describing the microphone's latest window: health, checks, activity, level."""
@@ -101,8 +121,14 @@ class Metrics:
             self.check_failing.labels(mic=mic, check=check).set(1.0 if is_failing else 0.0)
         kind = label_kind(result.label, result.health_state)
         judged = kind in ("class", "unknown")  # the head's posteriors mean something for this window
+        other = None
         for activity, p in result.probabilities.items():
-            self.activity.labels(mic=mic, activity=activity).set(p if judged else 0.0)
+            if self._exported_classes is None or activity in self._exported_classes:
+                self.activity.labels(mic=mic, activity=activity).set(p if judged else 0.0)
+            else:  # label cardinality stays bounded whatever the head holds
+                other = (other or 0.0) + p
+        if other is not None:
+            self.activity.labels(mic=mic, activity=OTHER_ACTIVITY).set(other if judged else 0.0)
         for decision in RESERVED_LABELS:
             self.activity.labels(mic=mic, activity=decision).set(1.0 if result.label == decision else 0.0)
         for name in LABEL_KINDS:
@@ -139,3 +165,4 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        self._exported_classes: frozenset[str] | None = None  # set_model: the classes with their own series

@@ -128,7 +128,10 @@ class Pipeline:
                 self._offer(self.analysis_q, _END, block=True, mic_id="", stage="analysis")
                 return
             windower = self.windowers[chunk.mic_id]
+            gaps, gap_s = windower.gaps, windower.gap_s
             windows = windower.finish() if chunk.end_of_stream else windower.push(chunk)
+            if windower.gaps > gaps:
+                self._capture_gap(chunk.mic_id, windower.gap_s - gap_s, windower.gaps)
             realtime = self.sources[chunk.mic_id].realtime
             for window in windows:
                 self.stats.windows_cut += 1
@@ -184,6 +187,14 @@ class Pipeline:
             if end_seen:
                 self._offer(self.store_q, _END, block=True, mic_id="", stage="store")
                 return
+
+    def _capture_gap(self, mic_id: str, seconds: float, total: int) -> None:
+        """Audio time missing between two capture blocks (SIGSTOP, a stalled device): counted and logged."""
+        self.metrics.capture_gaps.labels(mic=mic_id).inc()
+        self.metrics.capture_gap_seconds.labels(mic=mic_id).inc(seconds)
+        log.warning("capture gap: audio time is missing between two blocks (process stopped or device stalled); "
+                    "the window restarts after it", extra={"mic": mic_id, "seconds": round(seconds, 2),
+                                                           "gaps_total": total})
 
     def _analyse_one_by_one(self, batch: list[Window], timings: Timings) -> tuple[list, list]:
         """After a batch failed: every window alone, so only the window at fault is lost (and counted)."""

@@ -46,6 +46,7 @@ class Windower:
             raise ValueError(f"window_s and hop_s must be positive, got {window_s}, {hop_s}")
         self.realtime = realtime
         self.gaps = 0  # discontinuities seen (lost samples); the buffer restarts at each
+        self.gap_s = 0.0  # capture time lost in them (the process stopped, a device stalled), seconds
         self._parts: list[np.ndarray] = []
         self._buffered = 0
         self._start_unix: float | None = None  # time of the first buffered sample
@@ -74,6 +75,7 @@ class Windower:
             expected = self._start_unix + self._buffered / self.source_rate
             if abs(chunk.start_unix - expected) > GAP_TOLERANCE_S:
                 self.gaps += 1
+                self.gap_s += max(0.0, chunk.start_unix - expected)
                 self.reset()
                 self._start_unix = chunk.start_unix
         samples = chunk.samples

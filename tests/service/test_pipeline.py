@@ -21,7 +21,7 @@ from service.config import PipelineConfig
 from service.event_store import EventQuery, EventStore
 from service.metrics import Metrics
 from service.pipeline import Pipeline
-from service.sources import FileSource
+from service.sources import Chunk, FileSource
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +187,30 @@ def test_a_window_whose_analysis_fails_is_lost_alone_and_counted_for_its_microph
     assert pipeline.stats.analysis_errors == 2 and pipeline.stats.dropped == 0
     assert metrics.analysis_errors.labels(mic="bad")._value.get() == 2
     assert metrics.analysis_errors.labels(mic="good")._value.get() == 0
+
+
+class JumpingSource:
+    """A realtime source at the edge: 1 s of blocks, then a 30 s jump in capture time (SIGSTOP/SIGCONT), then 1 s."""
+
+    mic_id, description, sample_rate, channels, realtime, overruns, errors = "jumpy", "test", 16000, 1, True, 0, 0
+    state = "running"
+
+    def start(self, sink) -> None:
+        t0 = time.time()
+        block = np.zeros((1, 1600), np.float32)
+        for i in range(10):
+            sink(Chunk("jumpy", block, 16000, t0 + i * 0.1))
+        for i in range(10):
+            sink(Chunk("jumpy", block, 16000, t0 + 31.0 + i * 0.1))
+        sink(Chunk("jumpy", block[:, :0], 16000, t0 + 32.0, end_of_stream=True))
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_jump_in_capture_time_is_counted_in_the_gap_metrics(bundle, store):
+    metrics = Metrics()
+    pipeline = Pipeline([JumpingSource()], Analyzer(bundle), store_into(store), metrics, PipelineConfig())
+    run_to_end(pipeline)
+    assert metrics.capture_gaps.labels(mic="jumpy")._value.get() == 1
+    assert 29.5 < metrics.capture_gap_seconds.labels(mic="jumpy")._value.get() < 30.5
