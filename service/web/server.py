@@ -444,7 +444,7 @@ class WebServer:
                            reuse_address=False)
         await site.start()
         self.backend.feed.attach(asyncio.get_running_loop())
-        return site._server.sockets[0].getsockname()[1]
+        return self._runner.addresses[0][1]
 
     def start(self) -> int:
         """Bind and serve on a daemon thread; OSError when the address cannot be bound."""
