@@ -23,12 +23,12 @@ import time
 from datetime import datetime
 
 from service.cli.daemon_address import add_address_argument
-from service.vocabulary import HEALTH_STATES, MAX_PAGE
+from service.vocabulary import HEALTH_STATES, MAX_PAGE, SESSION_EVENT_KINDS
 
 HEALTH_CHOICES = HEALTH_STATES
-KIND_CHOICES = ("window", "activity", "health", "sound")
-_KIND_NAMES = {"window": "window", "activity": "activity_changed", "health": "health_changed",
-               "sound": "sound_detected"}
+KIND_CHOICES = ("window", "activity", "health", "sound", "session")
+_KIND_NAMES = {"window": ("window",), "activity": ("activity_changed",), "health": ("health_changed",),
+               "sound": ("sound_detected",), "session": SESSION_EVENT_KINDS}
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 FOLLOW_ROW = "{:<19}  {:<12}  {:<8}  {}"  # TIME, MIC, EVENT, DETAIL
 
@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--health", action="append", default=[], choices=HEALTH_CHOICES,
                         help="only this health state (repeatable)")
     parser.add_argument("--kind", action="append", default=[], choices=KIND_CHOICES,
-                        help="only windows, activity changes, health changes or custom-sound detections "
-                             "(repeatable; default all)")
+                        help="only windows, activity changes, health changes, custom-sound detections or "
+                             "activity session starts/ends (sessions: live only, with --follow; stored ones: "
+                             "`roomtone sessions`) (repeatable; default all)")
     parser.add_argument("--limit", type=int, default=20,
                         help=f"how many of the latest matching items to show (1..{MAX_PAGE}, the daemon's page size)")
     parser.add_argument("--follow", "-f", action="store_true", help="after the latest items, print live ones until Ctrl-C")
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     event_filter = pb.EventFilter(
         mic_ids=args.mic, labels=args.label, health_states=[HEALTH_TO_PB[h] for h in args.health],
-        kinds=[KIND_TO_PB[_KIND_NAMES[k]] for k in args.kind], since_unix_ms=since, until_unix_ms=until)
+        kinds=[KIND_TO_PB[name] for k in args.kind for name in _KIND_NAMES[k]], since_unix_ms=since, until_unix_ms=until)
 
     def as_json(event) -> str:
         return json.dumps(MessageToDict(event, preserving_proto_field_name=True))

@@ -16,6 +16,7 @@ from service.event_store import EventStore
 from service.grpc_server import start_server, stop_server
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
+from service.records import StateChange
 from service.sessions import ActivitySession, SessionEvent
 
 MIN_MS = 60_000
@@ -138,3 +139,36 @@ def test_the_sessions_command_refuses_a_bad_time_and_says_when_the_daemon_is_unr
     assert main(["sessions", "--since", "yesterday-ish"]) == 2
     assert "cannot read time" in capsys.readouterr().err
     assert main(["sessions", "--address", f"127.0.0.1:{free_port()}"]) == 3
+
+
+def test_events_follow_kind_session_prints_session_starts_and_ends_as_rows(tmp_path: Path, capsys):
+    import threading
+
+    from service.cli.main import main
+
+    store, bus = EventStore(tmp_path / "follow.db"), EventBus()
+    server = start_server(store, bus, NoMicrophones(), GrpcConfig(address="127.0.0.1:0"))
+    codes = []
+    follower = threading.Thread(target=lambda: codes.append(main(
+        ["events", "--address", server.roomtone_address, "--follow", "--kind", "session", "--limit", "1"])))
+    follower.start()
+    try:
+        deadline = time.monotonic() + 5
+        while bus.subscriber_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        t0 = 1_700_000_000_000  # 2023-11-14
+        [cooking] = store.add_session_events([started("kitchen", "cooking", t0)])
+        bus.publish(cooking)
+        bus.publish(StateChange("health_changed", "kitchen", t0, "ok", "faulty"))  # another kind: not shown
+        [end] = store.add_session_events([ended(cooking, t0 + 5 * MIN_MS)])
+        bus.publish(end)
+        time.sleep(0.3)
+        bus.close()  # the daemon shutting down ends the stream
+        follower.join(timeout=10)
+    finally:
+        stop_server(server, grace_s=0.2)
+        store.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert codes == [0] and lines[0].split() == ["TIME", "MIC", "EVENT", "DETAIL"]
+    assert len(lines) == 3 and " started " in lines[1] and " ended " in lines[2]
+    assert all("kitchen" in line and "session #1 cooking since 2023-11-1" in line for line in lines[1:])
