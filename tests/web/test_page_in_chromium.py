@@ -112,6 +112,16 @@ def test_the_live_view_updates_within_one_window_and_draws_the_log_mel(daemon, p
     assert page.errors == []
 
 
+def test_a_page_that_fell_behind_starts_again_from_the_snapshot(daemon, page):
+    page.open(daemon + "/")
+    page.page.wait_for_function("window.roomtone.listeners.size > 0")
+    with page.page.expect_response(lambda r: r.url.endswith("/api/status")):
+        page.page.evaluate("for (const listener of window.roomtone.listeners) listener('gap', null)")
+    page.page.wait_for_timeout(300)
+    assert page.page.locator("section.mic-card[data-mic='demo']").get_attribute("data-window-id")
+    assert page.errors == []
+
+
 def test_the_timeline_shows_the_stored_windows_and_links_to_them(daemon, page):
     stored = len(api(daemon, "/api/windows?limit=1000")["windows"])
     page.open(daemon + "/timeline")

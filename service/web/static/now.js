@@ -1,6 +1,6 @@
 // The Now view: per microphone, the current activity with probabilities, level, health with the
 // failing checks, and a live log-Mel strip of the last windows (computed by the daemon).
-import { clockTime, dbfs, h, healthBadge, labelColour, probabilityBars } from "./api.js";
+import { clockTime, dbfs, getJson, h, healthBadge, labelColour, probabilityBars } from "./api.js";
 
 const STRIP_WINDOWS = 30;
 
@@ -102,7 +102,15 @@ export async function renderNow(view, status, live) {
     h("h1", {}, "Now"),
     h("p", { class: "muted" }, `What each microphone hears: one ${status.window_s} s window every ${status.hop_s} s.`),
     status.mics.length ? grid : h("p", {}, "No microphone is configured."));
-  live.listeners.add((kind, message) => {
+  live.listeners.add(async (kind, message) => {
+    if (kind === "gap") { // this page fell behind and lost messages: start again from the daemon's snapshot
+      const fresh = await getJson("/api/status");
+      for (const [mic, card] of cards) {
+        card.strips = [];
+        for (const recent of fresh.recent[mic] || []) showWindow(card, recent, hopFraction);
+      }
+      return;
+    }
     if (kind !== "window") return;
     const card = cards.get(message.window.mic_id);
     if (card) showWindow(card, message, hopFraction);
