@@ -9,7 +9,8 @@ at the same false-alarm rate, and it needs no background to fit (docs/sounds.md)
 The threshold is calibrated for a false-alarm rate: from background windows (a home's own stored
 windows) when at least `MIN_BACKGROUND_HOURS` of them exist, the score that at most
 ``alarms_per_hour`` of them per hour reach; otherwise from the examples alone (the lowest score of an
-example against the others, less `EXAMPLE_MARGIN`); with one example and no background, `DEFAULT_THRESHOLD`.
+example against the others, less `EXAMPLE_MARGIN`), but never below `DEFAULT_THRESHOLD`: measured, the
+examples alone put 3-example thresholds so low that the stream gave 160 false alarms per hour.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def calibrate_threshold(examples: np.ndarray, background: np.ndarray | None = No
         return Calibration(min(threshold, 1.0), "background",
                            f"background: {background_hours:.1f} h of windows, <= {alarms_per_hour:g} alarm/h")
     if len(examples) >= 2:
-        threshold = float(leave_one_out_scores(examples).min()) - EXAMPLE_MARGIN
-        return Calibration(threshold, "examples", f"examples: lowest leave-one-out score - {EXAMPLE_MARGIN}")
+        threshold = max(float(leave_one_out_scores(examples).min()) - EXAMPLE_MARGIN, DEFAULT_THRESHOLD)
+        return Calibration(threshold, "examples",
+                           f"examples: lowest leave-one-out score - {EXAMPLE_MARGIN}, at least {DEFAULT_THRESHOLD}")
     return Calibration(DEFAULT_THRESHOLD, "default", "default: one example and no background")

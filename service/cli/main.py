@@ -33,6 +33,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("neighbours", "service.cli.neighbours", "the k most similar segments of an embedding index to a query recording"),
     ("audit", "service.cli.audit", "rank a dataset's clips by suspected mislabels, broken recordings and outliers -> CSV"),
     ("train-head", "service.cli.train_head", "fit the activity head on labelled clips and store it in a copy of the model file"),
+    ("adapt", "service.cli.adapt", "continue a model's self-supervised training on a home's own unlabelled audio (head kept valid)"),
     ("export", "service.cli.export", "export a model file's ONNX serving graph (for the torch-free daemon, pipeline.backend = onnx)"),
 ]
 

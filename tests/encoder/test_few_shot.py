@@ -27,11 +27,13 @@ def test_background_calibration_allows_the_asked_alarms_per_hour():
     assert calibration.source == "background" and above.sum() == 2
 
 
-def test_without_enough_background_the_examples_set_the_threshold():
-    examples = np.array([[1.0, 0.0], [0.8, 0.6]])
-    calibration = calibrate_threshold(examples, np.ones((10, 2)), background_hours=0.1)
+def test_without_enough_background_the_examples_set_the_threshold_but_never_below_the_default():
+    close = np.array([[1.0, 0.0], [0.99, np.sqrt(1 - 0.99 ** 2)]])
+    calibration = calibrate_threshold(close, np.ones((10, 2)), background_hours=0.1)
     assert calibration.source == "examples"
-    assert calibration.threshold == pytest.approx(0.8 - EXAMPLE_MARGIN)
+    assert calibration.threshold == pytest.approx(0.99 - EXAMPLE_MARGIN)
+    spread = np.array([[1.0, 0.0], [0.8, 0.6]])
+    assert calibrate_threshold(spread).threshold == DEFAULT_THRESHOLD
 
 
 def test_one_example_and_no_background_gets_the_default_threshold():
