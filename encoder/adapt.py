@@ -2,11 +2,15 @@
 the same recipe (`encoder.train.train`, the model's stored training config), a time budget and a
 checkpoint to resume from, then keep its activity head valid.
 
-The head stays valid by re-alignment, not by refitting (a model file stores no labelled data): on the
-home's own windows, a ridge least-squares affine map from the adapted embeddings to the original ones is
-fitted, and folded into the head's weights, so the head keeps the decision boundaries it learned in the
-original space (`aligned_head`). Custom sounds need nothing here: the sound library re-embeds them from
-their kept audio when the daemon loads a model with another sha256 (service/sound_library.py).
+The head stays valid by constraining the adaptation, not by refitting (a model file stores no labelled
+data): a short run at a tenth of the learning rate keeps the head's input space where it was, and the head
+is kept as it is (``head="keep"``, the default). What moves most in such a run are the batch-norm
+statistics, which now describe the home's audio. The alternative, ``head="realign"``, fits a ridge
+least-squares affine map from the adapted embeddings to the original ones on the home's windows and folds
+it into the head (`aligned_head`); measured, it undoes the adaptation on the home (the map reproduces the
+original embeddings of exactly that audio) and hurts clean audio, so it is not the default
+(docs/sounds.md). Custom sounds need nothing here: the sound library re-embeds them from their kept audio
+when the daemon loads a model with another sha256 (service/sound_library.py).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from encoder.head import ActivityHead
 
 #: Ridge strength of the alignment, relative to the mean squared norm of the adapted embeddings.
 ALIGN_RIDGE = 1e-2
+HEAD_MODES = ("keep", "realign")
 #: Learning rate of adaptation: a tenth of the bundled recipe's, so a few minutes nudge rather than retrain.
 ADAPT_LEARNING_RATE = 1e-4
 
@@ -38,6 +43,11 @@ class AdaptConfig:
     seed: int = 0
     resume: bool = False  # continue from ``<out>.ckpt``
     progress: bool = True
+    head: str = "keep"  # "keep" the head as it is, or "realign" it to the adapted space (see the module docstring)
+
+    def __post_init__(self) -> None:
+        if self.head not in HEAD_MODES:
+            raise ValueError(f"AdaptConfig.head must be one of {HEAD_MODES}, got {self.head!r}")
 
 
 def adaptation_train_config(bundle, config: AdaptConfig):
@@ -129,10 +139,13 @@ def adapt(config: AdaptConfig) -> AdaptResult:
     a, c = alignment(new, old)
     residual = old - (new @ a + c)
     r2 = 1.0 - float(np.sum(residual ** 2) / max(np.sum((old - old.mean(axis=0)) ** 2), 1e-12))
-    head = aligned_head(ActivityHead.from_dict(original.head), a, c).to_dict() if original.head else None
+    head = original.head
+    if original.head and config.head == "realign":
+        head = aligned_head(ActivityHead.from_dict(original.head), a, c).to_dict()
     metadata = {**original.metadata, **adapted.metadata,
                 "adapted": {"from_model": str(config.model), "audio": [str(x) for x in config.audio],
-                            "minutes": config.minutes, "steps": result.state.step, "head": "re-aligned",
+                            "minutes": config.minutes, "steps": result.state.step,
+                            "head": "re-aligned" if config.head == "realign" else "kept",
                             "align_windows": len(windows), "align_r2": round(r2, 4)}}
     if original.head:
         metadata["head"] = original.metadata.get("head")

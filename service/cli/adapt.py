@@ -8,10 +8,10 @@ read), and may be repeated; the clips the daemon keeps with clip retention ([cli
 (progress bar on stderr), checkpoints every 100 steps to <out>.ckpt, and Ctrl-C or SIGTERM saves a
 checkpoint and exits with 130; --resume continues from it within the same total budget.
 
-The head is re-aligned, not refitted (a model file holds no labelled data): on the home's own windows a
-ridge least-squares map from the adapted embeddings to the original ones is fitted and folded into the
-head's weights. Custom sounds are re-embedded from their kept audio when the daemon starts with the new
-model. See docs/sounds.md for what adaptation was measured to do.
+The head is kept, not refitted (a model file holds no labelled data): the short, low-rate run keeps its
+input space close to where it was (--head realign instead folds a least-squares map from the adapted to
+the original embeddings into it; measured worse). Custom sounds are re-embedded from their kept audio when
+the daemon starts with the new model. See docs/sounds.md for what adaptation was measured to do.
 
 Example: roomtone adapt --model models/roomtone.pt --audio var/clips --out models/home.pt --minutes 20
 """
@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-4)")
     parser.add_argument("--seed", type=int, default=0, help="seed for triplets and the alignment sample")
     parser.add_argument("--resume", action="store_true", help="continue from <out>.ckpt")
+    parser.add_argument("--head", choices=("keep", "realign"), default="keep",
+                        help="keep the activity head as it is, or re-align it to the adapted embeddings")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"roomtone adapt: --minutes must be positive, got {args.minutes}", file=sys.stderr)
         return 2
     config = AdaptConfig(Path(args.model), tuple(args.audio), Path(args.out), args.minutes,
-                         args.lr or ADAPT_LEARNING_RATE, args.seed, args.resume)
+                         args.lr or ADAPT_LEARNING_RATE, args.seed, args.resume, head=args.head)
     try:
         result = adapt(config)
     except (ModelFileError, DatasetError, CheckpointError, ValueError) as exc:
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"roomtone adapt: interrupted after {result.steps} steps; checkpoint saved, continue with --resume",
               file=sys.stderr)
         return 130
-    print(f"wrote {result.out}: {result.steps} steps; head re-aligned on {result.align_windows} windows "
-          f"(R^2 {result.align_r2:.3f})")
+    how = "re-aligned" if args.head == "realign" else "kept"
+    print(f"wrote {result.out}: {result.steps} steps; head {how} (adapted -> original map R^2 "
+          f"{result.align_r2:.3f} on {result.align_windows} windows)")
     return 0

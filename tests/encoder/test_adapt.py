@@ -65,12 +65,23 @@ def test_adapt_starts_from_the_model_stays_in_budget_and_keeps_a_valid_head(tiny
     original, adapted = load_model(model), load_model(tmp_path / "home.pt")
     assert adapted.class_names == original.class_names and adapted.encoder_config == original.encoder_config
     record = adapted.metadata["adapted"]
-    assert record["head"] == "re-aligned" and record["steps"] == result.steps
+    assert record["head"] == "kept" and record["steps"] == result.steps
+    assert adapted.head == original.head
     assert adapted.metadata["training"]["config"]["init_model"] == str(model)
     assert adapted.metadata["training"]["config"]["batch_size"] == 3  # the model's own recipe
     before = original.encoder.state_dict()
     assert any(not np.allclose(v.numpy(), before[k].numpy()) for k, v in adapted.encoder.state_dict().items()
                if v.dtype.is_floating_point)
+
+
+def test_realign_writes_the_head_folded_onto_the_adapted_space(tiny_model, tmp_path):
+    model, audio = tiny_model
+    adapt(AdaptConfig(model, (str(audio),), tmp_path / "r.pt", minutes=0.01, progress=False, head="realign"))
+    adapted, original = load_model(tmp_path / "r.pt"), load_model(model)
+    assert adapted.metadata["adapted"]["head"] == "re-aligned" and adapted.class_names == original.class_names
+    assert adapted.head["coef"] != original.head["coef"]
+    with pytest.raises(ValueError, match="head"):
+        AdaptConfig(model, (str(audio),), tmp_path / "x.pt", head="refit")
 
 
 def test_init_model_must_fit_the_run(tiny_model, tmp_path):
