@@ -10,6 +10,7 @@ clients. Usage:
 
     .venv/bin/python bench/api_load.py                      # 60 s, 50 streams + 20 listers, bundled model
     .venv/bin/python bench/api_load.py --seconds 15 --model small.pt
+    .venv/bin/python bench/api_load.py --prefill 141000 --limit 1000 --streams 5   # heavy reads on a big store
 
 Prints one JSON object (latencies in ms).
 """
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -66,37 +68,60 @@ class Follower(threading.Thread):
 
 
 class Lister(threading.Thread):
-    """One client calling ListEvents(limit=100) back to back until told to stop."""
+    """One client paging ListEvents(limit) back to back (from the newest again at the end) until told to stop."""
 
-    def __init__(self, address: str, stop: threading.Event) -> None:
+    def __init__(self, address: str, stop: threading.Event, limit: int = 100) -> None:
         super().__init__(daemon=True)
+        self.limit = limit
         self.stub = pb_grpc.RoomtoneStub(grpc.insecure_channel(address))
         self.stop_event = stop
         self.latencies: list[float] = []
         self.errors: list[str] = []
 
     def run(self) -> None:
+        token = ""
         while not self.stop_event.is_set():
             t0 = time.perf_counter()
             try:
-                self.stub.ListEvents(pb.ListEventsRequest(limit=100), timeout=30)
+                page = self.stub.ListEvents(pb.ListEventsRequest(limit=self.limit, page_token=token), timeout=30)
                 self.latencies.append(time.perf_counter() - t0)
+                token = page.next_page_token
             except grpc.RpcError as error:
                 self.errors.append(error.code().name)
 
 
-def api_load(seconds: float, streams: int, listers: int, model: str, window_s: float = 1.0, hop_s: float = 0.5) -> dict:
+def prefill(path: Path, windows: int, dim: int = 256) -> None:
+    """``windows`` stored windows (one mic, 10 s each, ending an hour ago) with a state change every 10th."""
+    from service.event_store import EventStore
+    from service.records import StateChange, WindowResult
+
+    rng = np.random.default_rng(0)
+    start = int(time.time() * 1000) - 3_600_000 - windows * 10_000
+    with EventStore(path) as store:
+        for first in range(0, windows, 1000):
+            batch = range(first, min(windows, first + 1000))
+            store.add_results(
+                [WindowResult("old", start + i * 10_000, start + (i + 1) * 10_000, "speech", {"speech": 0.9, "water": 0.1},
+                              "ok", (), {"clipping": 0.0}, -30.0, embedding=rng.standard_normal(dim).astype(np.float32))
+                 for i in batch],
+                [StateChange("activity_changed", "old", start + i * 10_000, "water", "speech") for i in batch if i % 10 == 0])
+
+
+def api_load(seconds: float, streams: int, listers: int, model: str, window_s: float = 1.0, hop_s: float = 0.5,
+             limit: int = 100, prefilled: int = 0) -> dict:
     """Run the load and return its figures."""
     with tempfile.TemporaryDirectory(prefix="roomtone-load-") as data:
-        daemon = Daemon(["--model", model, "--demo", "--window-s", str(window_s), "--hop-s", str(hop_s)], Path(data),
-                        env={"ROOMTONE_GRPC__MAX_STREAMS": str(streams + 8)})
+        if prefilled:
+            prefill(Path(data) / "roomtone.db", prefilled)
+        daemon = Daemon(["--model", model, "--demo", "--window-s", str(window_s), "--hop-s", str(hop_s),
+                         "--web-port", "0"], Path(data), env={"ROOMTONE_GRPC__MAX_STREAMS": str(streams + 8)})
         try:
             followers = [Follower(daemon.grpc_address) for _ in range(streams)]
             for follower in followers:
                 follower.start()
             time.sleep(1.0)  # every stream subscribed before the measured interval
             stop = threading.Event()
-            hammers = [Lister(daemon.grpc_address, stop) for _ in range(listers)]
+            hammers = [Lister(daemon.grpc_address, stop, limit) for _ in range(listers)]
             before = daemon.metrics()
             t0 = time.monotonic()
             for hammer in hammers:
@@ -121,6 +146,7 @@ def api_load(seconds: float, streams: int, listers: int, model: str, window_s: f
     list_latencies = [x for h in hammers for x in h.latencies]
     return {
         "seconds": round(elapsed, 1), "streams": streams, "listers": listers, "window_s": window_s, "hop_s": hop_s,
+        "list_limit": limit, "prefilled_windows": prefilled,
         "windows_stored": int(stored),
         "windows_dropped": int(daemon.metric("roomtone_windows_dropped_total", after)),
         "stream_items_dropped": int(daemon.metric("roomtone_stream_items_dropped_total", after)),
@@ -148,8 +174,11 @@ def main() -> int:
     parser.add_argument("--model", default=str(REPO / "models" / "roomtone.pt"))
     parser.add_argument("--window-s", type=float, default=1.0)
     parser.add_argument("--hop-s", type=float, default=0.5)
+    parser.add_argument("--limit", type=int, default=100, help="ListEvents page size of each lister (they page on)")
+    parser.add_argument("--prefill", type=int, default=0, help="windows stored before the daemon starts")
     args = parser.parse_args()
-    print(json.dumps(api_load(args.seconds, args.streams, args.listers, args.model, args.window_s, args.hop_s), indent=2))
+    print(json.dumps(api_load(args.seconds, args.streams, args.listers, args.model, args.window_s, args.hop_s,
+                              args.limit, args.prefill), indent=2))
     return 0
 
 

@@ -140,6 +140,10 @@ class GrpcConfig(Section):
                                   description="largest Classify/FindSimilar upload; more: RESOURCE_EXHAUSTED (bytes)")
     max_streams: int = Field(64, ge=1, le=1024,
                              description="concurrent StreamEvents clients; more: RESOURCE_EXHAUSTED (streams)")
+    max_concurrent_reads: int = Field(
+        1, ge=1, le=64, description="ListEvents pages read and built at once (Python work that holds the GIL); more "
+                                    "wait up to 30 s or their deadline, so heavy readers cannot starve the pipeline "
+                                    "(requests)")
     max_concurrent_uploads: int = Field(
         2, ge=1, le=16, description="Classify/FindSimilar uploads decoded and analysed at once (each up to 128 MiB of "
                                     "samples); more wait up to 30 s, then RESOURCE_EXHAUSTED (uploads)")
@@ -626,7 +630,7 @@ def _range_of(info: Any) -> str:
 
 def _unit_of(description: str) -> tuple[str, str]:
     """(meaning, unit) from a description ending in ``(unit)``."""
-    match = re.fullmatch(r"(.*) \((s|days|MiB|bytes|streams|windows|connections|classes|uploads|messages|dBFS|h|sounds|1/h|probability)\)", description)
+    match = re.fullmatch(r"(.*) \((s|days|MiB|bytes|streams|windows|connections|classes|uploads|messages|dBFS|h|sounds|1/h|probability|requests)\)", description)
     return (match.group(1), match.group(2)) if match else (description, "")
 
 

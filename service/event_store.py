@@ -11,13 +11,14 @@ thread and the gRPC servicers (writes are one small batch per window hop, so con
 from __future__ import annotations
 
 import base64
+import contextlib
 import binascii
 import json
 import math
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -289,6 +290,11 @@ class EventStore:
         self._cache_lock = threading.Lock()
         self._indexes: dict[int, SimilarityIndex] = {}
         self._loaded_up_to = 0  # highest window id already in the indexes
+        # Queries read on a connection of their own thread (WAL: readers and the one writer never wait for
+        # each other), so heavy ListEvents pages cannot hold up the pipeline's writes.
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -296,6 +302,10 @@ class EventStore:
         with self._lock:
             if self._connection is None:
                 return
+            with self._readers_lock:
+                readers, self._readers = self._readers, []
+            for reader in readers:
+                reader.close()
             try:
                 self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
@@ -312,6 +322,28 @@ class EventStore:
         if self._connection is None:
             raise StoreError(f"{self.path}: store is closed")
         return self._connection
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """This thread's read-only connection, inside one read transaction (a consistent snapshot even while
+        the writer commits or retention deletes)."""
+        self._db()  # StoreError once closed
+        reader = getattr(self._local, "connection", None)
+        if reader is None or reader not in self._readers:
+            reader = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
+            reader.execute("PRAGMA query_only = ON")
+            with self._readers_lock:
+                self._readers.append(reader)
+            self._local.connection = reader
+        if reader.in_transaction:  # nested in this thread: the outer snapshot holds
+            yield reader
+            return
+        reader.execute("BEGIN")
+        try:
+            yield reader
+        finally:
+            if reader.in_transaction:
+                reader.execute("COMMIT")
 
     def schema_version(self) -> int:
         """PRAGMA user_version of the open file."""
@@ -411,13 +443,15 @@ class EventStore:
         """Stored windows by id, in the order asked; missing ids are skipped."""
         if not window_ids:
             return []
+        with self._reading() as db:
+            return self._get_windows(db, window_ids, include_embedding)
+
+    def _get_windows(self, db: sqlite3.Connection, window_ids: Sequence[int], include_embedding: bool) -> list[WindowResult]:
         columns = _WINDOW_COLUMNS + (", embedding" if include_embedding else "")
-        with self._lock:
-            rows = []
-            for begin in range(0, len(window_ids), 500):
-                part = [int(i) for i in window_ids[begin:begin + 500]]
-                rows += self._db().execute(
-                    f"SELECT {columns} FROM windows WHERE id IN ({','.join('?' * len(part))})", part).fetchall()
+        rows = []
+        for begin in range(0, len(window_ids), 500):
+            part = [int(i) for i in window_ids[begin:begin + 500]]
+            rows += db.execute(f"SELECT {columns} FROM windows WHERE id IN ({','.join('?' * len(part))})", part).fetchall()
         by_id = {row[0]: self._window_from_row(row, row[10] if include_embedding else None) for row in rows}
         return [by_id[i] for i in window_ids if i in by_id]
 
@@ -441,12 +475,12 @@ class EventStore:
         if not parts:
             return EventPage([], "")
         sql = " UNION ALL ".join(parts) + " ORDER BY t DESC, rank DESC, id DESC LIMIT ?"
-        with self._lock:
-            keys = self._db().execute(sql, params + [limit + 1]).fetchall()
+        with self._reading() as db:
+            keys = db.execute(sql, params + [limit + 1]).fetchall()
             more = len(keys) > limit
             keys = keys[:limit]
-            windows = {w.window_id: w for w in self.get_windows([k[1] for k in keys if k[0] == 1])}
-            changes = self._get_changes([k[1] for k in keys if k[0] == 0])
+            windows = {w.window_id: w for w in self._get_windows(db, [k[1] for k in keys if k[0] == 1], False)}
+            changes = self._get_changes(db, [k[1] for k in keys if k[0] == 0])
         items = [windows[k[1]] if k[0] == 1 else changes[k[1]] for k in keys]
         token = _encode_page_token((keys[-1][2], keys[-1][0], keys[-1][1])) if more else ""
         return EventPage(items, token)
@@ -455,10 +489,10 @@ class EventStore:
         """Like `list_events` restricted to window records."""
         return self.list_events(replace(query, kinds=("window",)), limit, page_token)
 
-    def _get_changes(self, event_ids: list[int]) -> dict[int, StateChange]:
+    def _get_changes(self, db: sqlite3.Connection, event_ids: list[int]) -> dict[int, StateChange]:
         if not event_ids:
             return {}
-        rows = self._db().execute(
+        rows = db.execute(
             "SELECT e.id, e.kind, e.mic_id, e.time_unix_ms, e.previous, e.current, w.id, e.reasons_json, e.score "
             "FROM events e LEFT JOIN windows w ON w.id = e.window_id "
             f"WHERE e.id IN ({','.join('?' * len(event_ids))})", event_ids).fetchall()
@@ -502,11 +536,11 @@ class EventStore:
 
     def latest_windows(self) -> dict[str, WindowResult]:
         """The most recent stored window of every microphone (e.g. to resume state after a restart)."""
-        with self._lock:
-            ids = [row[0] for row in self._db().execute(
+        with self._reading() as db:
+            ids = [row[0] for row in db.execute(
                 "SELECT (SELECT id FROM windows w2 WHERE w2.mic_id = m.mic_id ORDER BY start_unix_ms DESC, id DESC LIMIT 1) "
                 "FROM (SELECT DISTINCT mic_id FROM windows) m")]
-            return {w.mic_id: w for w in self.get_windows(ids)}
+            return {w.mic_id: w for w in self._get_windows(db, ids, False)}
 
     def counts(self) -> tuple[int, int]:
         """(stored windows, stored state changes)."""
@@ -527,8 +561,8 @@ class EventStore:
 
     def list_sessions(self, query: SessionQuery = SessionQuery(), limit: int = 100, page_token: str = "") -> SessionPage:
         """Sessions newest start first, filtered and paged; ValueError for a bad limit or token."""
-        with self._lock:
-            return session_store.list_sessions(self._db(), query, limit, page_token)
+        with self._reading() as db:
+            return session_store.list_sessions(db, query, limit, page_token)
 
     def _write(self, work):
         """``work(connection)`` in one IMMEDIATE transaction under the store lock; its result."""
@@ -549,8 +583,8 @@ class EventStore:
         """Load rows above the high-water mark into the indexes (cache lock held), in batches that
         take the database lock only briefly so writers are not held up by a first large load."""
         while True:
-            with self._lock:
-                rows = self._db().execute(
+            with self._reading() as db:
+                rows = db.execute(
                     "SELECT id, mic_id, embedding, embedding_dim FROM windows WHERE id > ? AND embedding IS NOT NULL "
                     "ORDER BY id LIMIT ?", (self._loaded_up_to, batch)).fetchall()
             if not rows:

@@ -255,6 +255,10 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
         # Each upload decodes to up to MAX_UPLOAD_SAMPLES floats (128 MiB) plus its windows: bound how many at once.
         self._uploads = threading.BoundedSemaphore(config.max_concurrent_uploads)
         self._upload_slots = config.max_concurrent_uploads
+        # Building a page of 1,000 rows is Python work that holds the GIL: bound how many run at once, so
+        # the pipeline keeps its share of the CPU under heavy reads (docs/reliability.md has the figures).
+        self._reads = threading.BoundedSemaphore(config.max_concurrent_reads)
+        self._read_slots = config.max_concurrent_reads
         self._streams = 0
         self._streams_lock = threading.Lock()
 
@@ -274,6 +278,20 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
                          f"{field}: {seconds:.0f} s x {info.channels} channel(s) of audio exceeds the limit of "
                          f"{MAX_UPLOAD_SECONDS:.0f} s and {MAX_UPLOAD_CHANNELS} channels per upload")
         return data
+
+    @contextlib.contextmanager
+    def _read_slot(self, context: grpc.ServicerContext) -> Iterator[None]:
+        """Hold one of ``max_concurrent_reads`` page-building slots; waits while the client's deadline (at
+        most UPLOAD_WAIT_S) allows, then RESOURCE_EXHAUSTED."""
+        remaining = context.time_remaining()
+        wait = UPLOAD_WAIT_S if remaining is None else max(0.0, min(UPLOAD_WAIT_S, remaining - 0.5))
+        if not self._reads.acquire(timeout=wait):
+            raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"{self._read_slots} pages are being read (grpc.max_concurrent_reads); try again shortly")
+        try:
+            yield
+        finally:
+            self._reads.release()
 
     @contextlib.contextmanager
     def _upload_slot(self, context: grpc.ServicerContext) -> Iterator[None]:
@@ -314,11 +332,12 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
         if not 0 <= request.limit <= MAX_PAGE:
             raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 0 and {MAX_PAGE}, got {request.limit}")
         query = query_from_pb(request.filter)
-        try:
-            page = self.store.list_events(query, request.limit or 100, request.page_token)
-        except ValueError as exc:
-            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        return pb.ListEventsResponse(events=[event_to_pb(i) for i in page.items], next_page_token=page.next_page_token)
+        with self._read_slot(context):
+            try:
+                page = self.store.list_events(query, request.limit or 100, request.page_token)
+            except ValueError as exc:
+                raise Reject(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            return pb.ListEventsResponse(events=[event_to_pb(i) for i in page.items], next_page_token=page.next_page_token)
 
     @_unary
     def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.ServicerContext) -> pb.ListSessionsResponse:

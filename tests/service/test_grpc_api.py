@@ -311,6 +311,41 @@ def test_uploads_are_decoded_at_most_max_concurrent_uploads_at_a_time_and_the_re
         store.close()
 
 
+class CountingStore(EventStore):
+    """The real store, each page slowed down, counting how many are read at once."""
+
+    active = most = 0
+    lock = threading.Lock()
+
+    def list_events(self, *args, **kwargs):
+        with self.lock:
+            CountingStore.active += 1
+            CountingStore.most = max(CountingStore.most, CountingStore.active)
+        try:
+            time.sleep(0.2)
+            return super().list_events(*args, **kwargs)
+        finally:
+            with self.lock:
+                CountingStore.active -= 1
+
+
+def test_pages_are_read_at_most_max_concurrent_reads_at_a_time(tmp_path, backend):
+    """Building a page holds the GIL: 20 heavy readers at once starved the pipeline (issue 15)."""
+    config = GrpcConfig(address="127.0.0.1:0", max_concurrent_reads=1)
+    store = CountingStore(tmp_path / "reads.db")
+    server = start_server(store, event_bus_for(config), backend, config)
+    channel = grpc.insecure_channel(server.roomtone_address)
+    try:
+        stub = pb_grpc.RoomtoneStub(channel)
+        with ThreadPoolExecutor(6) as pool:
+            pages = list(pool.map(lambda _: stub.ListEvents(pb.ListEventsRequest(limit=10), timeout=30), range(6)))
+        assert len(pages) == 6 and CountingStore.most == 1
+    finally:
+        channel.close()
+        stop_server(server, grace_s=0.5)
+        store.close()
+
+
 def _code_of_future(future) -> grpc.StatusCode:
     try:
         future.result()
