@@ -221,7 +221,7 @@ class ClipsConfig(Section):
     """
 
     keep: Literal["none", "events", "all"] = Field(
-        "none", description="`none`; `events`: windows that show an activity or health change; `all` "
+        "none", description="`none`; `events`: windows that show an activity or health change or a custom sound; `all` "
                             "(clips record people at home: opt in knowingly)")
     codec: Literal["flac", "opus"] = Field("flac", description="`flac` (lossless, ~270 kB per 10 s) or `opus` "
                                                                "(~30 kB per 10 s)")

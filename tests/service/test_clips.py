@@ -88,3 +88,21 @@ def test_the_writer_drops_and_counts_clips_when_its_queue_is_full(tmp_path):
     writer.close()
     assert writer.dropped == offered.count(False) > 0
     assert writer.written == offered.count(True)
+
+
+def test_in_events_mode_only_windows_carrying_a_change_are_written(tmp_path):
+    from service.analysis import Analysed
+    from service.records import StateChange, WindowResult
+
+    def stored(window_id: int) -> WindowResult:
+        return WindowResult("mic0", 1000 * window_id, 1000 * window_id + 2000, "speech", {"speech": 1.0}, "ok", (), {},
+                            -20.0, window_id=window_id)
+
+    windows = [stored(1), stored(2), stored(3)]
+    analysed = [Analysed(w, {}, True, samples=tone(2.0)) for w in windows]
+    changes = [StateChange("sound_detected", "mic0", 2000, None, "doorbell", window_id=2)]
+    store = ClipStore(tmp_path, ClipsConfig(keep="events"))
+    writer = ClipWriter(store, RATE)
+    writer.on_stored(analysed, windows, changes)
+    writer.close()
+    assert [w.window_id for w in windows if store.find("mic0", w.start_unix_ms)] == [2]
