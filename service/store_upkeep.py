@@ -12,6 +12,8 @@ from service.event_store import StoreError
 from service.store_guard import StoreCheck, quick_check
 
 log = logging.getLogger("roomtone.daemon")
+#: A retention pass that keeps failing is logged at most this often (each failure is counted).
+RETENTION_LOG_EVERY_S = 60.0
 
 
 class RetentionLoop:
@@ -22,6 +24,8 @@ class RetentionLoop:
         self.store = store
         self.interval_s = interval_s
         self.on_error = on_error
+        self.failures = 0  # failed passes (also counted by on_error: roomtone_store_errors_total)
+        self._last_log = float("-inf")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
 
@@ -43,9 +47,15 @@ class RetentionLoop:
                     log.info("retention", extra={"windows_deleted": report.windows_deleted,
                                                  "events_deleted": report.events_deleted,
                                                  "bytes_in_use": report.bytes_in_use})
-            except Exception:
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a failed pass: it is the size guard
+                self.failures += 1
                 self.on_error()
-                log.exception("retention pass failed")
+                now = time.monotonic()
+                if now - self._last_log >= RETENTION_LOG_EVERY_S:  # first with traceback, then one line a minute
+                    log.error("retention pass failed; retrying every %.0f s", self.interval_s,
+                              exc_info=exc if self.failures == 1 else None,
+                              extra={"error": f"{type(exc).__name__}: {exc}", "failures_total": self.failures})
+                    self._last_log = now
 
 
 class IntegrityWatch:
