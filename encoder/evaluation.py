@@ -54,6 +54,7 @@ class EvaluationConfig:
     air: bool = False
     air_config: AirConfig = AirConfig()
     probe_only: bool = False
+    head_copies: int = 0  # augmented copies (training capture chain) every probe head is also fit on
 
 
 @dataclass
@@ -92,54 +93,87 @@ def display_path(path: str | Path, data_path: Path) -> str:
         return str(path)
 
 
-def probe_both(table: SegmentTable) -> tuple[ProbeResult, ProbeResult | None]:
-    """The probe on all classes, and without the `_rendered` styles when the data has any."""
+def probe_both(table: SegmentTable, extra: list[SegmentTable] = ()) -> tuple[ProbeResult, ProbeResult | None]:
+    """The probe on all classes, and without the `_rendered` styles when the data has any (``extra``:
+    augmented copies of the segments whose training-fold rows join every head's training rows)."""
     rendered = np.char.endswith(table.labels.astype(str), RENDERED_SUFFIX)
-    full = linear_probe(table)
+    full = linear_probe(table, extra_train=extra)
     if not rendered.any() or rendered.all():
         return full, None
-    return full, linear_probe(table.select(~rendered))
+    return full, linear_probe(table.select(~rendered), extra_train=[e.select(~rendered) for e in extra])
 
 
-class AirClips:
-    """Clips as P2 hears them: decoded at ``rate``, degraded once by `degrade_clip` (seeded by the run's
-    seed and the clip's path inside the dataset), kept as 16-bit samples and resampled for each method."""
+class ChangedClips:
+    """Clips as a method sees them after a seeded change: decoded at ``rate``, changed once by
+    ``change(samples [channels, n], rate, name)`` (``name``: the clip's path inside the dataset), kept as
+    16-bit samples and resampled for each method; ``variant`` is what the feature cache keys on."""
 
-    def __init__(self, config: AirConfig, seed: int, root: Path, rate: int) -> None:
-        self.config, self.seed, self.root, self.rate = config, seed, root, rate
+    def __init__(self, change: Callable[[np.ndarray, int, str], np.ndarray], variant: dict, root: Path, rate: int) -> None:
+        self.change, self._variant, self.root, self.rate = change, variant, root, rate
         self._clips: dict[Path, np.ndarray] = {}
 
     def name(self, path: Path) -> str:
-        """The clip's path inside the dataset (what its draw is seeded by), with / separators."""
+        """The clip's path inside the dataset (what its draws are seeded by), with / separators."""
         return Path(os.path.relpath(Path(path).resolve(), self.root.resolve())).as_posix()
 
     def __call__(self, path: Path, rate: int) -> tuple[torch.Tensor, int]:
-        """The degraded clip ``[channels, samples]`` at ``rate``."""
+        """The changed clip ``[channels, samples]`` at ``rate``."""
         import torchaudio.functional as AF
 
         path = Path(path)
         if path not in self._clips:
             waveform, _ = load_audio(path, self.rate)
-            degraded = degrade_clip(waveform.numpy(), self.rate, self.seed, self.name(path), self.config)
-            self._clips[path] = np.round(degraded * 32768).astype(np.int16)  # the chain ends at 16 bits
+            changed = np.clip(self.change(waveform.numpy(), self.rate, self.name(path)), -1.0, 32767 / 32768)
+            self._clips[path] = np.round(changed * 32768).astype(np.int16)
         waveform = torch.from_numpy(self._clips[path].astype(np.float32) / 32768)
         return (waveform, rate) if rate == self.rate else (AF.resample(waveform, self.rate, rate), rate)
 
     def variant(self) -> dict:
-        """What the cache key records about the degradation."""
-        return {"air": self.config.to_dict(), "air_seed": self.seed, "degradation_version": DEGRADATION_VERSION}
+        """What the cache key records about the change."""
+        return self._variant
 
 
-def method_features(key: str, bundle, paths: list[Path], config: EvaluationConfig, air: AirClips | None = None) -> list:
-    """Per-clip (offsets, features [windows, channels, D]) of one method, of the clips as they are or, with
-    ``air``, degraded; from the cache when it has them."""
+def air_clips(config: AirConfig, seed: int, root: Path, rate: int) -> ChangedClips:
+    """P2: the clips through `encoder.degradation.degrade_clip` (its chain ends at 16 bits already)."""
+    return ChangedClips(lambda samples, r, name: degrade_clip(samples, r, seed, name, config),
+                        {"air": config.to_dict(), "air_seed": seed, "degradation_version": DEGRADATION_VERSION},
+                        root, rate)
+
+
+def head_augment_config():
+    """The training capture chain with every step on (room, microphone, noise, sound server), default ranges."""
+    from encoder.augment import AugmentConfig
+
+    return AugmentConfig(reverb_p=1.0, noise_p=1.0, band_limit_p=1.0, resample_p=1.0)
+
+
+def augmented_clips(copy: int, seed: int, root: Path, rate: int) -> ChangedClips:
+    """Copy ``copy`` of the clips through the training side's `encoder.augment.capture_chain` (not the P2
+    degradation), each clip with its own generator seeded by (seed, copy, its name)."""
+    import zlib
+
+    from encoder.augment import capture_chain
+
+    config = head_augment_config()
+
+    def change(samples: np.ndarray, r: int, name: str) -> np.ndarray:
+        rng = np.random.default_rng([seed, copy, zlib.crc32(name.encode())])
+        return capture_chain(torch.from_numpy(np.ascontiguousarray(samples)), r, config, rng).numpy()
+
+    return ChangedClips(change, {"head_augment": config.to_dict(), "copy": copy, "seed": seed}, root, rate)
+
+
+def method_features(key: str, bundle, paths: list[Path], config: EvaluationConfig,
+                    changed: ChangedClips | None = None) -> list:
+    """Per-clip (offsets, features [windows, channels, D]) of one method, of the clips as they are or as
+    ``changed`` makes them; from the cache when it has them."""
     from encoder.feature_cache import cached_features, method_cache_key
 
-    load = load_audio if air is None else air
+    load = load_audio if changed is None else changed
     compute = lambda: compute_method_features(key, bundle, paths, config, load)  # noqa: E731
     if config.cache_dir is None:
         return compute()
-    variant = None if air is None else air.variant()
+    variant = None if changed is None else changed.variant()
     return cached_features(config.cache_dir, method_cache_key(key, bundle, paths, config.seed, variant), compute)
 
 
@@ -170,15 +204,17 @@ def compute_method_features(key: str, bundle, paths: list[Path], config: Evaluat
 
 
 def probe_method(key: str, name: str, bundle, records: list[Record], config: EvaluationConfig,
-                 air: AirClips | None) -> tuple[MethodResult, SegmentTable]:
-    """The clean probe of one method (and its air probe when ``air``), with its clean segment table."""
+                 air: ChangedClips | None, copies: list[ChangedClips] = ()) -> tuple[MethodResult, SegmentTable]:
+    """The clean probe of one method (and its air probe when ``air``), with its clean segment table; with
+    ``copies`` every head is fit on the clean training folds plus those augmented copies of them."""
     paths = [r.path for r in records]
     table = segment_table(records, method_features(key, bundle, paths, config))
-    full, without = probe_both(table)
+    extra = [segment_table(records, method_features(key, bundle, paths, config, c)) for c in copies]
+    full, without = probe_both(table, extra)
     method = MethodResult(key, name, full, without)
     if air is not None:
         air_table = segment_table(records, method_features(key, bundle, paths, config, air))
-        method.air = linear_probe(table, held_out=air_table)
+        method.air = linear_probe(table, held_out=air_table, extra_train=extra)
     return method, table
 
 
@@ -198,15 +234,17 @@ def run_evaluation(config: EvaluationConfig, log: Callable[[str], None] = print)
     log(f"{len(records)} clips in {config.data_path}; model {config.model_path}")
 
     root = config.data_path if config.data_path.is_dir() else config.data_path.parent
-    air = AirClips(config.air_config, config.seed, root, bundle.feature_config.sample_rate) if config.air else None
-    model, table = probe_method("model", METHOD_NAMES["model"], bundle, records, config, air)
+    rate = bundle.feature_config.sample_rate
+    air = air_clips(config.air_config, config.seed, root, rate) if config.air else None
+    copies = [augmented_clips(k, config.seed, root, rate) for k in range(config.head_copies)]
+    model, table = probe_method("model", METHOD_NAMES["model"], bundle, records, config, air, copies)
     result = EvaluationResult(config, file_sha256(config.model_path), dict(bundle.metadata), records, table)
     result.data_summary = summarize(records)
     result.methods.append(model)
     log(f"probe {model.name}: {method_summary(model)}")
     for key in config.baselines:
         try:
-            method, _ = probe_method(key, METHOD_NAMES.get(key, key), bundle, records, config, air)
+            method, _ = probe_method(key, METHOD_NAMES.get(key, key), bundle, records, config, air, copies)
             log(f"probe {method.name}: {method_summary(method)}")
         except BaselineUnavailable as exc:
             method = MethodResult(key, METHOD_NAMES.get(key, key), unavailable=str(exc))
@@ -268,6 +306,8 @@ def results_dict(result: EvaluationResult) -> dict:
         "model_sha256": result.model_sha256,
         "data": str(result.config.data_path),
         "segments": result.table.num_segments,
+        "head_copies": config.head_copies,
+        "head_augment": head_augment_config().to_dict() if config.head_copies else None,
         "air": {"config": config.air_config.to_dict(), "seed": config.seed,
                 "degradation_version": DEGRADATION_VERSION} if config.air else None,
         "methods": {m.key: {"name": m.name, "probe": probe(m.probe),

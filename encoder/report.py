@@ -123,10 +123,14 @@ def write_report(result, path: str | Path) -> Path:
     lines += ["## Linear probe (DCASE 2018 task 5 protocol), macro-F1", ""]
     lines += method_table(result)
     lines += [""] + target_lines(result) + air_lines(result)
+    copies = result.config.head_copies
+    augmented = (f" Every head is also fit on {copies} cop{'y' if copies == 1 else 'ies'} of the training folds through "
+                 "the training capture chain (`encoder.augment.capture_chain`: room, microphone, noise, sound server)."
+                 if copies else "")
     lines += ["",
               "Per fold k: StandardScaler + multinomial logistic regression (C=1) fit on the frozen features of "
               "the other folds' segments, scored on fold k; one decision per 10 s segment (class posteriors "
-              "averaged over a segment's channels). Folds come from the dataset. Std is over the 4 folds.", ""]
+              "averaged over a segment's channels). Folds come from the dataset. Std is over the 4 folds." + augmented, ""]
     available = [m for m in result.methods if m.probe is not None]
     folds = sorted(model.probe.fold_f1)
     lines += ["### Macro-F1 per held-out fold (%)", "",

@@ -14,7 +14,9 @@ Steps (all on the dataset's own folds 1-4, never a random split):
   5. a t-SNE embedding map as PNG and as a self-contained HTML (hover shows file and label).
 --air adds protocol P2 ("through the air"): for every method, each held-out fold is also scored after a
 seeded capture-chain degradation (room, noise, microphone, sound server; docs/evaluation.md) while the
-heads are still fit on the clean training folds; the table gets clean and air columns. --probe-only skips
+heads are still fit on the clean training folds; the table gets clean and air columns.
+--augmented-copies N fits every head on the clean training folds plus N copies of them through the
+training side's capture chain (encoder.augment, never the P2 degradation), as `train-head` can. --probe-only skips
 steps 4-5 (seconds instead of minutes, for comparing many encoders). P1 is the clean probe of an encoder
 pre-trained on unlabelled audio alone. Writes into --out: report.md (first table: method x macro-F1), results.json, embeddings.npz (a
 neighbour index for `roomtone neighbours`), confusion_model.png, kmeans_elbow.png,
@@ -44,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--notes", type=Path, default=None, help="markdown file appended to report.md as its Notes section")
     parser.add_argument("--air", action="store_true",
                         help="also run P2: score each held-out fold through the seeded 'through the air' degradation")
+    parser.add_argument("--augmented-copies", type=int, default=0, metavar="N",
+                        help="fit every probe head on the clean training folds plus N copies of them through the "
+                             "training capture chain (encoder.augment: room, microphone, noise, sound server)")
     parser.add_argument("--probe-only", action="store_true",
                         help="only the probe tables: skip the k-Means sweep, the t-SNE map and the figures")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -53,7 +58,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run (options at their defaults left out)."""
     parts = ["roomtone", "evaluate", "--model", str(args.model), "--data", str(args.data), "--out", str(args.out)]
     defaults = {"baselines": "mfcc,random,aisfx", "k_min": 2, "k_max": 15, "seed": 0, "device": "cpu", "cache": None,
-                "notes": None}
+                "notes": None, "augmented_copies": 0}
     for name, default in defaults.items():
         value = getattr(args, name)
         if value != default:
@@ -76,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"roomtone evaluate: unknown baseline(s) {unknown}; choose from mfcc, random, aisfx", file=sys.stderr)
         return 2
+    if args.augmented_copies < 0:
+        print(f"roomtone evaluate: --augmented-copies must be >= 0, got {args.augmented_copies}", file=sys.stderr)
+        return 2
     if args.k_min < 2 or args.k_max < args.k_min:
         print(f"roomtone evaluate: need 2 <= --k-min <= --k-max, got {args.k_min}..{args.k_max}", file=sys.stderr)
         return 2
@@ -88,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         model_path=args.model, data_path=args.data, out_dir=args.out, baselines=baselines,
         ks=tuple(range(args.k_min, args.k_max + 1)), seed=args.seed, device=args.device,
         progress=not args.no_progress, cache_dir=args.cache, notes=notes, command=command_line(args),
-        air=args.air, probe_only=args.probe_only,
+        air=args.air, probe_only=args.probe_only, head_copies=args.augmented_copies,
     )
     try:
         run_evaluation(config, log=lambda line: print(line, file=sys.stderr))

@@ -172,12 +172,46 @@ def test_degraded_features_are_cached_apart_from_clean_ones(air_report):
 
 def test_air_clips_degrade_the_same_way_on_every_run(small_set):
     from encoder.degradation import AirConfig
-    from encoder.evaluation import AirClips
+    from encoder.evaluation import air_clips
 
     path = sorted(small_set.glob("*.wav"))[0]
-    first = AirClips(AirConfig(), 0, small_set, 16000)(path, 16000)[0]
-    again = AirClips(AirConfig(), 0, small_set, 16000)(path, 16000)[0]
+    first = air_clips(AirConfig(), 0, small_set, 16000)(path, 16000)[0]
+    again = air_clips(AirConfig(), 0, small_set, 16000)(path, 16000)[0]
     clean = soundfile.read(path, dtype="float32")[0]
     assert torch.equal(first, again) and first.shape == (1, clean.shape[0])
     assert not np.allclose(first[0].numpy(), clean, atol=1e-3)
-    assert AirClips(AirConfig(), 0, small_set, 16000)(path, 44100)[0].shape[1] == round(clean.shape[0] * 44100 / 16000)
+    assert air_clips(AirConfig(), 0, small_set, 16000)(path, 44100)[0].shape[1] == round(clean.shape[0] * 44100 / 16000)
+
+
+def test_augmented_copies_go_through_the_training_chain_seeded_per_copy_and_clip(small_set):
+    from encoder.evaluation import augmented_clips
+
+    path = sorted(small_set.glob("*.wav"))[0]
+    first = augmented_clips(0, 0, small_set, 16000)(path, 16000)[0]
+    assert torch.equal(first, augmented_clips(0, 0, small_set, 16000)(path, 16000)[0])
+    assert not torch.equal(first, augmented_clips(1, 0, small_set, 16000)(path, 16000)[0])
+    assert not torch.equal(first, augmented_clips(0, 1, small_set, 16000)(path, 16000)[0])
+    clean = soundfile.read(path, dtype="float32")[0]
+    assert first.shape == (1, clean.shape[0]) and not np.allclose(first[0].numpy(), clean, atol=1e-3)
+
+
+def test_train_head_with_augmented_copies_fits_on_clean_plus_copies_and_records_it(small_set, tiny_model, tmp_path):
+    plain, augmented = tmp_path / "plain.pt", tmp_path / "augmented.pt"
+    assert main(["train-head", "--model", str(tiny_model), "--data", str(small_set), "--out", str(plain),
+                 "--no-progress"]) == 0
+    assert main(["train-head", "--model", str(tiny_model), "--data", str(small_set), "--out", str(augmented),
+                 "--augmented-copies", "2", "--no-progress"]) == 0
+    meta = load_model(augmented).metadata["head"]
+    assert meta["rows"] == 3 * 20 and meta["augmented_copies"] == 2 and meta["augment"]["band_limit_p"] == 1.0
+    assert load_model(plain).metadata["head"]["augmented_copies"] == 0
+    assert load_model(plain).head["coef"] != load_model(augmented).head["coef"]
+
+
+def test_evaluate_with_augmented_copies_says_so_in_report_and_results(small_set, tiny_model, tmp_path):
+    out = tmp_path / "aug"
+    assert main(["evaluate", "--model", str(tiny_model), "--data", str(small_set), "--out", str(out), "--baselines", "",
+                 "--augmented-copies", "1", "--probe-only", "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["head_copies"] == 1 and results["head_augment"]["reverb_p"] == 1.0
+    assert "--augmented-copies 1" in results["command"]
+    assert "also fit on 1 copy of the training folds through the training capture chain" in (out / "report.md").read_text()

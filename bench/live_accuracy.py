@@ -1,0 +1,219 @@
+"""P3, live: held-out clips played through a PulseAudio null sink into a running daemon, its windows read
+back over gRPC, and their accuracy compared with the same files classified offline (Classify).
+
+1. Clips: ``--per-class`` clips of every class of held-out fold ``--fold`` of ``--data``.
+2. Head: unless ``--keep-head``, a copy of ``--model`` gets a head fit (`roomtone train-head`) on the other
+   folds only, so no played clip was seen by the head (the encoder may have heard them: say so).
+3. Track: the clips one after another with ``--gap-s`` of digital silence before each, written as 16 kHz WAV.
+4. PulseAudio started as the test suite starts it, plus a null sink of the bench's own (``--sink``, so that
+   tests playing into ``virt`` at the same time cannot leak in); ``roomtone run`` captures that sink's
+   monitor (``PULSE_SOURCE``) with ``--hop-s`` (1 s: windows start every second) and the track is played
+   into the sink with ``paplay`` once capture delivers audio.
+5. Windows are read back with ListEvents. The track's position in daemon time is found by matching the
+   windows' levels (rms_dbfs) with the track's, over offsets of -1..+4 s in 10 ms steps; then every clip
+   gets the window that overlaps it most (at least ``--min-overlap-s``), which holds that clip and silence
+   only, never a neighbouring clip.
+6. Offline: each clip's file sent to the same daemon's Classify (one 10 s window).
+
+Prints one JSON object: clips, live accuracy, offline accuracy, live/offline agreement, per clip the labels,
+the alignment offset and its level error, and the load average before and after. Takes about
+(per-class x classes) x (10 s + gap) plus a minute of start-up; run it with ``nice``. Usage:
+
+    nice -n 10 .venv/bin/python bench/live_accuracy.py --model models/roomtone.pt --data ../shared/data/homesounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "service"))  # the suite's PulseAudio + daemon launchers, not a copy
+
+RATE = 16000
+WINDOW_S = 10.0
+
+
+def load_average() -> str:
+    """The first three fields of /proc/loadavg."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def pick_clips(records, fold: int, per_class: int) -> list:
+    """The first ``per_class`` clips (by path) of every class in ``fold``."""
+    chosen = []
+    for label in sorted({r.label for r in records}):
+        chosen += sorted((r for r in records if r.fold == fold and r.label == label), key=lambda r: r.path)[:per_class]
+    return chosen
+
+
+def head_on_other_folds(model: Path, records, fold: int, out_dir: Path) -> Path:
+    """A copy of ``model`` whose head is fit on every fold but ``fold`` (via `roomtone train-head`)."""
+    from service.cli.main import main
+
+    meta = out_dir / "train_folds.csv"
+    with meta.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "fold"])
+        for r in records:
+            if r.fold != fold:
+                writer.writerow([str(r.path), r.label, r.fold])
+    out = out_dir / "held_out_head.pt"
+    if main(["train-head", "--model", str(model), "--data", str(meta), "--out", str(out), "--no-progress"]) != 0:
+        raise SystemExit("train-head failed")
+    return out
+
+
+def build_track(clips, gap_s: float) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Mono track (gap, clip, gap, clip, ..., gap) and each clip's (start_s, end_s) in it."""
+    from encoder.audio import load_audio
+
+    gap = np.zeros(int(gap_s * RATE), dtype=np.float32)
+    parts, spans, position = [gap], [], len(gap)
+    for clip in clips:
+        samples = load_audio(clip.path, RATE, mono=True)[0].numpy()[0]
+        spans.append((position / RATE, (position + len(samples)) / RATE))
+        parts += [samples, gap]
+        position += len(samples) + len(gap)
+    return np.concatenate(parts), spans
+
+
+def track_rms_dbfs(track: np.ndarray, start_s: float, length_s: float) -> float:
+    """Level of a window of the track (zeros outside it), as the daemon computes it."""
+    from service.window_record import rms_dbfs
+
+    a, b = int(round(start_s * RATE)), int(round((start_s + length_s) * RATE))
+    window = np.zeros(b - a, dtype=np.float32)
+    lo, hi = max(a, 0), min(b, len(track))
+    if hi > lo:
+        window[lo - a:hi - a] = track[lo:hi]
+    return rms_dbfs(window[None, :])
+
+
+def align(windows: list[dict], track: np.ndarray, played_unix_s: float) -> tuple[float, float]:
+    """Offset (s) to add to ``window start - played_unix_s`` to get track time, and its mean level error (dB)."""
+    starts = np.array([w["start_s"] - played_unix_s for w in windows])
+    lengths = np.array([w["end_s"] - w["start_s"] for w in windows])
+    levels = np.array([w["rms_dbfs"] for w in windows])
+    best = (0.0, np.inf)
+    for offset in np.arange(-1.0, 4.0, 0.01):
+        expected = np.array([track_rms_dbfs(track, s + offset, n) for s, n in zip(starts, lengths)])
+        error = float(np.mean(np.abs(np.maximum(expected, -100) - np.maximum(levels, -100))))
+        if error < best[1]:
+            best = (float(offset), error)
+    return best
+
+
+def main() -> int:
+    """Run the bench and print its JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "roomtone.pt")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "homesounds")
+    parser.add_argument("--fold", type=int, default=4, help="held-out fold whose clips are played")
+    parser.add_argument("--per-class", type=int, default=2, help="clips per class")
+    parser.add_argument("--gap-s", type=float, default=2.0, help="silence before each clip")
+    parser.add_argument("--hop-s", type=float, default=1.0, help="the daemon's hop between windows")
+    parser.add_argument("--min-overlap-s", type=float, default=9.0, help="least overlap of a clip's window with the clip")
+    parser.add_argument("--keep-head", action="store_true", help="use the model's own head (it may have seen the clips)")
+    parser.add_argument("--sink", default="roomtone_p3", help="PulseAudio null sink the bench plays into")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    args = parser.parse_args()
+
+    import grpc
+
+    from daemon_support import DaemonProcess, isolated_args, play, start_pulseaudio
+    from encoder.datasets import read_dataset
+    from service.rpc import roomtone_pb2 as pb
+    from service.rpc import roomtone_pb2_grpc as pb_grpc
+
+    load_before = load_average()
+    reason = start_pulseaudio()
+    if reason:
+        raise SystemExit(f"live_accuracy: {reason}")
+    sinks = subprocess.run(["pactl", "list", "short", "sinks"], capture_output=True, text=True).stdout
+    if not any(line.split("\t")[1:2] == [args.sink] for line in sinks.splitlines()):
+        subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={args.sink}"], check=True,
+                       capture_output=True)
+    records = read_dataset(args.data)
+    clips = pick_clips(records, args.fold, args.per_class)
+    with tempfile.TemporaryDirectory(prefix="roomtone-live-") as tmp:
+        tmp = Path(tmp)
+        model = args.model if args.keep_head else head_on_other_folds(args.model, records, args.fold, tmp)
+        track, spans = build_track(clips, args.gap_s)
+        track_path = tmp / "track.wav"
+        soundfile.write(track_path, track, RATE, subtype="PCM_16")
+        daemon = DaemonProcess([*isolated_args(tmp / "data"), "--model", str(model), "--backend", "torch",
+                                "--hop-s", str(args.hop_s), "--log-format", "json"],
+                               env={**os.environ, "PULSE_SOURCE": f"{args.sink}.monitor"})
+        player = None
+        try:
+            running = daemon.wait_for("roomtone running", 180)
+            daemon.wait_for("capture delivering audio", 60)
+            source = daemon.wait_for("microphone", 10)["input"]
+            if args.sink not in source:
+                raise SystemExit(f"live_accuracy: the daemon captures {source!r}, not the sink {args.sink}")
+            played = time.time()
+            player = play(track_path, args.sink)
+            player.wait(len(track) / RATE + 60)
+            time.sleep(WINDOW_S + args.hop_s + 2)  # the last windows reach the store
+            with grpc.insecure_channel(running["grpc"]) as channel:
+                stub = pb_grpc.RoomtoneStub(channel)
+                windows, token = [], ""
+                while True:
+                    page = stub.ListEvents(pb.ListEventsRequest(filter=pb.EventFilter(
+                        kinds=[pb.EVENT_KIND_WINDOW], since_unix_ms=int((played - WINDOW_S) * 1000)),
+                        limit=1000, page_token=token), timeout=60)
+                    windows += [{"start_s": e.window.start_unix_ms / 1000, "end_s": e.window.end_unix_ms / 1000,
+                                 "label": e.window.label, "rms_dbfs": e.window.rms_dbfs} for e in page.events]
+                    token = page.next_page_token
+                    if not token:
+                        break
+                offline = [stub.Classify(pb.ClassifyRequest(audio=c.path.read_bytes()), timeout=120).windows[0].label
+                           for c in clips]
+        finally:
+            if player is not None and player.poll() is None:
+                player.kill()
+            daemon.stop()
+    windows.sort(key=lambda w: w["start_s"])
+    offset, level_error = align(windows, track, played)
+    rows = []
+    for clip, (start, end), offline_label in zip(clips, spans, offline):
+        overlaps = [(min(end, w["end_s"] - played + offset) - max(start, w["start_s"] - played + offset), w)
+                    for w in windows]
+        overlap, window = max(overlaps, key=lambda item: item[0])
+        live = window["label"] if overlap >= args.min_overlap_s else None
+        rows.append({"clip": str(clip.path.relative_to(args.data.resolve()) if clip.path.is_relative_to(args.data.resolve())
+                                 else clip.path), "label": clip.label, "live": live, "offline": offline_label,
+                     "overlap_s": round(float(overlap), 2)})
+    measured = [r for r in rows if r["live"] is not None]
+    result = {
+        "command": " ".join(sys.argv), "model": str(args.model), "head": "model's own" if args.keep_head else
+        f"fit on folds other than {args.fold}", "clips": len(rows), "clips_with_a_live_window": len(measured),
+        "live_accuracy": float(np.mean([r["live"] == r["label"] for r in measured])) if measured else None,
+        "offline_accuracy": float(np.mean([r["offline"] == r["label"] for r in rows])),
+        "offline_accuracy_same_clips": float(np.mean([r["offline"] == r["label"] for r in measured])) if measured else None,
+        "live_offline_agreement": float(np.mean([r["live"] == r["offline"] for r in measured])) if measured else None,
+        "alignment_offset_s": offset, "alignment_level_error_db": round(level_error, 2), "windows": len(windows),
+        "hop_s": args.hop_s, "gap_s": args.gap_s, "input": source, "load_average_before": load_before, "load_average_after": load_average(),
+        "per_clip": rows,
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
