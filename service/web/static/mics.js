@@ -1,6 +1,6 @@
 // The Microphones view: capture status and the history of every health check per microphone: what
 // an installer watches while placing a microphone (level, clipping, hum, dropouts, drift).
-import { clockTime, dateTime, dbfs, getJson, h, healthBadge, s } from "./api.js";
+import { clockTime, dateTime, getJson, h, healthBadge, s } from "./api.js";
 
 const HISTORY_MS = 6 * 3600e3;
 
@@ -28,13 +28,17 @@ export async function renderMics(view, status, live) {
     const rows = windows.windows.slice().reverse();
     const from = rows.length ? rows[0].start_unix_ms : since; // the charts span the stored history, at most 6 h
     const checks = [...new Set(rows.flatMap((w) => Object.keys(w.health_scores)))].sort();
-    const history = h("tbody", {},
-      h("tr", {}, h("td", {}, "level (dBFS)"), h("td", {}, sparkline(rows.map((w) => [w.start_unix_ms, w.rms_dbfs]), from, until)),
-        h("td", {}, dbfs(rows.length ? rows[rows.length - 1].rms_dbfs : null))),
-      checks.map((check) => h("tr", { class: "check-row", "data-check": check },
-        h("td", {}, check),
-        h("td", {}, sparkline(rows.map((w) => [w.start_unix_ms, w.health_scores[check] ?? null]), from, until)),
-        h("td", {}, rows.length && rows[rows.length - 1].health_scores[check] != null ? rows[rows.length - 1].health_scores[check].toPrecision(3) : "–"))));
+    const series = [["level (dBFS)", rows.map((w) => [w.start_unix_ms, w.rms_dbfs])],
+      ...checks.map((check) => [check, rows.map((w) => [w.start_unix_ms, w.health_scores[check] ?? null])])];
+    const history = h("tbody", {}, series.map(([name, points]) => {
+      const values = points.map(([, v]) => v).filter((v) => v !== null);
+      const show = (v) => (Math.abs(v) >= 100 || Number.isInteger(v) ? v.toFixed(0) : v.toPrecision(3));
+      return h("tr", { class: "check-row", "data-check": name },
+        h("td", {}, name),
+        h("td", {}, sparkline(points, from, until)),
+        h("td", {}, values.length ? show(values[values.length - 1]) : "–"),
+        h("td", { class: "muted" }, values.length ? `${show(Math.min(...values))} … ${show(Math.max(...values))}` : ""));
+    }));
     sections.push(h("section", { class: "card", "data-mic": mic.mic_id },
       h("header", {}, h("h2", {}, mic.mic_id), healthBadge(mic.health_state)),
       h("dl", { class: "facts" },
@@ -43,7 +47,8 @@ export async function renderMics(view, status, live) {
         h("dt", {}, "Last window"), h("dd", {}, mic.last_window_end_unix_ms ? dateTime(mic.last_window_end_unix_ms) : "none yet"),
         h("dt", {}, "Failing checks"), h("dd", {}, mic.health_reasons.length ? mic.health_reasons.join("; ") : "none")),
       h("h3", {}, `Health checks since ${rows.length ? dateTime(from) : "6 h ago"} (${rows.length} windows; the value is the newest)`),
-      h("table", { class: "history" }, history),
+      h("table", { class: "history" },
+        h("thead", {}, h("tr", {}, ["Check", "History", "Newest", "Range"].map((c) => h("th", {}, c)))), history),
       h("h3", {}, "Health changes"),
       changes.changes.length
         ? h("ul", { class: "changes" }, changes.changes.map((c) => h("li", {},
