@@ -106,3 +106,14 @@ def test_in_events_mode_only_windows_carrying_a_change_are_written(tmp_path):
     writer.on_stored(analysed, windows, changes)
     writer.close()
     assert [w.window_id for w in windows if store.find("mic0", w.start_unix_ms)] == [2]
+
+
+def test_the_clip_folder_is_a_folder_roomtone_adapt_reads_with_one_domain_per_microphone(tmp_path):
+    from encoder.datasets import read_unlabelled
+
+    store = ClipStore(tmp_path, ClipsConfig(keep="all", codec="opus"))
+    store.write("kitchen", 1, tone(1.0), RATE)
+    store.write("hall", 2, tone(1.0), RATE)
+    (tmp_path / "hall" / "3.ogg.part").write_bytes(b"half-written")  # a crash mid-write is never read
+    records = read_unlabelled(tmp_path)
+    assert sorted((r.domain, r.path.name) for r in records) == [("hall", "2.ogg"), ("kitchen", "1.ogg")]
