@@ -112,8 +112,9 @@ class SoundLibrary:
     """The custom sounds of one daemon: add, list, remove, and score live windows; thread-safe."""
 
     def __init__(self, path: str | Path, model_sha256: str, embed: EmbedFn, sample_rate: int, embedding_dim: int,
-                 max_sounds: int = MAX_SOUNDS) -> None:
+                 max_sounds: int = MAX_SOUNDS, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only  # offline readers (roomtone classify): re-embed in memory, never write
         self.model_sha256 = model_sha256
         self.embed = embed
         self.sample_rate = sample_rate
@@ -150,7 +151,7 @@ class SoundLibrary:
                 changed |= reembedded
             sounds[sound.name] = sound
         self._sounds = sounds
-        if changed:
+        if changed and not self.read_only:
             self._save(sounds)
 
     def _for_new_model(self, sound: Sound) -> tuple[Sound, bool]:
@@ -169,7 +170,8 @@ class SoundLibrary:
         calibration = calibrate_threshold(embeddings)
         log.info("custom sound re-embedded for the loaded model",
                  extra={"sound": sound.name, "old_model": sound.model_sha256[:12], "model": self.model_sha256[:12]})
-        np.save(self.path / sound.name / "embeddings.npy", embeddings)
+        if not self.read_only:
+            np.save(self.path / sound.name / "embeddings.npy", embeddings)
         return replace(sound, model_sha256=self.model_sha256, embeddings=embeddings,
                        calibrated_threshold=calibration.threshold,
                        calibration=calibration.detail + " (re-embedded after a model change)"), True
@@ -202,6 +204,8 @@ class SoundLibrary:
         """Teach a sound from mono example windows (source name, samples at the model's rate) and stored
         windows (id, embedding); the threshold is calibrated (see encoder/few_shot.py) unless given."""
         check_name(name)
+        if self.read_only:
+            raise SoundError("failed_precondition", f"{self.path}: opened read-only")
         if not audio_windows and not window_examples:
             raise SoundError("invalid_argument", f"sound {name!r}: give at least one example (audio or window id)")
         if threshold is not None and not -1.0 <= threshold <= 1.0:

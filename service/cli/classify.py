@@ -2,14 +2,16 @@
 gets a label, the class probabilities, a microphone health state with its reasons, and its level.
 
 It runs the daemon's own analysis (`Analyzer.analyze_audio`, what the gRPC Classify call runs on an upload):
-the same model loading, window length, activity decisions (quiet / unknown), health checks and drift, so a
-file gives here what Classify gives for it. Settings come from the daemon's config (--config FILE.toml,
+the same model loading, window length, activity decisions (quiet / unknown), health checks and drift, and
+the daemon's custom sounds (its library beside the store, or --sounds DIR; read here, never changed;
+docs/sounds.md), so a file gives here what Classify gives for it. Settings come from the daemon's config (--config FILE.toml,
 ROOMTONE_* variables), overridden by the options below.
 
-Text output: one line per window, `PATH @ START-ENDs: LABEL (P)  HEALTH (reasons)  LEVEL dBFS  top: ...`.
+Text output: one line per window, `PATH @ START-ENDs: LABEL (P)  HEALTH (reasons)  LEVEL dBFS  top: ...`,
+then `  sounds: NAME SCORE, ...` when custom sounds were detected.
 With --json: one JSON object per window per line (JSON Lines): `path`, `start_s`, `end_s`, and the fields of
 the Classify response's `Window` message under their proto names (label, label_kind, probabilities,
-health_state, health_reasons, health_scores, rms_dbfs).
+health_state, health_reasons, health_scores, rms_dbfs, sounds).
 
 Exit status: 0 when every file was classified; 2 when an input is unusable (missing, empty, undecodable,
 shorter than 1 s) or the config/model is: the message names it, and the other files are still classified."""
@@ -35,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("auto", "onnx", "torch"), help="what runs the model (default: pipeline.backend)")
     parser.add_argument("--compute-device", help="torch device: auto, cpu, cuda, cuda:N (default: pipeline.device)")
     parser.add_argument("--top", type=int, default=3, help="probabilities shown per window in text output")
+    parser.add_argument("--sounds", metavar="DIR", help="custom-sound library to detect (default: the daemon's, "
+                                                        "beside its store; sounds.path)")
+    parser.add_argument("--no-sounds", action="store_true", help="do not detect custom sounds")
 
 
 def window_dict(path: str, window) -> dict:
@@ -45,7 +50,7 @@ def window_dict(path: str, window) -> dict:
 
     fields = MessageToDict(window_to_pb(window), preserving_proto_field_name=True,
                            always_print_fields_with_no_presence=True)
-    for key in ("window_id", "mic_id", "start_unix_ms", "end_unix_ms", "embedding", "sounds"):
+    for key in ("window_id", "mic_id", "start_unix_ms", "end_unix_ms", "embedding"):
         fields.pop(key, None)
     return {"path": path, "start_s": window.start_unix_ms / 1000, "end_s": window.end_unix_ms / 1000, **fields}
 
@@ -62,7 +67,21 @@ def window_line(path: str, window, top: int) -> str:
             f"{window.health_state}{reasons}  {window.rms_dbfs:.1f} dBFS")
     if best:
         line += "  top: " + ", ".join(f"{name} {p:.2f}" for name, p in best)
+    if window.sounds:
+        line += "  sounds: " + ", ".join(f"{m.name} {m.score:.3f}" for m in window.sounds)
     return line
+
+
+def offline_sounds(config, analyzer, path: Path | None):
+    """The daemon's custom-sound library opened read-only for the loaded model (None when there is none)."""
+    from encoder.file_digest import file_sha256
+    from service.sound_library import SoundLibrary
+
+    path = path or (config.sounds_path if config.sounds.enabled else None)
+    if path is None or not (path / "library.json").is_file():
+        return None
+    return SoundLibrary(path, file_sha256(config.model), analyzer.inference.embedder.embed, analyzer.sample_rate,
+                        analyzer.bundle.embedding_dim, read_only=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ModelFileError, BackendError, ValueError, OSError) as exc:
         print(f"roomtone classify: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if not args.no_sounds:
+        try:
+            analyzer.sounds = offline_sounds(config, analyzer, Path(args.sounds) if args.sounds else None)
+        except ValueError as exc:  # an unreadable library (SoundError)
+            print(f"roomtone classify: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if model.head is None:
         print(f"roomtone classify: note: {config.model} has no activity head, so windows get health only "
               "(add one with `roomtone train-head`)", file=sys.stderr)

@@ -115,3 +115,14 @@ def test_removing_a_sound_forgets_it_and_its_audio(tmp_path):
     with pytest.raises(SoundError) as info:
         lib.remove("door")
     assert info.value.reason == "not_found"
+
+
+def test_a_read_only_library_re_embeds_in_memory_and_never_writes(tmp_path):
+    library(tmp_path / "s", sha="a" * 64).add("whistle", [("a.wav", tone(6000))])
+    before = {p: p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
+    reader = SoundLibrary(tmp_path / "s", "b" * 64, spectral_embed, RATE, 8, read_only=True)
+    assert reader.sounds()[0].model_sha256 == "b" * 64
+    assert {p: p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()} == before
+    with pytest.raises(SoundError) as info:
+        reader.add("other", [("a.wav", tone(500))])
+    assert info.value.reason == "failed_precondition"
