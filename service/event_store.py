@@ -518,15 +518,16 @@ class EventStore:
         return parts
 
     def recent_embeddings(self, dim: int, hours: float, exclude_ids: Sequence[int] = (),
-                          now_unix_ms: int | None = None) -> tuple[np.ndarray, float]:
-        """Embeddings ``[n, dim]`` of the windows that started in the last ``hours`` and the hours of audio
-        they cover (sum of window lengths, all microphones): a home's own background, e.g. to calibrate a
-        custom sound's threshold."""
+                          now_unix_ms: int | None = None, since_unix_ms: int = 0) -> tuple[np.ndarray, float]:
+        """Embeddings ``[n, dim]`` of the windows that started in the last ``hours`` (and not before
+        ``since_unix_ms``, e.g. when the current model was loaded) and the hours of audio they cover (sum of
+        window lengths, all microphones): a home's own background, e.g. to calibrate a custom sound's threshold."""
         now = int(time.time() * 1000) if now_unix_ms is None else int(now_unix_ms)
+        start = max(now - int(hours * 3_600_000), int(since_unix_ms))
         with self._lock:
             rows = self._db().execute(
                 "SELECT id, end_unix_ms - start_unix_ms, embedding FROM windows WHERE embedding_dim = ? "
-                "AND embedding IS NOT NULL AND start_unix_ms >= ?", (int(dim), now - int(hours * 3_600_000))).fetchall()
+                "AND embedding IS NOT NULL AND start_unix_ms >= ?", (int(dim), start)).fetchall()
         excluded = {int(i) for i in exclude_ids}
         rows = [row for row in rows if row[0] not in excluded]
         if not rows:

@@ -3,6 +3,8 @@
 On disk (``<store>.sounds/`` next to the SQLite file, never in the model file)::
 
     library.json          {"format": "roomtone-sounds", "version": 1, "sounds": [...]}
+    model.json            {"model_sha256", "since_unix_ms"}: since when the loaded model runs (calibration
+                          only uses stored windows from then on: older ones were embedded by another model)
     <name>/embeddings.npy float32 [examples, D], the examples embedded by the model in `model_sha256`
     <name>/example-K.flac the audio of example K (mono, the model's rate) when it came from a file
 
@@ -122,9 +124,26 @@ class SoundLibrary:
         self.max_sounds = min(max_sounds, MAX_SOUNDS)
         self._lock = threading.Lock()  # serialises changes; detection reads the immutable `_sounds`
         self._sounds: dict[str, Sound] = {}
+        self.model_since_unix_ms = self._model_since()
         self._load()
 
     # -- persistence -----------------------------------------------------------------------------
+    def _model_since(self) -> int:
+        """When this library first ran with the loaded model (``model.json``): stored windows older than that
+        were embedded by another model and must not calibrate a threshold."""
+        marker = self.path / "model.json"
+        try:
+            seen = json.loads(marker.read_text())
+            if seen.get("model_sha256") == self.model_sha256:
+                return int(seen["since_unix_ms"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        since = int(time.time() * 1000)  # unknown or another model before: only windows from now on
+        if not self.read_only:
+            self.path.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"model_sha256": self.model_sha256, "since_unix_ms": since}))
+        return since
+
     def _load(self) -> None:
         manifest = self.path / "library.json"
         if not manifest.is_file():
@@ -314,6 +333,7 @@ class SoundService:
         background, hours = None, 0.0
         if self.config.calibration_hours > 0:
             background, hours = self.store.recent_embeddings(self.library.embedding_dim, self.config.calibration_hours,
-                                                             exclude_ids=window_ids)
+                                                             exclude_ids=window_ids,
+                                                             since_unix_ms=self.library.model_since_unix_ms)
         return self.library.add(name, audio_windows, window_examples, threshold, replace_existing,
                                 background, hours, self.config.alarms_per_hour)

@@ -61,3 +61,12 @@ def test_classify_windows_carry_the_custom_sounds_they_match():
                           sounds=(SoundMatch("doorbell", 0.95, 0.9),))
     [match] = window_to_pb(result).sounds
     assert (match.name, round(match.score, 2), round(match.threshold, 2)) == ("doorbell", 0.95, 0.9)
+
+
+def test_recent_embeddings_can_start_where_the_current_model_started(tmp_path):
+    now = 10 * 3_600_000
+    with EventStore(tmp_path / "roomtone.db") as store:
+        vectors = np.eye(4, dtype=np.float32)
+        store.add_results([window(now - 1_800_000, embedding=vectors[0]), window(now - 600_000, embedding=vectors[1])])
+        got, _ = store.recent_embeddings(4, hours=1.0, now_unix_ms=now, since_unix_ms=now - 900_000)
+        assert np.allclose(got, vectors[1:2])

@@ -126,3 +126,14 @@ def test_a_read_only_library_re_embeds_in_memory_and_never_writes(tmp_path):
     with pytest.raises(SoundError) as info:
         reader.add("other", [("a.wav", tone(500))])
     assert info.value.reason == "failed_precondition"
+
+
+def test_only_windows_stored_under_the_loaded_model_calibrate_a_threshold(tmp_path):
+    import time as clock
+
+    before = int(clock.time() * 1000)
+    first = library(tmp_path / "s", sha="a" * 64)
+    assert first.model_since_unix_ms >= before
+    assert library(tmp_path / "s", sha="a" * 64).model_since_unix_ms == first.model_since_unix_ms  # same model: kept
+    clock.sleep(0.01)
+    assert library(tmp_path / "s", sha="b" * 64).model_since_unix_ms > first.model_since_unix_ms  # new model: from now
