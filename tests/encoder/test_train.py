@@ -280,3 +280,13 @@ def test_init_model_of_another_architecture_is_refused_naming_the_file(tiny_data
     with pytest.raises(ValueError, match=r"first\.pt: init_model has encoder"):
         train(tiny_config(tiny_data, tmp_path / "wide.pt", encoder=EncoderConfig(width=3, blocks=(1, 1, 1, 1)),
                           init_model=str(tmp_path / "first.pt")), progress=False)
+
+
+def test_committed_training_configs_parse_and_the_p1_encoder_reads_no_evaluation_set():
+    p1 = read_train_config(REPO / "models" / "roomtone.p1.train.toml")
+    bundled = read_train_config(REPO / "models" / "roomtone.train.toml")
+    assert p1.data == ("../shared/data/unlabelled",)  # never homesounds or music: P1 = never heard
+    assert bundled.data == ("../shared/data",)
+    for config in (p1, bundled):
+        assert config.loss == "batch_all" and config.triplets.sampler == "pk" and config.augment.needs_waveform
+        assert config.encoder.embedding_dim == 256
