@@ -43,6 +43,8 @@ sys.path.insert(0, str(REPO / "tests" / "service"))  # the suite's PulseAudio + 
 
 RATE = 16000
 WINDOW_S = 10.0
+#: Mean level mismatch (dB) between the windows and the aligned track above which the daemon did not hear it.
+HEARD_WITHIN_DB = 6.0
 
 
 def load_average() -> str:
@@ -58,7 +60,7 @@ def pick_clips(records, fold: int, per_class: int) -> list:
     return chosen
 
 
-def head_on_other_folds(model: Path, records, fold: int, out_dir: Path) -> Path:
+def head_on_other_folds(model: Path, records, fold: int, out_dir: Path, cache: Path | None) -> Path:
     """A copy of ``model`` whose head is fit on every fold but ``fold`` (via `roomtone train-head`)."""
     from service.cli.main import main
 
@@ -70,7 +72,8 @@ def head_on_other_folds(model: Path, records, fold: int, out_dir: Path) -> Path:
             if r.fold != fold:
                 writer.writerow([str(r.path), r.label, r.fold])
     out = out_dir / "held_out_head.pt"
-    if main(["train-head", "--model", str(model), "--data", str(meta), "--out", str(out), "--no-progress"]) != 0:
+    cache_args = ["--cache", str(cache)] if cache else []
+    if main(["train-head", "--model", str(model), "--data", str(meta), "--out", str(out), "--no-progress", *cache_args]) != 0:
         raise SystemExit("train-head failed")
     return out
 
@@ -126,6 +129,7 @@ def main() -> int:
     parser.add_argument("--hop-s", type=float, default=1.0, help="the daemon's hop between windows")
     parser.add_argument("--min-overlap-s", type=float, default=9.0, help="least overlap of a clip's window with the clip")
     parser.add_argument("--keep-head", action="store_true", help="use the model's own head (it may have seen the clips)")
+    parser.add_argument("--cache", type=Path, default=None, help="feature cache for the head's train-head run")
     parser.add_argument("--sink", default="roomtone_p3", help="PulseAudio null sink the bench plays into")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
@@ -149,7 +153,7 @@ def main() -> int:
     clips = pick_clips(records, args.fold, args.per_class)
     with tempfile.TemporaryDirectory(prefix="roomtone-live-") as tmp:
         tmp = Path(tmp)
-        model = args.model if args.keep_head else head_on_other_folds(args.model, records, args.fold, tmp)
+        model = args.model if args.keep_head else head_on_other_folds(args.model, records, args.fold, tmp, args.cache)
         track, spans = build_track(clips, args.gap_s)
         track_path = tmp / "track.wav"
         soundfile.write(track_path, track, RATE, subtype="PCM_16")
@@ -160,9 +164,9 @@ def main() -> int:
         try:
             running = daemon.wait_for("roomtone running", 180)
             daemon.wait_for("capture delivering audio", 60)
+            # The log names PulseAudio's default source; PULSE_SOURCE (what libpulse opens) is the bench's sink.
+            # That the daemon heard the track is checked by the level match of the alignment instead.
             source = daemon.wait_for("microphone", 10)["input"]
-            if args.sink not in source:
-                raise SystemExit(f"live_accuracy: the daemon captures {source!r}, not the sink {args.sink}")
             played = time.time()
             player = play(track_path, args.sink)
             player.wait(len(track) / RATE + 60)
@@ -204,10 +208,14 @@ def main() -> int:
         "offline_accuracy": float(np.mean([r["offline"] == r["label"] for r in rows])),
         "offline_accuracy_same_clips": float(np.mean([r["offline"] == r["label"] for r in measured])) if measured else None,
         "live_offline_agreement": float(np.mean([r["live"] == r["offline"] for r in measured])) if measured else None,
-        "alignment_offset_s": offset, "alignment_level_error_db": round(level_error, 2), "windows": len(windows),
+        "alignment_offset_s": offset, "alignment_level_error_db": round(level_error, 2),
+        "heard_the_track": bool(level_error < HEARD_WITHIN_DB), "windows": len(windows),
         "hop_s": args.hop_s, "gap_s": args.gap_s, "input": source, "load_average_before": load_before, "load_average_after": load_average(),
         "per_clip": rows,
     }
+    if level_error >= HEARD_WITHIN_DB:
+        print(f"live_accuracy: warning: the windows' levels match the track only within {level_error:.1f} dB on "
+              "average: the daemon may not have captured the sink", file=sys.stderr)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
