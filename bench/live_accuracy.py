@@ -92,30 +92,50 @@ def build_track(clips, gap_s: float) -> tuple[np.ndarray, list[tuple[float, floa
     return np.concatenate(parts), spans
 
 
-def track_rms_dbfs(track: np.ndarray, start_s: float, length_s: float) -> float:
-    """Level of a window of the track (zeros outside it), as the daemon computes it."""
-    from service.window_record import rms_dbfs
+def track_rms_dbfs(track: np.ndarray, start_s: float, length_s: float, energy: np.ndarray | None = None) -> float:
+    """Level of a window of the track (zeros outside it) as the daemon's `rms_dbfs` computes it;
+    ``energy`` is `np.cumsum` of the squared track with a leading 0 (made here when not given)."""
+    from service.window_record import SILENCE_DBFS
 
+    if energy is None:
+        energy = np.concatenate([[0.0], np.cumsum(np.square(track, dtype=np.float64))])
     a, b = int(round(start_s * RATE)), int(round((start_s + length_s) * RATE))
-    window = np.zeros(b - a, dtype=np.float32)
-    lo, hi = max(a, 0), min(b, len(track))
-    if hi > lo:
-        window[lo - a:hi - a] = track[lo:hi]
-    return rms_dbfs(window[None, :])
+    lo, hi = min(max(a, 0), len(track)), min(max(b, 0), len(track))
+    power = (energy[hi] - energy[lo]) / max(b - a, 1)
+    return max(SILENCE_DBFS, 10.0 * np.log10(power)) if power > 0 else SILENCE_DBFS
 
 
 def align(windows: list[dict], track: np.ndarray, played_unix_s: float) -> tuple[float, float]:
-    """Offset (s) to add to ``window start - played_unix_s`` to get track time, and its mean level error (dB)."""
+    """Offset (s) to add to ``window start - played_unix_s`` to get track time (negative: the daemon heard
+    the track that much after paplay started), searched over -4..+1 s in 10 ms steps, and its mean level
+    error (dB, levels floored at -100)."""
+    energy = np.concatenate([[0.0], np.cumsum(np.square(track, dtype=np.float64))])
     starts = np.array([w["start_s"] - played_unix_s for w in windows])
     lengths = np.array([w["end_s"] - w["start_s"] for w in windows])
-    levels = np.array([w["rms_dbfs"] for w in windows])
+    levels = np.maximum(np.array([w["rms_dbfs"] for w in windows]), -100)
     best = (0.0, np.inf)
-    for offset in np.arange(-1.0, 4.0, 0.01):
-        expected = np.array([track_rms_dbfs(track, s + offset, n) for s, n in zip(starts, lengths)])
-        error = float(np.mean(np.abs(np.maximum(expected, -100) - np.maximum(levels, -100))))
+    for offset in np.arange(-4.0, 1.0, 0.01):
+        expected = np.array([track_rms_dbfs(track, s + offset, n, energy) for s, n in zip(starts, lengths)])
+        error = float(np.mean(np.abs(np.maximum(expected, -100) - levels)))
         if error < best[1]:
             best = (float(offset), error)
     return best
+
+
+def window_of_each_clip(spans: list[tuple[float, float]], windows: list[dict], played_unix_s: float, offset_s: float,
+                        min_overlap_s: float) -> list[tuple[float, dict | None]]:
+    """Per clip span (track seconds), the window overlapping it most and that overlap; None below
+    ``min_overlap_s``. Windows are dicts with ``start_s``/``end_s`` in Unix seconds."""
+    chosen = []
+    for start, end in spans:
+        best = (-np.inf, None)
+        for w in windows:
+            a, b = w["start_s"] - played_unix_s + offset_s, w["end_s"] - played_unix_s + offset_s
+            overlap = min(end, b) - max(start, a)
+            if overlap > best[0]:
+                best = (overlap, w)
+        chosen.append((float(best[0]), best[1] if best[0] >= min_overlap_s else None))
+    return chosen
 
 
 def main() -> int:
@@ -190,13 +210,14 @@ def main() -> int:
                 player.kill()
             daemon.stop()
     windows.sort(key=lambda w: w["start_s"])
+    if args.json:  # the raw windows first, so that the analysis can be redone without replaying
+        args.json.with_suffix(".windows.json").write_text(json.dumps(
+            {"played_unix_s": played, "spans": spans, "offline": offline, "windows": windows}))
     offset, level_error = align(windows, track, played)
     rows = []
-    for clip, (start, end), offline_label in zip(clips, spans, offline):
-        overlaps = [(min(end, w["end_s"] - played + offset) - max(start, w["start_s"] - played + offset), w)
-                    for w in windows]
-        overlap, window = max(overlaps, key=lambda item: item[0])
-        live = window["label"] if overlap >= args.min_overlap_s else None
+    chosen = window_of_each_clip(spans, windows, played, offset, args.min_overlap_s)
+    for clip, (overlap, window), offline_label in zip(clips, chosen, offline):
+        live = window["label"] if window is not None else None
         rows.append({"clip": str(clip.path.relative_to(args.data.resolve()) if clip.path.is_relative_to(args.data.resolve())
                                  else clip.path), "label": clip.label, "live": live, "offline": offline_label,
                      "overlap_s": round(float(overlap), 2)})
