@@ -15,6 +15,8 @@ back over gRPC, and their accuracy compared with the same files classified offli
    only, never a neighbouring clip.
 6. Offline: each clip's file sent to the same daemon's Classify (one 10 s window).
 
+A clip is right when its label is the clip's class; the daemon's activity decision ``quiet`` (the level says
+the room is empty) counts as ``--quiet-means`` (quiet_ambience); ``*_strict`` figures count it as wrong.
 Prints one JSON object: clips, live accuracy, offline accuracy, live/offline agreement, per clip the labels,
 the alignment offset and its level error, and the load average before and after. Takes about
 (per-class x classes) x (10 s + gap) plus a minute of start-up; run it with ``nice``. Usage:
@@ -150,6 +152,8 @@ def main() -> int:
     parser.add_argument("--min-overlap-s", type=float, default=9.0, help="least overlap of a clip's window with the clip")
     parser.add_argument("--keep-head", action="store_true", help="use the model's own head (it may have seen the clips)")
     parser.add_argument("--cache", type=Path, default=None, help="feature cache for the head's train-head run")
+    parser.add_argument("--quiet-means", default="quiet_ambience",
+                        help="the class the daemon's 'quiet' decision counts as (its level says the room is empty)")
     parser.add_argument("--sink", default="roomtone_p3", help="PulseAudio null sink the bench plays into")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
@@ -159,6 +163,7 @@ def main() -> int:
     from daemon_support import DaemonProcess, isolated_args, play, start_pulseaudio
     from encoder.datasets import read_dataset
     from service.rpc import roomtone_pb2 as pb
+    from service.vocabulary import QUIET
     from service.rpc import roomtone_pb2_grpc as pb_grpc
 
     load_before = load_average()
@@ -222,12 +227,23 @@ def main() -> int:
                                  else clip.path), "label": clip.label, "live": live, "offline": offline_label,
                      "overlap_s": round(float(overlap), 2)})
     measured = [r for r in rows if r["live"] is not None]
+
+    def accuracy(rows: list[dict], key: str, strict: bool = False) -> float | None:
+        """Share of rows whose ``key`` label is the clip's; unless strict, 'quiet' counts as --quiet-means."""
+        if not rows:
+            return None
+        right = [r[key] == r["label"] or (not strict and r[key] == QUIET and r["label"] == args.quiet_means)
+                 for r in rows]
+        return float(np.mean(right))
+
     result = {
         "command": " ".join(sys.argv), "model": str(args.model), "head": "model's own" if args.keep_head else
         f"fit on folds other than {args.fold}", "clips": len(rows), "clips_with_a_live_window": len(measured),
-        "live_accuracy": float(np.mean([r["live"] == r["label"] for r in measured])) if measured else None,
-        "offline_accuracy": float(np.mean([r["offline"] == r["label"] for r in rows])),
-        "offline_accuracy_same_clips": float(np.mean([r["offline"] == r["label"] for r in measured])) if measured else None,
+        "quiet_means": args.quiet_means,
+        "live_accuracy": accuracy(measured, "live"), "offline_accuracy_same_clips": accuracy(measured, "offline"),
+        "offline_accuracy": accuracy(rows, "offline"),
+        "live_accuracy_strict": accuracy(measured, "live", strict=True),
+        "offline_accuracy_strict": accuracy(rows, "offline", strict=True),
         "live_offline_agreement": float(np.mean([r["live"] == r["offline"] for r in measured])) if measured else None,
         "alignment_offset_s": offset, "alignment_level_error_db": round(level_error, 2),
         "heard_the_track": bool(level_error < HEARD_WITHIN_DB), "windows": len(windows),
