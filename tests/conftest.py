@@ -3,7 +3,7 @@
 
 Tests that need the full shared sets ask for the ``shared_data`` fixture (or ``full_homesounds``);
 they are marked ``shared_data`` and skip with the reason when ../shared/data is absent, unless
-ROOMTONE_REQUIRE_SHARED_DATA=1 (set by .ci/run), which turns that skip into a failure.
+TESTS_REQUIRE_SHARED_DATA=1 (set by .ci/run), which turns that skip into a failure.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ os.environ.setdefault("ROOMTONE_WEB__PORT", "0")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 VENDORED_HOMESOUNDS = REPO / "tests" / "data" / "homesounds"
-REQUIRE_SHARED = "ROOMTONE_REQUIRE_SHARED_DATA"
+REQUIRE_SHARED = "TESTS_REQUIRE_SHARED_DATA"
 SHARED_FIXTURES = {"shared_data", "full_homesounds"}
 
 
@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path to ../shared/data (all 320 homesounds clips, music, unlabelled); skips without it, and fails
-    without it when ROOMTONE_REQUIRE_SHARED_DATA=1 so that CI never skips these tests silently."""
+    without it when TESTS_REQUIRE_SHARED_DATA=1 so that CI never skips these tests silently."""
     if not shared_data_present():
         message = f"the full shared data sets are not at {SHARED_DATA} (a clone without ../shared)"
         if os.environ.get(REQUIRE_SHARED) == "1":

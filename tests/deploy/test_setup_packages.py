@@ -37,5 +37,5 @@ def test_only_the_test_command_installs_the_test_list():
 
 def test_ci_turns_a_missing_shared_data_skip_into_a_failure():
     ci = (REPO / ".ci" / "run").read_text()
-    assert "export ROOMTONE_REQUIRE_SHARED_DATA=1" in ci
+    assert "export TESTS_REQUIRE_SHARED_DATA=1" in ci
     assert ci.strip().splitlines()[-1] == "exec bash scripts/test.sh"
