@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from clip_embeddings import DATA, load_set  # noqa: E402
+from doc_sections import write_marked_section  # noqa: E402
 from encoder.head import fit_head  # noqa: E402
 
 DOCS = REPO / "docs" / "sounds.md"
@@ -112,10 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.model.name}):\n\n{open_set_table(curve, chosen)}\n")
     print(text)
     if args.write_docs:
-        start, end = "<!-- absence:start -->", "<!-- absence:end -->"
-        doc = DOCS.read_text()
-        head, rest = doc.split(start, 1)
-        DOCS.write_text(head + start + "\n" + text + end + rest.split(end, 1)[1])
+        write_marked_section(DOCS, "absence", text)
     return 0
 
 

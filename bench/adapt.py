@@ -27,8 +27,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from encoder.adapt import AdaptConfig, adapt  # noqa: E402
+from doc_sections import write_marked_section  # noqa: E402
 from encoder.datasets import read_dataset  # noqa: E402
 from encoder.head import ActivityHead, fit_head  # noqa: E402
 
@@ -113,10 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             f"than 1 point worse): **{verdict}**.\n")
     print(text)
     if args.write_docs:
-        start, end = "<!-- adapt:start -->", "<!-- adapt:end -->"
-        doc = DOCS.read_text()
-        head, rest = doc.split(start, 1)
-        DOCS.write_text(head + start + "\n" + text + end + rest.split(end, 1)[1])
+        write_marked_section(DOCS, "adapt", text)
     return 0
 
 

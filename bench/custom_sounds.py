@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from clip_embeddings import DATA, load_set, stream_windows  # noqa: E402
+from doc_sections import write_marked_section  # noqa: E402
 from encoder.few_shot import calibrate_threshold, nearest_example_scores, unit_rows  # noqa: E402
 
 DOCS = REPO / "docs" / "sounds.md"
@@ -219,10 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{tables(results, sounds)}\n")
     print(text)
     if args.write_docs:
-        start, end = "<!-- custom-sounds:start -->", "<!-- custom-sounds:end -->"
-        doc = DOCS.read_text()
-        head, rest = doc.split(start, 1)
-        DOCS.write_text(head + start + "\n" + text + end + rest.split(end, 1)[1])
+        write_marked_section(DOCS, "custom-sounds", text)
     return 0
 
 

@@ -67,6 +67,13 @@ def parse_time(text: str, now_unix_ms: int) -> int:
                          "2026-11-24T18:30, or Unix milliseconds") from None
 
 
+def time_range(args: argparse.Namespace, now_unix_ms: int) -> tuple[int, int]:
+    """(since, until) Unix ms of the --since/--until options (0 when absent); ValueError names a bad time."""
+    since = parse_time(args.since, now_unix_ms) if args.since else 0
+    until = parse_time(args.until, now_unix_ms) if args.until else 0
+    return since, until
+
+
 def describe_event(event) -> list[str]:
     """Table row [time, mic, event, detail] for one Event message."""
     from service.grpc_client import format_time
@@ -113,8 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
     now = int(time.time() * 1000)
     try:
-        since = parse_time(args.since, now) if args.since else 0
-        until = parse_time(args.until, now) if args.until else 0
+        since, until = time_range(args, now)
     except ValueError as exc:
         print(f"roomtone events: {exc}", file=sys.stderr)
         return EXIT_USAGE

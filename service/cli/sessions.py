@@ -16,7 +16,8 @@ import sys
 import time
 
 from service.cli.daemon_address import add_address_argument
-from service.cli.events import parse_time
+from service.cli.events import time_range
+from service.vocabulary import MAX_PAGE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     now = int(time.time() * 1000)
     try:
-        since = parse_time(args.since, now) if args.since else 0
-        until = parse_time(args.until, now) if args.until else 0
+        since, until = time_range(args, now)
     except ValueError as exc:
         print(f"roomtone sessions: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         while len(sessions) < args.limit:
             page = stub.ListSessions(pb.ListSessionsRequest(
                 mic_ids=args.mic, activities=args.activity, since_unix_ms=since, until_unix_ms=until,
-                open_only=args.open, limit=min(1000, args.limit - len(sessions)), page_token=token), timeout=30)
+                open_only=args.open, limit=min(MAX_PAGE, args.limit - len(sessions)), page_token=token), timeout=30)
             sessions += page.sessions
             token = page.next_page_token
             if not token:
