@@ -280,32 +280,27 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
         return data
 
     @contextlib.contextmanager
-    def _read_slot(self, context: grpc.ServicerContext) -> Iterator[None]:
-        """Hold one of ``max_concurrent_reads`` page-building slots; waits while the client's deadline (at
-        most UPLOAD_WAIT_S) allows, then RESOURCE_EXHAUSTED."""
+    def _slot(self, slots: threading.Semaphore, context: grpc.ServicerContext, margin_s: float, busy: str) -> Iterator[None]:
+        """Hold one of ``slots``; waits while the client's deadline (less ``margin_s`` for the work itself, at
+        most UPLOAD_WAIT_S) allows, then RESOURCE_EXHAUSTED with ``busy``."""
         remaining = context.time_remaining()
-        wait = UPLOAD_WAIT_S if remaining is None else max(0.0, min(UPLOAD_WAIT_S, remaining - 0.5))
-        if not self._reads.acquire(timeout=wait):
-            raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"{self._read_slots} pages are being read (grpc.max_concurrent_reads); try again shortly")
+        wait = UPLOAD_WAIT_S if remaining is None else max(0.0, min(UPLOAD_WAIT_S, remaining - margin_s))
+        if not slots.acquire(timeout=wait):
+            raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED, busy)
         try:
             yield
         finally:
-            self._reads.release()
+            slots.release()
 
-    @contextlib.contextmanager
-    def _upload_slot(self, context: grpc.ServicerContext) -> Iterator[None]:
-        """Hold one of ``max_concurrent_uploads`` decode slots; waits while the client's deadline (at most
-        UPLOAD_WAIT_S) allows, then RESOURCE_EXHAUSTED."""
-        remaining = context.time_remaining()
-        wait = UPLOAD_WAIT_S if remaining is None else max(0.0, min(UPLOAD_WAIT_S, remaining - 1.0))
-        if not self._uploads.acquire(timeout=wait):
-            raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"{self._upload_slots} uploads are being analysed (grpc.max_concurrent_uploads); try again shortly")
-        try:
-            yield
-        finally:
-            self._uploads.release()
+    def _read_slot(self, context: grpc.ServicerContext) -> contextlib.AbstractContextManager[None]:
+        """One of ``max_concurrent_reads`` page-building slots."""
+        return self._slot(self._reads, context, 0.5,
+                          f"{self._read_slots} pages are being read (grpc.max_concurrent_reads); try again shortly")
+
+    def _upload_slot(self, context: grpc.ServicerContext) -> contextlib.AbstractContextManager[None]:
+        """One of ``max_concurrent_uploads`` decode slots."""
+        return self._slot(self._uploads, context, 1.0,
+                          f"{self._upload_slots} uploads are being analysed (grpc.max_concurrent_uploads); try again shortly")
 
     def _mic(self, mic_id: str) -> MicStatus:
         for mic in self.backend.microphones():
