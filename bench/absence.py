@@ -1,4 +1,4 @@
-"""Measures the two defaults of the activity decision (service/activity.py): the level floor below which a
+"""Measures the two defaults of the activity decision (service/analysis/activity.py): the level floor below which a
 window is `quiet`, and the top-probability threshold below which the head's answer is `unknown`.
 
 Level floor: RMS levels of the quiet recordings (homesounds `quiet_ambience`, empty-room ambiences at
@@ -9,8 +9,8 @@ folds without it), the held-out fold's clips of the left-out class are "novel" a
 "known". Per threshold t: how often novel clips are called unknown (top probability < t) against how
 often known clips are, and the known clips' accuracy among those still labelled.
 
-    .venv/bin/python bench/absence.py                    # prints both tables
-    .venv/bin/python bench/absence.py --write-docs       # also writes them into docs/sounds.md
+    .venv/bin/python -m bench.absence                    # prints both tables
+    .venv/bin/python -m bench.absence --write-docs       # also writes them into docs/sounds.md
 
 About a minute on 2 CPU cores the first time (embedding 724 clips), seconds afterwards (bench/.cache).
 """
@@ -18,18 +18,15 @@ About a minute on 2 CPU cores the first time (embedding 724 clips), seconds afte
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench.clip_embeddings import DATA, load_set
+from bench.doc_sections import write_marked_section
+from encoder.head import fit_head
 
-from clip_embeddings import DATA, load_set  # noqa: E402
-from doc_sections import write_marked_section  # noqa: E402
-from encoder.head import fit_head  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DOCS = REPO / "docs" / "sounds.md"
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98)
@@ -97,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=REPO / "models" / "roomtone.pt")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--chosen", type=float, default=None,
-                        help="threshold to mark as the default (default: service.activity's)")
+                        help="threshold to mark as the default (default: service.analysis.activity's)")
     parser.add_argument("--write-docs", action="store_true", help="write the tables into docs/sounds.md")
     args = parser.parse_args(argv)
-    from service.activity import ActivityConfig
+    from service.analysis.activity import ActivityConfig
 
     chosen = args.chosen if args.chosen is not None else ActivityConfig().unknown_below
     homesounds, music = load_set("homesounds", args.model, args.data), load_set("music", args.model, args.data)

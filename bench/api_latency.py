@@ -1,8 +1,8 @@
 """gRPC ListEvents (100 rows) and FindSimilar (k=10) latency with 10^4 and 10^6 stored windows.
 
-    .venv/bin/python bench/api_latency.py                                   # 10^4 and 10^6 windows
-    .venv/bin/python bench/api_latency.py --windows 10000 --keep /tmp/rt-api  # keep the stores for reruns
-    .venv/bin/python bench/api_latency.py --windows 1000000 --exact-below 2000000  # the exact scan at 10^6
+    .venv/bin/python -m bench.api_latency                                   # 10^4 and 10^6 windows
+    .venv/bin/python -m bench.api_latency --windows 10000 --keep /tmp/rt-api  # keep the stores for reruns
+    .venv/bin/python -m bench.api_latency --windows 1000000 --exact-below 2000000  # the exact scan at 10^6
 
 For each size it fills an `EventStore` (in ``--keep`` or a temporary folder; a kept store of the right
 size is reused) with windows of 4 microphones, 10 s apart, 256-d float16 embeddings drawn around 500
@@ -19,7 +19,7 @@ from a gRPC client in this process:
   call (higher: it includes what loading and training allocated and the allocator kept).
 
 ``--exact-below``, ``--nlist``, ``--nprobe`` and ``--rerank`` are the daemon's ``[similarity]`` keys
-(service/similarity_index.py). Prints a markdown table with machine, date and load average. Speed
+(service/store/similarity_index.py). Prints a markdown table with machine, date and load average. Speed
 targets live here, not in tests.
 """
 
@@ -38,16 +38,16 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.host import load_average, machine
+from service.config import GrpcConfig, StoreConfig
+from service.store.event_store import EventStore
+from service.records import StateChange, WindowResult
+from service.config import SimilarityIndexConfig
+from service.store.similarity_index import unit_rows
+from service.rpc import roomtone_pb2 as pb
+from service.rpc import roomtone_pb2_grpc as pb_grpc
 
-from bench.window_path import load_average, machine  # noqa: E402
-from service.config import GrpcConfig, StoreConfig  # noqa: E402
-from service.event_store import EventStore  # noqa: E402
-from service.records import StateChange, WindowResult  # noqa: E402
-from service.similarity_index import SimilarityIndexConfig, unit_rows  # noqa: E402
-from service.rpc import roomtone_pb2 as pb  # noqa: E402
-from service.rpc import roomtone_pb2_grpc as pb_grpc  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DIM = 256
 MICS = 4
@@ -130,10 +130,10 @@ def exact_neighbours(db_path: Path, query_ids: list[int], k: int = 10, chunk: in
 def measure(folder: Path, total: int, repeats: int, model: str, similarity: SimilarityIndexConfig) -> dict:
     """Fill (or reuse) a store of ``total`` windows, serve it, time the calls."""
     from encoder.model_file import load_model
-    from service.analysis import Analyzer
-    from service.daemon_backend import DaemonBackend
-    from service.event_bus import EventBus
-    from service.grpc_server import start_server, stop_server
+    from service.analysis.analyser import Analyzer
+    from service.api.daemon_backend import DaemonBackend
+    from service.api.event_bus import EventBus
+    from service.api.grpc_server import start_server, stop_server
 
     path = folder / f"api-{total}.db"
     store = EventStore(path, StoreConfig(max_age_days=float("inf"), max_size_mb=1e7), similarity)

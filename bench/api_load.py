@@ -8,9 +8,9 @@ call's latency recorded). Afterwards it checks the daemon's counters: windows dr
 pipeline (must stay 0: API load may not cost windows), windows stored, live items dropped for slow
 clients. Usage:
 
-    .venv/bin/python bench/api_load.py                      # 60 s, 50 streams + 20 listers, bundled model
-    .venv/bin/python bench/api_load.py --seconds 15 --model small.pt
-    .venv/bin/python bench/api_load.py --prefill 141000 --limit 1000 --streams 5   # heavy reads on a big store
+    .venv/bin/python -m bench.api_load                      # 60 s, 50 streams + 20 listers, bundled model
+    .venv/bin/python -m bench.api_load --seconds 15 --model small.pt
+    .venv/bin/python -m bench.api_load --prefill 141000 --limit 1000 --streams 5   # heavy reads on a big store
 
 Prints one JSON object (latencies in ms).
 """
@@ -28,11 +28,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from daemon_process import REPO, Daemon, percentile_ms  # noqa: E402
-from service.rpc import roomtone_pb2 as pb  # noqa: E402
-from service.rpc import roomtone_pb2_grpc as pb_grpc  # noqa: E402
+from bench.daemon_process import REPO, Daemon, percentile_ms
+from service.rpc import roomtone_pb2 as pb
+from service.rpc import roomtone_pb2_grpc as pb_grpc
 
 
 class Follower(threading.Thread):
@@ -92,7 +90,7 @@ class Lister(threading.Thread):
 
 def prefill(path: Path, windows: int, dim: int = 256) -> None:
     """``windows`` stored windows (one mic, 10 s each, ending an hour ago) with a state change every 10th."""
-    from service.event_store import EventStore
+    from service.store.event_store import EventStore
     from service.records import StateChange, WindowResult
 
     rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 """Which cue a room removes: the share of each clip's energy above a frequency (7 kHz by default), median per
 class, for the clips as they are and after the P2 "through the air" degradation (docs/evaluation.md).
 
-    .venv/bin/python bench/band_share.py --data ../shared/data/homesounds [--above-hz 7000] [--seed 0]
+    .venv/bin/python -m bench.band_share --data ../shared/data/homesounds [--above-hz 7000] [--seed 0]
 
 Prints a Markdown table: class, clips, median share clean (dB), median share through the air (dB).
 """
@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from encoder.audio import load_audio  # noqa: E402
-from encoder.datasets import read_dataset  # noqa: E402
-from encoder.degradation import degrade_clip  # noqa: E402
+from encoder.audio import load_audio
+from encoder.datasets import read_dataset
+from encoder.degradation import degrade_clip
 
 RATE = 16000
 

@@ -9,21 +9,19 @@ daemon never sees clips aligned to its windows).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from encoder.audio import load_audio
+from encoder.datasets import Record, read_dataset
+from encoder.embedding import embed_windows
+from encoder.evaluation import file_sha256
+from encoder.model_file import load_model
 
-from encoder.audio import load_audio  # noqa: E402
-from encoder.datasets import Record, read_dataset  # noqa: E402
-from encoder.embedding import embed_windows  # noqa: E402
-from encoder.evaluation import file_sha256  # noqa: E402
-from encoder.model_file import load_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DATA = REPO.parent / "shared" / "data"
 CACHE = REPO / "bench" / ".cache"
@@ -51,7 +49,7 @@ class ClipSet:
 
 def rms_dbfs(samples: np.ndarray) -> float:
     """RMS level in dBFS of a mono signal (-120 for digital silence), as the daemon computes it."""
-    from service.window_record import rms_dbfs as daemon_rms
+    from service.analysis.window_record import rms_dbfs as daemon_rms
 
     return daemon_rms(np.asarray(samples, dtype=np.float32)[None, :])
 

@@ -19,8 +19,8 @@ played by half of the stream (every other window) and the false alarms counted o
 the halves swapped. Also reported: the detection an oracle threshold would give at <= 1 false alarm per
 hour on the test half (what the embedding allows), and the examples-only calibration (no history).
 
-    .venv/bin/python bench/custom_sounds.py                  # prints the tables
-    .venv/bin/python bench/custom_sounds.py --write-docs     # also writes them into docs/sounds.md
+    .venv/bin/python -m bench.custom_sounds                  # prints the tables
+    .venv/bin/python -m bench.custom_sounds --write-docs     # also writes them into docs/sounds.md
 
 Takes about 2 minutes on 2 CPU cores the first time (embedding 724 clips, 722 stream windows and the
 mixes), well under a minute afterwards (bench/.cache).
@@ -29,19 +29,16 @@ mixes), well under a minute afterwards (bench/.cache).
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench.clip_embeddings import DATA, load_set, stream_windows
+from bench.doc_sections import write_marked_section
+from encoder.few_shot import calibrate_threshold, nearest_example_scores, unit_rows
 
-from clip_embeddings import DATA, load_set, stream_windows  # noqa: E402
-from doc_sections import write_marked_section  # noqa: E402
-from encoder.few_shot import calibrate_threshold, nearest_example_scores, unit_rows  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DOCS = REPO / "docs" / "sounds.md"
 SOUNDS = REPO / "bench" / "sounds"

@@ -6,8 +6,8 @@ free loopback ports, follows gRPC ``StreamEvents`` as a client and, for each win
 (stored in SQLite and published). It also reads the daemon's own ``roomtone_window_to_event_seconds``
 histogram and its resident memory (VmRSS now, VmHWM peak) from /proc. Usage:
 
-    .venv/bin/python bench/daemon_latency.py [--windows 12] [--hop-s 10] [--model M] [--compute-device auto]
-    .venv/bin/python bench/daemon_latency.py --windows 200 --hop-s 1    # enough windows for a p99 (~3.5 min)
+    .venv/bin/python -m bench.daemon_latency [--windows 12] [--hop-s 10] [--model M] [--compute-device auto]
+    .venv/bin/python -m bench.daemon_latency --windows 200 --hop-s 1    # enough windows for a p99 (~3.5 min)
 
 Prints one JSON object. Speed targets belong here, not in the tests.
 """
@@ -25,12 +25,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.daemon_process import Daemon
+from service.rpc import roomtone_pb2 as pb
+from service.rpc import roomtone_pb2_grpc as pb_grpc
 
-from daemon_process import Daemon  # noqa: E402  (bench/ is on sys.path when run as a script)
-from service.rpc import roomtone_pb2 as pb  # noqa: E402
-from service.rpc import roomtone_pb2_grpc as pb_grpc  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def proc_memory_kib(pid: int) -> dict[str, int]:

@@ -88,6 +88,7 @@ class Daemon:
         return code
 
 
+
 def percentile_ms(values: list[float], q: float) -> float | None:
     """The q-th percentile of seconds, in ms (None without values)."""
     if not values:

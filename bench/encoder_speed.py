@@ -1,7 +1,7 @@
 """CPU time to embed one 10 s window (log-Mel + encoder), per encoder width and thread count.
 
-    .venv/bin/python bench/encoder_speed.py --widths 16 24 32 48 --threads 1 2
-    .venv/bin/python bench/encoder_speed.py --model models/roomtone.pt --threads 1 2
+    .venv/bin/python -m bench.encoder_speed --widths 16 24 32 48 --threads 1 2
+    .venv/bin/python -m bench.encoder_speed --model models/roomtone.pt --threads 1 2
 
 Prints a markdown table: width, parameters, file size (MB, float32 weights), median ms per window
 (batch of 1, the daemon's case) and ms per window in a batch of 8, all through `embed_windows` (the
@@ -20,12 +20,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from encoder.embedding import embed_windows  # noqa: E402
-from encoder.features import LogMelConfig  # noqa: E402
-from encoder.model_file import ModelBundle  # noqa: E402
-from encoder.model import Encoder, EncoderConfig, parameter_count  # noqa: E402
+from encoder.embedding import embed_windows
+from encoder.features import LogMelConfig
+from encoder.model_file import ModelBundle
+from encoder.model import Encoder, EncoderConfig, parameter_count
 
 
 def median_ms(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:

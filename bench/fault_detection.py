@@ -7,9 +7,9 @@ same clips clean. The false-alarm rate of every check is measured on all clean h
 clips. Drift is measured with the bundled model: each homesounds fold plays one microphone, learns its
 own clips, and is then fed other content. Per-window cost (ms per 10 s window) is timed too.
 
-    .venv/bin/python bench/fault_detection.py                      # prints the tables
-    .venv/bin/python bench/fault_detection.py --write-docs         # also writes them into docs/mic-health.md
-    .venv/bin/python bench/fault_detection.py --cost-only --limit 40   # only the per-window cost
+    .venv/bin/python -m bench.fault_detection                      # prints the tables
+    .venv/bin/python -m bench.fault_detection --write-docs         # also writes them into docs/mic-health.md
+    .venv/bin/python -m bench.fault_detection --cost-only --limit 40   # only the per-window cost
 
 Options: --data (shared data root), --model (for drift; skipped with a note when absent), --limit N
 (first N clips per set, for a quick look), --seed. Takes about 5-10 minutes on 2 CPU cores.
@@ -32,10 +32,9 @@ import soundfile
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from encoder.signal_checks import HealthConfig, assess_window
 
-from encoder.signal_checks import HealthConfig, assess_window  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 RATE = 16000
 DOCS = REPO / "docs" / "mic-health.md"
@@ -359,7 +358,7 @@ def measure_drift(emb: dict[str, np.ndarray], folds: np.ndarray, seed: int, orde
 
 def markdown(result: dict) -> str:
     """The measured tables as markdown."""
-    lines = [f"Measured by `bench/fault_detection.py` on {result['when']} "
+    lines = [f"Measured by `python -m bench.fault_detection` on {result['when']} "
              f"({result['homesounds_windows']} homesounds windows per fault; seed {result['seed']}).", ""]
     lines += ["| fault | severity | check | detected | window not ok | false alarms of the check | ROC AUC |",
               "|---|---|---|---|---|---|---|"]

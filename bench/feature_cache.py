@@ -1,7 +1,7 @@
 """What assembling a training batch costs: from cached log-Mel, or from cached audio through the
 capture chain (augmented before log-Mel), with mixup and random resize crop, or decoded on the fly.
 
-    .venv/bin/python bench/feature_cache.py --data ../shared/data/homesounds --batches 3
+    .venv/bin/python -m bench.feature_cache --data ../shared/data/homesounds --batches 3
 
 Prints the one-off CPU cost of filling each store, its memory, and the CPU and wall seconds to build one
 batch of 64 triplets (192 views) each way (CPU time is the figure to read on a busy, shared machine). The training step itself (bench/training_speed.py) is the same for all.
@@ -16,13 +16,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.window_path import load_average  # noqa: E402
-from encoder.augment import AugmentConfig  # noqa: E402
-from encoder.train import TrainConfig  # noqa: E402
-from encoder.training_data import ClipStore, StepBatches, sampler_clips, training_clips, triplet_plan  # noqa: E402
-from encoder.triplets import TripletConfig, TripletSampler  # noqa: E402
+from bench.host import load_average
+from encoder.augment import AugmentConfig
+from encoder.train import TrainConfig
+from encoder.training_data import ClipStore, StepBatches, sampler_clips, training_clips, triplet_plan
+from encoder.triplets import TripletConfig, TripletSampler
 
 CAPTURE = AugmentConfig(reverb_p=0.5, noise_p=0.5, band_limit_p=0.5, resample_p=0.5)
 CASES = (

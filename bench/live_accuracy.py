@@ -21,7 +21,7 @@ Prints one JSON object: clips, live accuracy, offline accuracy, live/offline agr
 the alignment offset and its level error, and the load average before and after. Takes about
 (per-class x classes) x (10 s + gap) plus a minute of start-up; run it with ``nice``. Usage:
 
-    nice -n 10 .venv/bin/python bench/live_accuracy.py --model models/roomtone.pt --data ../shared/data/homesounds
+    nice -n 10 .venv/bin/python -m bench.live_accuracy --model models/roomtone.pt --data ../shared/data/homesounds
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,19 +38,14 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from bench.host import load_average
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "service"))  # the suite's PulseAudio + daemon launchers, not a copy
 
 RATE = 16000
 WINDOW_S = 10.0
 #: Mean level mismatch (dB) between the windows and the aligned track above which the daemon did not hear it.
 HEARD_WITHIN_DB = 6.0
-
-
-def load_average() -> str:
-    """The first three fields of /proc/loadavg."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def pick_clips(records, fold: int, per_class: int) -> list:
@@ -97,7 +91,7 @@ def build_track(clips, gap_s: float) -> tuple[np.ndarray, list[tuple[float, floa
 def track_rms_dbfs(track: np.ndarray, start_s: float, length_s: float, energy: np.ndarray | None = None) -> float:
     """Level of a window of the track (zeros outside it) as the daemon's `rms_dbfs` computes it;
     ``energy`` is `np.cumsum` of the squared track with a leading 0 (made here when not given)."""
-    from service.window_record import SILENCE_DBFS
+    from service.analysis.window_record import SILENCE_DBFS
 
     if energy is None:
         energy = np.concatenate([[0.0], np.cumsum(np.square(track, dtype=np.float64))])
@@ -158,22 +152,26 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
 
+    from tests.service.daemon_support import null_sink_scope, pulseaudio_scope
+
+    with pulseaudio_scope() as reason:
+        if reason:
+            raise SystemExit(f"live_accuracy: {reason}")
+        with null_sink_scope(args.sink):
+            return measure(args)
+
+
+def measure(args) -> int:
+    """Play the clips into the sink, read the daemon's windows back and compare them with offline labels."""
     import grpc
 
-    from daemon_support import DaemonProcess, isolated_args, play, start_pulseaudio
+    from tests.service.daemon_support import DaemonProcess, isolated_args, play
     from encoder.datasets import read_dataset
     from service.rpc import roomtone_pb2 as pb
     from service.vocabulary import QUIET
     from service.rpc import roomtone_pb2_grpc as pb_grpc
 
     load_before = load_average()
-    reason = start_pulseaudio()
-    if reason:
-        raise SystemExit(f"live_accuracy: {reason}")
-    sinks = subprocess.run(["pactl", "list", "short", "sinks"], capture_output=True, text=True).stdout
-    if not any(line.split("\t")[1:2] == [args.sink] for line in sinks.splitlines()):
-        subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={args.sink}"], check=True,
-                       capture_output=True)
     records = read_dataset(args.data)
     clips = pick_clips(records, args.fold, args.per_class)
     with tempfile.TemporaryDirectory(prefix="roomtone-live-") as tmp:

@@ -10,7 +10,7 @@ Measures, per 10 s window on one thread (median CPU ms of this process over ``--
 For each ONNX variant it also gives the largest log-Mel difference (dB) from `log_mel` over the clips,
 and from the float64 reference `encoder.onnx_export.exact_log_mel`.
 
-    .venv/bin/python bench/log_mel_choice.py [--clips 20] [--rounds 30] [--json out.json]
+    .venv/bin/python -m bench.log_mel_choice [--clips 20] [--rounds 30] [--json out.json]
 """
 
 from __future__ import annotations
@@ -30,15 +30,14 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from encoder.allocator import reuse_freed_memory
+from encoder.features import log_mel, mel_filterbank, power_to_db, stft_window
+from encoder.batchnorm_folding import inference_encoder
+from encoder.model_file import ModelBundle, load_model
+from encoder.onnx_embedder import OnnxEmbedder, stft_power
+from encoder.onnx_export import OPSET, exact_log_mel, export_graph
 
-from encoder.allocator import reuse_freed_memory  # noqa: E402
-from encoder.features import log_mel, mel_filterbank, power_to_db, stft_window  # noqa: E402
-from encoder.inference import inference_encoder  # noqa: E402
-from encoder.model_file import ModelBundle, load_model  # noqa: E402
-from encoder.onnx_embedder import OnnxEmbedder, stft_power  # noqa: E402
-from encoder.onnx_export import OPSET, exact_log_mel, export_graph  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 class WholeGraph(nn.Module):

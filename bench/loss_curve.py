@@ -1,7 +1,7 @@
 """Plot a model file's training record: triplet loss and active-triplet fraction per step, with the
 validation loss on held-out clips.
 
-    .venv/bin/python bench/loss_curve.py models/roomtone.pt --out docs/img/roomtone-loss.png
+    .venv/bin/python -m bench.loss_curve models/roomtone.pt --out docs/img/roomtone-loss.png
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from encoder.model_file import load_model  # noqa: E402
+from encoder.model_file import load_model
 
 
 def smooth(values: list[float], window: int) -> np.ndarray:

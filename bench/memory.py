@@ -1,8 +1,8 @@
 """Resident memory of the daemon with the model loaded, and whether it stays flat over an accelerated soak.
 
-    .venv/bin/python bench/memory.py                       # 10,000 windows, file source as fast as possible
-    .venv/bin/python bench/memory.py --windows 2000 --file some.flac
-    .venv/bin/python bench/memory.py --windows 2000 --no-allocator-tuning   # glibc's malloc defaults
+    .venv/bin/python -m bench.memory                       # 10,000 windows, file source as fast as possible
+    .venv/bin/python -m bench.memory --windows 2000 --file some.flac
+    .venv/bin/python -m bench.memory --windows 2000 --no-allocator-tuning   # glibc's malloc defaults
 
 Starts ``roomtone run --file mic0=FILE --fast --loop --max-windows N`` (the bundled model, gRPC and
 /metrics on free loopback ports; default file: the bundled demo recording) and samples, every
@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.daemon_process import Daemon
+from bench.host import load_average, machine
 
-from bench.daemon_process import Daemon  # noqa: E402
-from bench.window_path import load_average, machine  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def memory_kib(pid: int) -> dict[str, int]:

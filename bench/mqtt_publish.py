@@ -2,8 +2,8 @@
 (session tracking + building the state payload + queueing it) with a real mosquitto up, with no broker at
 all, and with a publisher queue that is always full, plus how many messages reached a subscriber.
 
-    .venv/bin/python bench/mqtt_publish.py             # 2000 one-window batches per case
-    .venv/bin/python bench/mqtt_publish.py --batches 500
+    .venv/bin/python -m bench.mqtt_publish             # 2000 one-window batches per case
+    .venv/bin/python -m bench.mqtt_publish --batches 500
 
 Needs Debian's mosquitto (tests/service/mosquitto_broker.py starts it on a free loopback port). Sessions
 are written to a throw-away SQLite store, as in the daemon. Takes under a minute.
@@ -19,18 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "service"))
+from tests.service.mosquitto_broker import Broker, Recorder, free_port
+from service.announce.announcer import Announcer
+from service.config import MqttConfig, SessionConfig
+from service.store.event_store import EventStore
+from service.announce.mqtt_messages import DeviceInfo
+from service.announce.mqtt_publisher import MqttPublisher
+from service.records import WindowResult
+from service.analysis.sessions import SessionTracker
 
-from mosquitto_broker import Broker, Recorder, free_port  # noqa: E402
-from service.announcer import Announcer  # noqa: E402
-from service.config import MqttConfig, SessionConfig  # noqa: E402
-from service.event_store import EventStore  # noqa: E402
-from service.mqtt_messages import DeviceInfo  # noqa: E402
-from service.mqtt_publisher import MqttPublisher  # noqa: E402
-from service.records import WindowResult  # noqa: E402
-from service.sessions import SessionTracker  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CHECKS = {name: False for name in ("clipping", "dc_offset", "dead_channel", "drift", "dropout", "hum", "stuck")}
 CLASSES = ("speech", "water", "typing", "footsteps_doors", "animals", "motor_machine", "tv_speech_music", "quiet_ambience")

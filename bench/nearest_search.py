@@ -1,6 +1,6 @@
 """Speed of the similarity search of the event store (FindSimilar) and of durable writes.
 
-Usage: .venv/bin/python bench/nearest_search.py [--windows 200000] [--dim 256]
+Usage: .venv/bin/python -m bench.nearest_search [--windows 200000] [--dim 256]
 Prints the time of one `nearest` query over N stored windows (exact scan below the store's
 `similarity.exact_below`, 10^5 by default, faiss IVF above; the kind is printed) and of one
 `add_results` batch."""
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from service.config import StoreConfig
-from service.event_store import EventStore
+from service.store.event_store import EventStore
 from service.records import WindowResult
 
 

@@ -7,7 +7,7 @@ lowest cosine, largest absolute embedding difference, and the largest log-Mel di
 `encoder.features.log_mel` (float32) and from its float64 evaluation. Issue 16's bar: cosine >= 0.9999
 (or max abs diff <= 1e-4), labels identical on all 320 clips.
 
-    .venv/bin/python bench/onnx_equivalence.py [--data ../shared/data/homesounds] [--export] [--json out.json]
+    .venv/bin/python -m bench.onnx_equivalence [--data ../shared/data/homesounds] [--export] [--json out.json]
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ import numpy as np
 import soundfile
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from encoder.embedder import TorchEmbedder
+from encoder.features import log_mel
+from encoder.head import ActivityHead
+from encoder.model_file import load_model
+from encoder.onnx_embedder import OnnxEmbedder
+from encoder.onnx_export import exact_log_mel, export_graph
+from encoder.onnx_graph import graph_path_for
 
-from encoder.embedder import TorchEmbedder  # noqa: E402
-from encoder.features import log_mel  # noqa: E402
-from encoder.head import ActivityHead  # noqa: E402
-from encoder.model_file import load_model  # noqa: E402
-from encoder.onnx_embedder import OnnxEmbedder  # noqa: E402
-from encoder.onnx_export import exact_log_mel, export_graph  # noqa: E402
-from encoder.onnx_graph import graph_path_for  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:

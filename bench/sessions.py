@@ -1,4 +1,4 @@
-"""Activity-session benchmark: how well SessionTracker (service/sessions.py) turns noisy per-window labels
+"""Activity-session benchmark: how well SessionTracker (service/analysis/sessions.py) turns noisy per-window labels
 into one session per real activity, on long streams made of held-out clips.
 
 Every homesounds clip (10 s = one window) is labelled by a head that never saw it: the bundled encoder's
@@ -17,15 +17,15 @@ compared with the true segments:
 - start error = |session start - segment start| of matched pairs, median seconds.
 
 Each stream is run twice: with the head's most probable class per window, and with the daemon's own
-activity decision (service/activity.py: `quiet` below the level floor, `unknown` when the head is unsure,
+activity decision (service/analysis/activity.py: `quiet` below the level floor, `unknown` when the head is unsure,
 both ignored by sessions; `quiet_ambience` segments, homesounds' stand-in for absence, then expect no
 session and are left out of the true segments).
 
 Two streams with different seeds: "tune" to choose settings, "report" to measure them. The clips repeat
 across a long stream (320 clips, 53 min in all), in new orders.
 
-    .venv/bin/python bench/sessions.py                   # grid of min_duration_s x gap_tolerance_s, both streams
-    .venv/bin/python bench/sessions.py --hours 4 --json  # one JSON object per setting
+    .venv/bin/python -m bench.sessions                   # grid of min_duration_s x gap_tolerance_s, both streams
+    .venv/bin/python -m bench.sessions --hours 4 --json  # one JSON object per setting
 
 Takes about a minute on 2 CPU cores (embedding the 320 clips once).
 """
@@ -42,13 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from service.config import SessionConfig
+from service.records import WindowResult
+from service.analysis.sessions import SessionTracker
+from service.vocabulary import RESERVED_LABELS
 
-from service.config import SessionConfig  # noqa: E402
-from service.records import WindowResult  # noqa: E402
-from service.sessions import SessionTracker  # noqa: E402
-from service.vocabulary import RESERVED_LABELS  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 HOP_MS = 10_000
 MIN_DURATIONS = (0.0, 10.0, 20.0, 30.0)
@@ -63,7 +62,7 @@ class Clip:
     fold: int
     predicted: str  # the head's most probable class
     probabilities: dict[str, float]
-    decided: str  # the daemon's activity decision (service/activity.py): a class, quiet or unknown
+    decided: str  # the daemon's activity decision (service/analysis/activity.py): a class, quiet or unknown
 
 
 def held_out_clips(data: Path, model: Path) -> list[Clip]:
@@ -74,8 +73,8 @@ def held_out_clips(data: Path, model: Path) -> list[Clip]:
     from encoder.embedding import embed_windows
     from encoder.head import fit_head
     from encoder.model_file import load_model
-    from service.activity import decide_activity
-    from service.window_record import rms_dbfs
+    from service.analysis.activity import decide_activity
+    from service.analysis.window_record import rms_dbfs
 
     bundle = load_model(model, device="cpu")
     with open(data / "meta.csv", newline="") as handle:

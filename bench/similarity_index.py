@@ -1,13 +1,13 @@
 """FindSimilar at 10^6 windows: the store's exact numpy scan against approximate indexes (faiss IVF).
 
-    .venv/bin/python bench/similarity_index.py                      # 10^6 vectors
-    .venv/bin/python bench/similarity_index.py --windows 200000 --nlist 512
+    .venv/bin/python -m bench.similarity_index                      # 10^6 vectors
+    .venv/bin/python -m bench.similarity_index --windows 200000 --nlist 512
 
 bench/api_latency.py times FindSimilar through gRPC on a real store; this one isolates the search
 itself on the same kind of vectors (256-d unit vectors around 500 random centres, as api_latency
 stores) so index choices can be compared: build time, ms per k=10 query (median / p99 of
 ``--queries``), recall@10 against the exact answer, and the memory each holds. The store uses the
-exact scan below ``similarity.exact_below`` windows and IVF-SQ8 above (service/similarity_index.py);
+exact scan below ``similarity.exact_below`` windows and IVF-SQ8 above (service/store/similarity_index.py);
 when ``import faiss`` fails only the exact scan is measured.
 """
 
@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.api_latency import DIM, clustered_unit_vectors
+from bench.host import load_average, machine
 
-from bench.api_latency import DIM, clustered_unit_vectors  # noqa: E402
-from bench.window_path import load_average, machine  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 K = 10
 

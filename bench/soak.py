@@ -5,8 +5,8 @@ fast as the pipeline takes it, a window every 1 s of audio) and samples the daem
 descriptors from /proc with roomtone_windows_total from /metrics every 0.5 s. RSS is compared between the
 end of the warm-up (the first 10% of windows) and the end. Usage:
 
-    .venv/bin/python bench/soak.py                       # 10,000 windows, bundled model
-    .venv/bin/python bench/soak.py --windows 1000 --window-s 1 --hop-s 0.5 --model small.pt
+    .venv/bin/python -m bench.soak                       # 10,000 windows, bundled model
+    .venv/bin/python -m bench.soak --windows 1000 --window-s 1 --hop-s 0.5 --model small.pt
 
 Prints one JSON object: windows, seconds, windows_per_s, rss_mib (warm/end/max), fds (warm/end/max), exit code.
 """
@@ -20,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from daemon_process import REPO, Daemon  # noqa: E402
+from bench.daemon_process import REPO, Daemon
 
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "homesounds" / "audio" / "typing" / "typing_A1_000.flac"
 

@@ -1,7 +1,7 @@
 """Windows per second through the embedding path and the daemon's whole analysis, at batch 1, 8 and 32.
 
-    .venv/bin/python bench/throughput.py                          # CPU, 1 and 2 threads
-    .venv/bin/python bench/throughput.py --device cuda --batches 1 8 32 256   # on a GPU, features there too
+    .venv/bin/python -m bench.throughput                          # CPU, 1 and 2 threads
+    .venv/bin/python -m bench.throughput --device cuda --batches 1 8 32 256   # on a GPU, features there too
 
 - embed: `embed_windows` (log-Mel with the model's config + the encoder as embedding code runs it) on a
   batch of 10 s mono windows, i.e. what `roomtone embed` and the evaluation do;
@@ -25,15 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.window_path import head_of
+from bench.host import load_average, machine
+from encoder.allocator import reuse_freed_memory
+from encoder.audio import load_audio
+from encoder.datasets import read_dataset
+from encoder.embedding import embed_windows
+from encoder.model_file import ModelBundle, load_model
 
-from bench.window_path import head_of, load_average, machine  # noqa: E402
-from encoder.allocator import reuse_freed_memory  # noqa: E402
-from encoder.audio import load_audio  # noqa: E402
-from encoder.datasets import read_dataset  # noqa: E402
-from encoder.embedding import embed_windows  # noqa: E402
-from encoder.model_file import ModelBundle, load_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHARED = REPO.parent / "shared" / "data"
 
@@ -72,8 +72,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="time per measurement")
     args = parser.parse_args()
 
-    from service.analysis import Analyzer
-    from service.windowing import Window
+    from service.analysis.analyser import Analyzer
+    from service.capture.windowing import Window
 
     reuse_freed_memory()
     bundle = load_model(args.model, device=args.device)

@@ -1,7 +1,7 @@
 """Training speed: triplets per second of one optimiser step, and what the bundled model's run took.
 
-    .venv/bin/python bench/training_speed.py                         # CPU, 1 and 2 threads
-    .venv/bin/python bench/training_speed.py --device cuda           # on a GPU (float16 autocast, as training)
+    .venv/bin/python -m bench.training_speed                         # CPU, 1 and 2 threads
+    .venv/bin/python -m bench.training_speed --device cuda           # on a GPU (float16 autocast, as training)
 
 The step is the one in `encoder.train.train`: the encoder of the bundled model's training config
 (models/roomtone.train.toml: width, batch size, tile length, features) on a batch of triplet tiles,
@@ -22,14 +22,13 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.host import load_average, machine
+from encoder.allocator import reuse_freed_memory
+from encoder.features import frame_count
+from encoder.model import Encoder
+from encoder.train import read_train_config, train_step
 
-from bench.window_path import load_average, machine  # noqa: E402
-from encoder.allocator import reuse_freed_memory  # noqa: E402
-from encoder.features import frame_count  # noqa: E402
-from encoder.model import Encoder  # noqa: E402
-from encoder.train import read_train_config, train_step  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def seconds_per_step(config, device: torch.device, steps: int) -> float:

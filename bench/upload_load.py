@@ -3,8 +3,8 @@ FLAC, against ``roomtone run --demo`` (bundled model); prints the daemon's resid
 peak (VmHWM) after, the time and every status. Issue 15: 8 uploads of 590 s took it from 0.55 to 5.7 GB
 before uploads were bounded (decoded size from the header, grpc.max_concurrent_uploads at a time). Usage:
 
-    .venv/bin/python bench/upload_load.py                   # 8 x 590 s
-    .venv/bin/python bench/upload_load.py --uploads 4 --seconds 120
+    .venv/bin/python -m bench.upload_load                   # 8 x 590 s
+    .venv/bin/python -m bench.upload_load --uploads 4 --seconds 120
 
 Prints one JSON object.
 """
@@ -24,11 +24,9 @@ import grpc
 import numpy as np
 import soundfile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from daemon_process import Daemon  # noqa: E402
-from service.rpc import roomtone_pb2 as pb  # noqa: E402
-from service.rpc import roomtone_pb2_grpc as pb_grpc  # noqa: E402
+from bench.daemon_process import Daemon
+from service.rpc import roomtone_pb2 as pb
+from service.rpc import roomtone_pb2_grpc as pb_grpc
 
 
 def memory_kib(pid: int) -> dict[str, int]:

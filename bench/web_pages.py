@@ -8,8 +8,8 @@
   once as 20 bare stream clients plus one page (the daemon's fan-out alone) and once as 20 Chromium pages
   (which, on a small machine, also compete with the daemon for the CPU).
 
-    python bench/web_pages.py                      # 60 s per phase (1 page, 20 streams, 20 pages), hop 1 s
-    python bench/web_pages.py --seconds 30 --screenshots docs/img   # also the docs' screenshots
+    python -m bench.web_pages                      # 60 s per phase (1 page, 20 streams, 20 pages), hop 1 s
+    python -m bench.web_pages --seconds 30 --screenshots docs/img   # also the docs' screenshots
 
 The machine is shared: the load average is printed with every figure.
 """
@@ -27,8 +27,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from daemon_process import Daemon  # noqa: E402
+from bench.daemon_process import Daemon
 
 REPO = Path(__file__).resolve().parents[1]
 # The last three keep Chromium from deprioritising the pages that are not in front (all but one of 20), so

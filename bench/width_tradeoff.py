@@ -1,6 +1,6 @@
 """Encoder width trade-off: linear-probe macro-F1 of model files vs their CPU ms per 10 s window.
 
-    .venv/bin/python bench/width_tradeoff.py /tmp/probe_w16.pt /tmp/probe_w24.pt --random-widths 16
+    .venv/bin/python -m bench.width_tradeoff /tmp/probe_w16.pt /tmp/probe_w24.pt --random-widths 16
 
 For each model file (and an untrained encoder per ``--random-widths``, the floor any training must
 beat) it embeds ../shared/data/homesounds and ../shared/data/music (one 10 s window per clip), fits a
@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from encoder.datasets import read_dataset  # noqa: E402
-from encoder.audio import load_audio  # noqa: E402
-from encoder.features import LogMelConfig, log_mel  # noqa: E402
-from encoder.model import Encoder, EncoderConfig  # noqa: E402
-from encoder.model_file import ModelBundle, load_model  # noqa: E402
+from encoder.datasets import read_dataset
+from encoder.audio import load_audio
+from encoder.features import LogMelConfig, log_mel
+from encoder.model import Encoder, EncoderConfig
+from encoder.model_file import ModelBundle, load_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -1,13 +1,13 @@
 """Where the time of one 10 s window goes: load -> log-Mel -> embed -> head -> health, per stage.
 
-    .venv/bin/python bench/window_path.py                          # 1 and 2 threads, stages + options
-    .venv/bin/python bench/window_path.py --threads 1 --rounds 60 --json /tmp/window_path.json
+    .venv/bin/python -m bench.window_path                          # 1 and 2 threads, stages + options
+    .venv/bin/python -m bench.window_path --threads 1 --rounds 60 --json /tmp/window_path.json
 
 Stages, each as the daemon runs it for one mono 10 s window (batch 1):
 
 - load: `load_audio` of a 10 s 16 kHz FLAC of ../shared/data/homesounds (file read + decode);
 - log-Mel: `log_mel` with the model file's `LogMelConfig`;
-- embed: the encoder as embedding code runs it (`encoder.inference.inference_encoder`);
+- embed: the encoder as embedding code runs it (`encoder.batchnorm_folding.inference_encoder`);
 - head: `ActivityHead.predict_proba` (a model file without a head gets one fitted on random
   embeddings of the same size: the cost does not depend on the values);
 - health: what `Analyzer` does per window after the head: `assess_window`, the drift tracker
@@ -36,8 +36,6 @@ import argparse
 import copy
 import io
 import json
-import os
-import platform
 import statistics
 import sys
 import threading
@@ -49,35 +47,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.host import load_average, machine
+from encoder.audio import load_audio
+from encoder.features import log_mel
+from encoder.head import ActivityHead, fit_head
+from encoder.batchnorm_folding import inference_encoder
+from encoder.model_file import ModelBundle, load_model
 
-from encoder.audio import load_audio  # noqa: E402
-from encoder.features import log_mel  # noqa: E402
-from encoder.head import ActivityHead, fit_head  # noqa: E402
-from encoder.inference import inference_encoder  # noqa: E402
-from encoder.model_file import ModelBundle, load_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_CLIP = SHARED / "homesounds" / "audio" / "speech" / "speech_A1_000.flac"
-
-
-def machine() -> str:
-    """CPU model and core count, for the record next to every figure."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load average as text."""
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def round_robin(candidates: dict[str, Callable[[], object]], rounds: int, warmup: int = 3) -> dict[str, list[tuple[float, float]]]:
@@ -132,8 +112,9 @@ def onnx_session(encoder: torch.nn.Module, features: torch.Tensor, threads: int)
 
 def measure(bundle: ModelBundle, clip: Path, threads: int, rounds: int, compile_encoder: bool) -> dict:
     """Stage and option timings (ms) for one thread count."""
-    from service.analysis import Analyzer, rms_dbfs
-    from service.windowing import Window
+    from service.analysis.analyser import Analyzer
+    from service.analysis.window_record import rms_dbfs
+    from service.capture.windowing import Window
     from encoder.drift import DriftTracker
     from encoder.signal_checks import assess_window
 

@@ -1,8 +1,10 @@
 """Augmentation of training views: pure, seeded functions (same inputs and generator state, same output).
 
-Two families, applied to every tile of a batch with its own draws, so anchor and neighbour differ by
+Three families, applied to every tile of a batch with its own draws, so anchor and neighbour differ by
 augmentation as well as by time, and an opposite cannot be told apart by how it was augmented:
 
+- **background swap** (`mix_background`): a tile mixed over a bed (another ambience recording) at
+  0-20 dB, each tile of a group over a different bed, as every home's background differs;
 - the **capture chain** on the waveform, in the order sound meets it on its way to a file: a room
   (`reverberate` with a `synthetic_rir`, RT60 0.2-1.0 s), room noise (`add_noise`, 10-40 dB SNR),
   a microphone (`band_limit`: low-pass 3.5-8 kHz and an EQ tilt), a sound server (`resample_through`
@@ -48,12 +50,17 @@ class AugmentConfig:
     resample_rates: tuple[int, ...] = (22050, 44100, 48000)
     mixup: float = 0.0  # largest share lambda of another clip mixed into a tile (BYOL-A: 0.4); 0 = off
     crop_min_scale: float = 1.0  # random resize crop: crop sides drawn from [scale, 1] of the tile; 1 = off
+    background_p: float = 0.0  # probability that a tile is mixed over a bed (a tile of a training clip of background_kind)
+    background_snr_db: tuple[float, float] = (0.0, 20.0)  # tile power over bed power, drawn per tile
+    background_kind: str = "ambience"  # the manifest kind whose clips are the beds
 
     def __post_init__(self) -> None:
-        for name in ("reverb_p", "noise_p", "band_limit_p", "resample_p"):
+        for name in ("reverb_p", "noise_p", "band_limit_p", "resample_p", "background_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("rt60_s", "snr_db", "lowpass_hz"):
+        if not self.background_kind:
+            raise ValueError("AugmentConfig.background_kind must name a manifest kind (e.g. 'ambience')")
+        for name in ("rt60_s", "snr_db", "lowpass_hz", "background_snr_db"):
             low, high = (float(v) for v in getattr(self, name))
             if low > high:
                 raise ValueError(f"AugmentConfig.{name} must be [low, high], got {getattr(self, name)}")
@@ -72,7 +79,13 @@ class AugmentConfig:
 
     @property
     def needs_waveform(self) -> bool:
-        """True when a capture-chain step is on: tiles must then be cut from audio, not from cached log-Mel."""
+        """True when a capture-chain step or background mixing is on: tiles must then be cut from audio,
+        not from cached log-Mel."""
+        return self.has_capture_chain or self.background_p > 0
+
+    @property
+    def has_capture_chain(self) -> bool:
+        """True when any capture-chain step (room, noise, microphone, resampler) is on."""
         return any(p > 0 for p in (self.reverb_p, self.noise_p, self.band_limit_p, self.resample_p))
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,6 +205,27 @@ def capture_chain(waveforms: torch.Tensor, sample_rate: int, config: AugmentConf
     for (via, quality), index in sorted(chosen.items()):
         out[index] = resample_through(out[index], sample_rate, via, quality)
     return out
+
+
+def mix_background(waveforms: torch.Tensor, beds: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+    """Each row of ``[rows, samples]`` plus its row of ``beds``, scaled so that the row's power (mean
+    square) is ``snr_db`` above the bed's; a silent row or bed adds nothing."""
+    signal_power = waveforms.pow(2).mean(dim=1, keepdim=True)
+    bed_power = beds.pow(2).mean(dim=1, keepdim=True)
+    scale = torch.sqrt(signal_power / 10 ** (snr_db.reshape(-1, 1) / 10) / bed_power.clamp(min=1e-20))
+    return waveforms + beds * torch.where(bed_power > 0, scale, torch.zeros_like(scale))
+
+
+def background_draws(ids: np.ndarray, bed_count: int, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Which bed (0..bed_count-1) each tile is mixed over, -1 for none (probability ``1 - p``); tiles that
+    share an id get different beds while there are enough, so no anchor and neighbour share their bed."""
+    chosen = np.full(len(ids), -1)
+    for value in np.unique(ids):
+        rows = np.flatnonzero(ids == value)
+        beds = rng.choice(bed_count, size=len(rows), replace=len(rows) > bed_count)
+        mixed = rng.random(len(rows)) < p
+        chosen[rows[mixed]] = beds[mixed]
+    return chosen
 
 
 def _circular(signal: torch.Tensor, samples: int) -> torch.Tensor:

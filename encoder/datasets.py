@@ -33,12 +33,14 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """One labelled clip: absolute path, class label, held-out fold (1-4) and grouping key."""
+    """One labelled clip: absolute path, class label, held-out fold (1-4), grouping key and the source
+    package it was made from ("" when the dataset does not say; P1-lpo folds by it)."""
 
     path: Path
     label: str
     fold: int
     group: str
+    package: str = ""
 
 
 def _parse_fold(value: str, where: str) -> int:
@@ -86,7 +88,9 @@ def read_meta_csv(meta: Path) -> list[Record]:
                 group = _homesounds_group(row["source_file"], fold)
             else:
                 group = row["path"]
-            records.append(Record(path, row["label"], fold, group))
+            # The first package is the clip's own sound; a homesounds background bed comes last.
+            package = (row.get("source_package") or "").split(";")[0].strip()
+            records.append(Record(path, row["label"], fold, group, package))
     if not records:
         raise DatasetError(f"{meta}: lists no clips")
     return records
@@ -205,11 +209,14 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")
 
 @dataclass(frozen=True)
 class UnlabelledRecord:
-    """One unlabelled file: path, the group it must not be contrasted with, and its recording domain."""
+    """One unlabelled file: path, the group it must not be contrasted with, its recording domain, and
+    (from a manifest) its source_package value (";"-separated) and kind ("" when unknown)."""
 
     path: Path
     group: str
     domain: str
+    package: str = ""
+    kind: str = ""
 
 
 def is_unlabelled_folder(path: Path) -> bool:
@@ -238,7 +245,7 @@ def read_unlabelled(path: str | Path) -> list[UnlabelledRecord]:
                     raise DatasetError(f"{manifest}:{line_no}: listed file {row['path']!r} does not exist")
                 package = row.get("source_package") or ""
                 domain = f"{package}:{row.get('kind') or ''}" if package or row.get("kind") else ""
-                records.append(UnlabelledRecord(file, row.get("source_files") or row["path"], domain))
+                records.append(UnlabelledRecord(file, row.get("source_files") or row["path"], domain, package, row.get("kind") or ""))
     elif root.is_dir():
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
         records = [UnlabelledRecord(p.resolve(), str(p.relative_to(root)), str(p.parent.relative_to(root))) for p in files]

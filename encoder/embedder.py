@@ -65,7 +65,10 @@ class Embedder(Protocol):
 
     A backend may also offer ``embed_with_features(windows, timings=None) -> (embeddings, log_mels)`` for
     windows of one length (`TorchEmbedder` does): the daemon then shows the log-Mel the model saw on the
-    web page instead of computing it a second time; without it the page has no live spectrogram.
+    web page instead of computing it a second time; without it the page has no live spectrogram. And
+    ``embed_with_columns(windows, timings=None) -> (embeddings, columns)`` (and both at once,
+    ``embed_with_features_and_columns``): each window's column embeddings, which custom sounds match
+    span by span; without it custom sounds match the pooled embedding (the whole window is the span).
     """
 
     sample_rate: int
@@ -78,7 +81,7 @@ class Embedder(Protocol):
 
 class TorchEmbedder:
     """`Embedder` over a loaded `ModelBundle`: log-Mel (the bundle's own config) and the encoder, on the
-    encoder's device; on the CPU the batch norms are folded first (encoder/inference.py)."""
+    encoder's device; on the CPU the batch norms are folded first (encoder/batchnorm_folding.py)."""
 
     def __init__(self, bundle: "ModelBundle", batch_size: int = 32) -> None:
         if batch_size < 1:
@@ -103,13 +106,33 @@ class TorchEmbedder:
         embeddings = self._run(windows, timings, features)
         return embeddings, np.stack([features[i] for i in range(len(windows))]) if len(windows) else np.zeros((0, 0, 0), np.float32)
 
+    def embed_with_features_and_columns(self, windows: Sequence[np.ndarray], timings: EmbedTimings | None = None
+                                        ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """`embed_with_features` and `embed_with_columns` in one pass (live windows: the strip and custom sounds)."""
+        if len({int(np.shape(w)[-1]) for w in windows}) > 1:
+            raise ValueError("embed_with_features_and_columns needs windows of one length")
+        features: dict[int, np.ndarray] = {}
+        columns: dict[int, np.ndarray] = {}
+        embeddings = self._run(windows, timings, features, columns)
+        return (embeddings, np.stack([features[i] for i in range(len(windows))]) if len(windows) else
+                np.zeros((0, 0, 0), np.float32), [columns[i] for i in range(len(windows))])
+
+    def embed_with_columns(self, windows: Sequence[np.ndarray],
+                           timings: EmbedTimings | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Embeddings ``[n, D]`` and each window's column embeddings ``[columns, D]`` (`Encoder.column_embeddings`:
+        the time-local map custom sounds are matched against), any lengths."""
+        columns: dict[int, np.ndarray] = {}
+        embeddings = self._run(windows, timings, None, columns)
+        return embeddings, [columns[i] for i in range(len(windows))]
+
     def _run(self, windows: Sequence[np.ndarray], timings: EmbedTimings | None,
-             features_out: dict[int, np.ndarray] | None) -> np.ndarray:
-        """The embedding loop; with ``features_out`` each window's log-Mel is kept under its index."""
+             features_out: dict[int, np.ndarray] | None, columns_out: dict[int, np.ndarray] | None = None) -> np.ndarray:
+        """The embedding loop; with ``features_out`` each window's log-Mel is kept under its index, with
+        ``columns_out`` its column embeddings."""
         import torch
 
         from encoder.features import log_mel
-        from encoder.inference import inference_encoder
+        from encoder.batchnorm_folding import inference_encoder
 
         timings = timings if timings is not None else EmbedTimings()
         out = np.zeros((len(windows), self.embedding_dim), dtype=np.float32)
@@ -128,7 +151,13 @@ class TorchEmbedder:
                     if cuda:  # kernels run asynchronously: wait so the time is charged to the right stage
                         torch.cuda.synchronize(self.device)
                     t1 = time.perf_counter()
-                    out[indices] = encoder(features).float().cpu().numpy()
+                    if columns_out is None:
+                        out[indices] = encoder(features).float().cpu().numpy()
+                    else:
+                        embedded, columns = encoder.embedding_and_columns(features)
+                        out[indices] = embedded.float().cpu().numpy()
+                        for i, row in zip(indices, columns.float().cpu().numpy()):
+                            columns_out[i] = row
                     if features_out is not None:
                         for i, row in zip(indices, features[:, 0].float().cpu().numpy()):
                             features_out[i] = row

@@ -19,11 +19,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from encoder.atomic_files import replacing
 from encoder.audio import load_audio
 from encoder.datasets import Record, read_dataset, summarize
 from encoder.degradation import DEGRADATION_VERSION, AirConfig, degrade_clip
 from encoder.file_digest import file_sha256
-from encoder.probe import ProbeResult, linear_probe
+from encoder.probe import ProbeResult, leave_package_out_probe, linear_probe
 from encoder.segment_table import SegmentTable, save_index, segment_table
 
 RENDERED_SUFFIX = "_rendered"
@@ -66,6 +67,7 @@ class MethodResult:
     probe: ProbeResult | None = None
     probe_without_rendered: ProbeResult | None = None
     air: ProbeResult | None = None
+    lpo: ProbeResult | None = None  # P1-lpo: leave-package-out folds (None when the data names no packages)
     unavailable: str = ""
 
 
@@ -106,10 +108,15 @@ def probe_both(table: SegmentTable, extra: list[SegmentTable] = ()) -> tuple[Pro
 class ChangedClips:
     """Clips as a method sees them after a seeded change: decoded at ``rate``, changed once by
     ``change(samples [channels, n], rate, name)`` (``name``: the clip's path inside the dataset), kept as
-    16-bit samples and resampled for each method; ``variant`` is what the feature cache keys on."""
+    16-bit samples and resampled for each method; ``variant`` is what the feature cache keys on. With
+    ``cache_dir`` the changed samples are also kept on disk (``changed-clips/``), keyed by the variant, the
+    clip's name, size and mtime: they do not depend on the model, so a new model's head or probe only
+    embeds them (the training capture chain costs seconds per clip, embedding milliseconds)."""
 
-    def __init__(self, change: Callable[[np.ndarray, int, str], np.ndarray], variant: dict, root: Path, rate: int) -> None:
+    def __init__(self, change: Callable[[np.ndarray, int, str], np.ndarray], variant: dict, root: Path, rate: int,
+                 cache_dir: Path | None = None) -> None:
         self.change, self._variant, self.root, self.rate = change, variant, root, rate
+        self.cache_dir = cache_dir
         self._clips: dict[Path, np.ndarray] = {}
 
     def name(self, path: Path) -> str:
@@ -122,9 +129,7 @@ class ChangedClips:
 
         path = Path(path)
         if path not in self._clips:
-            waveform, _ = load_audio(path, self.rate)
-            changed = np.clip(self.change(waveform.numpy(), self.rate, self.name(path)), -1.0, 32767 / 32768)
-            self._clips[path] = np.round(changed * 32768).astype(np.int16)
+            self._clips[path] = self._changed_samples(path)
         waveform = torch.from_numpy(self._clips[path].astype(np.float32) / 32768)
         return (waveform, rate) if rate == self.rate else (AF.resample(waveform, self.rate, rate), rate)
 
@@ -132,12 +137,38 @@ class ChangedClips:
         """What the cache key records about the change."""
         return self._variant
 
+    def _changed_samples(self, path: Path) -> np.ndarray:
+        """The clip changed once, as 16-bit samples: from the disk cache when it holds them, else computed (and stored)."""
+        stored = self._cache_file(path)
+        if stored is not None and stored.is_file():
+            try:
+                return np.load(stored)
+            except (OSError, ValueError):  # a damaged entry is recomputed and replaced
+                pass
+        waveform, _ = load_audio(path, self.rate)
+        changed = np.clip(self.change(waveform.numpy(), self.rate, self.name(path)), -1.0, 32767 / 32768)
+        samples = np.round(changed * 32768).astype(np.int16)
+        if stored is not None:
+            with replacing(stored) as handle:
+                np.save(handle, samples)
+        return samples
 
-def air_clips(config: AirConfig, seed: int, root: Path, rate: int) -> ChangedClips:
+    def _cache_file(self, path: Path) -> Path | None:
+        """Where the changed samples of ``path`` are kept (None without a cache folder)."""
+        if self.cache_dir is None:
+            return None
+        import hashlib
+
+        stat = path.stat()
+        key = json.dumps([self._variant, self.name(path), stat.st_size, stat.st_mtime_ns, self.rate], sort_keys=True)
+        return Path(self.cache_dir) / "changed-clips" / (hashlib.sha256(key.encode()).hexdigest()[:40] + ".npy")
+
+
+def air_clips(config: AirConfig, seed: int, root: Path, rate: int, cache_dir: Path | None = None) -> ChangedClips:
     """P2: the clips through `encoder.degradation.degrade_clip` (its chain ends at 16 bits already)."""
     return ChangedClips(lambda samples, r, name: degrade_clip(samples, r, seed, name, config),
                         {"air": config.to_dict(), "air_seed": seed, "degradation_version": DEGRADATION_VERSION},
-                        root, rate)
+                        root, rate, cache_dir)
 
 
 def head_augment_config():
@@ -147,7 +178,7 @@ def head_augment_config():
     return AugmentConfig(reverb_p=1.0, noise_p=1.0, band_limit_p=1.0, resample_p=1.0)
 
 
-def augmented_clips(copy: int, seed: int, root: Path, rate: int) -> ChangedClips:
+def augmented_clips(copy: int, seed: int, root: Path, rate: int, cache_dir: Path | None = None) -> ChangedClips:
     """Copy ``copy`` of the clips through the training side's `encoder.augment.capture_chain` (not the P2
     degradation), each clip with its own generator seeded by (seed, copy, its name)."""
     import zlib
@@ -160,7 +191,7 @@ def augmented_clips(copy: int, seed: int, root: Path, rate: int) -> ChangedClips
         rng = np.random.default_rng([seed, copy, zlib.crc32(name.encode())])
         return capture_chain(torch.from_numpy(np.ascontiguousarray(samples)), r, config, rng).numpy()
 
-    return ChangedClips(change, {"head_augment": config.to_dict(), "copy": copy, "seed": seed}, root, rate)
+    return ChangedClips(change, {"head_augment": config.to_dict(), "copy": copy, "seed": seed}, root, rate, cache_dir)
 
 
 def method_features(key: str, bundle, paths: list[Path], config: EvaluationConfig,
@@ -212,6 +243,8 @@ def probe_method(key: str, name: str, bundle, records: list[Record], config: Eva
     extra = [segment_table(records, method_features(key, bundle, paths, config, c)) for c in copies]
     full, without = probe_both(table, extra)
     method = MethodResult(key, name, full, without)
+    package_of = {str(r.path): r.package for r in records}
+    method.lpo = leave_package_out_probe(table, [package_of.get(p, "") for p in table.paths])
     if air is not None:
         air_table = segment_table(records, method_features(key, bundle, paths, config, air))
         method.air = linear_probe(table, held_out=air_table, extra_train=extra)
@@ -235,8 +268,8 @@ def run_evaluation(config: EvaluationConfig, log: Callable[[str], None] = print)
 
     root = config.data_path if config.data_path.is_dir() else config.data_path.parent
     rate = bundle.feature_config.sample_rate
-    air = air_clips(config.air_config, config.seed, root, rate) if config.air else None
-    copies = [augmented_clips(k, config.seed, root, rate) for k in range(config.head_copies)]
+    air = air_clips(config.air_config, config.seed, root, rate, config.cache_dir) if config.air else None
+    copies = [augmented_clips(k, config.seed, root, rate, config.cache_dir) for k in range(config.head_copies)]
     model, table = probe_method("model", METHOD_NAMES["model"], bundle, records, config, air, copies)
     result = EvaluationResult(config, file_sha256(config.model_path), dict(bundle.metadata), records, table)
     result.data_summary = summarize(records)
@@ -282,6 +315,8 @@ def method_summary(method: MethodResult) -> str:
     text = f"macro-F1 {method.probe.summary()}"
     if method.air is not None:
         text += f"; through the air (P2) {method.air.summary()} ({100 * (method.air.mean_f1 - method.probe.mean_f1):+.1f})"
+    if method.lpo is not None:
+        text += f"; leave-package-out (P1-lpo) {100 * method.lpo.pooled_f1:.1f}"
     return text
 
 
@@ -312,6 +347,7 @@ def results_dict(result: EvaluationResult) -> dict:
                 "degradation_version": DEGRADATION_VERSION} if config.air else None,
         "methods": {m.key: {"name": m.name, "probe": probe(m.probe),
                             "probe_without_rendered": probe(m.probe_without_rendered), "air": probe(m.air),
+                            "lpo": probe(m.lpo), "lpo_pooled_macro_f1": m.lpo.pooled_f1 if m.lpo else None,
                             "unavailable": m.unavailable}
                     for m in result.methods},
         "kmeans": kmeans,

@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from encoder.atomic_files import replacing
+
 ClipFeatures = tuple[np.ndarray, np.ndarray]
 
 
@@ -55,13 +57,11 @@ def cached_features(cache_dir: str | Path, key: str, compute: Callable[[], list[
         bounds = np.concatenate([[0], np.cumsum(windows)])
         return [(data["offsets"][a:b], data["features"][a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
     result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp.npz")
-    np.savez(
-        temporary,
-        windows=np.array([len(o) for o, _ in result]),
-        offsets=np.concatenate([o for o, _ in result]),
-        features=np.concatenate([f for _, f in result]),
-    )
-    os.replace(temporary, path)
+    with replacing(path) as stream:
+        np.savez(
+            stream,
+            windows=np.array([len(o) for o, _ in result]),
+            offsets=np.concatenate([o for o, _ in result]),
+            features=np.concatenate([f for _, f in result]),
+        )
     return result

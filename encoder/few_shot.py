@@ -65,18 +65,102 @@ class Calibration:
     detail: str  # human-readable, e.g. "background: 3.2 h of windows, <= 1 alarm/h"
 
 
+def rate_threshold(background_scores: np.ndarray, hours: float, alarms_per_hour: float) -> float:
+    """The lowest threshold that at most ``alarms_per_hour`` of ``hours`` of background windows' scores reach."""
+    scores = np.sort(np.asarray(background_scores, dtype=np.float64))[::-1]
+    allowed = int(math.floor(alarms_per_hour * hours))
+    # at most `allowed` background windows reach the threshold: just above the next one
+    threshold = float(scores[allowed]) + 1e-4 if allowed < len(scores) else float(scores[-1])
+    return min(threshold, 1.0)
+
+
 def calibrate_threshold(examples: np.ndarray, background: np.ndarray | None = None, background_hours: float = 0.0,
                         alarms_per_hour: float = DEFAULT_ALARMS_PER_HOUR) -> Calibration:
     """The detection threshold for a sound (see the module docstring for the rule)."""
     if background is not None and len(background) and background_hours >= MIN_BACKGROUND_HOURS:
-        scores = np.sort(nearest_example_scores(background, examples))[::-1]
-        allowed = int(math.floor(alarms_per_hour * background_hours))
-        # at most `allowed` background windows reach the threshold: just above the next one
-        threshold = float(scores[allowed]) + 1e-4 if allowed < len(scores) else float(scores[-1])
-        return Calibration(min(threshold, 1.0), "background",
+        threshold = rate_threshold(nearest_example_scores(background, examples), background_hours, alarms_per_hour)
+        return Calibration(threshold, "background",
                            f"background: {background_hours:.1f} h of windows, <= {alarms_per_hour:g} alarm/h")
     if len(examples) >= 2:
         threshold = max(float(leave_one_out_scores(examples).min()) - EXAMPLE_MARGIN, DEFAULT_THRESHOLD)
         return Calibration(threshold, "examples",
                            f"examples: lowest leave-one-out score - {EXAMPLE_MARGIN}, at least {DEFAULT_THRESHOLD}")
     return Calibration(DEFAULT_THRESHOLD, "default", "default: one example and no background")
+
+
+# --- time-local matching: spans of the encoder's column map ------------------------------------------
+#
+# A 10 s window's pooled embedding barely moves when a 1-6 s sound is mixed into it (docs/sounds.md). The
+# encoder's map before pooling keeps time: `Encoder.column_embeddings` gives one projected column per 32
+# frames (0.32 s at a 10 ms hop), and the mean of a span of columns is that span's embedding. A sound is
+# matched span by span: its examples are each example's loudest span of the sound's length, a window's
+# score is its best-matching span's, and the span says where in the window the sound is.
+
+#: Longest span matched, in columns (about 0.6 s at 0.31 s per column): longer sounds match on their loudest
+#: part. Short spans find more (bench/specific_sounds.py, both bundled models: spans of 2 > 4 > 8 columns).
+MAX_SPAN_COLUMNS = 2
+#: Columns within this many dB of an example's loudest column count towards the sound's length.
+SPAN_WITHIN_DB = 10.0
+
+
+def column_levels(samples: np.ndarray, columns: int) -> np.ndarray:
+    """RMS level in dB of each of ``columns`` equal parts of mono ``samples`` ``[columns]`` (-120 when silent)."""
+    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    edges = np.linspace(0, len(x), columns + 1).astype(int)
+    power = np.array([np.mean(np.square(x[a:b])) if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
+    return 10.0 * np.log10(np.maximum(power, 1e-12))
+
+
+def span_length(levels: np.ndarray, within_db: float = SPAN_WITHIN_DB, longest: int = MAX_SPAN_COLUMNS) -> int:
+    """A sound's span in columns: how many of an example's columns are within ``within_db`` of its loudest,
+    at least 1 and at most ``longest``."""
+    levels = np.asarray(levels, dtype=np.float64)
+    return int(np.clip(np.sum(levels >= levels.max() - within_db), 1, longest))
+
+
+def span_embeddings(columns: np.ndarray, span: int) -> np.ndarray:
+    """Unit embeddings ``[max(columns - span + 1, 1), D]`` of every run of ``span`` consecutive columns
+    (``columns [T, D]``; all of them when T < span)."""
+    x = np.asarray(columns, dtype=np.float32)
+    span = max(1, min(int(span), len(x)))
+    sums = np.cumsum(np.concatenate([np.zeros((1, x.shape[1]), np.float32), x]), axis=0)
+    return unit_rows((sums[span:] - sums[:-span]) / span)
+
+
+def loudest_span(columns: np.ndarray, levels: np.ndarray, span: int) -> tuple[np.ndarray, int]:
+    """The unit embedding ``[D]`` of the loudest run of ``span`` columns of an example, and its first column."""
+    levels = np.asarray(levels, dtype=np.float64)
+    span = max(1, min(int(span), len(levels)))
+    power = np.convolve(10.0 ** (levels / 10.0), np.ones(span), mode="valid")
+    start = int(np.argmax(power))
+    return span_embeddings(np.asarray(columns)[start:start + span], span)[0], start
+
+
+def span_scores(spans: np.ndarray, examples: np.ndarray, negatives: np.ndarray | None = None) -> np.ndarray:
+    """Score per span ``[s]``: cosine similarity to the nearest example, less how much closer the nearest
+    negative example ("not this") is, when it is closer."""
+    positive = (unit_rows(spans) @ unit_rows(examples).T).max(axis=1)
+    if negatives is None or not len(negatives):
+        return positive
+    negative = (unit_rows(spans) @ unit_rows(negatives).T).max(axis=1)
+    return positive - np.maximum(0.0, negative - positive)
+
+
+def best_span(columns: np.ndarray, examples: np.ndarray, span: int,
+              negatives: np.ndarray | None = None) -> tuple[float, int]:
+    """A window's score for a sound (its best span's, `span_scores`) and that span's first column."""
+    scores, starts = best_spans(np.asarray(columns)[None], examples, span, negatives)
+    return float(scores[0]), int(starts[0])
+
+
+def best_spans(columns: np.ndarray, examples: np.ndarray, span: int,
+               negatives: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`best_span` of many windows of one length at once: ``columns [n, T, D]`` -> scores ``[n]``, first columns ``[n]``."""
+    x = np.asarray(columns, dtype=np.float32)
+    n, t, d = x.shape
+    span = max(1, min(int(span), t))
+    sums = np.cumsum(np.concatenate([np.zeros((n, 1, d), np.float32), x], axis=1), axis=1)
+    means = (sums[:, span:] - sums[:, :-span]).reshape(-1, d)
+    scores = span_scores(means, examples, negatives).reshape(n, t - span + 1)
+    starts = scores.argmax(axis=1)
+    return scores[np.arange(n), starts], starts

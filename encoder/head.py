@@ -88,8 +88,10 @@ class ActivityHead:
         return cls(class_names=tuple(str(c) for c in data["class_names"]), **arrays)
 
 
-def fit_head(embeddings: np.ndarray, labels: Sequence[str], C: float = DEFAULT_C, seed: int = 0) -> ActivityHead:
-    """Fit StandardScaler + multinomial LogisticRegression on embeddings [n, D] with string labels."""
+def fit_head(embeddings: np.ndarray, labels: Sequence[str], C: float = DEFAULT_C, seed: int = 0,
+             sample_weight: Sequence[float] | None = None) -> ActivityHead:
+    """Fit StandardScaler + multinomial LogisticRegression on embeddings [n, D] with string labels; rows
+    weigh ``sample_weight`` each (default 1; a home's corrections weigh more than the shared set's rows)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -97,14 +99,17 @@ def fit_head(embeddings: np.ndarray, labels: Sequence[str], C: float = DEFAULT_C
     y = np.asarray(labels)
     if x.ndim != 2 or x.shape[0] != y.shape[0]:
         raise HeadError(f"fit_head needs embeddings [n, D] and n labels, got {x.shape} and {y.shape[0]} labels")
+    weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if weights is not None and (weights.shape != y.shape or not np.all(np.isfinite(weights)) or np.any(weights <= 0)):
+        raise HeadError(f"fit_head: sample_weight must be {y.shape[0]} finite positive numbers, got shape {weights.shape}")
     class_names = tuple(sorted(set(y.tolist())))
     if len(class_names) < 2:
         raise HeadError(f"fit_head needs at least 2 classes, got {list(class_names)}")
-    scaler = StandardScaler().fit(x)
+    scaler = StandardScaler().fit(x, sample_weight=weights)
     # Constant dimensions get scale 1 from sklearn already; keep the guard for hand-made dicts.
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     model = LogisticRegression(C=C, max_iter=2000, random_state=seed)
-    model.fit((x - scaler.mean_) / scale, y)
+    model.fit((x - scaler.mean_) / scale, y, sample_weight=weights)
     coef, intercept = model.coef_, model.intercept_
     if len(class_names) == 2:
         # sklearn keeps one logit for two classes; softmax over [0, w.x+b] gives the same posterior.

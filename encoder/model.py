@@ -113,17 +113,34 @@ class Encoder(nn.Module):
             raise ValueError(
                 f"Encoder expects [batch, 1, n_mels, frames], got shape {tuple(features.shape)}"
             )
-        x = self.stages(self.stem(self.input_norm(features)))
+        return self.projection(self._pool(self._stage_map(features)))
+
+    def _stage_map(self, features: torch.Tensor) -> torch.Tensor:
+        """The last stage's map ``[batch, channels, freq, time]``."""
+        return self.stages(self.stem(self.input_norm(features)))
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.pooling == "mean+max":  # PANNs: frequency mean, then time mean + time max
             x = x.mean(dim=2)
-            pooled = x.mean(dim=2) + x.amax(dim=2)
-        else:
-            pooled = x.mean(dim=(2, 3))
-        return self.projection(pooled)
+            return x.mean(dim=2) + x.amax(dim=2)
+        return x.mean(dim=(2, 3))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``[batch, 1, n_mels, frames]`` log-Mel dB -> ``[batch, embedding_dim]`` unit vectors."""
         return F.normalize(self.representation(features).float(), dim=1)
+
+    def column_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """``[batch, 1, n_mels, frames]`` -> ``[batch, columns, embedding_dim]``: the last stage's map averaged
+        over frequency and projected column by column, before pooling over time (un-normalised; one column
+        per 32 frames). With mean pooling their mean over a span of columns is that span's embedding, and
+        over all columns it is `representation` (the projection is affine). Custom sounds match spans."""
+        return self.projection(self._stage_map(features).mean(dim=2).transpose(1, 2))
+
+    def embedding_and_columns(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward`'s unit embeddings and `column_embeddings`, from one pass through the network."""
+        x = self._stage_map(features)
+        columns = self.projection(x.mean(dim=2).transpose(1, 2))
+        return F.normalize(self.projection(self._pool(x)).float(), dim=1), columns
 
 
 class ProjectionHead(nn.Module):

@@ -10,12 +10,11 @@ features only from the stored config, so they can never disagree with training.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from encoder.atomic_files import replacing
 from encoder.features import LogMelConfig
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written: ModelFileError needs no torch
@@ -103,19 +102,8 @@ def save_model(bundle: ModelBundle, path: str | Path) -> None:
     """Write ``bundle`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(bundle_to_dict(bundle), stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a model file is meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replacing(path) as stream:
+        torch.save(bundle_to_dict(bundle), stream)
 
 
 def read_model_dict(path: str | Path) -> dict[str, Any]:

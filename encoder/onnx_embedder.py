@@ -81,6 +81,13 @@ class OnnxEmbedder:
         self.feature_config = self.info.feature_config
         self.sample_rate = self.feature_config.sample_rate
         self.embedding_dim = self.info.embedding_dim
+        # a version-1 graph has no column map: custom sounds then match the pooled embedding (re-export for spans)
+        self.has_columns = OUTPUTS[2] in {o.name for o in self.session.get_outputs()}
+
+    def _need_columns(self) -> None:
+        if not self.has_columns:
+            raise GraphError("version", f"{self.graph_path}: a version-1 graph has no column map; re-export it "
+                                        f"(roomtone export --model MODEL) for time-local custom sounds")
 
     def _groups(self, windows: Sequence[np.ndarray]) -> list[list[int]]:
         """Indices of equal-length windows, ``batch_size`` at most per group, in order of appearance."""
@@ -111,6 +118,36 @@ class OnnxEmbedder:
             out[indices] = embedding
         return out
 
+    def embed_with_features_and_columns(self, windows: Sequence[np.ndarray], timings: Any = None
+                                        ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """`embed_with_features` and `embed_with_columns` in one run of the graph (live windows); GraphError
+        ``version`` for a graph without columns (`has_columns`)."""
+        self._need_columns()
+        lengths = {int(np.shape(w)[-1]) for w in windows}
+        if len(lengths) > 1:
+            raise ValueError(f"embed_with_features_and_columns needs windows of one length, got lengths {sorted(lengths)}")
+        embeddings, features, columns = [], [], []
+        for _, (embedding, log_mel, maps) in self._run(windows, list(OUTPUTS), timings):
+            embeddings.append(embedding)
+            features.append(log_mel)
+            columns += list(maps)
+        if not embeddings:
+            return np.zeros((0, self.embedding_dim), np.float32), np.zeros((0, 0, 0), np.float32), []
+        return np.concatenate(embeddings), np.concatenate(features), columns
+
+    def embed_with_columns(self, windows: Sequence[np.ndarray], timings: Any = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Embeddings ``[n, D]`` and each window's column embeddings ``[columns, D]`` (the time-local map custom
+        sounds are matched against, `Encoder.column_embeddings`), any lengths; GraphError ``version`` for a
+        graph without columns (`has_columns`)."""
+        self._need_columns()
+        out = np.zeros((len(windows), self.embedding_dim), dtype=np.float32)
+        columns: list = [None] * len(windows)
+        for indices, (embedding, maps) in self._run(windows, [OUTPUTS[0], OUTPUTS[2]], timings):
+            out[indices] = embedding
+            for i, row in zip(indices, maps):
+                columns[i] = row
+        return out, columns
+
     def embed_with_features(self, windows: Sequence[np.ndarray], timings: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings ``[n, D]`` and log-Mel ``[n, n_mels, frames]`` of equal-length windows (the web page's
         strips, tests, and `roomtone export`'s check against torch)."""
@@ -118,7 +155,7 @@ class OnnxEmbedder:
         if len(lengths) != 1:
             raise ValueError(f"embed_with_features needs windows of one length, got lengths {sorted(lengths)}")
         embeddings, features = [], []
-        for _, (embedding, log_mel) in self._run(windows, list(OUTPUTS), timings):
+        for _, (embedding, log_mel) in self._run(windows, list(OUTPUTS[:2]), timings):
             embeddings.append(embedding)
             features.append(log_mel)
         return np.concatenate(embeddings), np.concatenate(features)

@@ -1,15 +1,16 @@
 """The ONNX serving graph file: what `roomtone export` writes beside a model file, and how serving checks it.
 
 ``models/roomtone.pt`` -> ``models/roomtone.onnx`` (`graph_path_for`). The graph maps the STFT power of
-windows ``[batch, frames, n_fft // 2 + 1]`` to their embedding ``[batch, D]`` (and their log-Mel
-``[batch, n_mels, frames]``, the second output, for tests); batch and frames are dynamic. Its
+windows ``[batch, frames, n_fft // 2 + 1]`` to their embedding ``[batch, D]``, their log-Mel
+``[batch, n_mels, frames]`` (the web page's strips, tests) and their column embeddings ``[batch, columns, D]``
+(`Encoder.column_embeddings`, the time-local map custom sounds match; version 2); batch and frames are dynamic. Its
 ``metadata_props`` carry everything serving needs without torch:
 
 =========================  ===================================================================
 key                        value
 =========================  ===================================================================
 roomtone.format            ``roomtone-onnx``
-roomtone.version           `GRAPH_VERSION`; a graph of another version is refused
+roomtone.version           `GRAPH_VERSION`; a graph of a version not in `READABLE_VERSIONS` is refused
 roomtone.model_sha256      sha256 of the model file it was exported from; a mismatch is refused
 roomtone.feature_config    `LogMelConfig.to_dict()` of the model, JSON
 roomtone.stft_window       the STFT analysis window of `encoder.features.log_mel`, float32 base64
@@ -37,9 +38,11 @@ from encoder.file_digest import file_sha256
 
 FORMAT = "roomtone-onnx"
 #: Bumped whenever the graph's inputs, outputs or metadata change meaning; older graphs are refused.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2  # 2: the "columns" output
+#: Versions served: a version-1 graph (no "columns") runs, and custom sounds match its pooled embedding.
+READABLE_VERSIONS = (1, 2)
 INPUT = "power"
-OUTPUTS = ("embedding", "log_mel")
+OUTPUTS = ("embedding", "log_mel", "columns")
 PREFIX = "roomtone."
 
 
@@ -94,8 +97,9 @@ class GraphInfo:
             version = int(props[PREFIX + "version"])
         except (KeyError, ValueError):
             raise GraphError("unreadable", f"{where}: graph has no readable {PREFIX}version") from None
-        if version != GRAPH_VERSION:
-            raise GraphError("version", f"{where}: graph version {version}; this roomtone reads version {GRAPH_VERSION}")
+        if version not in READABLE_VERSIONS:
+            raise GraphError("version", f"{where}: graph version {version}; this roomtone reads versions "
+                                        f"{', '.join(map(str, READABLE_VERSIONS))}")
         try:
             return cls(
                 model_sha256=props[PREFIX + "model_sha256"],

@@ -13,6 +13,8 @@ Two variations keep the folds and the head but change what it sees:
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -42,9 +44,44 @@ class ProbeResult:
         """Population standard deviation of the per-fold macro-F1."""
         return float(np.std(list(self.fold_f1.values())))
 
+    @property
+    def pooled_f1(self) -> float:
+        """Macro-F1 over every held-out decision at once (the mean of `per_class_f1`): the figure of
+        leave-package-out folds, some of which hold no clip of a class."""
+        return float(np.mean(list(self.per_class_f1.values())))
+
     def summary(self) -> str:
         """``mean +- std`` in percent, e.g. ``68.4 +- 4.0``."""
         return f"{100 * self.mean_f1:.1f} +- {100 * self.std_f1:.1f}"
+
+
+def package_folds(labels: Sequence[str], packages: Sequence[str], folds: Sequence[int], n_folds: int = 4) -> np.ndarray:
+    """Leave-package-out folds (P1-lpo): every clip of one (class, source package) shares a fold, so a head
+    fit on the other folds is tested on packages it never saw for that class. A class's packages are
+    spread over min(n_folds, packages) folds, largest first onto the emptiest; a class from one package
+    (or with unknown packages) keeps its dataset folds, since nothing can be held out for it."""
+    labels, packages = np.asarray(labels), np.asarray(packages)
+    out = np.asarray(folds).copy()
+    for label in sorted(set(labels.tolist())):
+        mine = labels == label
+        counts = Counter(packages[mine].tolist())
+        if len(counts) < 2 or "" in counts:
+            continue
+        load = [0] * min(n_folds, len(counts))
+        for package, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+            fold = int(np.argmin(load))
+            load[fold] += count
+            out[mine & (packages == package)] = fold + 1
+    return out
+
+
+def leave_package_out_probe(table: SegmentTable, packages: Sequence[str], C: float = DEFAULT_C) -> ProbeResult | None:
+    """P1-lpo: `linear_probe` over `package_folds` of the table's segments (``packages`` per segment);
+    None when the data names no source packages. Read its `ProbeResult.pooled_f1`."""
+    if not any(packages):
+        return None
+    folds = package_folds(table.labels, packages, table.folds)
+    return linear_probe(dataclasses.replace(table, folds=folds), C=C)
 
 
 def segment_posteriors(head, table: SegmentTable, segments: np.ndarray) -> np.ndarray:

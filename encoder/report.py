@@ -56,7 +56,11 @@ def method_table(result) -> list[str]:
     if has_air:
         header += " through the air (P2): held-out fold degraded | air - clean |"
         rule += " --- | --- |"
-    extra_columns = int(has_without) + 2 * int(has_air)
+    has_lpo = any(m.lpo is not None for m in result.methods)
+    if has_lpo:
+        header += " leave-package-out (P1-lpo), pooled |"
+        rule += " --- |"
+    extra_columns = int(has_without) + 2 * int(has_air) + int(has_lpo)
     lines = [header, rule]
     for m in result.methods:
         if m.probe is None:
@@ -67,6 +71,8 @@ def method_table(result) -> list[str]:
                 cells += f" {m.probe_without_rendered.summary() if m.probe_without_rendered else ''} |"
             if has_air:
                 cells += f" {m.air.summary()} | {100 * (m.air.mean_f1 - m.probe.mean_f1):+.1f} |"
+            if has_lpo:
+                cells += f" {_pct(m.lpo.pooled_f1) if m.lpo else ''} |"
         lines.append(cells)
     return lines
 
@@ -131,7 +137,11 @@ def write_report(result, path: str | Path) -> Path:
     lines += ["",
               "Per fold k: StandardScaler + multinomial logistic regression (C=1) fit on the frozen features of "
               "the other folds' segments, scored on fold k; one decision per 10 s segment (class posteriors "
-              "averaged over a segment's channels). Folds come from the dataset. Std is over the 4 folds." + augmented, ""]
+              "averaged over a segment's channels). Folds come from the dataset. Std is over the 4 folds." + augmented
+              + (" P1-lpo: the same heads on leave-package-out folds (`encoder.probe.package_folds`: every clip of "
+                 "one class and source package in one fold, so each class is scored on packages its head never "
+                 "saw; a class from a single package keeps its dataset folds), one macro-F1 over all held-out "
+                 "decisions." if model.lpo is not None else ""), ""]
     available = [m for m in result.methods if m.probe is not None]
     folds = sorted(model.probe.fold_f1)
     lines += ["### Macro-F1 per held-out fold (%)", "",

@@ -9,7 +9,8 @@ filter set-up per call is below a millisecond for any pair, so no per-pair cache
 (a cache would only add state shared between threads). Pure numpy + soxr: no torch import, so the torch-free
 serving path can use it.
 
-Rates outside ``MIN_RATE .. MAX_RATE`` Hz are refused with RateError before any work.
+Rates outside ``MIN_RATE .. MAX_RATE`` Hz are refused with RateError before any work. `StreamResampler` does the
+same for a stream of blocks (block-wise decoding, file microphones), in memory of one block.
 """
 
 from __future__ import annotations
@@ -66,3 +67,35 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
         out = out[:length] if out.shape[0] > length else np.pad(out, ((0, length - out.shape[0]), (0, 0)))
     out = out.astype(np.float32, copy=False)
     return out[:, 0] if one_d else np.ascontiguousarray(out.T)
+
+
+class StreamResampler:
+    """Resamples consecutive ``[channels, n]`` float32 blocks of one stream with soxr's streaming filter: the
+    blocks together come out as `resample` of the whole would (same filter; length `output_length` once
+    ``last`` is given), in memory of one block whatever the stream's length."""
+
+    def __init__(self, source_rate: int, target_rate: int, channels: int) -> None:
+        self.source_rate = check_rate(source_rate, "source rate")
+        self.target_rate = check_rate(target_rate, "target rate")
+        self.channels = int(channels)
+        self._stream = (None if self.source_rate == self.target_rate else
+                        soxr.ResampleStream(self.source_rate, self.target_rate, self.channels, dtype="float32",
+                                            quality=QUALITY))
+        self._taken = 0  # input frames pushed
+        self._given = 0  # output frames returned
+
+    def push(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """The resampled output that ``block [channels, n]`` completes; ``last=True`` flushes the filter and pads
+        or trims so the stream's total length is `output_length` of its input."""
+        block = np.asarray(block, dtype=np.float32)
+        self._taken += block.shape[1]
+        if self._stream is None:
+            self._given += block.shape[1]
+            return block
+        out = self._stream.resample_chunk(np.ascontiguousarray(block.T), last=last)
+        out = np.ascontiguousarray(out.T, dtype=np.float32).reshape(self.channels, -1)
+        if last:
+            wanted = output_length(self._taken, self.source_rate, self.target_rate) - self._given
+            out = out[:, :max(wanted, 0)] if out.shape[1] >= wanted else np.pad(out, ((0, 0), (0, wanted - out.shape[1])))
+        self._given += out.shape[1]
+        return out

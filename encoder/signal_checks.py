@@ -38,64 +38,71 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable
 
 import numpy as np
+from pydantic import Field, field_validator, model_validator
 
+from encoder.config_schema import Section
 from encoder.vocabulary import HEALTH_DEGRADED, HEALTH_FAULTY, HEALTH_OK, HEALTH_STATES
-
-from encoder.config_keys import reject_unknown_keys
 
 STATES = HEALTH_STATES  # encoder/vocabulary.py
 _LINE_OVER_FLOOR = 4.0  # a mains line must carry 4x (+6 dB) the power of its local background
 _FLOOR_DB = -120.0  # what a level of exactly zero reads as, so scores stay finite (JSON, Prometheus)
 
 
-@dataclass(frozen=True)
-class HealthConfig:
-    """Thresholds of every check; the defaults are the tuned ones (docs/mic-health.md)."""
+class HealthConfig(Section):
+    """Thresholds of every check; the defaults are the tuned ones (docs/mic-health.md). The daemon's
+    ``[health]`` table; `roomtone health --config FILE.json`."""
 
-    non_finite_max: float = 0.0  # fraction of NaN/Inf samples tolerated
-    clip_level: float = 0.99  # abs value counted as "at full scale" (int16 full scale reads 0.99997)
-    clip_fraction_max: float = 1e-4  # flag at >= 0.01% of samples at full scale (16 per 10 s)...
-    clip_run_min: int = 2  # ...or at this many consecutive full-scale samples (one can be a true peak)
-    dropout_min_run_ms: float = 4.0  # shortest flat run that can be a dropout
-    dropout_edge_jump: float = 1e-4  # jump (full scale) into/out of the run; real silence enters by <= 2 LSB
-    dead_floor_dbfs: float = -70.0  # a channel quieter than this for the whole window is dead
-    dead_sibling_gap_db: float = 30.0  # ...or one this far below the loudest channel of the same device
-    dc_offset_max: float = 0.05  # abs(mean) in full-scale units
-    hum_mains_hz: tuple[float, ...] = (50.0, 60.0)
-    hum_max_harmonic_hz: float = 600.0  # harmonics k*f0 up to this frequency count as hum
-    hum_max_db: float = -12.0  # steady hum power over the power of everything else, dB
-    stuck_min_period_ms: float = 1.0
-    stuck_max_period_ms: float = 300.0  # repeated buffers of up to 4800 samples at 16 kHz
-    stuck_chunk_s: float = 0.5  # every other chunk is checked, so a stall of 1 s anywhere is caught
-    stuck_residual_max_db: float = -80.0  # a repeated buffer is exact (-120); a pure tone with 50 dB SNR ~ -47
-    faulty_checks: tuple[str, ...] = ("non_finite", "dead_channel", "stuck")  # the rest -> degraded
+    non_finite_max: float = Field(0.0, ge=0.0, le=1.0, description="fraction of NaN/Inf samples tolerated (fraction)")
+    clip_level: float = Field(0.99, gt=0.0, le=1.0, description="absolute sample value counted as at full scale; "
+                                                                "int16 full scale reads 0.99997 (full scale)")
+    clip_fraction_max: float = Field(1e-4, ge=0.0, le=1.0, description="clipping when at least this fraction of "
+                                                                       "samples is at full scale (16 in 10 s)... (fraction)")
+    clip_run_min: int = Field(2, ge=1, le=1_000_000, description="...or this many consecutive ones (one can be a "
+                                                                 "true peak) (samples)")
+    dropout_min_run_ms: float = Field(4.0, gt=0.0, le=10_000.0, description="shortest flat run that can be a dropout (ms)")
+    dropout_edge_jump: float = Field(1e-4, ge=0.0, le=2.0, description="jump into or out of a flat run that makes it a "
+                                                                       "dropout; real silence enters by <= 2 LSB (full scale)")
+    dead_floor_dbfs: float = Field(-70.0, ge=-120.0, le=0.0, description="a channel quieter than this for the whole "
+                                                                          "window is dead (dBFS)")
+    dead_sibling_gap_db: float = Field(30.0, ge=0.0, le=1000.0, description="...or one this far below the loudest "
+                                                                             "channel of the same device (dB)")
+    dc_offset_max: float = Field(0.05, ge=0.0, le=1.0, description="largest abs(mean) that is no DC offset (full scale)")
+    hum_mains_hz: tuple[Annotated[float, Field(gt=0.0, le=1000.0)], ...] = Field(
+        (50.0, 60.0), description="mains frequencies whose lines and harmonics count as hum (Hz)")
+    hum_max_harmonic_hz: float = Field(600.0, gt=0.0, le=24_000.0, description="harmonics k x mains up to this "
+                                                                               "frequency count as hum (Hz)")
+    hum_max_db: float = Field(-12.0, ge=-120.0, le=120.0, description="hum when the steady line power over the power "
+                                                                      "of everything else reaches this (dB)")
+    stuck_min_period_ms: float = Field(1.0, gt=0.0, le=10_000.0, description="shortest repeated buffer looked for (ms)")
+    stuck_max_period_ms: float = Field(300.0, gt=0.0, le=10_000.0, description="longest repeated buffer looked for; "
+                                                                               "4800 samples at 16 kHz (ms)")
+    stuck_chunk_s: float = Field(0.5, gt=0.0, le=60.0, description="chunk checked for repetition; every other one is, "
+                                                                   "so a stall of 1 s anywhere is caught (s)")
+    stuck_residual_max_db: float = Field(-80.0, ge=-200.0, le=0.0, description="stuck when a chunk repeats this "
+                                                                                "exactly: a repeated buffer reads -120, "
+                                                                                "a pure tone at 50 dB SNR about -47 (dB)")
+    faulty_checks: tuple[str, ...] = Field(("non_finite", "dead_channel", "stuck"),
+                                           description="checks that make a window faulty; the rest make it degraded")
 
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.faulty_checks) - set(CHECKS) - {"drift"})
-        if unknown:
-            raise ValueError(f"HealthConfig.faulty_checks: unknown check(s) {unknown}; known: {list(CHECKS)} + ['drift']")
-        if not 0 < self.clip_level <= 1:
-            raise ValueError(f"HealthConfig.clip_level must be in (0, 1], got {self.clip_level}")
-        if not 0 < self.stuck_min_period_ms < self.stuck_max_period_ms < 1000 * self.stuck_chunk_s:
-            raise ValueError(
-                "HealthConfig needs 0 < stuck_min_period_ms < stuck_max_period_ms < 1000 * stuck_chunk_s, got "
-                f"{self.stuck_min_period_ms}, {self.stuck_max_period_ms}, {self.stuck_chunk_s}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (tuples become lists) for JSON/TOML."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
+    @field_validator("faulty_checks")
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "HealthConfig":
-        """Build from a dict (e.g. a TOML table); unknown keys are an error that names them."""
-        reject_unknown_keys(cls, data, "HealthConfig")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values)
+    def _known_checks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(CHECKS) - {"drift"})
+        if unknown:
+            raise ValueError(f"unknown check(s) {unknown}; known: {list(CHECKS)} + ['drift']")
+        return value
+
+    @model_validator(mode="after")
+    def _stuck_periods_fit_the_chunk(self) -> "HealthConfig":
+        if not self.stuck_min_period_ms < self.stuck_max_period_ms < 1000 * self.stuck_chunk_s:
+            raise ValueError(
+                "health.stuck_max_period_ms: needs stuck_min_period_ms < stuck_max_period_ms < 1000 x stuck_chunk_s, "
+                f"got {self.stuck_min_period_ms}, {self.stuck_max_period_ms}, {self.stuck_chunk_s}")
+        return self
 
 
 @dataclass(frozen=True)

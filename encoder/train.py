@@ -22,7 +22,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -38,9 +38,11 @@ from encoder.loss import (MARGIN, TripletLoss, batch_all_triplet_loss, batch_har
                           zero_filtered_triplet_loss)
 from encoder.model import Encoder, EncoderConfig, ProjectionHead, TrainingNetwork, parameter_count
 from encoder.model_file import ModelBundle, load_model, save_model
-from encoder.training_data import (ClipStore, StepBatches, SubsetStore, data_hash, pk_plan, sampler_clips,
-                                   split_long_clips, training_clips, triplet_plan)
+from encoder.training_data import (ClipStore, StepBatches, SubsetStore, background_clips, data_hash,
+                                   labelled_source_packages, mixed_in_clips, pk_plan, sampler_clips, split_long_clips,
+                                   training_clips, triplet_plan)
 from encoder.triplets import ClipBatchSampler, TripletConfig, TripletSampler, held_out_groups
+from encoder.vocabulary import NORM_FROZEN, NORM_STATISTICS, NORM_UPDATE
 
 __all__ = ["CheckpointError", "TrainConfig", "TrainResult", "read_train_config", "train", "train_step", "learning_rate_at"]
 
@@ -68,11 +70,13 @@ class TrainConfig:
     weight_decay: float = 0.0
     margin: float = MARGIN
     loss: str = "zero_filtered"
+    batch_all_warmup_steps: int = 0  # loss = "batch_hard": batch_all for the first this many steps (a loss schedule)
     projection_dim: int = 0  # > 0: the loss sees an MLP head (embedding_dim -> embedding_dim -> this), dropped after training
     max_clip_s: float = 60.0  # longer files are cut into clips of at most this many seconds (one group per file)
     validation_fraction: float = 0.1
     validate_every: int = 100
     checkpoint_every: int = 100
+    snapshot_every_minutes: float = 0.0  # > 0: also keep a model file every this many budget-clock minutes (checkpoint curves)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0
@@ -80,6 +84,10 @@ class TrainConfig:
     provisional: bool = False
     note: str = ""
     init_model: str = ""  # a model file whose encoder weights start the run (fine-tuning, `roomtone adapt`); "" -> random
+    norm_statistics: str = NORM_UPDATE  # "update": batch norm learns from every batch; "frozen": it keeps the starting statistics (eval mode)
+    anchor_weight: float = 0.0  # > 0: L2 pull of the encoder's weights toward init_model's (L2-SP), per parameter element
+    mix_data: tuple[str, ...] = ()  # more data paths, of which a seeded sample of excerpts joins `data` (`roomtone adapt`)
+    mix_fraction: float = 0.0  # share of the training clips drawn from mix_data (0 <= f < 1)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     features: LogMelConfig = field(default_factory=LogMelConfig)
     triplets: TripletConfig = field(default_factory=TripletConfig)
@@ -93,6 +101,13 @@ class TrainConfig:
         if (self.loss == "zero_filtered") != (self.triplets.sampler == "random"):
             raise ValueError(f"TrainConfig.loss {self.loss!r} does not fit triplets.sampler {self.triplets.sampler!r}: "
                              "zero_filtered takes random triplets, batch_all and batch_hard take pk batches")
+        if self.batch_all_warmup_steps < 0:
+            raise ValueError(f"TrainConfig.batch_all_warmup_steps must be >= 0, got {self.batch_all_warmup_steps}")
+        if self.batch_all_warmup_steps and self.loss != "batch_hard":
+            raise ValueError(f"TrainConfig.batch_all_warmup_steps is a warm-up for loss = 'batch_hard', not {self.loss!r}")
+        if self.triplets.same_moment and not self.augment.has_capture_chain:
+            raise ValueError("triplets.same_moment needs a capture chain in [augment] (reverb_p, noise_p, band_limit_p or "
+                             "resample_p > 0): without one the two cuts of a moment are the same view")
         if self.projection_dim < 0:
             raise ValueError(f"TrainConfig.projection_dim must be >= 0, got {self.projection_dim}")
         if self.max_clip_s <= 0:
@@ -109,16 +124,33 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.snapshot_every_minutes < 0:
+            raise ValueError(f"TrainConfig.snapshot_every_minutes must be >= 0, got {self.snapshot_every_minutes}")
+        if self.norm_statistics not in NORM_STATISTICS:
+            raise ValueError(f"TrainConfig.norm_statistics must be one of {NORM_STATISTICS}, got {self.norm_statistics!r}")
+        if self.anchor_weight < 0 or (self.anchor_weight > 0 and not self.init_model):
+            raise ValueError(f"TrainConfig.anchor_weight must be >= 0 and needs init_model, got {self.anchor_weight}")
+        object.__setattr__(self, "mix_data", tuple(str(p) for p in self.mix_data))
+        if not 0 <= self.mix_fraction < 1 or (self.mix_fraction > 0) != bool(self.mix_data):
+            raise ValueError(f"TrainConfig.mix_fraction must be in [0, 1) and > 0 exactly when mix_data is set, "
+                             f"got {self.mix_fraction} with mix_data {list(self.mix_data)}")
 
     @property
     def checkpoint_path(self) -> Path:
         """Where checkpoints go (``<out>.ckpt`` unless set)."""
         return Path(self.checkpoint) if self.checkpoint else Path(str(self.out) + ".ckpt")
 
+    @property
+    def snapshot_dir(self) -> Path:
+        """Where snapshots go: ``<out without .pt>.snapshots/``, one model file per budget minute mark."""
+        out = Path(self.out)
+        return out.with_name(out.stem + ".snapshots")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (the TOML/JSON layout)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["data"] = list(self.data)
+        data["mix_data"] = list(self.mix_data)
         for name in ("encoder", "features", "triplets", "augment"):
             data[name] = data[name].to_dict()
         return data
@@ -244,7 +276,7 @@ VALIDATION_ROUNDS = 3  # triplets per held-out clip, fixed for the whole run (le
 def validate(model: torch.nn.Module, batches: StepBatches, device: torch.device, margin: float) -> dict[str, float]:
     """Zero-filtered triplet loss, its active fraction and the plain mean loss over fixed, clean held-out
     triplets (``batches`` is a random-triplet plan over the held-out clips, without augmentation)."""
-    was_training = model.training
+    modes = {module: module.training for module in model.modules()}  # frozen batch norm stays frozen
     model.eval()
     losses = []
     with torch.no_grad():
@@ -255,7 +287,8 @@ def validate(model: torch.nn.Module, batches: StepBatches, device: torch.device,
                 emb = model(views.to(device))
                 emb = emb.view(-1, 3, emb.shape[-1])
                 losses.append(triplet_losses(emb[:, 0], emb[:, 1], emb[:, 2], margin).cpu())
-    model.train(was_training)
+    for module, mode in modes.items():
+        module.train(mode)
     every = torch.cat(losses)
     active = every > 0
     return {
@@ -293,18 +326,45 @@ def batch_loss(embeddings: torch.Tensor, ids: torch.Tensor, loss: str, margin: f
     return batch_hard_triplet_loss(embeddings, ids)
 
 
+def loss_at(config: TrainConfig, step: int) -> str:
+    """The loss of optimiser step ``step`` (0-based): batch_all during ``batch_all_warmup_steps``, then ``config.loss``."""
+    return "batch_all" if step < config.batch_all_warmup_steps else config.loss
+
+
 def train_step(model: torch.nn.Module, views: torch.Tensor, ids: torch.Tensor, optimiser: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, loss: str, margin: float, amp: bool) -> TripletLoss:
-    """One optimiser step on ``[N, 1, n_mels, frames]`` views with their ids (see `batch_loss`);
-    mixed precision when ``amp``. Shared by training and bench/training_speed.py."""
+               scaler: torch.amp.GradScaler, loss: str, margin: float, amp: bool,
+               penalty: Callable[[], torch.Tensor] | None = None) -> TripletLoss:
+    """One optimiser step on ``[N, 1, n_mels, frames]`` views with their ids (see `batch_loss`), plus
+    ``penalty()`` when given (the reported loss is the triplet loss alone); mixed precision when ``amp``.
+    Shared by training and bench/training_speed.py."""
     with torch.autocast(device_type=views.device.type, dtype=torch.float16, enabled=amp):
         emb = model(views)
     result = batch_loss(emb.float(), ids.to(emb.device), loss, margin)
     optimiser.zero_grad(set_to_none=True)
-    scaler.scale(result.loss).backward()
+    total = result.loss + penalty() if penalty is not None else result.loss
+    scaler.scale(total).backward()
     scaler.step(optimiser)
     scaler.update()
     return result
+
+
+def hold_norm_statistics(model: torch.nn.Module) -> None:
+    """Put every batch-norm layer of ``model`` in eval mode: it normalises with its stored statistics and never
+    updates them, while its scale and shift still train (``norm_statistics = "frozen"``)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def anchor_penalty(model: torch.nn.Module, start: dict[str, torch.Tensor], weight: float) -> Callable[[], torch.Tensor]:
+    """``weight * sum((w - w0)^2)`` over ``model``'s parameters, ``w0`` their values in the state dict ``start``:
+    L2-SP, a pull toward the starting weights that keeps fine-tuning near the model it started from."""
+    pairs = [(p, start[name].detach().clone().to(p.device)) for name, p in model.named_parameters()]
+
+    def penalty() -> torch.Tensor:
+        return weight * sum(((p - p0) ** 2).sum() for p, p0 in pairs)
+
+    return penalty
 
 
 def learning_rate_at(config: TrainConfig, step: int, elapsed_s: float) -> float:
@@ -329,6 +389,79 @@ def git_commit() -> str:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run's model files record besides its state: code, device and the data it saw."""
+
+    commit: str
+    device: str
+    world_size: int
+    datasets: Any
+    data_sha256: str
+    clips: int
+    train_clips: int
+    validation_clips: int
+    batches_per_epoch: int
+    projection_head_parameters: int
+    down_weighted_packages: list[str] = field(default_factory=list)  # the labelled sets' packages (shared_package_weight)
+    background_beds: int = 0  # training clips that background swap mixes under tiles
+
+
+def encoder_bundle(config: TrainConfig, model: torch.nn.Module, state: TrainState, info: RunInfo, interrupted: bool,
+                   wall_s: float, scores: dict[str, float]) -> ModelBundle:
+    """The model file's contents after ``state``: the encoder alone (CPU copy), with steps, budget minutes,
+    data roots and loss history in its metadata. Used for the final model and for snapshots."""
+    import copy
+
+    tail = max(1, min(50, len(state.history["loss"])))
+    metadata = {
+        "provisional": config.provisional,
+        "note": config.note,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": info.commit,
+        "training": {
+            "config": config.to_dict(), "steps": state.step,
+            "epochs": round(state.epoch + state.batches_in_epoch / info.batches_per_epoch, 2),
+            "wall_time_s": round(wall_s, 1), "budget_clock": config.budget_clock,
+            "budget_elapsed_s": round(state.elapsed_s, 1), "device": info.device, "world_size": info.world_size,
+            "torch_threads": torch.get_num_threads(), "parameters": parameter_count(model), "interrupted": interrupted,
+            "projection_head_parameters": info.projection_head_parameters,
+        },
+        "data": {"datasets": info.datasets, "sha256": info.data_sha256, "clips": info.clips,
+                 "train_clips": info.train_clips, "validation_clips": info.validation_clips, "labels_used": False,
+                 "down_weighted_packages": info.down_weighted_packages, "background_beds": info.background_beds},
+        "metrics": {
+            "final_train_loss": float(np.mean(state.history["loss"][-tail:])) if state.history["loss"] else None,
+            "final_train_active_fraction": float(np.mean(state.history["active_fraction"][-tail:])) if state.history["loss"] else None,
+            "validation_loss": scores.get("loss"),
+            "validation_active_fraction": scores.get("active_fraction"),
+            "validation_mean_loss": scores.get("mean_loss"),
+        },
+        "history": state.history,
+        "validation_history": state.validation,
+    }
+    encoder = copy.deepcopy(model).cpu().eval()
+    return ModelBundle(encoder, config.features, config.encoder, None, metadata)
+
+
+def snapshot_due(config: TrainConfig, budget_s: float, marks_written: int) -> bool:
+    """True when ``budget_s`` has crossed the next ``snapshot_every_minutes`` mark."""
+    return int(budget_s // (60 * config.snapshot_every_minutes)) > marks_written
+
+
+def write_snapshot(config: TrainConfig, model: torch.nn.Module, state: TrainState, info: RunInfo, interrupted: bool,
+                   wall_s: float) -> int:
+    """Save the encoder as ``<snapshot_dir>/m<minutes>.pt`` (minutes of the budget clock) and return the
+    number of marks now passed; the last validation score is the snapshot's metric."""
+    marks = int(state.elapsed_s // (60 * config.snapshot_every_minutes))
+    minutes = marks * config.snapshot_every_minutes
+    scores = state.validation[-1] if state.validation else {}
+    path = config.snapshot_dir / f"m{minutes:05.1f}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(encoder_bundle(config, model, state, info, interrupted, wall_s, scores), path)
+    return marks
 
 
 def initial_encoder_state(config: TrainConfig) -> dict[str, torch.Tensor]:
@@ -361,6 +494,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     # Data: unlabelled clips, held-out groups for validation, audio or log-Mel decoded once per clip.
     found, datasets_summary = training_clips(config.data)
     clips = split_long_clips(found, config.max_clip_s)
+    if config.mix_data:
+        others, _ = training_clips(config.mix_data)
+        mixed = mixed_in_clips(clips, split_long_clips(others, config.max_clip_s), config.mix_fraction, config.seed)
+        clips += mixed
+        datasets_summary = [*datasets_summary, {"name": "mixed in", "paths": list(config.mix_data), "kind": "unlabelled",
+                                                "clips": len(mixed), "fraction": config.mix_fraction}]
     groups = [c.group for c in clips]
     data_sha256 = data_hash([c.path for c in clips])
     train_idx, val_idx = held_out_groups(groups, config.validation_fraction, config.seed)
@@ -368,8 +507,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                       config.cache_features, progress=show)
     tile = max(1, int(round(config.triplets.tile_s * 1000 / config.features.hop_ms)))
     train_store = SubsetStore(store, train_idx)
+    shared_packages = labelled_source_packages(config.triplets.shared_packages_from)
     if config.triplets.sampler == "pk":
-        pk = ClipBatchSampler(sampler_clips(train_store, range(len(train_idx))), tile, config.triplets)
+        pk = ClipBatchSampler(sampler_clips(train_store, range(len(train_idx))), tile, config.triplets, shared_packages)
         batches_per_epoch = max(1, len(train_idx) // config.triplets.clips_per_batch)
         plan, block = pk_plan(pk, batches_per_epoch, config.seed, distributed.rank, distributed.world), config.triplets.tiles_per_clip
     else:
@@ -378,7 +518,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         plan, block = triplet_plan(triplets, config.batch_size, config.seed, distributed.rank, distributed.world), 3
     if batches_per_epoch == 0:
         raise ValueError(f"{len(train_idx)} training clips give no full batch of {config.batch_size}: lower batch_size")
-    train_set = StepBatches(train_store, plan, batches_per_epoch, tile, block, config.augment, config.triplets.gain_db, config.seed)
+    beds = background_clips(train_store.clips, config.augment.background_kind) if config.augment.background_p > 0 else []
+    if config.augment.background_p > 0 and not beds:
+        raise ValueError(f"augment.background_p needs training clips of kind {config.augment.background_kind!r} "
+                         f"(manifest.csv kind column) under {list(config.data)}; found none")
+    train_set = StepBatches(train_store, plan, batches_per_epoch, tile, block, config.augment, config.triplets.gain_db,
+                            config.seed, beds)
     val_set = None
     if len({groups[i] for i in val_idx}) >= 2:  # clean, fixed triplets among held-out clips only
         val_store = SubsetStore(store, val_idx)
@@ -393,10 +538,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     state = TrainState()
-    if config.init_model and not resume:  # a resumed run already holds these weights, trained further
-        model.load_state_dict(initial_encoder_state(config))
+    start = initial_encoder_state(config) if config.init_model and (not resume or config.anchor_weight > 0) else None
+    if start is not None and not resume:  # a resumed run already holds these weights, trained further
+        model.load_state_dict(start)
+    penalty = anchor_penalty(model, start, config.anchor_weight) if config.anchor_weight > 0 else None
     if resume:
-        saved = load_checkpoint(config.checkpoint_path, config.to_dict(), data_sha256)
+        saved = load_checkpoint(config.checkpoint_path, config.to_dict(), data_sha256,
+                                defaults=TrainConfig().to_dict())
         model.load_state_dict(saved["model"])
         if head is not None:
             head.load_state_dict(saved["projection_head"])
@@ -408,10 +556,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         trainee = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
 
     # Loop.
+    snapshot_info = RunInfo(commit, str(device), distributed.world, datasets_summary, data_sha256, len(clips), len(train_idx),
+                            len(val_idx), batches_per_epoch, parameter_count(head) if head is not None else 0,
+                            sorted(shared_packages), len(beds))
+    snapshot_marks = int(state.elapsed_s // (60 * config.snapshot_every_minutes)) if config.snapshot_every_minutes > 0 else 0
     bar = tqdm(total=config.steps, initial=state.step, desc="train", unit="step", disable=not show or None)
     interrupted = out_of_time_agreed = False
     with StopRequest() as stop:
         trainee.train()
+        if config.norm_statistics == NORM_FROZEN:
+            hold_norm_statistics(model)
         while state.step < config.steps:
             train_set.epoch = state.epoch
             loader = DataLoader(train_set, batch_size=None, sampler=range(state.batches_in_epoch, batches_per_epoch),
@@ -421,7 +575,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                 rate = same_on_every_rank(learning_rate_at(config, state.step, state.elapsed_s + clock() - started), distributed)
                 for group in optimiser.param_groups:
                     group["lr"] = rate
-                result = train_step(trainee, views, ids, optimiser, scaler, config.loss, config.margin, amp)
+                result = train_step(trainee, views, ids, optimiser, scaler, loss_at(config, state.step), config.margin, amp,
+                                    penalty)
 
                 state.step += 1
                 state.batches_in_epoch += 1
@@ -440,11 +595,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                         bar.write(f"step {state.step}: train loss {recent:.4f} (active "
                                   f"{np.mean(state.history['active_fraction'][-config.validate_every:]):.2f}), "
                                   f"validation loss {scores['loss']:.4f} (active {scores['active_fraction']:.2f}), "
-                                  f"{(clock() - started) / 60:.1f} min", file=sys.stdout)
+                                  f"{(state.elapsed_s + clock() - started) / 60:.1f} min of the budget's clock "
+                                  f"({config.budget_clock})", file=sys.stdout)
                 if distributed.is_main and state.step % config.checkpoint_every == 0:
                     save_checkpoint(config.checkpoint_path, config.to_dict(), dataclasses.replace(state, elapsed_s=state.elapsed_s + clock() - started),
                                     network, optimiser, scaler, data_sha256)
-                out_of_time = config.max_minutes > 0 and (state.elapsed_s + clock() - started) / 60 >= config.max_minutes
+                budget_s = state.elapsed_s + clock() - started
+                if distributed.is_main and config.snapshot_every_minutes > 0 and snapshot_due(config, budget_s, snapshot_marks):
+                    snapshot_marks = write_snapshot(config, model, dataclasses.replace(state, elapsed_s=budget_s), snapshot_info,
+                                                    interrupted=False, wall_s=time.monotonic() - wall_started)
+                out_of_time = config.max_minutes > 0 and budget_s / 60 >= config.max_minutes
                 interrupted = agreed(stop.requested, distributed)
                 out_of_time_agreed = agreed(out_of_time, distributed)
                 if interrupted or out_of_time_agreed or state.step >= config.steps:
@@ -466,32 +626,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
 
     # The model file: the encoder alone (the projection head is dropped here).
     final_scores = validate(model, val_set, device, config.margin) if val_set is not None else {}
-    tail = max(1, min(50, len(state.history["loss"])))
-    metadata = {
-        "provisional": config.provisional,
-        "note": config.note,
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "training": {
-            "config": config.to_dict(), "steps": state.step, "epochs": round(state.epoch + state.batches_in_epoch / batches_per_epoch, 2),
-            "wall_time_s": round(state.elapsed_s if config.budget_clock == "wall" else time.monotonic() - wall_started, 1),
-            "budget_clock": config.budget_clock, "budget_elapsed_s": round(state.elapsed_s, 1), "device": str(device), "world_size": distributed.world,
-            "torch_threads": torch.get_num_threads(), "parameters": parameter_count(model), "interrupted": interrupted,
-            "projection_head_parameters": parameter_count(head) if head is not None else 0,
-        },
-        "data": {"datasets": datasets_summary, "sha256": data_sha256, "clips": len(clips),
-                 "train_clips": len(train_idx), "validation_clips": len(val_idx), "labels_used": False},
-        "metrics": {
-            "final_train_loss": float(np.mean(state.history["loss"][-tail:])) if state.history["loss"] else None,
-            "final_train_active_fraction": float(np.mean(state.history["active_fraction"][-tail:])) if state.history["loss"] else None,
-            "validation_loss": final_scores.get("loss"),
-            "validation_active_fraction": final_scores.get("active_fraction"),
-            "validation_mean_loss": final_scores.get("mean_loss"),
-        },
-        "history": state.history,
-        "validation_history": state.validation,
-    }
-    bundle = ModelBundle(model.cpu().eval(), config.features, config.encoder, None, metadata)
+    wall_s = state.elapsed_s if config.budget_clock == "wall" else time.monotonic() - wall_started
+    bundle = encoder_bundle(config, model, state, snapshot_info, interrupted, wall_s, final_scores)
     if distributed.is_main and not interrupted:
         save_model(bundle, config.out)
     if distributed.world > 1:

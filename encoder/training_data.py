@@ -9,6 +9,8 @@ Long files are cut into clips of at most ``max_clip_s`` that share the file's gr
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import hashlib
 import math
 import re
@@ -21,7 +23,8 @@ import torch
 from torch.utils.data import Dataset
 
 from encoder.audio import audio_info, load_audio
-from encoder.augment import AugmentConfig, capture_chain, mixup_log_mel, random_resize_crop, shift_gain
+from encoder.augment import (AugmentConfig, background_draws, capture_chain, mix_background, mixup_log_mel,
+                             random_resize_crop, shift_gain)
 from encoder.datasets import DatasetError, Record, is_unlabelled_folder, read_dataset, read_unlabelled
 from encoder.features import LogMelConfig, frame_count, log_mel
 from encoder.triplets import Clip, ClipBatchSampler, Tile, TripletSampler
@@ -30,13 +33,16 @@ from encoder.triplets import Clip, ClipBatchSampler, Tile, TripletSampler
 @dataclass(frozen=True)
 class TrainingClip:
     """One unlabelled clip: its file (or the part of it from ``start_s``, ``duration_s`` long; 0 = to
-    the end), the group it must not be contrasted with, and its recording domain."""
+    the end), the group it must not be contrasted with, its recording domain, and (from a manifest)
+    its source packages and kind."""
 
     path: Path
     group: str
     domain: str = ""
     start_s: float = 0.0
     duration_s: float = 0.0
+    packages: tuple[str, ...] = ()
+    kind: str = ""
 
 
 def _is_labelled(path: Path) -> bool:
@@ -83,7 +89,9 @@ def training_clips(data: Sequence[str | Path]) -> tuple[list[TrainingClip], list
                 found = [TrainingClip(r.path, f"{name}:{r.group}", f"{name}:{recording_domain(r)}") for r in records]
                 kind = "labelled (labels unused)"
             else:
-                found = [TrainingClip(r.path, f"{name}:{r.group}", f"{name}:{r.domain}") for r in read_unlabelled(root)]
+                found = [TrainingClip(r.path, f"{name}:{r.group}", f"{name}:{r.domain}",
+                                      packages=tuple(p for p in r.package.split(";") if p), kind=r.kind)
+                         for r in read_unlabelled(root)]
                 kind = "unlabelled"
             clips += found
             summary.append({"name": name, "path": str(root), "kind": kind, "clips": len(found),
@@ -91,6 +99,24 @@ def training_clips(data: Sequence[str | Path]) -> tuple[list[TrainingClip], list
     if not clips:
         raise DatasetError(f"no clips found under {list(data)}")
     return clips, summary
+
+
+def labelled_source_packages(datasets: Sequence[str | Path]) -> frozenset[str]:
+    """Every package named in the ``source_package`` column (``;``-separated) of these labelled datasets'
+    meta.csv: the packages whose production the labelled sets carry. Only that column is read."""
+    packages: set[str] = set()
+    for entry in datasets:
+        path = Path(entry)
+        meta = path if path.is_file() else path / "meta.csv"
+        if not meta.is_file():
+            raise DatasetError(f"{path}: no meta.csv (shared_packages_from takes labelled datasets)")
+        with meta.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if "source_package" not in (reader.fieldnames or []):
+                raise DatasetError(f"{meta}: no source_package column; found {reader.fieldnames}")
+            for row in reader:
+                packages.update(p for p in (row["source_package"] or "").split(";") if p)
+    return frozenset(packages)
 
 
 def split_long_clips(clips: Sequence[TrainingClip], max_clip_s: float) -> list[TrainingClip]:
@@ -104,8 +130,36 @@ def split_long_clips(clips: Sequence[TrainingClip], max_clip_s: float) -> list[T
             out.append(clip)
             continue
         length = duration / pieces
-        out += [TrainingClip(clip.path, clip.group, clip.domain, i * length, length) for i in range(pieces)]
+        out += [dataclasses.replace(clip, start_s=i * length, duration_s=length) for i in range(pieces)]
     return out
+
+
+def clip_duration(clip: TrainingClip) -> float:
+    """Seconds of audio ``clip`` covers (its part of the file, else the whole file from the header)."""
+    return clip.duration_s or audio_info(clip.path).duration - clip.start_s
+
+
+def mixed_in_clips(own: Sequence[TrainingClip], others: Sequence[TrainingClip], fraction: float,
+                   seed: int) -> list[TrainingClip]:
+    """A seeded sample of excerpts of ``others`` that makes up ``fraction`` of ``own`` plus the sample, in clips and
+    in time: each excerpt as long as ``own``'s median clip (at a random offset; shorter clips whole), drawn
+    without replacement while ``others`` lasts. `roomtone adapt` mixes the corpus into a home's batches so."""
+    if not own or not others or fraction <= 0:
+        return []
+    wanted = int(round(len(own) * fraction / (1.0 - fraction)))
+    length = float(np.median([clip_duration(c) for c in own]))
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(others)) for _ in range(math.ceil(wanted / len(others)))])[:wanted]
+    sample = []
+    for index in order:
+        clip = others[index]
+        duration = clip_duration(clip)
+        if duration <= length:
+            sample.append(clip)
+            continue
+        offset = float(rng.uniform(0.0, duration - length))
+        sample.append(dataclasses.replace(clip, start_s=clip.start_s + offset, duration_s=length))
+    return sample
 
 
 def data_hash(paths: Sequence[Path]) -> str:
@@ -188,14 +242,32 @@ class ClipStore:
 
 # ------------------------------------------------------------------------------------------ the views
 
+def background_clips(clips: Sequence[TrainingClip], kind: str) -> list[int]:
+    """Indices of the clips of manifest kind ``kind``: the beds of background swap."""
+    return [i for i, clip in enumerate(clips) if clip.kind == kind]
+
+
 def views(store: ClipStore, tiles: Sequence[Tile], tile_frames: int, block: int, augment: AugmentConfig,
-          gain_db: float, rng: np.random.Generator) -> torch.Tensor:
-    """``[N, 1, n_mels, tile_frames]`` views of ``tiles``, each with its own augmentation draws: the
-    capture chain on its audio (waveform store), then gain, mixup with a tile ``block * s`` places
+          gain_db: float, rng: np.random.Generator, ids: Sequence[int] = (), beds: Sequence[int] = ()) -> torch.Tensor:
+    """``[N, 1, n_mels, tile_frames]`` views of ``tiles``, each with its own augmentation draws: a bed
+    (a tile of one of the store's clips ``beds``, a different one per tile of one id) under its audio,
+    the capture chain on its audio (waveform store), then gain, mixup with a tile ``block * s`` places
     further round the batch (another triplet / another group) and random resize crop on its log-Mel."""
     floor = store.config.floor_db
     if augment.needs_waveform:
-        audio = capture_chain(store.waveform_tiles(tiles, tile_frames), store.config.sample_rate, augment, rng)
+        audio = store.waveform_tiles(tiles, tile_frames)
+        if augment.background_p > 0:
+            if not beds:
+                raise ValueError(f"background_p needs clips of kind {augment.background_kind!r} in the training data")
+            chosen = background_draws(np.asarray(ids if len(ids) else range(len(tiles))), len(beds), augment.background_p, rng)
+            mixed = np.flatnonzero(chosen >= 0)
+            if len(mixed):
+                bed_tiles = [Tile(beds[int(b)], int(rng.integers(0, store.frames(beds[int(b)]) - tile_frames + 1)))
+                             for b in chosen[mixed]]
+                snr = torch.from_numpy(rng.uniform(*augment.background_snr_db, size=len(mixed))).float()
+                audio[mixed] = mix_background(audio[mixed], store.waveform_tiles(bed_tiles, tile_frames), snr)
+        if augment.has_capture_chain:
+            audio = capture_chain(audio, store.config.sample_rate, augment, rng)
         mel = log_mel(audio, store.config)
     else:
         mel = store.log_mel_tiles(tiles, tile_frames)
@@ -219,9 +291,11 @@ class StepBatches(Dataset):
     batch is the same whichever worker builds it and whether or not the run was resumed."""
 
     def __init__(self, store: ClipStore, plan: Callable[[int, int], tuple[list[Tile], list[int]]], batches: int,
-                 tile_frames: int, block: int, augment: AugmentConfig, gain_db: float, seed: int) -> None:
+                 tile_frames: int, block: int, augment: AugmentConfig, gain_db: float, seed: int,
+                 beds: Sequence[int] = ()) -> None:
         self.store, self.plan, self.batches = store, plan, batches
         self.tile_frames, self.block, self.augment, self.gain_db, self.seed = tile_frames, block, augment, gain_db, seed
+        self.beds = list(beds)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -230,7 +304,7 @@ class StepBatches(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         tiles, ids = self.plan(self.epoch, index)
         rng = np.random.default_rng([self.seed, self.epoch, index, 2])
-        batch = views(self.store, tiles, self.tile_frames, self.block, self.augment, self.gain_db, rng)
+        batch = views(self.store, tiles, self.tile_frames, self.block, self.augment, self.gain_db, rng, ids, self.beds)
         return batch, torch.tensor(ids, dtype=torch.long)
 
 
@@ -265,7 +339,7 @@ def pk_plan(sampler: ClipBatchSampler, batches_per_epoch: int, seed: int, rank: 
 
 def sampler_clips(store: ClipStore, indices: Sequence[int]) -> list[Clip]:
     """What a sampler may know of the clips ``indices``: frames, group and domain."""
-    return [Clip(store.frames(i), store.clips[i].group, store.clips[i].domain) for i in indices]
+    return [Clip(store.frames(i), store.clips[i].group, store.clips[i].domain, store.clips[i].packages) for i in indices]
 
 
 class SubsetStore(ClipStore):

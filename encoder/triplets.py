@@ -19,6 +19,7 @@ from encoder.config_keys import reject_unknown_keys
 
 NEIGHBOUR_OPTIONS = ("clip", "group")
 SAMPLERS = ("random", "pk")
+BALANCES = ("group", "package")
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,25 @@ class TripletConfig:
     sampler: str = "random"  # "random": batch_size (anchor, neighbour, opposite) triplets; "pk": P clips x K tiles
     clips_per_batch: int = 48  # P of a "pk" batch (distinct groups)
     tiles_per_clip: int = 4  # K of a "pk" batch
+    same_moment: bool = False  # "pk": a group's K tiles are K/2 moments, each cut twice (two microphones of one room)
+    balance: str = "group"  # "pk": every group equally likely in a batch, or "package": every source package
+    shared_package_weight: float = 1.0  # "pk": sampling weight of groups whose clips share a package with ...
+    shared_packages_from: tuple[str, ...] = ()  # ... these labelled datasets (their meta.csv source_package)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "shared_packages_from", tuple(str(p) for p in self.shared_packages_from))
+        if self.balance not in BALANCES:
+            raise ValueError(f"TripletConfig.balance must be one of {BALANCES}, got {self.balance!r}")
+        if not 0 < self.shared_package_weight <= 1:
+            raise ValueError(f"TripletConfig.shared_package_weight must be in (0, 1], got {self.shared_package_weight}")
+        if (self.shared_package_weight < 1) != bool(self.shared_packages_from):
+            raise ValueError("TripletConfig.shared_package_weight < 1 and shared_packages_from (the labelled datasets "
+                             "whose source packages are down-weighted) go together; got weight "
+                             f"{self.shared_package_weight} and {list(self.shared_packages_from)}")
+        if self.same_moment and self.tiles_per_clip % 2:
+            raise ValueError(f"TripletConfig.same_moment cuts each moment twice: tiles_per_clip must be even, got {self.tiles_per_clip}")
+        if self.sampler != "pk" and (self.same_moment or self.balance != "group" or self.shared_packages_from):
+            raise ValueError("TripletConfig.same_moment, balance and shared_package_weight need sampler = \"pk\"")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"TripletConfig.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.clips_per_batch < 2 or self.tiles_per_clip < 2:
@@ -51,7 +69,9 @@ class TripletConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the model file and training config files."""
-        return asdict(self)
+        data = asdict(self)
+        data["shared_packages_from"] = list(self.shared_packages_from)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TripletConfig":
@@ -62,12 +82,14 @@ class TripletConfig:
 
 @dataclass(frozen=True)
 class Clip:
-    """What the sampler may know about a clip: its length in feature frames, its group and its
-    recording domain (the microphone/room/background it was recorded in; "" when unknown)."""
+    """What the sampler may know about a clip: its length in feature frames, its group, its recording
+    domain (the microphone/room/background it was recorded in) and its source packages (first = the
+    package it mainly comes from; empty when unknown)."""
 
     frames: int
     group: str
     domain: str = ""
+    packages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -201,13 +223,38 @@ class TripletSampler:
 DOMAIN_BLOCK = 4  # groups a "pk" batch takes from one recording domain at a time
 
 
+def group_weights(clips: Sequence[Clip], group_names: Sequence[str], config: TripletConfig,
+                  shared_packages: frozenset[str] = frozenset()) -> np.ndarray:
+    """Probability of drawing each of ``group_names`` first into a batch: equal per group, or with
+    ``balance = "package"`` equal per source package (a group's package is its first clip's first
+    package; a group without one is a package of its own), times ``shared_package_weight`` for groups
+    whose clips have any package in ``shared_packages``."""
+    first = {}
+    shared = {}
+    for clip in clips:
+        first.setdefault(clip.group, clip.packages[0] if clip.packages else "")
+        shared[clip.group] = shared.get(clip.group, False) or bool(shared_packages.intersection(clip.packages))
+    weights = np.ones(len(group_names))
+    if config.balance == "package":
+        keys = [first[name] or f"group:{name}" for name in group_names]
+        sizes: dict[str, int] = {}
+        for key in keys:
+            sizes[key] = sizes.get(key, 0) + 1
+        weights = np.array([1.0 / sizes[key] for key in keys])
+    weights *= np.array([config.shared_package_weight if shared[name] else 1.0 for name in group_names])
+    return weights / weights.sum()
+
+
 class ClipBatchSampler:
     """P clips x K tiles per batch (Hermans et al. 2017): P distinct groups, K tiles of each; tiles of one
     group share an id (they are each other's neighbours), every other tile is an opposite. With
     ``same_domain_opposites = p`` each block of up to 4 groups comes, with probability p, from one
-    recording domain, so every tile has opposites from its own room/background. Pure in ``(seed, step)``."""
+    recording domain, so every tile has opposites from its own room/background. Groups are drawn by
+    `group_weights` (``shared_packages``: the labelled sets' source packages); with ``same_moment`` a
+    group's K tiles are K/2 moments cut twice each. Pure in ``(seed, step)``."""
 
-    def __init__(self, clips: Sequence[Clip], tile_frames: int, config: TripletConfig) -> None:
+    def __init__(self, clips: Sequence[Clip], tile_frames: int, config: TripletConfig,
+                 shared_packages: frozenset[str] = frozenset()) -> None:
         check_clips(clips, tile_frames)
         self.clips = list(clips)
         self.tile_frames = tile_frames
@@ -216,6 +263,9 @@ class ClipBatchSampler:
         for index, clip in enumerate(self.clips):
             self._groups.setdefault(clip.group, []).append(index)
         self._group_names = sorted(self._groups)
+        weights = group_weights(self.clips, self._group_names, config, shared_packages)
+        # Equal weights keep the plain uniform draw (and so every batch of runs made before weights existed).
+        self._weights = None if np.allclose(weights, weights[0]) else weights
         self._domain_groups: dict[str, list[str]] = {}
         for name in self._group_names:
             domain = self.clips[self._groups[name][0]].domain
@@ -231,7 +281,10 @@ class ClipBatchSampler:
         chosen: list[str] = []
         taken: set[str] = set()
         while len(chosen) < wanted:
-            name = self._group_names[int(rng.integers(len(self._group_names)))]
+            if self._weights is None:
+                name = self._group_names[int(rng.integers(len(self._group_names)))]
+            else:
+                name = self._group_names[int(rng.choice(len(self._group_names), p=self._weights))]
             if name in taken:
                 continue
             block = [name]
@@ -250,15 +303,18 @@ class ClipBatchSampler:
         tiles: list[Tile] = []
         ids: list[int] = []
         k = self.config.tiles_per_clip
+        moments = k // 2 if self.config.same_moment else k
         for place, name in enumerate(self.batch_groups(rng)):
             members = self._groups[name]
             if self.config.neighbour == "group":
-                sources = [members[int(i)] for i in rng.integers(0, len(members), size=k)]
+                sources = [members[int(i)] for i in rng.integers(0, len(members), size=moments)]
             else:
-                sources = [members[int(rng.integers(len(members)))]] * k
+                sources = [members[int(rng.integers(len(members)))]] * moments
             for clip in sources:
-                tiles.append(Tile(clip, _one_tile_start(self.clips[clip].frames, self.tile_frames, self.config.random_offsets, rng)))
-                ids.append(place)
+                tile = Tile(clip, _one_tile_start(self.clips[clip].frames, self.tile_frames, self.config.random_offsets, rng))
+                copies = 2 if self.config.same_moment else 1
+                tiles += [tile] * copies
+                ids += [place] * copies
         return tiles, ids
 
 

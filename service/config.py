@@ -2,8 +2,9 @@
 
 Each component gets its own frozen section object, passed whole to its consumer: `StoreConfig` to the
 event store, `GrpcConfig` to the gRPC server and event bus, `MetricsConfig` to /metrics, `PipelineConfig`
-to the pipeline, `MicConfig` to each source, `HealthConfig` (encoder/signal_checks.py) to the analyser,
-`SimilarityIndexConfig` (service/similarity_index.py) to the similarity index. The schema is pydantic:
+to the pipeline, `MicConfig` to each source, `HealthConfig` (encoder/signal_checks.py: the offline tools
+share it) to the analyser, `SimilarityIndexConfig` to the similarity index. The schema is pydantic (every
+section derives from `Section`, encoder/config_schema.py):
 every number is finite (``allow_inf_nan=False``: NaN, inf and 1e400 are refused) and bounded (``ge``/``le``
 on its field, the unit in its description), unknown keys are refused, and `load_config` raises ConfigError
 naming the key (``store.max_age_days: ...``, ``ROOMTONE_GRPC__MAX_UPLOAD_BYTES: ...``); `roomtone run` then
@@ -41,33 +42,74 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from encoder.config_schema import Section
 from encoder.signal_checks import HealthConfig
-from service.similarity_index import SimilarityIndexConfig
 from service.vocabulary import (CLIENT_ENV, DEFAULT_GRPC_ADDRESS, DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT,
-                                RESERVED_LABELS)
+                                ID_PATTERN, ID_RULE, RESERVED_LABELS, TOPIC_LEVEL, device_id)
 
 #: The repository root (the bundled model and assets are found relative to it).
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "models" / "roomtone.pt"
 DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo.flac"
-SOURCE_KINDS = ("auto", "device", "file", "demo")
 ENV_PREFIX = "ROOMTONE_"
 #: Largest TCP port.
 MAX_PORT = 65535
 #: Longest finite retention age (100 years); beyond it, say inf.
 MAX_AGE_DAYS = 36500.0
+#: Most microphones one daemon takes: 256 at the default hop are 25.6 windows/s, about one of two cores at the
+#: measured CPU per window (docs/performance.md, "Scale on one machine"; bench/many_mics.py measures it).
+MAX_MICS = 256
+
+
+def library_path(store_path: str | Path) -> Path:
+    """The library folder beside a store file: ``roomtone.db`` -> ``roomtone.sounds/``."""
+    store_path = Path(store_path)
+    return store_path.with_name(store_path.stem + ".sounds")
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the key."""
 
 
-class Section(BaseModel):
-    """Base of every config section: frozen, unknown keys refused, numbers finite."""
+#: faiss's k-means warns below this many training points per list.
+MIN_TRAINING_ROWS_PER_LIST = 39
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, validate_default=True)
+
+class SimilarityIndexConfig(Section):
+    """When search switches from the exact scan to the approximate IVF-SQ8 index, and how that index searches."""
+
+    exact_below: int = Field(100_000, ge=MIN_TRAINING_ROWS_PER_LIST, le=10**12,
+                             description="stored windows of one embedding dimension below which FindSimilar is an "
+                                         "exact scan; from there on a faiss IVF-SQ8 index (approximate; docs/api.md) "
+                                         "(windows)")
+    nlist: int = Field(1024, ge=1, le=1_000_000, description="IVF lists, about sqrt(windows); `exact_below` and "
+                                                             "`train_rows` must be >= 39 x `nlist` (lists)")
+    nprobe: int = Field(16, ge=1, le=1_000_000, description="IVF lists visited per query, at most `nlist`: more = "
+                                                            "higher recall, slower (lists)")
+    rerank: int = Field(4, ge=0, le=1000, description="candidates per wanted neighbour re-scored exactly from the "
+                                                      "stored vectors; 0 = report 8-bit approximate distances")
+    train_rows: int = Field(100_000, ge=MIN_TRAINING_ROWS_PER_LIST, le=10**9,
+                            description="rows sampled (seeded) to train the index once, when `exact_below` is "
+                                        "crossed (windows)")
+    threads: int = Field(1, ge=1, le=256, description="faiss threads per query or training (the window path keeps "
+                                                      "the other cores)")
+    warm_at_start: bool = Field(True, description="build the index from the stored windows in a background thread "
+                                                  "at start (log line `similarity index ready` with its kind, rows and "
+                                                  "seconds), so the first FindSimilar does not pay for it; false = "
+                                                  "build it on the first FindSimilar")
+
+    @model_validator(mode="after")
+    def _lists_fit_the_rows(self) -> SimilarityIndexConfig:
+        if self.nprobe > self.nlist:
+            raise ValueError(f"similarity.nprobe: must be between 1 and nlist ({self.nlist}), got {self.nprobe}")
+        least = MIN_TRAINING_ROWS_PER_LIST * self.nlist
+        if self.exact_below < least or self.train_rows < least:
+            raise ValueError(f"similarity.exact_below: exact_below and train_rows must be at least "
+                             f"{MIN_TRAINING_ROWS_PER_LIST} x nlist = {least} (faiss needs that many rows to train "
+                             f"{self.nlist} lists), got {self.exact_below} and {self.train_rows}")
+        return self
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -83,8 +125,8 @@ def split_address(address: str) -> tuple[str, int]:
 class MicConfig(Section):
     """One microphone: where its audio comes from and under which id it is reported."""
 
-    id: str = Field("mic0", min_length=1, max_length=64, pattern=r"^\S+$",
-                    description="microphone id: the `mic` label in metrics, the id in gRPC; unique, no spaces")
+    id: str = Field("mic0", description=f"microphone id: the `mic` label in metrics, the id in gRPC, the clip folder "
+                                        f"and MQTT topic level; unique, {ID_RULE}")
     kind: Literal["auto", "device", "file", "demo"] = Field(
         "auto", description="`auto` (default input, else the demo), `device`, `file`, `demo`")
     device: str | int | None = Field(
@@ -94,6 +136,18 @@ class MicConfig(Section):
     realtime: bool = Field(True, description="file sources: pace at recording speed (false: as fast as possible)")
     loop: bool = Field(False, description="file sources: start again at the end (the demo always loops)")
     block_s: float = Field(0.1, ge=0.005, le=5.0, description="capture block length (s)")
+    area: str | None = Field(None, min_length=1, max_length=100,
+                             description="Home Assistant area suggested for this microphone's device (MQTT "
+                                         "discovery `suggested_area`, e.g. \"Kitchen\"); none = no suggestion")
+
+
+    @field_validator("id")
+    @classmethod
+    def _id_rule(cls, value: str) -> str:
+        if not re.match(ID_PATTERN, value):
+            raise ValueError(f"microphone id {value!r}: use {ID_RULE} (it names clip folders, metric labels and "
+                             "MQTT topics)")
+        return value
 
 
 class StoreConfig(Section):
@@ -109,7 +163,8 @@ class StoreConfig(Section):
     retention_interval_s: float = Field(300.0, ge=1.0, le=86400.0, description="how often retention runs (s)")
     check_interval_s: float = Field(3600.0, ge=60.0, le=604800.0,
                                     description="how often the file's integrity is checked in the background (SQLite "
-                                                "quick_check on its own connection; also once at start) (s)")
+                                                "quick_check on its own connection, table by table; also from "
+                                                "start, while serving) (s)")
 
     @field_validator("max_age_days")
     @classmethod
@@ -171,8 +226,8 @@ class MetricsConfig(Section):
     tls_key: str | None = Field(None, description="PEM private key of `tls_cert`")
     client_ca: str | None = Field(None, description="PEM CA: require client certificates it signed")
     max_connections: int = Field(16, ge=1, le=256,
-                                 description="connections served at once (a thread each); more are closed at once "
-                                             "(connections)")
+                                 description="connections served at once (a thread each); more are answered 503 and closed "
+                                             "at once (connections)")
     idle_timeout_s: float = Field(5.0, ge=0.5, le=300.0,
                                   description="a connection idle this long (TLS handshake, request) is closed (s)")
 
@@ -184,7 +239,11 @@ class PipelineConfig(Section):
                             description="window length; the model must accept it (checked by a dry run at start) (s)")
     hop_s: float = Field(10.0, ge=0.1, le=600.0, description="hop between window starts; smaller = overlapping (s)")
     queue_size: int = Field(16, ge=1, le=4096,
-                            description="length of the analysis and store queues; beyond it windows are dropped (windows)")
+                            description="length of the analysis and store queues, at least 2 per microphone; beyond "
+                                        "it windows are dropped (windows)")
+    stagger: bool = Field(True, description="spread the window ends of realtime microphones evenly over the hop "
+                                            "(each skips up to one hop of audio at start), so many microphones do "
+                                            "not finish a window at the same moment; false = windows end together")
     batch_size: int = Field(8, ge=1, le=256, description="most windows embedded together, across microphones (windows)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$",
                         description="torch device for the model: `auto`, `cpu`, `cuda`, `cuda:N`")
@@ -211,10 +270,39 @@ class WebConfig(Section):
     client_ca: str | None = Field(None, description="PEM CA: require client certificates it signed (mTLS)")
     token_file: str | None = Field(None, description="file holding the token every request must send")
     max_pages: int = Field(64, ge=1, le=1024, description="open live pages (SSE streams); more get 503 (pages)")
+    max_connections: int = Field(128, ge=2, le=16384,
+                                 description="connections open at once (live pages included); one more is answered "
+                                             "503 and closed, so a flood cannot take the daemon's file descriptors "
+                                             "(connections)")
+    header_timeout_s: float = Field(10.0, ge=0.5, le=300.0,
+                                    description="a connection that has not sent its request headers (TLS handshake "
+                                                "included) within this is closed (s)")
+    idle_timeout_s: float = Field(30.0, ge=1.0, le=3600.0,
+                                  description="a kept-alive connection idle between requests this long is closed (s)")
+    hosts: tuple[str, ...] = Field((), max_length=64,
+                                   description="host names the page is reached by besides loopback and `address` "
+                                               "(e.g. `roomtone.home`, a reverse proxy's name); requests naming any "
+                                               "other host in `Host` get 403 (DNS rebinding)")
+
+    @model_validator(mode="after")
+    def _pages_fit(self) -> WebConfig:
+        if self.max_pages >= self.max_connections:
+            raise ValueError(f"web.max_pages: must be below web.max_connections ({self.max_connections}), got "
+                             f"{self.max_pages}: live pages are connections too")
+        return self
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+", name):
+                raise ValueError(f"{name!r} is not a host name or address (letters, digits, '.', '-'; "
+                                 "IPv6 in brackets; no port, no scheme)")
+        return value
 
 
 class ClipsConfig(Section):
-    """Clip retention (service/clips.py): whether and how windows' audio is kept. Off by default.
+    """Clip retention (service/store/clips.py): whether and how windows' audio is kept. Off by default.
 
     PRIVACY: a clip is a recording of the room; speech in it is the voice of people at home. Enable it
     knowingly, keep it short, and never expose the web page beyond loopback without TLS and a token.
@@ -230,6 +318,10 @@ class ClipsConfig(Section):
     max_size_mb: float = Field(2048.0, ge=0.0625, le=1e7, description="delete the oldest clips while they take more (MiB)")
     queue_size: int = Field(32, ge=1, le=1024,
                             description="clips waiting to be encoded; beyond it a clip is dropped and logged (clips)")
+    min_free_mb: float = Field(512.0, ge=0.0, le=1e7,
+                               description="free space the clips leave on their disk for the store: below it the "
+                                           "oldest clips are deleted, and a clip that would not fit is dropped, "
+                                           "counted and logged (MiB)")
 
     @property
     def enabled(self) -> bool:
@@ -238,7 +330,7 @@ class ClipsConfig(Section):
 
 
 class SessionConfig(Section):
-    """How windows are merged into activity sessions (service/sessions.py)."""
+    """How windows are merged into activity sessions (service/analysis/sessions.py)."""
 
     enabled: bool = Field(True, description="track activity sessions (stored, `ListSessions`, StreamEvents, MQTT)")
     min_duration_s: float = Field(20.0, ge=0, le=86400.0,
@@ -300,29 +392,65 @@ class MqttConfig(Section):
 
 
 class ActivityConfig(Section):
-    """The activity decision after the head (service/activity.py): `quiet` and `unknown`."""
+    """The activity decision after the head (service/analysis/activity.py): `quiet` and `unknown`."""
 
     # The quiet recordings of homesounds sit at -58..-45.5 dBFS and no clip with an activity is below -44.8
     # (bench/absence.py, docs/sounds.md).
     quiet_below_dbfs: float = Field(-45.0, ge=-200.0, le=0.0,
-                                    description="a window whose RMS level is below this is `quiet` (dBFS)")
+                                    description="a window whose RMS level is below this is `quiet` while its microphone's "
+                                                "noise floor is not learnt yet, or always with quiet_relative off (dBFS)")
+    # Relative quiet (service/analysis/level_floor.py): bench/quiet_levels.py measures it on level-shifted copies of the
+    # labelled sets (docs/sounds.md).
+    quiet_relative: bool = Field(True, description="decide `quiet` from each microphone's noise floor learnt from its "
+                                                   "own recent window levels instead of quiet_below_dbfs alone")
+    # A low percentile is the classic minimum-statistics noise floor; 0.1 % of a day of 10 s windows is 9
+    # windows, so a few glitches do not drag it down. The margin is the one bench/quiet_levels.py finds
+    # for it (12.5..12.75 dB meet the target on the labelled sets; they hold 12 dB of differently recorded
+    # quiet rooms, where one microphone's quiet spans a few dB).
+    quiet_floor_percentile: float = Field(0.1, ge=0.0, le=50.0,
+                                          description="the noise floor is this percentile of the microphone's recent "
+                                                      "window levels; 0 = the quietest (%)")
+    quiet_margin_db: float = Field(12.6, ge=0.0, le=40.0,
+                                   description="a window is `quiet` below its microphone's noise floor plus this (dB)")
+    quiet_history_hours: float = Field(24.0, ge=0.1, le=24.0 * 14,
+                                       description="recent window levels the noise floor is learnt from (h)")
+    quiet_min_history_hours: float = Field(1.0, ge=0.0, le=24.0 * 14,
+                                           description="until a microphone has this much history, quiet_below_dbfs "
+                                                       "decides (h)")
+    quiet_min_dbfs: float = Field(-90.0, ge=-200.0, le=0.0,
+                                  description="lowest level the learnt quiet threshold may take (dBFS)")
+    quiet_max_dbfs: float = Field(-30.0, ge=-200.0, le=0.0,
+                                  description="highest level the learnt quiet threshold may take: a room louder than "
+                                              "this is never `quiet` (dBFS)")
     # The highest threshold of the open-set test (bench/absence.py) that calls at most 10 % of the
     # known-class clips unknown; 0 turns `unknown` off.
     unknown_below: float = Field(0.7, ge=0.0, le=1.0,
                                  description="a head answer whose top probability is below this is `unknown` (probability)")
 
+    @model_validator(mode="after")
+    def _quiet_bounds_in_order(self) -> "ActivityConfig":
+        if self.quiet_min_dbfs > self.quiet_max_dbfs:
+            raise ValueError(f"activity.quiet_min_dbfs ({self.quiet_min_dbfs}) must not be above activity.quiet_max_dbfs "
+                             f"({self.quiet_max_dbfs})")
+        if self.quiet_min_history_hours > self.quiet_history_hours:
+            raise ValueError(f"activity.quiet_min_history_hours ({self.quiet_min_history_hours}) must not be above "
+                             f"activity.quiet_history_hours ({self.quiet_history_hours})")
+        return self
+
 
 class SoundsConfig(Section):
-    """Custom sounds (service/sound_library.py, docs/sounds.md): where they are kept and how their thresholds
+    """Custom sounds (service/analysis/sound_library.py, docs/sounds.md): where they are kept and how their thresholds
     are calibrated."""
 
-    enabled: bool = Field(True, description="detect custom sounds on every live window and serve AddSound/ListSounds/RemoveSound")
+    enabled: bool = Field(True, description="detect custom sounds on every live window and serve AddSound/ListSounds/RemoveSound/MarkNotThis")
     path: str | None = Field(None, description="library folder; none = beside the store (`roomtone.db` -> `roomtone.sounds/`)")
     max_sounds: int = Field(64, ge=1, le=64, description="most custom sounds (the sound name is a metrics label) (sounds)")
     alarms_per_hour: float = Field(1.0, gt=0.0, le=3600.0,
                                    description="false alarms per hour the calibrated threshold aims at on the store's windows (1/h)")
     calibration_hours: float = Field(24.0, ge=0.0, le=24.0 * 365,
-                                     description="most recent stored windows the calibration scores; 0 = examples only (h)")
+                                     description="most recent stored windows the calibration scores, and how long their column maps are kept; 0 = examples only (h)")
+    recalibrate_hours: float = Field(24.0, ge=0.0, le=24.0 * 365,
+                                     description="recalibrate each sound's threshold against the store this often; 0 = only when added or marked (h)")
 
 
 class DaemonConfig(Section):
@@ -334,14 +462,14 @@ class DaemonConfig(Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="`auto` (text on a terminal, JSON otherwise), `json` (one object per line) or `text`")
-    mics: tuple[MicConfig, ...] = Field((MicConfig(),), min_length=1, max_length=64,
+    mics: tuple[MicConfig, ...] = Field((MicConfig(),), min_length=1, max_length=MAX_MICS,
                                         description="the microphones (`[[mics]]` tables)")
     store: StoreConfig = StoreConfig()
     grpc: GrpcConfig = GrpcConfig()
     metrics: MetricsConfig = MetricsConfig()
     pipeline: PipelineConfig = PipelineConfig()
-    similarity: SimilarityIndexConfig = Field(SimilarityIndexConfig(), description="FindSimilar's index")
-    health: HealthConfig = Field(HealthConfig(), description="microphone health thresholds (docs/mic-health.md)")
+    similarity: SimilarityIndexConfig = SimilarityIndexConfig()
+    health: HealthConfig = HealthConfig()
     web: WebConfig = WebConfig()
     clips: ClipsConfig = ClipsConfig()
     activity: ActivityConfig = ActivityConfig()
@@ -373,8 +501,6 @@ class DaemonConfig(Section):
     @property
     def sounds_path(self) -> Path:
         """The custom-sound library folder actually used."""
-        from service.sound_library import library_path
-
         return Path(self.sounds.path) if self.sounds.path else library_path(self.store_path)
 
 
@@ -446,7 +572,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def _is_section(annotation: Any) -> bool:
-    return isinstance(annotation, type) and (issubclass(annotation, BaseModel) or hasattr(annotation, "__dataclass_fields__"))
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def sections() -> dict[str, type]:
@@ -571,6 +697,20 @@ def _validate_exposure(config: DaemonConfig) -> None:
             f"(Prometheus: scrape_configs tls_config cert_file/key_file), or listen on 127.0.0.1")
 
 
+def check_mic_ids(mic_ids: list[str], config: MqttConfig) -> None:
+    """ValueError naming a microphone id that cannot be a topic level or that clashes with another one's
+    discovery id (ids become ``<base>/<mic>/state`` and ``<node>_<mic>``)."""
+    seen: dict[str, str] = {}
+    for mic in mic_ids:
+        if "/" in mic or not TOPIC_LEVEL.match(mic):
+            raise ValueError(f"mics: id {mic!r} cannot be an MQTT topic level (no '/', '+', '#'); rename it or "
+                             f"turn MQTT off")
+        node = device_id(config.base_topic, mic)
+        if node in seen:
+            raise ValueError(f"mics: ids {seen[node]!r} and {mic!r} map to the same Home Assistant id {node!r}")
+        seen[node] = mic
+
+
 def _validate_mqtt(config: DaemonConfig) -> None:
     """The files [mqtt] names exist; microphone ids can be topic levels and Home Assistant ids."""
     q = config.mqtt
@@ -578,8 +718,6 @@ def _validate_mqtt(config: DaemonConfig) -> None:
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"{key}: no such file {value}")
     if q.enabled:
-        from service.mqtt_publisher import check_mic_ids
-
         try:
             check_mic_ids([mic.id for mic in config.mics], q)
         except ValueError as exc:
@@ -630,7 +768,7 @@ def _range_of(info: Any) -> str:
 
 def _unit_of(description: str) -> tuple[str, str]:
     """(meaning, unit) from a description ending in ``(unit)``."""
-    match = re.fullmatch(r"(.*) \((s|days|MiB|bytes|streams|windows|connections|classes|uploads|messages|dBFS|h|sounds|1/h|probability|requests)\)", description)
+    match = re.fullmatch(r"(.*) \((s|ms|days|MiB|bytes|streams|windows|lists|connections|classes|uploads|messages|dBFS|dB|%|Hz|h|sounds|1/h|probability|fraction|full scale|samples|requests)\)", description)
     return (match.group(1), match.group(2)) if match else (description, "")
 
 
@@ -660,8 +798,7 @@ def reference_table() -> str:
     add("", DaemonConfig)
     add("[[mics]] ", MicConfig)
     for name, cls in sections().items():
-        if issubclass(cls, BaseModel):
-            add(f"[{name}] ", cls)
+        add(f"[{name}] ", cls)
     return "\n".join(rows)
 
 

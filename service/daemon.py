@@ -2,9 +2,10 @@
 `FrigateApp.start()` does; each step that starts something registers how to stop it, and `Daemon.stop`
 runs those in reverse order:
 
-    model + analyser -> drift baselines -> store -> event bus -> metrics -> sources + pipeline
+    open-file limit -> model + analyser (dry run) -> drift baselines -> store (lock, integrity watch,
+    corrections, noise floors) -> custom sounds -> event bus + metrics -> sources + pipeline
     -> sessions + MQTT -> clip writer -> /metrics listener -> gRPC API -> web page -> capture
-    -> store upkeep (retention, similarity warm-up)
+    -> store upkeep (retention, similarity warm-up, custom-sound upkeep)
 
 so on stop capture ends first, the windows in flight are analysed and stored, the API closes, the drift
 baselines are saved and the store is flushed and closed last. A step that fails stops what came before.
@@ -15,16 +16,20 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Callable
 
 from encoder.file_digest import file_sha256
 from service.config import DaemonConfig, config_to_dict
-from service.drift_baselines import drift_path, load_drift_baselines, save_drift_baselines
-from service.mic_status import mic_status
+from service.disk_space import free_bytes, full_disk_advice, is_disk_full
+from service.analysis.drift_baselines import drift_path, load_drift_baselines, save_drift_baselines
+from service.api.mic_status import mic_status
 
 log = logging.getLogger("roomtone.daemon")
+#: Descriptors the daemon holds besides its listeners' connections: store, WAL, readers, sources, threads' pipes.
+RESERVED_DESCRIPTORS = 128
 
 
 def roomtone_version() -> str:
@@ -54,22 +59,24 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.analyzer = None
-        self.sounds = None  # service.sound_library.SoundService; None with sounds.enabled = false
+        self.sounds = None  # service.analysis.sound_library.SoundService; None with sounds.enabled = false
+        self.corrections = None  # service.store.corrections.CorrectionService, once the store is open
         self.store = None
         self.bus = None
         self.metrics = None
         self.pipeline = None
-        self.publisher = None  # service.store_and_publish.StoreAndPublish
-        self.announcer = None  # service.announcer.Announcer: activity sessions + MQTT
+        self.store_stage = None  # service.announce.store_and_publish.StoreAndPublish: the pipeline's store stage
+        self.announcer = None  # service.announce.announcer.Announcer: activity sessions + MQTT
         self.grpc_server = None
+        self._unhealthy: set[str] = set()  # why gRPC health is NOT_SERVING (`_set_unhealthy`)
         self.grpc_port: int | None = None
         self.grpc_address: str | None = None
         self.metrics_port: int | None = None
-        self.clips = None  # service.clips.ClipStore when [clips] keep is not "none"
+        self.clips = None  # service.store.clips.ClipStore when [clips] keep is not "none"
         self.feed = None  # service.web.live.LiveFeed: live windows for the web page
         self.web = None  # service.web.server.WebServer
         self.web_port: int | None = None
-        self.integrity = None  # service.store_upkeep.IntegrityWatch: the store's quick_check, at start and hourly
+        self.integrity = None  # service.store.store_upkeep.IntegrityWatch: the store's quick_check, from start and hourly
         self._stops: list[tuple[str, Callable[[], object]]] = []  # what start() started, in order
         self._stop_requested = threading.Event()
         self._stop_reason = ""
@@ -83,9 +90,9 @@ class Daemon:
 
     def mic_status(self) -> list:
         """MicStatus of every configured microphone (capture state + last stored window)."""
-        if self.pipeline is None or self.publisher is None:
+        if self.pipeline is None or self.store_stage is None:
             return []
-        return mic_status(self.pipeline.sources, self.publisher.latest)
+        return mic_status(self.pipeline.sources, self.store_stage.latest)
 
     # --- start, in order ----------------------------------------------------------------------------
 
@@ -93,9 +100,10 @@ class Daemon:
         """Bring every part up in order; on failure, whatever was started is stopped again and the error raised."""
         log.info("starting roomtone", extra={"config": config_to_dict(self.config), "pid": os.getpid()})
         try:
-            for step in (self._load_model, self._open_store, self._open_sounds, self._start_bus_and_metrics,
-                         self._build_pipeline, self._start_announcer, self._keep_clips, self._serve_metrics,
-                         self._serve_grpc, self._serve_web, self._start_capture, self._start_store_upkeep):
+            for step in (self._check_open_files, self._load_model, self._open_store, self._open_sounds,
+                         self._start_bus_and_metrics, self._build_pipeline, self._start_announcer, self._keep_clips,
+                         self._serve_metrics, self._serve_grpc, self._serve_web, self._start_capture,
+                         self._start_store_upkeep):
                 step()
         except BaseException:
             self.stop()
@@ -109,11 +117,33 @@ class Daemon:
         """Register how to stop what a step just started (stop() runs these last first)."""
         self._stops.append((name, stop))
 
+    def _check_open_files(self) -> None:
+        """Raise the soft open-file limit to the hard one, and warn when it is below what the listeners may hold
+        at once (each connection is a descriptor; EMFILE would stop gRPC, /metrics and clips together)."""
+        import resource
+
+        from service.web.connections import ACCEPT_BACKLOG
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+                soft = hard
+            except (ValueError, OSError):
+                pass
+        c = self.config
+        needed = (RESERVED_DESCRIPTORS + (c.web.max_connections + ACCEPT_BACKLOG if c.web.enabled else 0)
+                  + (c.metrics.max_connections if c.metrics.enabled else 0) + (c.grpc.max_streams if c.grpc.enabled else 0))
+        if soft < needed:
+            log.warning("the open-file limit is below what the listeners may hold at once: a flood of connections "
+                        "could exhaust it; raise it (systemd LimitNOFILE, compose ulimits.nofile, ulimit -n) or lower "
+                        "web.max_connections / grpc.max_streams", extra={"limit": soft, "needed": needed})
+
     def _load_model(self) -> None:
         from encoder.allocator import reuse_freed_memory
         from encoder.model_file import ModelFileError
-        from service.analysis import Analyzer
-        from service.serving_model import describe, load_serving_model
+        from service.analysis.analyser import Analyzer
+        from service.analysis.serving_model import describe, load_serving_model
 
         config = self.config
         reuse_freed_memory()  # window-sized buffers are reused instead of page-faulted in anew (docs/performance.md)
@@ -126,7 +156,8 @@ class Daemon:
             log.warning("the model has no activity head: windows get an embedding and health only "
                         "(add one with `roomtone train-head`)", extra={"model": str(config.model)})
         self.analyzer = Analyzer(bundle, config.health, window_s=config.pipeline.window_s, hop_s=config.pipeline.hop_s,
-                                 activity=config.activity)
+                                 activity=config.activity, keep_samples=config.clips.enabled,
+                                 keep_maps=config.sounds.enabled and config.sounds.calibration_hours > 0)
         try:  # a model that cannot analyse one window must stop the start, not fail every window after it
             seconds = self.analyzer.dry_run(config.pipeline.window_s)
         except ValueError as exc:
@@ -137,9 +168,10 @@ class Daemon:
         self._on_stop("drift baselines", lambda: save_drift_baselines(self.drift_path, self.analyzer.drift_state()))
 
     def _open_store(self) -> None:
-        from service.event_store import EventStore
-        from service.store_guard import StoreGuard
-        from service.store_upkeep import IntegrityWatch
+        from service.store.corrections import CorrectionService
+        from service.store.event_store import EventStore
+        from service.store.store_guard import StoreGuard
+        from service.store.store_upkeep import IntegrityWatch
 
         store_path = self.config.store_path
         store_path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,25 +189,72 @@ class Daemon:
                         extra={"store": str(store_path), "missing_window_ids": f"{lost.start}..{lost.stop - 1}",
                                "missing": len(lost)})
         self.integrity = IntegrityWatch(store_path, self.config.store.check_interval_s)
-        self.integrity.check()  # a damaged store is reported (log, metric, gRPC health) but still served
+        # Checked in the background from now on (a year of windows takes minutes to read): damage is reported
+        # (log, metric, gRPC health) as found, and the store is served meanwhile.
+        self.integrity.start()
+        self._on_stop("store checks", self.integrity.stop)
+        try:
+            low = free_bytes(store_path) < self.config.clips.min_free_mb * 2**20
+        except OSError:  # a file system that cannot say: nothing to warn about
+            low = False
+        if low:  # start anyway, and say what to do
+            log.warning("little free space for the store: windows may not be stored",
+                        extra={"store": str(store_path), "advice": full_disk_advice(store_path)})
+        try:  # corrections record which model embedded a window; a full disk must not stop the start
+            self.store.record_model_run(self._model_sha256)
+        except sqlite3.OperationalError as exc:
+            log.warning("could not note the model run in the store: corrections of this run's windows will not "
+                        "know their model (train-head skips them)", extra={"error": str(exc)})
+        self.corrections = CorrectionService(self.store, tuple(self._bundle.class_names or ()))
+        if self.config.activity.quiet_relative:  # microphones' noise floors, learnt again from their stored windows
+            self.analyzer.restore_levels(self.store.recent_levels(self.config.activity.quiet_history_hours))
+            thresholds = self.analyzer.quiet_thresholds()
+            if thresholds:
+                log.info("quiet thresholds", extra={"quiet_below_dbfs": {m: round(t, 1) for m, t in thresholds.items()}})
+
+    def _set_unhealthy(self, reason: str, unhealthy: bool) -> None:
+        """Note why the daemon cannot serve fully (``store_damaged``, ``store_write_failing``); gRPC health is
+        NOT_SERVING while any reason holds."""
+        from service.api.grpc_server import set_serving
+
+        (self._unhealthy.add if unhealthy else self._unhealthy.discard)(reason)
+        if self.grpc_server is not None:
+            set_serving(self.grpc_server, not self._unhealthy)
+
+    def _store_failing(self, failing: bool, exc: Exception | None) -> None:
+        """The pipeline's report that store writes keep failing (or work again): metric, health, one log line."""
+        self.metrics.store_write_failing.set(1.0 if failing else 0.0)
+        self._set_unhealthy("store_write_failing", failing)
+        store_path = self.config.store_path
+        if failing:
+            advice = (full_disk_advice(store_path) if exc is not None and is_disk_full(exc)
+                      else f"check the disk holding {store_path} and the errors above")
+            log.error("the store keeps failing to write: windows are not stored, gRPC health is NOT_SERVING",
+                      extra={"store": str(store_path), "error": f"{type(exc).__name__}: {exc}", "advice": advice})
+        else:
+            log.info("the store writes again: gRPC health is SERVING unless something else is wrong",
+                     extra={"store": str(store_path)})
 
     def _open_sounds(self) -> None:
         """The custom-sound library beside the store, scored on every live window (off: sounds.enabled = false)."""
-        from service.sound_library import SoundLibrary, SoundService
+        from service.analysis.model_runner import column_maps_available
+        from service.analysis.sound_library import SoundLibrary, SoundService
 
         if not self.config.sounds.enabled:
             return
         path = self.config.sounds_path
-        library = SoundLibrary(path, self._model_sha256, self.analyzer.inference.embedder.embed,
-                               self.analyzer.sample_rate, self._bundle.embedding_dim, self.config.sounds.max_sounds)
-        self.analyzer.sounds = library
+        embedder = self.analyzer.runner.embedder
+        library = SoundLibrary(path, self._model_sha256, embedder.embed, self.analyzer.sample_rate,
+                               self._bundle.embedding_dim, self.config.sounds.max_sounds,
+                               embed_columns=embedder.embed_with_columns if column_maps_available(embedder) else None)
+        self.analyzer.sounds = library  # built after the store lock: the library writes beside the store
         self.sounds = SoundService(library, self.store, self.config.sounds, self.config.pipeline.window_s)
         log.info("custom sounds", extra={"library": str(path), "sounds": [s.name for s in library.sounds()],
                                          "inactive": [s.name for s in library.sounds() if not s.active]})
 
     def _start_bus_and_metrics(self) -> None:
-        from service.grpc_server import event_bus_for
-        from service.metrics import Metrics
+        from service.api.grpc_server import event_bus_for
+        from service.metrics.daemon_metrics import Metrics
 
         self.bus = event_bus_for(self.config.grpc)
         self._on_stop("event bus", self.bus.close)
@@ -187,11 +266,12 @@ class Daemon:
     def _start_announcer(self) -> None:
         """Activity sessions (unless disabled) and the MQTT publisher (when a broker is configured); on stop,
         after capture has drained, open sessions end and MQTT says offline."""
-        from service.announcer import Announcer
-        from service.mqtt_messages import DeviceInfo
-        from service.mqtt_publisher import MqttPublisher
-        from service.sessions import SessionTracker
+        from service.announce.announcer import Announcer
+        from service.announce.mqtt_messages import DeviceInfo
+        from service.announce.mqtt_publisher import MqttPublisher
+        from service.analysis.sessions import SessionTracker
         from service.vocabulary import RESERVED_LABELS
+        from service.web.server import page_url
 
         config = self.config
         tracker = SessionTracker(config.sessions) if config.sessions.enabled else None
@@ -200,42 +280,47 @@ class Daemon:
             # every label a session can carry: the head's classes and the decision's quiet/unknown, minus ignored ones
             labels = (*self._bundle.class_names, *RESERVED_LABELS)
             activities = tuple(c for c in labels if c not in config.sessions.ignored_labels)
-            publisher = MqttPublisher(config.mqtt, [m.id for m in config.mics],
-                                      DeviceInfo(version=roomtone_version(), activities=activities),
-                                      registry=self.metrics.registry)
+            web = config.web
+            info = DeviceInfo(version=roomtone_version(), activities=activities,
+                              areas={m.id: m.area for m in config.mics if m.area},
+                              # Home Assistant links the device to the web page (known before it listens
+                              # unless its port is 0, any free port)
+                              configuration_url=page_url(web, web.port) if web.enabled and web.port else None)
+            publisher = MqttPublisher(config.mqtt, [m.id for m in config.mics], info, registry=self.metrics.registry)
         self.announcer = Announcer(self.store, self.bus.publish, tracker, publisher)
         self.announcer.start()
         self._on_stop("sessions and MQTT", self.announcer.stop)
-        self.publisher.listeners.append(self.announcer.on_stored)
+        self.store_stage.listeners.append(self.announcer.on_stored)
         self.announcer.watch_capture(self.mic_status)
 
     def _build_pipeline(self) -> None:
         from service.pipeline import Pipeline
-        from service.sources import open_source
-        from service.store_and_publish import StoreAndPublish
+        from service.capture.sources import open_source
+        from service.announce.store_and_publish import StoreAndPublish
 
-        sources = [open_source(mic) for mic in self.config.mics]
+        sources = [open_source(mic, self.analyzer.sample_rate) for mic in self.config.mics]
         for source in sources:
             log.info("microphone", extra={"mic": source.mic_id, "device": source.description,
                                           "input": getattr(source, "input", source.description),
                                           "sample_rate": source.sample_rate, "channels": source.channels,
                                           "realtime": source.realtime})
-        self.publisher = StoreAndPublish(self.store, self.bus)
-        self.pipeline = Pipeline(sources, self.analyzer, self.publisher, self.metrics, self.config.pipeline)
+        self.store_stage = StoreAndPublish(self.store, self.bus)
+        self.pipeline = Pipeline(sources, self.analyzer, self.store_stage, self.metrics, self.config.pipeline)
         self.pipeline.on_stored = self._on_stored
+        self.pipeline.on_store_failing = self._store_failing
 
     def _keep_clips(self) -> None:
-        from service.clips import ClipStore, ClipWriter
+        from service.store.clips import ClipStore, ClipWriter
 
         c = self.config.clips
         if not c.enabled:
             return
         directory = Path(c.dir) if c.dir else Path(self.config.data_dir) / "clips"
         self.clips = ClipStore(directory, c)
-        writer = ClipWriter(self.clips, self.analyzer.sample_rate, self.config.store.retention_interval_s)
+        writer = ClipWriter(self.clips, self.analyzer.sample_rate, self.config.store.retention_interval_s,
+                            on_drop=lambda reason: self.metrics.clips_dropped.labels(reason=reason).inc())
         self._on_stop("clip writer", writer.close)  # after capture: the last windows' clips are written
-        self.publisher.listeners.append(writer.on_stored)
-        self.analyzer.keep_samples = True
+        self.store_stage.listeners.append(writer.on_stored)
         log.warning("clips are kept: windows' audio is written to disk and can contain people's speech",
                     extra={"keep": c.keep, "codec": c.codec, "dir": str(directory.resolve()),
                            "max_age_days": c.max_age_days, "max_size_mb": c.max_size_mb})
@@ -251,20 +336,20 @@ class Daemon:
                                              "client_certificates": m.client_ca is not None})
 
     def _serve_grpc(self) -> None:
-        from service.daemon_backend import DaemonBackend
-        from service.grpc_security import server_security
-        from service.grpc_server import set_serving, start_server, stop_server
+        from service.api.daemon_backend import DaemonBackend
+        from service.api.grpc_security import server_security
+        from service.api.grpc_server import start_server, stop_server
 
         g = self.config.grpc
         if not g.enabled:
             return
         security = server_security(g)
         self.grpc_server = start_server(self.store, self.bus, DaemonBackend(self.analyzer, self.mic_status), g,
-                                        security=security, sounds=self.sounds)
+                                        security=security, sounds=self.sounds, corrections=self.corrections)
         self._on_stop("gRPC API", lambda: stop_server(self.grpc_server, grace_s=2.0))
         self.grpc_address = self.grpc_server.roomtone_address
         self.grpc_port = int(self.grpc_address.rpartition(":")[2])
-        report = lambda check: set_serving(self.grpc_server, check.ok)  # noqa: E731
+        report = lambda check: check is None or self._set_unhealthy("store_damaged", not check.ok)  # noqa: E731
         self.integrity.listeners.append(report)
         report(self.integrity.last)
         log.info("gRPC listening", extra={"address": self.grpc_address, "tls": security is not None,
@@ -278,12 +363,12 @@ class Daemon:
         w, p = self.config.web, self.config.pipeline
         if not w.enabled:
             return
-        self.feed = LiveFeed()
-        self.publisher.listeners.append(self.feed.on_stored)
+        self.feed = LiveFeed(self._bundle.feature_config.floor_db)
+        self.store_stage.listeners.append(self.feed.on_stored)
         backend = WebBackend(store=self.store, feed=self.feed, microphones=self.mic_status, window_s=p.window_s,
                              hop_s=p.hop_s, class_names=tuple(self._bundle.class_names or ()), clips=self.clips,
                              clips_keep=self.config.clips.keep, sessions_enabled=self.config.sessions.enabled,
-                             sounds=self.sounds,
+                             sounds=self.sounds, corrections=self.corrections,
                              extra={"model_sha256": self._model_sha256})
         self.web = WebServer(w, backend)
         self.web_port = self.web.start()
@@ -301,16 +386,20 @@ class Daemon:
         self._on_stop("capture and pipeline", drain)
 
     def _start_store_upkeep(self) -> None:
-        from service.store_upkeep import RetentionLoop, start_similarity_warm_up
+        from service.store.store_upkeep import RetentionLoop, start_similarity_warm_up
 
         retention = RetentionLoop(self.store, self.config.store.retention_interval_s,
                                   on_error=self.metrics.store_errors.inc)
         retention.start()
         self._on_stop("retention", retention.stop)
-        self.integrity.start()
-        self._on_stop("store checks", self.integrity.stop)
         if self.config.similarity.warm_at_start:
             start_similarity_warm_up(self.store)  # ends by itself (StoreError) once the store is closed
+        if self.sounds is not None:
+            from service.analysis.sound_upkeep import SoundUpkeep
+
+            upkeep = SoundUpkeep(self.sounds, self.config.store.retention_interval_s)
+            upkeep.start()
+            self._on_stop("custom-sound upkeep", upkeep.stop)
 
     # --- running ------------------------------------------------------------------------------------
 

@@ -59,3 +59,63 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # Libraries that log once per bad request or failed accept (aiohttp's "Error handling request" with a
+    # traceback, asyncio's "socket.accept() out of system resource"): the same lines, at most once a minute.
+    quiet = logging.StreamHandler(sys.stderr)
+    quiet.setFormatter(handler.formatter)
+    quiet.addFilter(RateLimitFilter())
+    for name in ("aiohttp", "asyncio"):
+        library = logging.getLogger(name)
+        library.handlers[:] = [quiet]
+        library.setLevel(logging.WARNING)
+        library.propagate = False
+
+
+class ThrottledLog:
+    """A line that may come thousands of times a second (refused connections, a full disk, a failing store):
+    logged at most once per ``interval_s`` for each ``key`` (a microphone, a stage), each line saying how many
+    came since the last one for that key (``occurrences``) and in all (``total``). The first line of a key
+    carries the exception's traceback; later ones only its text. Thread-safe enough: a race logs one line
+    more, never fewer."""
+
+    def __init__(self, logger: logging.Logger, message: str, interval_s: float = 60.0,
+                 clock=time.monotonic, level: int = logging.WARNING) -> None:
+        self.logger, self.message, self.interval_s, self.clock, self.level = logger, message, interval_s, clock, level
+        self.count = 0  # every occurrence, all keys
+        self._since_log: dict[object, int] = {}
+        self._last: dict[object, float] = {}
+
+    def note(self, *args, key: object = None, exc: BaseException | None = None, **extra) -> bool:
+        """Count one occurrence of ``key``; log it (the message formatted with ``args``, ``extra`` as fields)
+        when the interval has passed for that key. True when this one was logged."""
+        self.count += 1
+        self._since_log[key] = self._since_log.get(key, 0) + 1
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            return False
+        self._last[key] = now
+        self.logger.log(self.level, self.message, *args, exc_info=exc if last is None else None,
+                        extra={**extra, "occurrences": self._since_log[key], "total": self.count})
+        self._since_log[key] = 0
+        return True
+
+
+class RateLimitFilter(logging.Filter):
+    """Lets each (logger, message template) through at most once per ``interval_s``; the rest are dropped."""
+
+    def __init__(self, interval_s: float = 60.0, clock=time.monotonic) -> None:
+        super().__init__()
+        self.interval_s, self.clock = interval_s, clock
+        self._last: dict[tuple[str, object], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True when this kind of record was not let through in the last interval."""
+        key = (record.name, record.msg)
+        now = self.clock()
+        if now - self._last.get(key, float("-inf")) < self.interval_s:
+            return False
+        if len(self._last) > 1000:  # bounded: forget old keys rather than grow with odd messages
+            self._last.clear()
+        self._last[key] = now
+        return True

@@ -16,22 +16,47 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from service.analysis import Analysed, Analyzer, Timings
+from service.analysis.analyser import Analysed, Analyzer, Timings
 from service.config import PipelineConfig
-from service.metrics import Metrics
+from service.disk_space import is_disk_full
+from service.logs import ThrottledLog
+from service.metrics.daemon_metrics import Metrics
 from service.records import StateChange
-from service.sources import Chunk, Source
+from service.capture.sources import Chunk, Source
 from service.vocabulary import CAPTURE_LOST_STATES
-from service.windowing import Window, Windower
+from service.capture.windowing import Window, Windower
 
 log = logging.getLogger("roomtone.pipeline")
 
-#: Queue length for capture blocks: this many blocks (0.1 s each by default) may wait for windowing.
+#: Queue length for capture blocks: this many blocks (0.1 s each by default) may wait for windowing, and at
+#: least CAPTURE_BLOCKS_PER_MIC for each microphone (5 s of its audio), so many microphones do not share 600.
 CAPTURE_QUEUE_BLOCKS = 600
+CAPTURE_BLOCKS_PER_MIC = 50
 _END = object()  # sentinel: no more items will follow
+#: Failed store writes in a row after which the store counts as failing (`on_store_failing`): one failure can be
+#: a passing lock or I/O hiccup; three batches (about 30 s of windows by default) cannot.
+STORE_FAILING_AFTER = 3
+#: A drop, a failed analysis or a failed store write is logged at most this often per microphone (and stage).
+LOG_EVERY_S = 5.0
 
-#: What the store stage does with a batch: write it and publish it; returns the records with ids.
+#: What the store stage does with a batch: write it and publish it (an exception counts as a store error).
 StoreFn = Callable[[list[Analysed], list[StateChange]], None]
+
+
+def queue_windows(config: PipelineConfig, mics: int) -> int:
+    """Length of the analysis and store queues: ``queue_size``, and at least two windows per microphone, so a
+    burst of windows that end together (unstaggered microphones, a stalled stage catching up) is not dropped."""
+    return max(config.queue_size, 2 * mics)
+
+
+def window_phases(sources: list[Source], config: PipelineConfig) -> dict[str, float]:
+    """Per realtime microphone, the seconds its first window starts after its first sample (see `Windower`):
+    with ``stagger`` the n realtime microphones' windows end hop/n apart instead of all at once; empty when
+    there is nothing to spread (stagger off, or fewer than two realtime microphones)."""
+    realtime = [s.mic_id for s in sources if s.realtime]
+    if not config.stagger or len(realtime) < 2:
+        return {}
+    return {mic_id: i * config.hop_s / len(realtime) for i, mic_id in enumerate(realtime)}
 
 
 @dataclass
@@ -57,22 +82,31 @@ class Pipeline:
         self.metrics = metrics
         self.config = config
         self.stats = StageStats()
-        self.capture_q: queue.Queue = queue.Queue(maxsize=CAPTURE_QUEUE_BLOCKS)
-        self.analysis_q: queue.Queue = queue.Queue(maxsize=config.queue_size)
-        self.store_q: queue.Queue = queue.Queue(maxsize=config.queue_size)
+        self.capture_q: queue.Queue = queue.Queue(maxsize=max(CAPTURE_QUEUE_BLOCKS,
+                                                              CAPTURE_BLOCKS_PER_MIC * len(sources)))
+        self.analysis_q: queue.Queue = queue.Queue(maxsize=queue_windows(config, len(sources)))
+        self.store_q: queue.Queue = queue.Queue(maxsize=queue_windows(config, len(sources)))
+        phases = window_phases(sources, config)
         self.windowers = {
             s.mic_id: Windower(s.mic_id, s.sample_rate, analyzer.sample_rate, window_s=config.window_s,
-                               hop_s=config.hop_s, realtime=s.realtime)
+                               hop_s=config.hop_s, realtime=s.realtime, phase_s=phases.get(s.mic_id))
             for s in sources
         }
         self.ended: set[str] = set()  # microphones whose finite source has delivered everything
         self.drained = threading.Event()  # set when every stage has finished (after stop or all sources ended)
         self.on_stored: Callable[[int], None] | None = None  # called with the total stored count
+        # called with (True, the error) after STORE_FAILING_AFTER failed writes in a row, (False, None) at the
+        # next stored batch
+        self.on_store_failing: Callable[[bool, Exception | None], None] | None = None
+        self._store_failures_in_a_row = 0
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._last_drop_log: dict[tuple[str, str], float] = {}
-        self._last_store_error_log = float("-inf")
-        self._last_analysis_error_log: dict[str, float] = {}
+        # A full queue, a failing model or a full disk repeats every window: one line per 5 s per microphone
+        # (and stage); the counters have them all.
+        self._drop_log = ThrottledLog(log, "dropped %s: %s queue full", LOG_EVERY_S)
+        self._analysis_error_log = ThrottledLog(log, "analysis of a window failed; it is not stored", LOG_EVERY_S,
+                                                level=logging.ERROR)
+        self._store_error_log = ThrottledLog(log, "store failed; windows not stored", LOG_EVERY_S, level=logging.ERROR)
         self._reported_overruns = {s.mic_id: 0 for s in sources}
         self._reported_errors = {s.mic_id: 0 for s in sources}
 
@@ -81,11 +115,7 @@ class Pipeline:
     def _drop(self, mic_id: str, stage: str, what: str = "window") -> None:
         self.stats.dropped += 1
         self.metrics.dropped.labels(mic=mic_id, stage=stage).inc()
-        now = time.monotonic()
-        if now - self._last_drop_log.get((mic_id, stage), 0.0) >= 5.0:  # one line per 5 s per mic and stage
-            self._last_drop_log[(mic_id, stage)] = now
-            log.warning("dropped %s: %s queue full", what, stage,
-                        extra={"mic": mic_id, "stage": stage, "dropped_total": self.stats.dropped})
+        self._drop_log.note(what, stage, key=(mic_id, stage), mic=mic_id, stage=stage, dropped_total=self.stats.dropped)
 
     def _offer(self, q: queue.Queue, item, *, block: bool, mic_id: str, stage: str, what: str = "window") -> bool:
         """Put ``item`` on ``q``; realtime producers never wait (drop + count), fast file sources wait."""
@@ -172,7 +202,7 @@ class Pipeline:
             for stage in ("features", "embed", "head", "health"):
                 self.metrics.stage_latency.labels(stage=stage).observe(getattr(timings, stage))
             for item in analysed:
-                self.metrics.observe_analysis(item.result, item.failing)
+                self.metrics.observe_analysis(item.result, item.failing, item.quiet_below_dbfs)
             self.stats.windows_analysed += len(analysed)
             if analysed:
                 block = not all(item.realtime for item in analysed)
@@ -212,13 +242,8 @@ class Pipeline:
     def _analysis_failed(self, mic_id: str, exc: Exception) -> None:
         self.stats.analysis_errors += 1
         self.metrics.analysis_errors.labels(mic=mic_id).inc()
-        now = time.monotonic()
-        if now - self._last_analysis_error_log.get(mic_id, float("-inf")) >= 5.0:  # one line per 5 s per mic
-            first = mic_id not in self._last_analysis_error_log
-            self._last_analysis_error_log[mic_id] = now
-            log.error("analysis of a window failed; it is not stored", exc_info=exc if first else None,
-                      extra={"mic": mic_id, "error": f"{type(exc).__name__}: {exc}",
-                             "analysis_errors_total": self.stats.analysis_errors})
+        self._analysis_error_log.note(key=mic_id, exc=exc, mic=mic_id, error=f"{type(exc).__name__}: {exc}",
+                                      analysis_errors_total=self.stats.analysis_errors)
 
     def _storing(self) -> None:
         while True:
@@ -233,14 +258,17 @@ class Pipeline:
             except Exception as exc:
                 self.stats.store_errors += 1
                 self.metrics.store_errors.inc()
-                # a full or read-only disk fails every batch: one line per 5 s (the counter has them all)
-                now = time.monotonic()
-                if now - self._last_store_error_log >= 5.0:
-                    self._last_store_error_log = now
-                    log.error("store failed; windows not stored", exc_info=self.stats.store_errors == 1,
-                              extra={"windows": len(analysed), "error": f"{type(exc).__name__}: {exc}",
-                                     "store_errors_total": self.stats.store_errors})
+                # the first line carries the traceback, unless the disk is full (the daemon's advice line explains it)
+                self._store_error_log.note(exc=None if is_disk_full(exc) else exc, windows=len(analysed),
+                                           error=f"{type(exc).__name__}: {exc}",
+                                           store_errors_total=self.stats.store_errors)
+                self._store_failures_in_a_row += 1
+                if self._store_failures_in_a_row == STORE_FAILING_AFTER and self.on_store_failing is not None:
+                    self.on_store_failing(True, exc)
                 continue
+            if self._store_failures_in_a_row >= STORE_FAILING_AFTER and self.on_store_failing is not None:
+                self.on_store_failing(False, None)
+            self._store_failures_in_a_row = 0
             self.metrics.stage_latency.labels(stage="store").observe(time.perf_counter() - t0)
             now = time.time()
             for a in analysed:

@@ -17,7 +17,7 @@ class WindowResult:
     mic_id: str
     start_unix_ms: int
     end_unix_ms: int
-    label: str | None  # a head class, "quiet" or "unknown" (service/activity.py); None: faulty mic or no head
+    label: str | None  # a head class, "quiet" or "unknown" (service/analysis/activity.py); None: faulty mic or no head
     probabilities: dict[str, float]  # class name -> posterior, sums to 1 (empty without a head)
     health_state: str  # one of HEALTH_STATES
     health_reasons: tuple[str, ...]  # human-readable reasons for a non-ok state, e.g. "clipping: 4.1% of samples at full scale"
@@ -26,15 +26,29 @@ class WindowResult:
     embedding: np.ndarray | None = field(default=None, compare=False)  # float32 [embedding_dim], L2-normalised
     window_id: int | None = None  # assigned by the store when written
     sounds: tuple[SoundMatch, ...] = field(default=(), compare=False)  # custom sounds detected in this window
+    map: WindowMap | None = field(default=None, compare=False)  # the encoder's column map (custom sounds), kept a while
 
 
 @dataclass(frozen=True)
 class SoundMatch:
-    """A custom sound detected in a window (service/sound_library.py)."""
+    """A custom sound detected in a window (service/analysis/sound_library.py)."""
 
     name: str
-    score: float  # cosine similarity to the sound's nearest example, -1..1
+    score: float  # cosine similarity of the best-matching span to the sound's nearest example, -1..1
     threshold: float  # the sound's threshold when it was detected
+    start_s: float = 0.0  # where the best-matching span starts, seconds from the window's start
+    end_s: float = 0.0  # where it ends, seconds from the window's start
+
+
+@dataclass(frozen=True)
+class WindowMap:
+    """What custom sounds match in one window: its column embeddings ``[columns, D]`` (the encoder's map
+    before pooling over time, `Encoder.column_embeddings`; one row, the pooled embedding, when the map is
+    not at hand), each column's RMS level in dB (None: unknown) and the window's length in seconds."""
+
+    columns: np.ndarray = field(compare=False)
+    levels: np.ndarray | None = field(default=None, compare=False)
+    duration_s: float = 10.0
 
 
 
@@ -52,6 +66,8 @@ class StateChange:
     reasons: tuple[str, ...] = ()  # health reasons for health_changed
     event_id: int | None = None  # assigned by the store when written
     score: float | None = None  # sound_detected: cosine similarity to the sound's nearest example
+    sound_start_ms: int | None = None  # sound_detected: where the sound starts, ms from the window's start
+    sound_end_ms: int | None = None  # sound_detected: where it ends, ms from the window's start
 
 
 

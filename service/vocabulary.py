@@ -4,6 +4,8 @@ the machine-readable reasons that travel with gRPC errors."""
 
 from __future__ import annotations
 
+import re
+
 from encoder.vocabulary import HEALTH_DEGRADED, HEALTH_FAULTY, HEALTH_OK, HEALTH_STATES, SILENCE_DBFS
 
 # -- capture states of a microphone (MicStatus.state, `roomtone mics`) ------------------------------------
@@ -19,12 +21,12 @@ SOUND_DETECTED = "sound_detected"
 EVENT_KINDS = (ACTIVITY_CHANGED, HEALTH_CHANGED, SOUND_DETECTED)
 #: Event kinds a `labels` filter applies to: the activity label, or the custom sound's name.
 LABELLED_KINDS = (ACTIVITY_CHANGED, SOUND_DETECTED)
-#: Activity session starts and ends (service/sessions.py): live items only; stored sessions come from ListSessions.
+#: Activity session starts and ends (service/analysis/sessions.py): live items only; stored sessions come from ListSessions.
 SESSION_STARTED, SESSION_ENDED = "session_started", "session_ended"
 SESSION_EVENT_KINDS = (SESSION_STARTED, SESSION_ENDED)
 QUERY_KINDS = (WINDOW,) + EVENT_KINDS + SESSION_EVENT_KINDS
 
-# -- the activity decision (service/activity.py) ------------------------------------------------------------
+# -- the activity decision (service/analysis/activity.py) ------------------------------------------------------------
 #: Labels the decision adds to the head's classes; a head may not use them as class names.
 QUIET, UNKNOWN = "quiet", "unknown"
 RESERVED_LABELS = (QUIET, UNKNOWN)
@@ -32,6 +34,11 @@ RESERVED_LABELS = (QUIET, UNKNOWN)
 #: the model has no head (derived from label + health, so the store needs no column for it).
 LABEL_CLASS, LABEL_MIC_FAULTY, LABEL_NO_HEAD = "class", "mic_faulty", "no_head"
 LABEL_KINDS = (LABEL_CLASS, QUIET, UNKNOWN, LABEL_MIC_FAULTY, LABEL_NO_HEAD)
+
+#: The one rule for names people give (microphone ids, custom sound names): they become clip folders, metric
+#: labels, MQTT topic levels and Home Assistant ids, so only lower-case letters, digits, '_' and '-'.
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+ID_RULE = "1-64 characters of a-z, 0-9, '_' and '-', starting with a letter or digit"
 
 #: mic_id of the windows of an uploaded recording (Classify, FindSimilar by audio).
 UPLOAD_MIC_ID = "upload"
@@ -64,3 +71,19 @@ REASON_SHUTTING_DOWN = "shutting_down"
 REASON_STORE_DAMAGED = "store_damaged"
 
 __all__ = [name for name in dir() if name.isupper()]
+
+
+# -- Home Assistant ids (MQTT discovery; the config checks microphone ids with them) -------------------------
+_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
+#: What one MQTT topic level may hold (no wildcards, no NUL); "/" is refused separately.
+TOPIC_LEVEL = re.compile(r"^[^#+\x00]+$")
+
+
+def discovery_id(text: str) -> str:
+    """``text`` with every character Home Assistant refuses in discovery ids (outside [a-zA-Z0-9_-]) as "_"."""
+    return _ID_CHARS.sub("_", text) or "_"
+
+
+def device_id(base: str, mic_id: str) -> str:
+    """Home Assistant device id of a microphone: ``<node>_<mic>`` with node = the base topic."""
+    return f"{discovery_id(base)}_{discovery_id(mic_id)}"

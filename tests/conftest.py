@@ -8,6 +8,7 @@ TESTS_REQUIRE_SHARED_DATA=1 (set by .ci/run), which turns that skip into a failu
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -58,3 +59,13 @@ def full_homesounds(shared_data: Path) -> Path:
 def homesounds() -> Path:
     """The vendored homesounds subset (tests/data/homesounds: 22 real clips, same layout and meta.csv)."""
     return VENDORED_HOMESOUNDS
+
+
+@pytest.fixture(autouse=True)
+def roomtone_logs_reach_caplog():
+    """A test that runs the CLI calls `configure_logging`, which stops the ``roomtone`` logger propagating
+    to the root (where pytest's caplog listens); put it back after every test so that later tests see logs."""
+    logger = logging.getLogger("roomtone")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]

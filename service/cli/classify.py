@@ -8,7 +8,7 @@ docs/sounds.md), so a file gives here what Classify gives for it. Settings come 
 ROOMTONE_* variables), overridden by the options below.
 
 Text output: one line per window, `PATH @ START-ENDs: LABEL (P)  HEALTH (reasons)  LEVEL dBFS  top: ...`,
-then `  sounds: NAME SCORE, ...` when custom sounds were detected.
+then `  sounds: NAME SCORE at START-END s, ...` when custom sounds were detected (where in the window, seconds).
 With --json: one JSON object per window per line (JSON Lines): `path`, `start_s`, `end_s`, and the fields of
 the Classify response's `Window` message under their proto names (label, label_kind, probabilities,
 health_state, health_reasons, health_scores, rms_dbfs, sounds).
@@ -46,7 +46,7 @@ def window_dict(path: str, window) -> dict:
     """One window as JSON: the file, its start/end in seconds, and the Classify response's fields."""
     from google.protobuf.json_format import MessageToDict
 
-    from service.grpc_server import window_to_pb
+    from service.api.grpc_server import window_to_pb
 
     fields = MessageToDict(window_to_pb(window), preserving_proto_field_name=True,
                            always_print_fields_with_no_presence=True)
@@ -68,29 +68,32 @@ def window_line(path: str, window, top: int) -> str:
     if best:
         line += "  top: " + ", ".join(f"{name} {p:.2f}" for name, p in best)
     if window.sounds:
-        line += "  sounds: " + ", ".join(f"{m.name} {m.score:.3f}" for m in window.sounds)
+        line += "  sounds: " + ", ".join(f"{m.name} {m.score:.3f} at {m.start_s:.1f}-{m.end_s:.1f} s" for m in window.sounds)
     return line
 
 
 def offline_sounds(config, analyzer, path: Path | None):
     """The daemon's custom-sound library opened read-only for the loaded model (None when there is none)."""
     from encoder.file_digest import file_sha256
-    from service.sound_library import SoundLibrary
+    from service.analysis.model_runner import column_maps_available
+    from service.analysis.sound_library import SoundLibrary
 
     path = path or (config.sounds_path if config.sounds.enabled else None)
     if path is None or not (path / "library.json").is_file():
         return None
-    return SoundLibrary(path, file_sha256(config.model), analyzer.inference.embedder.embed, analyzer.sample_rate,
-                        analyzer.bundle.embedding_dim, read_only=True)
+    embedder = analyzer.runner.embedder
+    return SoundLibrary(path, file_sha256(config.model), embedder.embed, analyzer.sample_rate,
+                        analyzer.bundle.embedding_dim, read_only=True,
+                        embed_columns=embedder.embed_with_columns if column_maps_available(embedder) else None)
 
 
 def run(args: argparse.Namespace) -> int:
     """Classify every file; unusable files are reported and skipped."""
     from encoder.audio import AudioError
     from encoder.model_file import ModelFileError
-    from service.analysis import Analyzer
+    from service.analysis.analyser import Analyzer
     from service.config import ConfigError, load_config
-    from service.serving_model import BackendError, load_serving_model
+    from service.analysis.serving_model import BackendError, load_serving_model
 
     overrides: dict = {}
     if args.model:

@@ -22,7 +22,7 @@ import sys
 import time
 from datetime import datetime
 
-from service.cli.daemon_address import add_address_argument
+from service.api.daemon_address import add_address_argument
 from service.vocabulary import HEALTH_STATES, MAX_PAGE, SESSION_EVENT_KINDS
 
 HEALTH_CHOICES = HEALTH_STATES
@@ -76,8 +76,8 @@ def time_range(args: argparse.Namespace, now_unix_ms: int) -> tuple[int, int]:
 
 def describe_event(event) -> list[str]:
     """Table row [time, mic, event, detail] for one Event message."""
-    from service.grpc_client import format_time
-    from service.proto_names import HEALTH_FROM_PB, KIND_FROM_PB
+    from service.api.grpc_client import format_time
+    from service.api.proto_names import HEALTH_FROM_PB, KIND_FROM_PB
     from service.rpc import roomtone_pb2 as pb
 
     which = event.WhichOneof("item")
@@ -99,7 +99,10 @@ def describe_event(event) -> list[str]:
         c = event.state_change
         kind = KIND_FROM_PB.get(c.kind, "?").replace("_changed", "")
         if kind == "sound_detected":
-            return [format_time(c.time_unix_ms), c.mic_id, "sound", f"{c.current} (score {c.score:.3f}) in #{c.window_id}"]
+            where = (f" at {c.start_offset_ms / 1000:.1f}-{c.end_offset_ms / 1000:.1f} s"
+                     if c.end_offset_ms > c.start_offset_ms else "")
+            return [format_time(c.time_unix_ms), c.mic_id, "sound",
+                    f"{c.current} (score {c.score:.3f}) in #{c.window_id}{where}, event {c.event_id}"]
         reasons = f" ({'; '.join(c.reasons)})" if c.reasons else ""
         return [format_time(c.time_unix_ms), c.mic_id, kind, f"{c.previous or '(start)'} -> {c.current}{reasons}"]
     if which == "session":
@@ -114,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
     """Print the latest matching items, then (with --follow) live ones."""
     from google.protobuf.json_format import MessageToDict
 
-    from service.grpc_client import EXIT_OK, EXIT_USAGE, call, format_table
-    from service.proto_names import HEALTH_TO_PB, KIND_TO_PB
+    from service.api.grpc_client import EXIT_OK, EXIT_USAGE, call, format_table
+    from service.api.proto_names import HEALTH_TO_PB, KIND_TO_PB
     from service.rpc import roomtone_pb2 as pb
 
     now = int(time.time() * 1000)

@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(path: str | None):
-    """HealthConfig from a JSON file of overrides (defaults when no file)."""
+    """HealthConfig from a JSON file of overrides (defaults when no file); ValueError names a bad key."""
     from encoder.signal_checks import HealthConfig
+    from service.config import build
 
     if path is None:
         return HealthConfig()
@@ -40,7 +41,7 @@ def _config(path: str | None):
         data = json.load(handle)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object of HealthConfig keys")
-    return HealthConfig.from_dict(data)
+    return build(HealthConfig, data)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("mics", "service.cli.mics", "list a running daemon's microphones with capture state and health"),
     ("similar", "service.cli.similar", "find stored windows that sound like a stored window or an audio file"),
     ("sounds", "service.cli.sounds", "teach a running daemon custom sounds from a few examples; list or remove them"),
+    ("corrections", "service.cli.corrections", "say what stored windows really were (activity corrections); list or remove them"),
     ("health", "service.cli.health", "check microphone health (clipping, dropouts, dead channel, DC, hum, stuck) per 10 s window of audio files"),
     ("classify", "service.cli.classify", "label, class probabilities and health of every 10 s window of audio files, offline (what Classify answers)"),
     ("train", "service.cli.train", "train the self-supervised encoder and write a model file"),
@@ -40,11 +41,11 @@ COMMANDS: list[tuple[str, str, str]] = [
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends "(default: X)" to an option's help unless the help already names its default or there is
-    none to name (None, False: the option only overrides the config when given)."""
+    none to name (None, False, an empty list: the option only overrides the config, or adds, when given)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help_text = action.help or ""
-        if "default" in help_text or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in help_text or action.default in (None, False, [], argparse.SUPPRESS):
             return help_text
         return super()._get_help_string(action)
 

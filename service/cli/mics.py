@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from service.cli.daemon_address import add_address_argument
+from service.api.daemon_address import add_address_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the daemon's microphones."""
     from google.protobuf.json_format import MessageToDict
 
-    from service.grpc_client import EXIT_OK, call, format_table, format_time
+    from service.api.grpc_client import EXIT_OK, call, format_table, format_time
     from service.rpc import roomtone_pb2 as pb
 
     def body(stub) -> int:
@@ -43,6 +43,6 @@ def run(args: argparse.Namespace) -> int:
 
 def health_name(value: int) -> str:
     """"ok"/"degraded"/"faulty" for a HealthState value, "-" when unknown."""
-    from service.proto_names import HEALTH_FROM_PB
+    from service.api.proto_names import HEALTH_FROM_PB
 
     return HEALTH_FROM_PB.get(value, "-")

@@ -33,7 +33,7 @@ EXIT_SECOND_SIGNAL = 1
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `roomtone run`; the defaults they name are read from the config schema."""
-    from service.config import DaemonConfig, GrpcConfig, MetricsConfig, PipelineConfig
+    from service.config import ClipsConfig, DaemonConfig, GrpcConfig, MetricsConfig, PipelineConfig, WebConfig
 
     parser.add_argument("--config", metavar="FILE.toml", help="TOML config file (see docs/daemon.md)")
     parser.add_argument("--model", help="model file (default: the bundled models/roomtone.pt)")
@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--channels", type=int, help="input channels per --device microphone")
     parser.add_argument("--list-devices", action="store_true", help="print the audio input devices and exit")
     pipeline, grpc_config, metrics, daemon = PipelineConfig(), GrpcConfig(), MetricsConfig(), DaemonConfig.model_fields
+    web, clips = WebConfig(), ClipsConfig()
     parser.add_argument("--window-s", type=float, help=f"window length in seconds (default {pipeline.window_s:g})")
     parser.add_argument("--hop-s", type=float, help=f"hop between windows in seconds (default {pipeline.hop_s:g})")
     parser.add_argument("--compute-device",
@@ -63,12 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-address", help=f"/metrics listen address (default {metrics.address})")
     parser.add_argument("--metrics-port", type=int, help=f"/metrics port, 0 = any free port (default {metrics.port})")
     parser.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
-    parser.add_argument("--web-address", help="web page listen address (default 127.0.0.1; beyond loopback needs "
+    parser.add_argument("--web-address", help=f"web page listen address (default {web.address}; beyond loopback needs "
                                               "[web] TLS and a token or client certificates, see docs/web.md)")
-    parser.add_argument("--web-port", type=int, help="web page port, 0 = any free port (default 9480)")
+    parser.add_argument("--web-port", type=int, help=f"web page port, 0 = any free port (default {web.port})")
     parser.add_argument("--no-web", action="store_true", help="do not serve the web page")
     parser.add_argument("--keep-clips", choices=("none", "events", "all"),
-                        help="keep windows' audio as clips (default none; clips record people at home, see docs/web.md)")
+                        help=f"keep windows' audio as clips (default {clips.keep}; clips record people at home, see "
+                             "docs/web.md)")
     parser.add_argument("--max-windows", type=int, help="stop after storing this many windows (demos, tests)")
     parser.add_argument("--log-level", help=f"DEBUG, INFO, WARNING or ERROR (default {daemon['log_level'].default})")
     parser.add_argument("--log-format", choices=("auto", "json", "text"),
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from service.config import ConfigError, load_config
 
     if args.list_devices:
-        from service.sources import input_devices
+        from service.capture.sources import input_devices
 
         devices = input_devices()
         for device in devices:
@@ -152,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
     from encoder.onnx_graph import GraphError
     from service.daemon import Daemon
     from service.logs import configure_logging
-    from service.sources import SourceError
-    from service.store_guard import StoreInUse
+    from service.capture.sources import SourceError
+    from service.store.store_guard import StoreInUse
 
     configure_logging(config.log_level, config.log_format)
     daemon = Daemon(config)

@@ -15,7 +15,7 @@ import json
 import sys
 import time
 
-from service.cli.daemon_address import add_address_argument
+from service.api.daemon_address import add_address_argument
 from service.cli.events import time_range
 from service.vocabulary import MAX_PAGE
 
@@ -44,7 +44,7 @@ def duration_text(seconds: float) -> str:
 
 def session_row(session, now_unix_ms: int) -> list[str]:
     """Table row [start, end, duration, mic, activity, windows, mean p] of one ActivitySession message."""
-    from service.grpc_client import format_time
+    from service.api.grpc_client import format_time
 
     end = session.end_unix_ms if not session.open else now_unix_ms
     return [format_time(session.start_unix_ms), "(open)" if session.open else format_time(session.end_unix_ms),
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the latest matching sessions, oldest first."""
     from google.protobuf.json_format import MessageToDict
 
-    from service.grpc_client import EXIT_OK, EXIT_USAGE, call, format_table
+    from service.api.grpc_client import EXIT_OK, EXIT_USAGE, call, format_table
     from service.rpc import roomtone_pb2 as pb
 
     now = int(time.time() * 1000)

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from service.cli.daemon_address import add_address_argument
+from service.api.daemon_address import add_address_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     """Print the k nearest stored windows."""
     from google.protobuf.json_format import MessageToDict
 
-    from service.grpc_client import EXIT_OK, EXIT_USAGE, call, format_table, format_time
-    from service.proto_names import HEALTH_FROM_PB
+    from service.api.grpc_client import EXIT_OK, EXIT_USAGE, call, format_table, format_time
+    from service.api.proto_names import HEALTH_FROM_PB
     from service.rpc import roomtone_pb2 as pb
 
     if not 1 <= args.k <= 1000:

@@ -52,14 +52,18 @@ LABEL_KIND_MIC_FAULTY: LabelKind
 LABEL_KIND_NO_HEAD: LabelKind
 
 class SoundMatch(_message.Message):
-    __slots__ = ("name", "score", "threshold")
+    __slots__ = ("name", "score", "threshold", "start_offset_ms", "end_offset_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    START_OFFSET_MS_FIELD_NUMBER: _ClassVar[int]
+    END_OFFSET_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     score: float
     threshold: float
-    def __init__(self, name: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ...) -> None: ...
+    start_offset_ms: int
+    end_offset_ms: int
+    def __init__(self, name: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., start_offset_ms: _Optional[int] = ..., end_offset_ms: _Optional[int] = ...) -> None: ...
 
 class Window(_message.Message):
     __slots__ = ("window_id", "mic_id", "start_unix_ms", "end_unix_ms", "label", "probabilities", "health_state", "health_reasons", "health_scores", "rms_dbfs", "embedding", "label_kind", "sounds")
@@ -106,7 +110,7 @@ class Window(_message.Message):
     def __init__(self, window_id: _Optional[int] = ..., mic_id: _Optional[str] = ..., start_unix_ms: _Optional[int] = ..., end_unix_ms: _Optional[int] = ..., label: _Optional[str] = ..., probabilities: _Optional[_Mapping[str, float]] = ..., health_state: _Optional[_Union[HealthState, str]] = ..., health_reasons: _Optional[_Iterable[str]] = ..., health_scores: _Optional[_Mapping[str, float]] = ..., rms_dbfs: _Optional[float] = ..., embedding: _Optional[_Iterable[float]] = ..., label_kind: _Optional[_Union[LabelKind, str]] = ..., sounds: _Optional[_Iterable[_Union[SoundMatch, _Mapping]]] = ...) -> None: ...
 
 class StateChange(_message.Message):
-    __slots__ = ("event_id", "kind", "mic_id", "time_unix_ms", "previous", "current", "window_id", "reasons", "score")
+    __slots__ = ("event_id", "kind", "mic_id", "time_unix_ms", "previous", "current", "window_id", "reasons", "score", "start_offset_ms", "end_offset_ms")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MIC_ID_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +120,8 @@ class StateChange(_message.Message):
     WINDOW_ID_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    START_OFFSET_MS_FIELD_NUMBER: _ClassVar[int]
+    END_OFFSET_MS_FIELD_NUMBER: _ClassVar[int]
     event_id: int
     kind: EventKind
     mic_id: str
@@ -125,7 +131,9 @@ class StateChange(_message.Message):
     window_id: int
     reasons: _containers.RepeatedScalarFieldContainer[str]
     score: float
-    def __init__(self, event_id: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., mic_id: _Optional[str] = ..., time_unix_ms: _Optional[int] = ..., previous: _Optional[str] = ..., current: _Optional[str] = ..., window_id: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., score: _Optional[float] = ...) -> None: ...
+    start_offset_ms: int
+    end_offset_ms: int
+    def __init__(self, event_id: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., mic_id: _Optional[str] = ..., time_unix_ms: _Optional[int] = ..., previous: _Optional[str] = ..., current: _Optional[str] = ..., window_id: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., score: _Optional[float] = ..., start_offset_ms: _Optional[int] = ..., end_offset_ms: _Optional[int] = ...) -> None: ...
 
 class ActivitySession(_message.Message):
     __slots__ = ("session_id", "mic_id", "activity", "start_unix_ms", "end_unix_ms", "open", "windows", "mean_probability", "last_window_end_unix_ms")
@@ -343,7 +351,7 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[ActivitySession, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Sound(_message.Message):
-    __slots__ = ("name", "examples", "threshold", "calibrated_threshold", "threshold_overridden", "calibration", "model_sha256", "created_unix_ms", "active", "problem", "example_files", "example_windows")
+    __slots__ = ("name", "examples", "threshold", "calibrated_threshold", "threshold_overridden", "calibration", "model_sha256", "created_unix_ms", "active", "problem", "example_files", "example_windows", "span_ms", "not_this", "calibrated_unix_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -356,6 +364,9 @@ class Sound(_message.Message):
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     EXAMPLE_FILES_FIELD_NUMBER: _ClassVar[int]
     EXAMPLE_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    SPAN_MS_FIELD_NUMBER: _ClassVar[int]
+    NOT_THIS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     examples: int
     threshold: float
@@ -368,7 +379,10 @@ class Sound(_message.Message):
     problem: str
     example_files: int
     example_windows: int
-    def __init__(self, name: _Optional[str] = ..., examples: _Optional[int] = ..., threshold: _Optional[float] = ..., calibrated_threshold: _Optional[float] = ..., threshold_overridden: _Optional[bool] = ..., calibration: _Optional[str] = ..., model_sha256: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., active: _Optional[bool] = ..., problem: _Optional[str] = ..., example_files: _Optional[int] = ..., example_windows: _Optional[int] = ...) -> None: ...
+    span_ms: int
+    not_this: int
+    calibrated_unix_ms: int
+    def __init__(self, name: _Optional[str] = ..., examples: _Optional[int] = ..., threshold: _Optional[float] = ..., calibrated_threshold: _Optional[float] = ..., threshold_overridden: _Optional[bool] = ..., calibration: _Optional[str] = ..., model_sha256: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., active: _Optional[bool] = ..., problem: _Optional[str] = ..., example_files: _Optional[int] = ..., example_windows: _Optional[int] = ..., span_ms: _Optional[int] = ..., not_this: _Optional[int] = ..., calibrated_unix_ms: _Optional[int] = ...) -> None: ...
 
 class AddSoundRequest(_message.Message):
     __slots__ = ("name", "audio", "window_ids", "threshold", "replace")
@@ -401,5 +415,69 @@ class RemoveSoundRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class RemoveSoundResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MarkNotThisRequest(_message.Message):
+    __slots__ = ("name", "window_id", "event_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    window_id: int
+    event_id: int
+    def __init__(self, name: _Optional[str] = ..., window_id: _Optional[int] = ..., event_id: _Optional[int] = ...) -> None: ...
+
+class Correction(_message.Message):
+    __slots__ = ("window_id", "mic_id", "start_unix_ms", "end_unix_ms", "label", "predicted_label", "created_unix_ms", "model_sha256", "window_kept")
+    WINDOW_ID_FIELD_NUMBER: _ClassVar[int]
+    MIC_ID_FIELD_NUMBER: _ClassVar[int]
+    START_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    END_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_KEPT_FIELD_NUMBER: _ClassVar[int]
+    window_id: int
+    mic_id: str
+    start_unix_ms: int
+    end_unix_ms: int
+    label: str
+    predicted_label: str
+    created_unix_ms: int
+    model_sha256: str
+    window_kept: bool
+    def __init__(self, window_id: _Optional[int] = ..., mic_id: _Optional[str] = ..., start_unix_ms: _Optional[int] = ..., end_unix_ms: _Optional[int] = ..., label: _Optional[str] = ..., predicted_label: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., model_sha256: _Optional[str] = ..., window_kept: _Optional[bool] = ...) -> None: ...
+
+class CorrectWindowRequest(_message.Message):
+    __slots__ = ("window_id", "label")
+    WINDOW_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    window_id: int
+    label: str
+    def __init__(self, window_id: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
+
+class ListCorrectionsRequest(_message.Message):
+    __slots__ = ("mic_ids", "labels")
+    MIC_IDS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    mic_ids: _containers.RepeatedScalarFieldContainer[str]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mic_ids: _Optional[_Iterable[str]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListCorrectionsResponse(_message.Message):
+    __slots__ = ("corrections",)
+    CORRECTIONS_FIELD_NUMBER: _ClassVar[int]
+    corrections: _containers.RepeatedCompositeFieldContainer[Correction]
+    def __init__(self, corrections: _Optional[_Iterable[_Union[Correction, _Mapping]]] = ...) -> None: ...
+
+class RemoveCorrectionRequest(_message.Message):
+    __slots__ = ("window_id",)
+    WINDOW_ID_FIELD_NUMBER: _ClassVar[int]
+    window_id: int
+    def __init__(self, window_id: _Optional[int] = ...) -> None: ...
+
+class RemoveCorrectionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -86,6 +86,26 @@ class RoomtoneStub:
                 request_serializer=roomtone_dot_v1_dot_roomtone__pb2.RemoveSoundRequest.SerializeToString,
                 response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.RemoveSoundResponse.FromString,
                 _registered_method=True)
+        self.MarkNotThis = channel.unary_unary(
+                '/roomtone.v1.Roomtone/MarkNotThis',
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.MarkNotThisRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.Sound.FromString,
+                _registered_method=True)
+        self.CorrectWindow = channel.unary_unary(
+                '/roomtone.v1.Roomtone/CorrectWindow',
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.CorrectWindowRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.Correction.FromString,
+                _registered_method=True)
+        self.ListCorrections = channel.unary_unary(
+                '/roomtone.v1.Roomtone/ListCorrections',
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.ListCorrectionsRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ListCorrectionsResponse.FromString,
+                _registered_method=True)
+        self.RemoveCorrection = channel.unary_unary(
+                '/roomtone.v1.Roomtone/RemoveCorrection',
+                request_serializer=roomtone_dot_v1_dot_roomtone__pb2.RemoveCorrectionRequest.SerializeToString,
+                response_deserializer=roomtone_dot_v1_dot_roomtone__pb2.RemoveCorrectionResponse.FromString,
+                _registered_method=True)
 
 
 class RoomtoneServicer:
@@ -169,6 +189,42 @@ class RoomtoneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MarkNotThis(self, request, context):
+        """"Not this": a detection of a custom sound was wrong. The detection's window (by window id, or by the
+        sound_detected event's id) becomes a negative example of the sound and its threshold is recalibrated.
+        NOT_FOUND for an unknown sound, window or event; ALREADY_EXISTS when that window is already marked;
+        INVALID_ARGUMENT when the event is not a sound_detected event or is of another sound.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CorrectWindow(self, request, context):
+        """Say what a stored window really was: one of the head's classes. The correction keeps a copy of the
+        window's embedding (it outlives the window under retention) for `roomtone train-head --corrections`,
+        which refits the head on the shared set plus the home's corrections; live labels do not change until
+        then. Correcting a window again replaces its correction. INVALID_ARGUMENT for a label that is not a
+        head class ("quiet" and "unknown" are decisions, not classes), NOT_FOUND for an unknown window,
+        FAILED_PRECONDITION for a window without an embedding (faulty microphone) or a model without a head.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCorrections(self, request, context):
+        """Every correction, newest first, optionally filtered by microphone and corrected label.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveCorrection(self, request, context):
+        """Forget the correction of a window. NOT_FOUND when the window has none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomtoneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +277,26 @@ def add_RoomtoneServicer_to_server(servicer, server):
                     servicer.RemoveSound,
                     request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.RemoveSoundRequest.FromString,
                     response_serializer=roomtone_dot_v1_dot_roomtone__pb2.RemoveSoundResponse.SerializeToString,
+            ),
+            'MarkNotThis': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkNotThis,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.MarkNotThisRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.Sound.SerializeToString,
+            ),
+            'CorrectWindow': grpc.unary_unary_rpc_method_handler(
+                    servicer.CorrectWindow,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.CorrectWindowRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.Correction.SerializeToString,
+            ),
+            'ListCorrections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCorrections,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.ListCorrectionsRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.ListCorrectionsResponse.SerializeToString,
+            ),
+            'RemoveCorrection': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveCorrection,
+                    request_deserializer=roomtone_dot_v1_dot_roomtone__pb2.RemoveCorrectionRequest.FromString,
+                    response_serializer=roomtone_dot_v1_dot_roomtone__pb2.RemoveCorrectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -494,6 +570,114 @@ class Roomtone:
             '/roomtone.v1.Roomtone/RemoveSound',
             roomtone_dot_v1_dot_roomtone__pb2.RemoveSoundRequest.SerializeToString,
             roomtone_dot_v1_dot_roomtone__pb2.RemoveSoundResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkNotThis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomtone.v1.Roomtone/MarkNotThis',
+            roomtone_dot_v1_dot_roomtone__pb2.MarkNotThisRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.Sound.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CorrectWindow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomtone.v1.Roomtone/CorrectWindow',
+            roomtone_dot_v1_dot_roomtone__pb2.CorrectWindowRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.Correction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCorrections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomtone.v1.Roomtone/ListCorrections',
+            roomtone_dot_v1_dot_roomtone__pb2.ListCorrectionsRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.ListCorrectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveCorrection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomtone.v1.Roomtone/RemoveCorrection',
+            roomtone_dot_v1_dot_roomtone__pb2.RemoveCorrectionRequest.SerializeToString,
+            roomtone_dot_v1_dot_roomtone__pb2.RemoveCorrectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,7 +13,7 @@ import json
 import threading
 from collections import deque
 
-from service.web.mel_strip import strip_to_json
+from service.web.mel_strip import mel_strip, strip_to_json
 from service.web.views import change_json, window_json
 
 #: Messages a page may fall behind before its oldest ones are dropped.
@@ -48,7 +48,8 @@ def sse_frame(event: str, data: dict) -> str:
 class LiveFeed:
     """Recent live messages per microphone plus the set of open page streams."""
 
-    def __init__(self, history: int = HISTORY) -> None:
+    def __init__(self, floor_db: float, history: int = HISTORY) -> None:
+        self.floor_db = floor_db  # the model's log-Mel floor: the strip's black
         self._history = history
         self._recent: dict[str, deque[dict]] = {}
         self._lock = threading.Lock()
@@ -75,10 +76,10 @@ class LiveFeed:
                 pass
 
     def on_stored(self, analysed, windows, changes) -> None:
-        """The daemon's stored-batch listener: each window (with its log-Mel strip and failing checks), then
-        each state change, to every open page."""
+        """The daemon's stored-batch listener: each window (with its log-Mel strip, made here, and failing
+        checks), then each state change, to every open page."""
         for item, window in zip(analysed, windows):
-            strip = strip_to_json(item.log_mel_strip) if item.log_mel_strip is not None else None
+            strip = None if item.log_mel is None else strip_to_json(mel_strip(item.log_mel, self.floor_db))
             self.publish("window", {"window": window_json(window), "strip": strip, "failing": item.failing},
                          mic_id=window.mic_id)
         for change in changes:

@@ -21,7 +21,13 @@ TOP_DB = 20.0
 
 def _mean_pool(values: np.ndarray, size: int, axis: int) -> np.ndarray:
     """``values`` averaged down to ``size`` equal slices along ``axis`` (size <= length)."""
-    edges = np.linspace(0, values.shape[axis], size + 1).round().astype(int)
+    length = values.shape[axis]
+    if length % size == 0:
+        # Slices of one length (128 Mel bands into 64 rows): a reshape sums the same numbers in the same order
+        # as reduceat, which takes 0.8 ms for 64 slices of two rows of 1,001 frames; this takes 0.05 ms.
+        shape = values.shape[:axis] + (size, length // size) + values.shape[axis + 1:]
+        return values.reshape(shape).sum(axis=axis + 1).astype(np.float64) / (length // size)
+    edges = np.linspace(0, length, size + 1).round().astype(int)
     sums = np.add.reduceat(values, edges[:-1], axis=axis)
     counts = np.diff(edges).reshape([-1 if a == axis else 1 for a in range(values.ndim)])
     return sums / counts

@@ -18,28 +18,37 @@ import base64
 import hmac
 import html
 import logging
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
-from service.clips import CODECS, ClipStore
+from service.store.clips import CODECS, ClipStore
 from service.config import WebConfig
-from service.event_store import EventQuery, EventStore
+from service.store.event_store import EventQuery, EventStore
+from service.logs import ThrottledLog
 from service.records import MicStatus
+from service.web.connections import ACCEPT_BACKLOG, ConnectionGuard, GuardedSite
 from service.web.live import LiveFeed
-from service.web.views import change_json, mic_json, session_json, window_json
+from service.web.origins import AllowedOrigins
+from service.web.timeline_summary import bucket_ms_for, timeline_runs
+from service.web.views import change_json, correction_json, mic_json, run_json, session_json, window_json
 
 log = logging.getLogger("roomtone.web")
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: Paths that serve the page; the ES modules choose the view from the path.
-PAGE_ROUTES = ("/", "/timeline", "/mics")
+PAGE_ROUTES = ("/", "/timeline", "/mics", "/corrections")
 MAX_SIMILAR = 50
 MAX_LIST = 10000
+#: Buckets of `/api/timeline`: the page asks for one per unit of its 1000-wide lanes.
+DEFAULT_TIMELINE_BUCKETS = 1000
+MAX_TIMELINE_BUCKETS = 5000
 
 
 @dataclass
@@ -55,12 +64,25 @@ class WebBackend:
     clips: ClipStore | None = None
     clips_keep: str = "none"
     sessions_enabled: bool = False  # activity sessions are tracked ([sessions] enabled): the timeline shows them
-    sounds: object | None = None  # service.sound_library.SoundService: "this is a..." teaches custom sounds
+    sounds: object | None = None  # service.analysis.sound_library.SoundService: "this is a..." teaches custom sounds
+    corrections: object | None = None  # service.store.corrections.CorrectionService: "this was really a..."
     extra: dict = field(default_factory=dict)  # shown in /api/status (model sha, version)
 
 
 BACKEND = web.AppKey("backend", WebBackend)
 MAX_PAGES = web.AppKey("max_pages", int)
+#: Largest magnitude of an integer query parameter (SQLite's INTEGER is 64-bit).
+INT_PARAM_LIMIT = 2**63 - 1
+
+
+@dataclass
+class OriginsHolder:
+    """The page's allowed hosts and origins; replaced once the listener knows its port."""
+
+    allowed: AllowedOrigins
+
+
+ORIGINS = web.AppKey("origins", OriginsHolder)
 
 
 class ApiError(Exception):
@@ -79,9 +101,11 @@ def _int_param(request: web.Request, name: str, default: int | None = None, lo: 
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = int(raw) if len(raw) <= 20 else None
     except ValueError:
-        raise ApiError(400, "bad_parameter", f"{name} must be an integer, got {raw!r}") from None
+        value = None
+    if value is None or abs(value) > INT_PARAM_LIMIT:
+        raise ApiError(400, "bad_parameter", f"{name} must be a whole number of at most 19 digits, got {raw[:40]!r}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ApiError(400, "bad_parameter", f"{name} must be between {lo} and {hi}, got {value}")
     return value
@@ -135,6 +159,7 @@ async def status(request: web.Request) -> web.Response:
         "mics": [mic_json(m) for m in mics], "classes": list(backend.class_names),
         "window_s": backend.window_s, "hop_s": backend.hop_s, "clips": backend.clips_keep,
         "sessions": backend.sessions_enabled, "sounds": backend.sounds is not None,
+        "corrections": backend.corrections is not None,
         "recent": backend.feed.recent(), **backend.extra})
 
 
@@ -148,6 +173,28 @@ async def list_windows(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise ApiError(400, "bad_parameter", str(exc)) from None
     return web.json_response({"windows": [window_json(w) for w in found.items], "next_page": found.next_page_token})
+
+
+async def timeline(request: web.Request) -> web.Response:
+    """Runs of windows with the same activity per microphone, at most one per bucket (the timeline's lanes):
+    ``?since_ms=&until_ms=&mic=&buckets=``; ``until_ms`` defaults to now."""
+    backend = _backend(request)
+    since = _int_param(request, "since_ms")
+    if since is None:
+        raise ApiError(400, "bad_parameter", "since_ms is required (the start of the span, unix ms)")
+    until = _int_param(request, "until_ms", int(time.time() * 1000))
+    buckets = _int_param(request, "buckets", DEFAULT_TIMELINE_BUCKETS, 1, MAX_TIMELINE_BUCKETS)
+    mics = tuple(m for m in request.query.getall("mic", []) if m)
+    bucket_ms = bucket_ms_for(since, until, buckets)
+    try:
+        query = EventQuery(mic_ids=mics, kinds=("window",), since_unix_ms=since, until_unix_ms=until)
+        cells = await _in_thread(backend.store.label_buckets, query, since, bucket_ms)
+    except ValueError as exc:
+        raise ApiError(400, "bad_parameter", str(exc)) from None
+    runs = timeline_runs(cells, max_gap_ms=round(1.5 * backend.hop_s * 1000))
+    return web.json_response({
+        "since_ms": since, "until_ms": until, "bucket_ms": bucket_ms, "windows": sum(c.windows for c in cells),
+        "oldest_start_ms": min((c.start_unix_ms for c in cells), default=None), "runs": [run_json(r) for r in runs]})
 
 
 async def list_changes(request: web.Request) -> web.Response:
@@ -167,7 +214,7 @@ async def list_changes(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     """Activity sessions, newest start first: ``?mic=&since_ms=&until_ms=&limit=&page=`` (sessions still going
     at ``since_ms`` included)."""
-    from service.session_store import SessionQuery
+    from service.store.session_store import SessionQuery
 
     backend = _backend(request)
     limit = _int_param(request, "limit", 500, 1, MAX_LIST)
@@ -181,21 +228,21 @@ async def list_sessions(request: web.Request) -> web.Response:
                               "enabled": backend.sessions_enabled})
 
 
-#: SoundError reasons (service/sound_library.py) -> HTTP status.
+#: SoundError reasons (service/analysis/sound_library.py) -> HTTP status.
 SOUND_STATUS = {"invalid_argument": 400, "not_found": 404, "already_exists": 409, "failed_precondition": 409,
                 "resource_exhausted": 409}
 
 
 def _sound_json(sound) -> dict:
     return {"name": sound.name, "active": sound.active, "problem": sound.problem, "threshold": sound.threshold,
-            "examples": len(sound.examples),
+            "examples": len(sound.examples), "not_this": len(sound.not_this),
             "window_ids": [e.window_id for e in sound.examples if e.kind == "window"]}
 
 
 def teach_from_window(service, name: str, window_id: int):
     """Teach the custom sound ``name`` this stored window: a new sound, or one more example of a sound taught
     from windows (its threshold is recalibrated); SoundError says why not."""
-    from service.sound_library import SoundError
+    from service.analysis.sound_library import SoundError
 
     existing = next((s for s in service.library.sounds() if s.name == name), None)
     if existing is None:
@@ -218,19 +265,9 @@ async def list_sounds(request: web.Request) -> web.Response:
 
 async def teach_sound(request: web.Request) -> web.Response:
     """"This is a...": ``POST {"name": "doorbell"}`` adds this window to that custom sound (AddSound)."""
-    from service.sound_library import SoundError
+    from service.analysis.sound_library import SoundError
 
-    service = _backend(request).sounds
-    window_id = _window_id(request)
-    if service is None:
-        raise ApiError(409, "sounds_disabled", "custom sounds are off ([sounds] enabled = false)")
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "bad_body", "send JSON: {\"name\": \"<sound name>\"}") from None
-    name = body.get("name") if isinstance(body, dict) else None
-    if not isinstance(name, str):
-        raise ApiError(400, "bad_body", "send JSON: {\"name\": \"<sound name>\"}")
+    service, window_id, name = await _sound_request(request)
     try:
         sound = await _in_thread(teach_from_window, service, name.strip(), window_id)
     except SoundError as exc:
@@ -238,15 +275,105 @@ async def teach_sound(request: web.Request) -> web.Response:
     return web.json_response({"sound": _sound_json(sound)})
 
 
+async def _sound_request(request: web.Request):
+    """(sound service, window id, sound name) of a ``POST /api/windows/{id}/...`` ``{"name": ...}`` request."""
+    service = _backend(request).sounds
+    window_id = _window_id(request)
+    if service is None:
+        raise ApiError(409, "sounds_disabled", "custom sounds are off ([sounds] enabled = false)")
+    try:
+        body = await request.json()
+    except (ValueError, RecursionError):  # malformed, or nested deeper than the parser's recursion allows
+        raise ApiError(400, "bad_body", "send JSON: {\"name\": \"<sound name>\"}") from None
+    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str):
+        raise ApiError(400, "bad_body", "send JSON: {\"name\": \"<sound name>\"}")
+    return service, window_id, name
+
+
+async def not_this(request: web.Request) -> web.Response:
+    """"Not this": ``POST {"name": "doorbell"}`` marks that sound's detection in this window as wrong (MarkNotThis)."""
+    from service.analysis.sound_library import SoundError
+
+    service, window_id, name = await _sound_request(request)
+    try:
+        sound = await _in_thread(service.not_this, name.strip(), window_id)
+    except SoundError as exc:
+        raise ApiError(SOUND_STATUS.get(exc.reason, 400), exc.reason, str(exc)) from None
+    return web.json_response({"sound": _sound_json(sound)})
+
+
+CORRECTION_STATUS = {"invalid_argument": 400, "not_found": 404, "failed_precondition": 409}
+
+
+def _corrections(request: web.Request):
+    service = _backend(request).corrections
+    if service is None:
+        raise ApiError(409, "corrections_unavailable", "this daemon serves no corrections")
+    return service
+
+
+async def list_corrections(request: web.Request) -> web.Response:
+    """Every activity correction, newest first (``mic`` and ``label`` filter, repeatable), and the classes a
+    window can be corrected to."""
+    service = _corrections(request)
+    found = await _in_thread(service.list, tuple(request.query.getall("mic", [])), tuple(request.query.getall("label", [])))
+    return web.json_response({"classes": list(service.class_names), "corrections": [correction_json(c) for c in found]})
+
+
+async def correct_window(request: web.Request) -> web.Response:
+    """"This was really a...": ``POST {"label": "speech"}`` records what this window really was (CorrectWindow)."""
+    from service.store.corrections import CorrectionError
+
+    service, window_id = _corrections(request), _window_id(request)
+    try:
+        body = await request.json()
+    except (ValueError, RecursionError):  # malformed, or nested deeper than the parser's recursion allows
+        raise ApiError(400, "bad_body", "send JSON: {\"label\": \"<one of the head's classes>\"}") from None
+    label = body.get("label") if isinstance(body, dict) else None
+    if not isinstance(label, str):
+        raise ApiError(400, "bad_body", "send JSON: {\"label\": \"<one of the head's classes>\"}")
+    try:
+        correction = await _in_thread(service.correct, window_id, label)
+    except CorrectionError as exc:
+        raise ApiError(CORRECTION_STATUS[exc.reason], exc.reason, str(exc)) from None
+    return web.json_response({"correction": correction_json(correction)})
+
+
+async def remove_correction(request: web.Request) -> web.Response:
+    """``DELETE`` forgets this window's correction (RemoveCorrection)."""
+    from service.store.corrections import CorrectionError
+
+    service, window_id = _corrections(request), _window_id(request)
+    try:
+        await _in_thread(service.remove, window_id)
+    except CorrectionError as exc:
+        raise ApiError(CORRECTION_STATUS[exc.reason], exc.reason, str(exc)) from None
+    return web.json_response({"removed": window_id})
+
+
+def _window_correction(backend: WebBackend, window_id: int):
+    """The correction of one window, or None."""
+    found = backend.store.list_corrections(window_ids=[window_id]) if backend.corrections is not None else []
+    return found[0] if found else None
+
+
 async def get_window(request: web.Request) -> web.Response:
-    """One stored window: probabilities, health scores (drift included) and whether its clip is kept."""
+    """One stored window: probabilities, health scores (drift included), whether its clip is kept and its
+    correction."""
     backend = _backend(request)
     window_id = _window_id(request)
     window = await _in_thread(backend.store.get_window, window_id, False)
     if window is None:
         raise ApiError(404, "window_not_found", f"no stored window {window_id}")
     clip = backend.clips.find(window.mic_id, window.start_unix_ms) if backend.clips else None
-    return web.json_response({**window_json(window), "clip_url": f"/api/windows/{window_id}/clip" if clip else None})
+    detections = await _in_thread(backend.store.sound_detections, window_id)
+    marked = ({s.name for s in backend.sounds.library.sounds() if any(n.window_id == window_id for n in s.not_this)}
+              if backend.sounds is not None else set())
+    correction = await _in_thread(_window_correction, backend, window_id)
+    return web.json_response({**window_json(window), "clip_url": f"/api/windows/{window_id}/clip" if clip else None,
+                              "detections": [{**change_json(c), "not_this": c.current in marked} for c in detections],
+                              "correction": None if correction is None else correction_json(correction)})
 
 
 async def similar(request: web.Request) -> web.Response:
@@ -330,13 +457,14 @@ def _authorised(request: web.Request, token: str) -> bool:
     return False
 
 
-def _same_origin_json(request: web.Request) -> bool:
+def _same_origin_json(request: web.Request, origins: AllowedOrigins) -> bool:
     """A change request a page of another site cannot forge: JSON (a cross-site form cannot send it without a
-    CORS preflight, which is never granted) and, when the browser says where it comes from, this origin."""
+    CORS preflight, which is never granted) and, when the browser says where it comes from, one of this page's
+    origins (`AllowedOrigins`; never compared with the request's own Host, which the attacker also sends)."""
     if request.content_type != "application/json":
         return False
     origin = request.headers.get("Origin")
-    return origin is None or origin == f"{request.scheme}://{request.host}"
+    return origin is None or origins.origin_allowed(origin)
 
 
 def _error_page(status: int, reason: str, message: str) -> web.Response:
@@ -355,12 +483,23 @@ def _error(request: web.Request, status: int, reason: str, message: str) -> web.
     return _error_page(status, reason, message)
 
 
-def make_app(backend: WebBackend, token: str | None = None, max_pages: int = 64) -> web.Application:
-    """The aiohttp application serving ``backend``; with ``token`` every request must carry it."""
+def make_app(backend: WebBackend, token: str | None = None, max_pages: int = 64,
+             origins: AllowedOrigins | None = None) -> web.Application:
+    """The aiohttp application serving ``backend``; with ``token`` every request must carry it. Requests must
+    name an allowed host (``origins``, loopback by default) in ``Host``: DNS rebinding gets 403."""
+    holder = OriginsHolder(origins or AllowedOrigins.of("http", "127.0.0.1"))
+    refused_host = ThrottledLog(log, "web request for a host this page does not answer to refused (DNS rebinding, or "
+                                     "a name missing from [web] hosts)")
 
     @web.middleware
     async def guard(request: web.Request, handler):
-        if request.method not in ("GET", "HEAD") and not _same_origin_json(request):
+        allowed = holder.allowed
+        if not allowed.host_allowed(request.headers.get("Host")):
+            refused_host.note(host=request.headers.get("Host", "")[:80], path=request.path[:80])
+            return _error(request, 403, "unknown_host",
+                          f"this roomtone page does not answer to the host {request.headers.get('Host', '')[:80]!r}: "
+                          "open it by a loopback address or name, or list the name in [web] hosts")
+        if request.method not in ("GET", "HEAD") and not _same_origin_json(request, allowed):
             return _error(request, 403, "cross_origin", "changes are accepted only as JSON from this page's own origin")
         if token is not None and not _authorised(request, token):
             response = _error(request, 401, "unauthenticated",
@@ -385,6 +524,7 @@ def make_app(backend: WebBackend, token: str | None = None, max_pages: int = 64)
     app = web.Application(middlewares=[guard])
     app[BACKEND] = backend
     app[MAX_PAGES] = max_pages
+    app[ORIGINS] = holder
     for path in PAGE_ROUTES:
         app.router.add_get(path, page)
     app.router.add_get("/window/{window_id}", window_page)
@@ -392,9 +532,14 @@ def make_app(backend: WebBackend, token: str | None = None, max_pages: int = 64)
     app.router.add_get("/api/live", live)
     app.router.add_get("/api/windows", list_windows)
     app.router.add_get("/api/changes", list_changes)
+    app.router.add_get("/api/timeline", timeline)
     app.router.add_get("/api/sessions", list_sessions)
     app.router.add_get("/api/sounds", list_sounds)
     app.router.add_post("/api/windows/{window_id}/sound", teach_sound)
+    app.router.add_post("/api/windows/{window_id}/not-this", not_this)
+    app.router.add_get("/api/corrections", list_corrections)
+    app.router.add_post("/api/windows/{window_id}/correction", correct_window)
+    app.router.add_delete("/api/windows/{window_id}/correction", remove_correction)
     app.router.add_get("/api/windows/{window_id}", get_window)
     app.router.add_get("/api/windows/{window_id}/similar", similar)
     app.router.add_get("/api/windows/{window_id}/clip", clip)
@@ -418,6 +563,33 @@ def _ssl_context(config: WebConfig) -> ssl.SSLContext | None:
     return context
 
 
+class _LoopErrors:
+    """The page's event loop's error handler: asyncio reports each failed accept (EMFILE when descriptors run
+    out) and each broken connection here; at most one line a minute, never a traceback per event."""
+
+    def __init__(self) -> None:
+        self.throttled = ThrottledLog(log, "web listener trouble")
+
+    def handle(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        exc = context.get("exception")
+        self.throttled.note(problem=context.get("message", ""), error=f"{type(exc).__name__}: {exc}" if exc else "")
+
+
+_loop_errors = _LoopErrors()
+
+
+def page_url(config: WebConfig, port: int) -> str:
+    """The address a browser opens the page at: http(s), the listen address and ``port``; for a wildcard
+    address (0.0.0.0, ::) the first `[web] hosts` name, else this machine's name (which the page accepts only
+    when `[web] hosts` lists it)."""
+    scheme = "https" if config.tls_cert else "http"
+    host = config.address
+    if host in ("0.0.0.0", "::", ""):
+        host = config.hosts[0] if config.hosts else socket.gethostname()
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}/"
+
+
 class WebServer:
     """The page's listener on its own thread: `start()` returns the bound port, `stop()` ends it."""
 
@@ -425,6 +597,7 @@ class WebServer:
         self.config = config
         self.backend = backend
         self.port: int | None = None
+        self.guard = ConnectionGuard(config.max_connections, config.header_timeout_s)
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -432,19 +605,24 @@ class WebServer:
     @property
     def url(self) -> str:
         """The page's address."""
-        scheme = "https" if self.config.tls_cert else "http"
-        host = f"[{self.config.address}]" if ":" in self.config.address else self.config.address
-        return f"{scheme}://{host}:{self.port}/"
+        return page_url(self.config, self.port or 0)
 
     async def _start(self) -> int:
         token = Path(self.config.token_file).read_text().strip() if self.config.token_file else None
-        self._runner = web.AppRunner(make_app(self.backend, token, self.config.max_pages), access_log=None, shutdown_timeout=2.0)
+        scheme = "https" if self.config.tls_cert else "http"
+        app = make_app(self.backend, token, self.config.max_pages,
+                       AllowedOrigins.of(scheme, self.config.address, self.config.hosts))
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
+                                     keepalive_timeout=self.config.idle_timeout_s)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.address, self.config.port, ssl_context=_ssl_context(self.config),
-                           reuse_address=False)
+        asyncio.get_running_loop().set_exception_handler(_loop_errors.handle)
+        site = GuardedSite(self._runner, self.config.address, self.config.port, self.guard,
+                           ssl_context=_ssl_context(self.config), reuse_address=False, backlog=ACCEPT_BACKLOG)
         await site.start()
         self.backend.feed.attach(asyncio.get_running_loop())
-        return self._runner.addresses[0][1]
+        port = self._runner.addresses[0][1]
+        app[ORIGINS].allowed = AllowedOrigins.of(scheme, self.config.address, self.config.hosts, port)
+        return port
 
     def start(self) -> int:
         """Bind and serve on a daemon thread; OSError when the address cannot be bound."""

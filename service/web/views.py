@@ -7,6 +7,7 @@ the same whether the page fetched it or was pushed it.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 from service.records import MicStatus, StateChange, WindowResult
 
@@ -29,7 +30,8 @@ def window_json(window: WindowResult) -> dict:
         "health_reasons": list(window.health_reasons),
         "health_scores": {k: _finite(v) for k, v in window.health_scores.items()},
         "rms_dbfs": _finite(window.rms_dbfs),
-        "sounds": [{"name": m.name, "score": _finite(m.score)} for m in getattr(window, "sounds", ())],
+        "sounds": [{"name": m.name, "score": _finite(m.score), "start_offset_ms": round(m.start_s * 1000),
+                    "end_offset_ms": round(m.end_s * 1000)} for m in getattr(window, "sounds", ())],
     }
 
 
@@ -44,11 +46,14 @@ def change_json(change: StateChange) -> dict:
         "current": change.current,
         "window_id": change.window_id,
         "reasons": list(change.reasons),
+        "score": _finite(change.score),  # sound_detected: the score; where in the window (ms from its start):
+        "start_offset_ms": change.sound_start_ms,
+        "end_offset_ms": change.sound_end_ms,
     }
 
 
 def session_json(session) -> dict:
-    """An activity session (service.sessions.ActivitySession); ``end_unix_ms`` is null while it is open."""
+    """An activity session (service.analysis.sessions.ActivitySession); ``end_unix_ms`` is null while it is open."""
     return {
         "session_id": session.session_id,
         "mic_id": session.mic_id,
@@ -58,6 +63,12 @@ def session_json(session) -> dict:
         "windows": session.windows,
         "mean_probability": _finite(session.mean_probability),
     }
+
+
+def run_json(run) -> dict:
+    """A run of windows with the same activity on the timeline (service.web.timeline_summary.TimelineRun,
+    whose fields are the JSON's keys)."""
+    return asdict(run)
 
 
 def mic_json(mic: MicStatus) -> dict:
@@ -71,4 +82,19 @@ def mic_json(mic: MicStatus) -> dict:
         "health_reasons": list(mic.health_reasons),
         "health_scores": {k: _finite(v) for k, v in mic.health_scores.items()},
         "label": mic.label,
+    }
+
+
+def correction_json(correction) -> dict:
+    """An activity correction (service.correction_store.Correction) without its embedding."""
+    return {
+        "window_id": correction.window_id,
+        "mic_id": correction.mic_id,
+        "start_unix_ms": correction.start_unix_ms,
+        "end_unix_ms": correction.end_unix_ms,
+        "label": correction.label,
+        "predicted": correction.predicted,
+        "created_unix_ms": correction.created_unix_ms,
+        "model_sha256": correction.model_sha256,
+        "window_kept": correction.window_kept,
     }

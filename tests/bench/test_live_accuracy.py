@@ -3,15 +3,12 @@ track in daemon time from window levels, and picking for each clip a window that
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import subprocess
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-from live_accuracy import RATE, align, track_rms_dbfs, window_of_each_clip  # noqa: E402
+from bench.live_accuracy import RATE, align, track_rms_dbfs, window_of_each_clip
 
 PLAYED = 1_700_000_000.0
 
@@ -62,3 +59,27 @@ def test_a_clip_without_a_window_that_overlaps_enough_gets_none():
     _, spans = made_up_track()
     sparse = [{"start_s": PLAYED + 6.0, "end_s": PLAYED + 16.0, "label": "x", "rms_dbfs": -30.0}]
     assert [window for _, window in window_of_each_clip(spans, sparse, PLAYED, 0.0, 9.0)] == [None, None, None]
+
+
+def _sinks() -> str:
+    return subprocess.run(["pactl", "list", "short", "sinks"], capture_output=True, text=True).stdout
+
+
+def _defaults() -> list[str]:
+    return [subprocess.run(["pactl", f"get-default-{kind}"], capture_output=True, text=True).stdout for kind in ("sink", "source")]
+
+
+@pytest.mark.audio
+def test_the_bench_sink_is_unloaded_and_the_defaults_restored_even_when_the_run_fails():
+    from tests.service.daemon_support import null_sink_scope, pulseaudio_scope
+
+    with pulseaudio_scope() as reason:
+        if reason:
+            pytest.skip(reason)
+        before = _defaults()
+        with pytest.raises(RuntimeError):
+            with null_sink_scope("roomtone_p3_spec"):
+                assert "roomtone_p3_spec" in _sinks()
+                raise RuntimeError("the run failed")
+        assert "roomtone_p3_spec" not in _sinks()
+        assert _defaults() == before

@@ -77,8 +77,8 @@ def metric_names_in(text: str) -> set[str]:
 
 
 def daemon_metric_names() -> set[str]:
-    """Every metric name the daemon's registry (service/metrics.py) exposes, as PromQL spells it."""
-    from service.metrics import Metrics
+    """Every metric name the daemon's registry (service/metrics/daemon_metrics.py) exposes, as PromQL spells it."""
+    from service.metrics.daemon_metrics import Metrics
 
     return {family.name + "_total" if family.type == "counter" else family.name
             for family in Metrics().registry.collect()}

@@ -75,26 +75,14 @@ def test_build_context_leaves_out_the_local_venv_and_git_but_keeps_models():
     assert not ignored & {"models", "scripts", "encoder", "service", "requirements.lock", "pyproject.toml"}
 
 
-def test_every_published_port_binds_host_loopback_only():
-    model = compose_config()
-    published = {}
-    for name, service in model["services"].items():
-        for port in service.get("ports", []):
-            host_ip = port.get("host_ip") if isinstance(port, dict) else port.rsplit(":", 2)[0]
-            assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond loopback"
-            target = port["target"] if isinstance(port, dict) else int(port.split(":")[-1].split("/")[0])
-            published.setdefault(name, set()).add(int(target))
-    assert 50051 in published["roomtone"], "the gRPC port is not published"
-
-
-def test_daemon_environment_uses_real_config_keys_and_listens_inside_the_container():
+def test_daemon_environment_uses_real_config_keys_and_keeps_the_loopback_listeners():
     from service.config import DaemonConfig, build, env_overrides, merge, read_toml
 
     env = compose_config()["services"]["roomtone"]["environment"]
     roomtone_env = {k: str(v) for k, v in env.items() if k.startswith("ROOMTONE_")}
     config = build(DaemonConfig, merge(read_toml(EXAMPLE_CONFIG), env_overrides(roomtone_env)))
-    assert config.grpc.address == "0.0.0.0:50051"
-    assert config.metrics.address == "0.0.0.0"
+    assert config.grpc.address == "127.0.0.1:50051"
+    assert (config.metrics.address, config.web.address) == ("127.0.0.1", "127.0.0.1")
     assert config.data_dir == "/var/lib/roomtone"
     assert config.pipeline.device == "cpu"
     # the data dir is a volume, and the model path lies in the mounted models folder
@@ -104,10 +92,17 @@ def test_daemon_environment_uses_real_config_keys_and_listens_inside_the_contain
     assert "/opt/roomtone/models" in mounts and config.model.startswith("/opt/roomtone/models/")
 
 
-def test_prometheus_scrapes_the_daemon_service_on_its_metrics_port():
+def test_the_image_does_not_move_the_listeners_off_loopback():
+    text = DOCKERFILE.read_text()
+    assert "0.0.0.0" not in text and "ROOMTONE_GRPC__ADDRESS" not in text and "EXPOSE" not in text
+
+
+def test_prometheus_scrapes_the_daemons_metrics_listener():
+    from service.config import read_toml
+
+    metrics = read_toml(EXAMPLE_CONFIG)["metrics"]
+    assert f'"{metrics["address"]}:{metrics["port"]}"' in PROMETHEUS_CONFIG.read_text()
     model = compose_config()
-    port = str(model["services"]["roomtone"]["environment"]["ROOMTONE_METRICS__PORT"])
-    assert f'"roomtone:{port}"' in PROMETHEUS_CONFIG.read_text()
     targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in model["services"]["prometheus"]["volumes"]}
     assert {"/etc/prometheus/prometheus.yml", "/etc/prometheus/rules"} <= targets
 

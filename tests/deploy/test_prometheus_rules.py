@@ -76,14 +76,14 @@ def test_rules_only_query_metrics_the_daemon_exports():
     used = metric_names_in(RULES.read_text())
     assert used, "no roomtone_ metric found in the rules"
     missing = used - daemon_metric_names()
-    assert not missing, f"rules query metrics service/metrics.py does not export: {sorted(missing)}"
+    assert not missing, f"rules query metrics service/metrics/daemon_metrics.py does not export: {sorted(missing)}"
 
 
 def test_daemon_metrics_pass_promtool_check_metrics():
     """The exposition the rules are written against follows Prometheus naming conventions."""
     from prometheus_client import generate_latest
 
-    from service.metrics import Metrics
+    from service.metrics.daemon_metrics import Metrics
 
     metrics = Metrics()
     metrics.register_mic("kitchen")

@@ -8,7 +8,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 RUN_LIST = REPO / "scripts" / "apt-packages.txt"
 TEST_LIST = REPO / "scripts" / "apt-packages-test.txt"
-TEST_ONLY = {"prometheus", "docker-compose", "mosquitto", "mosquitto-clients", "chromium", "chromium-driver", "pulseaudio"}
+TEST_ONLY = {"prometheus", "docker-compose", "mosquitto", "mosquitto-clients", "chromium", "chromium-driver", "pulseaudio",
+             "g++"}
 
 
 def packages(path: Path) -> set[str]:
@@ -33,6 +34,14 @@ def test_only_the_test_command_installs_the_test_list():
     assert not any("--test" in line for line in dockerfile)
     setup = (REPO / "scripts" / "setup.sh").read_text()
     assert 'if [ "$mode" = test ]; then lists+=(scripts/apt-packages-test.txt); fi' in setup
+
+
+def test_the_test_set_up_installs_home_assistant_and_fails_without_it_only_under_ci():
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    block = setup[setup.index("# 3. Home Assistant"):]
+    block = block[:block.index("\nfi\n") + 4]
+    assert 'if [ "$mode" = test ]; then' in block and "bash scripts/setup-home-assistant.sh" in block
+    assert '[ "${CI:-}" = true ] && {' in block and "exit 1" in block
 
 
 def test_ci_turns_a_missing_shared_data_skip_into_a_failure():

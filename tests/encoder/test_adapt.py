@@ -1,6 +1,6 @@
 """`roomtone adapt` (encoder/adapt.py): training continues from the model's weights with its own recipe on
-the home's audio, within a time budget, and the activity head is re-aligned so its answers keep their
-meaning."""
+the home's audio, within a time budget, without forgetting: batch-norm statistics stay frozen, a corpus can
+be mixed into the home's batches, and the head is kept (or re-aligned) so its answers keep their meaning."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import soundfile
 
+import torch
+
 from encoder.adapt import AdaptConfig, adapt, aligned_head, alignment
 from encoder.head import fit_head
 from encoder.model import EncoderConfig
 from encoder.model_file import load_model, save_model
 from encoder.train import TrainConfig, train
+from encoder.training_data import TrainingClip, mixed_in_clips
 from encoder.triplets import TripletConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +77,17 @@ def test_adapt_starts_from_the_model_stays_in_budget_and_keeps_a_valid_head(tiny
                if v.dtype.is_floating_point)
 
 
+def test_the_budget_runs_on_the_wall_clock_unless_the_cpu_clock_is_asked_for(tiny_model, tmp_path):
+    from encoder.adapt import adaptation_train_config
+
+    model, audio = tiny_model
+    bundle = load_model(model)
+    wall = AdaptConfig(model, (str(audio),), tmp_path / "home.pt", minutes=3)
+    cpu = AdaptConfig(model, (str(audio),), tmp_path / "home.pt", minutes=3, budget_clock="cpu")
+    assert adaptation_train_config(bundle, wall).budget_clock == "wall"
+    assert (adaptation_train_config(bundle, cpu).budget_clock, adaptation_train_config(bundle, cpu).max_minutes) == ("cpu", 3)
+
+
 def test_realign_writes_the_head_folded_onto_the_adapted_space(tiny_model, tmp_path):
     model, audio = tiny_model
     adapt(AdaptConfig(model, (str(audio),), tmp_path / "r.pt", minutes=0.01, progress=False, head="realign"))
@@ -91,3 +105,131 @@ def test_init_model_must_fit_the_run(tiny_model, tmp_path):
                          triplets=TripletConfig(tile_s=1.0))
     with pytest.raises(ValueError, match="init_model"):
         train(config, progress=False)
+
+
+def norm_statistics(bundle) -> dict[str, np.ndarray]:
+    """The encoder's batch-norm running means and variances by name."""
+    return {k: v.numpy().copy() for k, v in bundle.encoder.state_dict().items() if "running_" in k}
+
+
+def test_adaptation_keeps_the_models_batch_norm_statistics_while_its_weights_move(tiny_model, tmp_path):
+    model, audio = tiny_model
+    adapt(AdaptConfig(model, (str(audio),), tmp_path / "home.pt", minutes=0.02, progress=False, learning_rate=1e-2))
+    original, adapted = load_model(model), load_model(tmp_path / "home.pt")
+    assert adapted.metadata["training"]["config"]["norm_statistics"] == "frozen"
+    before, after = norm_statistics(original), norm_statistics(adapted)
+    assert before.keys() == after.keys() and before
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+    weights = {k: v for k, v in original.encoder.state_dict().items() if "running_" not in k and v.dtype.is_floating_point}
+    assert any(not np.allclose(v.numpy(), weights[k].numpy()) for k, v in adapted.encoder.state_dict().items() if k in weights)
+
+
+def test_updated_statistics_learn_the_homes_audio(tiny_model, tmp_path):
+    model, audio = tiny_model
+    adapt(AdaptConfig(model, (str(audio),), tmp_path / "home.pt", minutes=0.02, progress=False, norm_statistics="update"))
+    before, after = norm_statistics(load_model(model)), norm_statistics(load_model(tmp_path / "home.pt"))
+    assert any(not np.allclose(after[name], before[name]) for name in before)
+
+
+def test_corpus_excerpts_make_up_the_asked_share_of_clips_and_are_as_long_as_the_homes(tmp_path):
+    rate = 16000
+    own, others = [], []
+    for i, seconds in enumerate([2.0, 3.0, 3.0, 4.0]):
+        soundfile.write(tmp_path / f"home{i}.flac", np.zeros(int(seconds * rate), np.float32), rate)
+        own.append(TrainingClip(tmp_path / f"home{i}.flac", f"home:{i}"))
+    for i, seconds in enumerate([10.0, 2.0, 12.0]):
+        soundfile.write(tmp_path / f"corpus{i}.flac", np.zeros(int(seconds * rate), np.float32), rate)
+        others.append(TrainingClip(tmp_path / f"corpus{i}.flac", f"corpus:{i}"))
+    mixed = mixed_in_clips(own, others, 0.5, seed=1)
+    assert len(mixed) == 4  # half of own + mixed
+    assert {c.group for c in mixed[:3]} == {"corpus:0", "corpus:1", "corpus:2"}  # each corpus clip before any repeat
+    for clip in mixed:
+        source = others[int(clip.group.split(":")[1])]
+        if source.path.name == "corpus1.flac":
+            assert clip == source  # shorter than the home's median clip: whole
+        else:
+            assert clip.duration_s == 3.0 and 0.0 <= clip.start_s <= 12.0 - 3.0
+    assert mixed == mixed_in_clips(own, others, 0.5, seed=1)
+    assert len(mixed_in_clips(own, others, 0.2, seed=1)) == 1
+    assert mixed_in_clips(own, others, 0.0, seed=1) == []
+
+
+def test_adaptation_mixes_the_corpus_into_the_homes_batches(tiny_model, tmp_path):
+    model, audio = tiny_model
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    source = sorted((REPO / "tests" / "data" / "homesounds" / "audio" / "speech").glob("*.flac"))[0]
+    data, rate = soundfile.read(source, dtype="float32")
+    for k in range(3):
+        soundfile.write(corpus / f"c{k}.flac", data[k * rate: (k + 6) * rate], rate)
+    adapt(AdaptConfig(model, (str(audio),), tmp_path / "home.pt", minutes=0.02, progress=False,
+                      corpus=(str(corpus),), corpus_fraction=0.25))
+    adapted = load_model(tmp_path / "home.pt")
+    config = adapted.metadata["training"]["config"]
+    assert config["mix_data"] == [str(corpus)] and config["mix_fraction"] == 0.25
+    home_clips = len(list(audio.glob("*.flac")))
+    assert adapted.metadata["data"]["clips"] == home_clips + round(home_clips * 0.25 / 0.75)
+    mixed = [d for d in adapted.metadata["data"]["datasets"] if d["name"] == "mixed in"]
+    assert mixed and mixed[0]["clips"] == round(home_clips * 0.25 / 0.75)
+
+
+def test_a_missing_corpus_folder_is_an_error_that_names_it(tiny_model, tmp_path):
+    model, audio = tiny_model
+    with pytest.raises(ValueError, match="nowhere.*corpus folder not found"):
+        AdaptConfig(model, (str(audio),), tmp_path / "x.pt", corpus=(str(tmp_path / "nowhere"),))
+    with pytest.raises(ValueError, match="corpus_fraction"):
+        AdaptConfig(model, (str(audio),), tmp_path / "x.pt", corpus=(str(audio),), corpus_fraction=1.0)
+
+
+def test_the_anchor_pulls_the_weights_back_toward_the_starting_model():
+    from encoder.train import anchor_penalty
+
+    layer = torch.nn.Linear(3, 2)
+    start = {k: v.clone() for k, v in layer.state_dict().items()}
+    penalty = anchor_penalty(layer, start, weight=0.5)
+    assert float(penalty().detach()) == 0.0
+    with torch.no_grad():
+        layer.weight += 1.0
+    value = penalty()
+    assert float(value.detach()) == pytest.approx(0.5 * 6)
+    value.backward()
+    np.testing.assert_allclose(layer.weight.grad.numpy(), np.full((2, 3), 1.0))  # 2 * 0.5 * (w - w0): downhill is back
+
+
+def test_validation_leaves_frozen_batch_norm_frozen():
+    from encoder.model import Encoder
+    from encoder.train import hold_norm_statistics, validate
+
+    class OneBatch:
+        epoch = 0
+
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            return torch.randn(6, 1, 128, 20), None
+
+    encoder = Encoder(EncoderConfig(width=2, blocks=(1, 1, 1, 1)))
+    encoder.train()
+    hold_norm_statistics(encoder)
+    validate(encoder, OneBatch(), torch.device("cpu"), margin=0.1)
+    norms = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and not any(m.training for m in norms)
+    assert encoder.training  # the rest of the network trains on
+
+
+def test_blended_statistics_sit_the_asked_share_of_the_way_to_the_homes(tiny_model):
+    from encoder.adapt import blended_statistics, home_statistics
+
+    bundle = load_model(tiny_model[0])
+    rng = np.random.default_rng(0)
+    windows = [(0.3 * rng.standard_normal(16000 * 2)).astype(np.float32) for _ in range(4)]  # loud noise: another home
+    home = home_statistics(bundle, windows)
+    own = norm_statistics(bundle)
+    assert home.keys() == own.keys() and not np.allclose(home["input_norm.running_mean"].numpy(), own["input_norm.running_mean"])
+    for share in (0.0, 0.25, 1.0):
+        blended = norm_statistics(blended_statistics(bundle, home, share))
+        for name in own:
+            np.testing.assert_allclose(blended[name], (1 - share) * own[name] + share * home[name].numpy(), rtol=1e-5, atol=1e-6)
+    assert all(np.array_equal(norm_statistics(bundle)[k], own[k]) for k in own)  # the model itself is untouched

@@ -7,7 +7,7 @@ import pytest
 import soundfile
 import torch
 
-from encoder.audio import AudioError, decode_audio, load_audio, to_mono
+from encoder.audio import AudioError, decode_audio, decode_samples, load_audio, to_mono
 
 
 def write(path, data, rate=16000, **kwargs):
@@ -109,13 +109,45 @@ def test_a_decoded_size_above_the_bound_is_refused_from_the_header_before_decodi
     from encoder.audio import AudioTooLarge
 
     path = write(tmp_path / "long.flac", np.zeros((48_000, 8), np.float32), rate=48_000, format="FLAC")
-    with pytest.raises(AudioTooLarge, match=r"long\.flac: 1\.0 s x 8 channel\(s\) at 48000 Hz decodes to 384,000"):
+    with pytest.raises(AudioTooLarge, match=r"long\.flac: 1\.0 s x 8 channel\(s\) at 48000 Hz decodes to 128,000 "
+                                            r"samples \(8 channel\(s\) at 16000 Hz\)"):
         decode_audio(path, 16000, max_samples=100_000)
     # upsampling counts too: 1 s at 8 kHz becomes 16,000 samples per channel at 16 kHz
     low = write(tmp_path / "low.wav", np.zeros((8000, 1), np.float32), rate=8000)
     with pytest.raises(AudioTooLarge):
         decode_audio(low, 16000, max_samples=10_000)
     assert decode_audio(low, 16000, max_samples=16_000)[0].shape == (1, 16000)
+
+
+def test_the_bound_counts_samples_after_mixing_to_mono_and_resampling(tmp_path):
+    path = write(tmp_path / "wide.flac", np.zeros((48_000, 8), np.float32), rate=48_000, format="FLAC")
+    samples, rate = decode_samples(path, 16000, mono=True, max_samples=16_000)
+    assert rate == 16000 and samples.shape == (1, 16000)
+
+
+def test_block_wise_decoding_equals_decoding_the_whole_file_at_once(tmp_path, monkeypatch):
+    import encoder.audio
+    from encoder.resampling import resample
+
+    data = np.random.default_rng(1).uniform(-0.5, 0.5, (44_101 * 3, 2)).astype(np.float32)
+    path = write(tmp_path / "odd.wav", data, rate=44_101, subtype="FLOAT")
+    monkeypatch.setattr(encoder.audio, "BLOCK_SAMPLES", 10_000)  # many blocks, the filter carried across them
+    blocks, _ = decode_samples(path, 16000, mono=True)
+    whole = resample(data.mean(axis=1), 44_101, 16000)
+    assert blocks.shape == (1, whole.shape[0])
+    assert np.abs(blocks[0] - whole).max() < 1e-4
+
+
+def test_a_file_that_decodes_to_more_than_its_header_claims_is_stopped_at_the_bound(tmp_path, monkeypatch):
+    import encoder.audio
+    from encoder.audio import AudioTooLarge, BlockDecoder
+
+    path = write(tmp_path / "a.wav", np.zeros((20_000, 1), np.float32))
+    monkeypatch.setattr(BlockDecoder, "decoded_size", lambda self: 10)
+    monkeypatch.setattr(encoder.audio, "check_decoded_size", lambda *a, **k: 10)  # a header that lies
+    monkeypatch.setattr(encoder.audio, "BLOCK_SAMPLES", 4_000)
+    with pytest.raises(AudioTooLarge, match="decodes to more than 15,000 samples"):
+        decode_samples(path, 16000, max_samples=15_000)
 
 
 def test_a_fifo_or_a_device_is_refused_as_not_a_regular_file(tmp_path):
@@ -133,3 +165,25 @@ def test_a_file_rate_outside_the_supported_range_is_named(tmp_path):
     path = write(tmp_path / "fast.wav", np.zeros((10, 1), np.float32), rate=1_000_000)
     with pytest.raises(AudioError, match=r"fast\.wav: sample rate 1000000 Hz is not supported"):
         load_audio(path)
+
+
+@pytest.mark.parametrize("mono", [True, False])
+def test_peak_memory_of_a_decode_follows_its_output_not_the_file(tmp_path, mono):
+    """The shape of issue 26's bomb (8 channels at 655,350 Hz), 4 s of it: read whole it takes 84 MB as float32
+    (and as much again transposed); decoded block by block to 16 kHz it needs its output (2 MB with its
+    channels, 256 kB mixed) plus one block of 4 MiB."""
+    import tracemalloc
+
+    rate, channels, seconds = 655_350, 8, 4
+    path = tmp_path / "bomb.flac"
+    with soundfile.SoundFile(str(path), "w", rate, channels, subtype="PCM_16", format="FLAC") as sound:
+        for _ in range(seconds):
+            sound.write(np.zeros((rate, channels), np.int16))
+    tracemalloc.start()
+    try:
+        samples, out_rate = decode_samples(path, 16000, mono=mono)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out_rate == 16000 and samples.shape == (1 if mono else channels, seconds * 16000)
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB for a file of {rate * channels * seconds * 4 / 2**20:.0f} MiB"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from encoder.augment import (AugmentConfig, add_noise, band_limit, capture_chain, mixup_log_mel, random_resize_crop,
-                             resample_through, reverberate, shift_gain, synthetic_rir)
+from encoder.augment import (AugmentConfig, add_noise, background_draws, band_limit, capture_chain, mix_background,
+                             mixup_log_mel, random_resize_crop, resample_through, reverberate, shift_gain, synthetic_rir)
 
 RATE = 16000
 
@@ -131,3 +131,34 @@ def test_the_room_tail_rings_into_the_tile_start_so_a_reverberant_tile_does_not_
     # first 10 ms are about 4 dB quieter than the end.
     linear = reverberate(noise[0], torch.from_numpy(synthetic_rir(0.8, RATE, np.random.default_rng(9), -3.0)))
     assert level_db(linear[-1600:]) - level_db(linear[:160]) > 3.0
+
+
+def test_a_bed_is_mixed_under_each_tile_at_its_snr_and_a_silent_tile_or_bed_adds_nothing():
+    tiles = torch.stack([tone(440), tone(1000), torch.zeros(RATE)])
+    beds = torch.stack([tone(3000) * 0.1, tone(200) * 3.0, tone(700)])
+    mixed = mix_background(tiles, beds, torch.tensor([0.0, 20.0, 10.0]))
+    assert level_db(tiles[0]) - level_db(mixed[0] - tiles[0]) == pytest.approx(0.0, abs=1e-3)
+    assert level_db(tiles[1]) - level_db(mixed[1] - tiles[1]) == pytest.approx(20.0, abs=1e-3)
+    assert torch.equal(mixed[2], tiles[2])
+    assert torch.equal(mix_background(tiles[:1], torch.zeros(1, RATE), torch.tensor([5.0])), tiles[:1])
+
+
+def test_tiles_of_one_group_get_different_beds_and_the_probability_leaves_some_without_one():
+    ids = np.repeat(np.arange(50), 4)
+    always = background_draws(ids, 6, 1.0, np.random.default_rng(0))
+    assert (always >= 0).all() and always.max() == 5
+    assert all(len(set(always[ids == g])) == 4 for g in range(50))  # no anchor and neighbour share a bed
+    half = background_draws(ids, 6, 0.5, np.random.default_rng(1))
+    assert 0.4 < (half >= 0).mean() < 0.6
+    assert np.array_equal(background_draws(ids, 6, 0.5, np.random.default_rng(1)), half)
+
+
+def test_background_swap_is_off_by_default_needs_the_waveform_and_checks_its_ranges():
+    assert AugmentConfig().background_p == 0 and not AugmentConfig().needs_waveform
+    on = AugmentConfig(background_p=0.5)
+    assert on.needs_waveform and not on.has_capture_chain and on.background_snr_db == (0.0, 20.0)
+    assert AugmentConfig.from_dict(on.to_dict()) == on
+    with pytest.raises(ValueError, match="background_p"):
+        AugmentConfig(background_p=1.5)
+    with pytest.raises(ValueError, match="background_snr_db"):
+        AugmentConfig(background_snr_db=(20.0, 0.0))

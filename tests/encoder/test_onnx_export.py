@@ -20,7 +20,7 @@ from encoder.head import ActivityHead
 from encoder.model import Encoder, EncoderConfig
 from encoder.model_file import ModelBundle, load_model, save_model, with_metadata
 from encoder.onnx_embedder import OnnxEmbedder
-from encoder.onnx_export import exact_log_mel, export_graph
+from encoder.onnx_export import ServingGraph, exact_log_mel, export_graph, filterbank_blocks
 from encoder.onnx_graph import PREFIX, GraphError, graph_path_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,9 +46,9 @@ def torch_embeddings(bundle: ModelBundle, windows: np.ndarray) -> np.ndarray:
         return bundle.encoder(log_mel(torch.from_numpy(windows), bundle.feature_config).unsqueeze(1)).numpy()
 
 
-def small_model(path: Path, seed: int = 0) -> Path:
+def small_model(path: Path, seed: int = 0, pooling: str = "mean") -> Path:
     torch.manual_seed(seed)
-    config = EncoderConfig(width=4, blocks=(1, 1), embedding_dim=16)
+    config = EncoderConfig(width=4, blocks=(1, 1), embedding_dim=16, pooling=pooling)
     save_model(ModelBundle(Encoder(config).eval(), LogMelConfig(), config, None, {"purpose": "tests"}), path)
     return path
 
@@ -92,6 +92,16 @@ def test_batch_and_frame_axes_are_dynamic(bundled, clips):
     assert embedder.embed([]).shape == (0, bundle.embedding_dim)
 
 
+def test_a_mean_max_pooling_model_exports_to_a_graph_that_embeds_any_length_like_torch(tmp_path, clips):
+    model = small_model(tmp_path / "mm.pt", pooling="mean+max")
+    graph, _ = export_graph(model, tmp_path / "mm.onnx")
+    bundle, embedder = load_model(model), OnnxEmbedder(graph, check_model=model, threads=1)
+    assert bundle.encoder_config.pooling == "mean+max"
+    windows = [clips[0][:16000], clips[1][:40000], clips[2]]
+    for window, embedding in zip(windows, embedder.embed(windows)):
+        assert np.abs(embedding - torch_embeddings(bundle, window[None])[0]).max() <= 1e-4
+
+
 def test_the_stft_window_and_filterbank_are_those_of_log_mel(bundled):
     import onnx
     from onnx import numpy_helper
@@ -101,8 +111,27 @@ def test_the_stft_window_and_filterbank_are_those_of_log_mel(bundled):
     assert np.array_equal(embedder.info.stft_window, stft_window(config))
     graph = onnx.load(str(embedder.graph_path))
     filterbank = mel_filterbank(config).numpy()
-    stored = [numpy_helper.to_array(t) for t in graph.graph.initializer if tuple(t.dims) == filterbank.shape]
-    assert any(np.array_equal(array, filterbank) for array in stored)
+    stored = [numpy_helper.to_array(t) for t in graph.graph.initializer]
+    for bin_lo, bin_hi, band_lo, band_hi in filterbank_blocks(mel_filterbank(config)):
+        block = filterbank[bin_lo:bin_hi, band_lo:band_hi]
+        assert any(array.shape == block.shape and np.array_equal(array, block) for array in stored)
+
+
+@pytest.mark.parametrize("config", [LogMelConfig(), LogMelConfig(n_mels=64, n_fft=2048, fmin=50.0, fmax=7000.0)])
+def test_the_filterbank_blocks_hold_every_non_zero_weight_and_multiply_like_the_dense_filterbank(config):
+    filterbank = mel_filterbank(config)
+    blocks = filterbank_blocks(filterbank)
+    covered = torch.zeros_like(filterbank, dtype=torch.bool)
+    for bin_lo, bin_hi, band_lo, band_hi in blocks:
+        covered[bin_lo:bin_hi, band_lo:band_hi] = True
+    assert [b[2] for b in blocks] + [config.n_mels] == [0] + [b[3] for b in blocks]  # the bands, in order, once
+    assert not filterbank[~covered].any()
+    assert covered.sum() <= 0.2 * covered.numel()  # the point of the blocks: a fraction of the dense work
+    encoder_config = EncoderConfig(width=4, blocks=(1, 1), embedding_dim=16)
+    graph = ServingGraph(ModelBundle(Encoder(encoder_config).eval(), config, encoder_config, None, {}))
+    power = torch.rand(2, 301, config.n_fft // 2 + 1, dtype=torch.float32) ** 4
+    dense = torch.matmul(power, filterbank)
+    assert torch.allclose(graph.mel_power(power), dense, rtol=1e-5, atol=1e-12)
 
 
 def test_the_graph_carries_the_head_and_feature_config_of_the_model(bundled):

@@ -8,7 +8,7 @@ import pytest
 from encoder.baselines import mfcc_features
 from encoder.datasets import read_dataset
 from encoder.head import fit_head
-from encoder.probe import linear_probe, segment_posteriors
+from encoder.probe import leave_package_out_probe, linear_probe, package_folds, segment_posteriors
 from encoder.segment_table import SegmentTable, segment_table
 
 
@@ -100,3 +100,39 @@ def test_mfcc_probe_on_real_clips_beats_chance(full_homesounds):
     assert table.features.shape == (24, 80)
     result = linear_probe(table)
     assert result.mean_f1 > 0.6  # chance is 1/3
+
+
+def test_leave_package_out_folds_hold_out_each_package_of_a_class_whole():
+    labels = ["dog"] * 6 + ["cat"] * 4
+    packages = ["a", "a", "a", "b", "b", "c"] + ["d", "d", "d", "d"]
+    folds = [1, 2, 3, 4, 1, 2] + [1, 2, 3, 4]
+    lpo = package_folds(labels, packages, folds)
+    dog = {p: set(lpo[i] for i in range(6) if packages[i] == p) for p in "abc"}
+    assert all(len(f) == 1 for f in dog.values())  # one package, one fold
+    assert len(set.union(*dog.values())) == 3  # every package of the class in a fold of its own
+    assert lpo[6:].tolist() == [1, 2, 3, 4]  # a class from one package keeps its dataset folds
+
+
+def test_leave_package_out_folds_on_the_shared_set_never_test_a_class_on_a_package_its_head_saw(full_homesounds):
+    records = read_dataset(full_homesounds)
+    labels, packages = [r.label for r in records], [r.package for r in records]
+    lpo = package_folds(labels, packages, [r.fold for r in records])
+    for label in set(labels):
+        mine = [i for i, l in enumerate(labels) if l == label]
+        if len({packages[i] for i in mine}) < 2:
+            continue
+        for fold in {lpo[i] for i in mine}:
+            tested = {packages[i] for i in mine if lpo[i] == fold}
+            trained = {packages[i] for i in mine if lpo[i] != fold}
+            assert trained and not tested & trained, label
+
+
+def test_leave_package_out_probe_scores_held_out_packages_and_is_absent_without_packages():
+    rng = np.random.default_rng(1)
+    labels = ["a"] * 12 + ["b"] * 12
+    packages = ["p", "q", "r"] * 4 + ["s", "t", "u"] * 4
+    x = np.eye(2)[[0] * 12 + [1] * 12] * 5 + rng.normal(scale=0.1, size=(24, 2))
+    table = _table(x, labels, [1 + i % 4 for i in range(24)])
+    result = leave_package_out_probe(table, packages)
+    assert result.pooled_f1 == 1.0 and sorted(result.fold_f1) == [1, 2, 3]  # 3 packages per class -> 3 folds
+    assert leave_package_out_probe(table, [""] * 24) is None

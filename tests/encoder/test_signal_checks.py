@@ -4,7 +4,6 @@ answer is known, and the real shared clips, which are clean and must pass."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 
 import numpy as np
 import pytest
@@ -269,16 +268,24 @@ def test_without_a_drift_callback_there_is_no_drift_score():
 # ---- config -------------------------------------------------------------------------------------------
 
 
-def test_health_config_from_dict_names_unknown_keys():
+def test_health_config_names_unknown_keys():
     with pytest.raises(ValueError, match="clip_levle"):
-        HealthConfig.from_dict({"clip_levle": 0.9})
+        HealthConfig.model_validate({"clip_levle": 0.9})
 
 
-def test_health_config_round_trips_through_a_plain_dict():
+def test_health_config_round_trips_through_plain_json_data_and_is_frozen():
     config = HealthConfig(hum_max_db=-20.0, hum_mains_hz=(50.0,))
-    assert HealthConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    assert HealthConfig.model_validate(config.model_dump(mode="json")) == config
+    with pytest.raises(ValueError, match="frozen"):
         config.hum_max_db = 0.0  # type: ignore[misc]
+
+
+def test_health_config_refuses_values_out_of_bounds_and_not_finite_by_name():
+    for bad, key in (({"clip_level": 1.5}, "clip_level"), ({"hum_max_db": float("nan")}, "hum_max_db"),
+                     ({"hum_mains_hz": [50.0, -60.0]}, "hum_mains_hz"), ({"clip_run_min": 0}, "clip_run_min"),
+                     ({"stuck_max_period_ms": 600.0}, "stuck_max_period_ms")):
+        with pytest.raises(ValueError, match=key):
+            HealthConfig.model_validate(bad)
 
 
 def test_health_config_rejects_an_unknown_faulty_check():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from encoder.triplets import Clip, TripletConfig, TripletSampler, held_out_groups, tile_starts
@@ -71,8 +72,8 @@ def test_every_clip_is_an_anchor_once_per_epoch():
     assert [t.anchor.clip for t in triplets] == list(range(len(CLIPS)))
 
 
-def test_sampler_sees_only_lengths_groups_and_recording_domains_never_labels():
-    assert [f.name for f in dataclasses.fields(Clip)] == ["frames", "group", "domain"]
+def test_sampler_sees_only_lengths_groups_recording_domains_and_source_packages_never_labels():
+    assert [f.name for f in dataclasses.fields(Clip)] == ["frames", "group", "domain", "packages"]
 
 
 def test_clip_not_longer_than_a_tile_is_a_clear_error():
@@ -203,3 +204,85 @@ def test_pk_batches_are_a_pure_function_of_seed_and_step():
 def test_pk_batch_larger_than_the_groups_is_a_clear_error():
     with pytest.raises(ValueError, match="lower clips_per_batch"):
         ClipBatchSampler(pk_clips(), 100, TripletConfig(sampler="pk", clips_per_batch=13))
+
+
+# ------------------------------------------- same-moment positives, package balance and down-weighting
+
+from encoder.triplets import group_weights  # noqa: E402
+
+
+def test_same_moment_cuts_each_moment_of_a_group_twice_so_two_capture_chains_hear_one_tile():
+    clips = pk_clips()
+    config = TripletConfig(sampler="pk", clips_per_batch=4, tiles_per_clip=4, random_offsets=True, neighbour="group", same_moment=True)
+    sampler = ClipBatchSampler(clips, 100, config)
+    distinct = []
+    for step in range(5):
+        tiles, ids = sampler.batch(0, step)
+        assert len(tiles) == 16 and ids == [i // 4 for i in range(16)]
+        assert all(tiles[i] == tiles[i + 1] for i in range(0, 16, 2))  # each pair is one moment
+        distinct += [tiles[i] != tiles[i + 2] for i in range(0, 16, 4)]
+    assert sum(distinct) >= 18  # two moments per group (random offsets: two draws rarely coincide)
+
+
+def test_same_moment_needs_an_even_k_and_the_pk_sampler():
+    with pytest.raises(ValueError, match="tiles_per_clip must be even"):
+        TripletConfig(sampler="pk", tiles_per_clip=3, same_moment=True)
+    with pytest.raises(ValueError, match="need sampler"):
+        TripletConfig(sampler="random", same_moment=True)
+
+
+def package_clips() -> list[Clip]:
+    """Package 'big' holds 9 groups, 'small' 1 group, 'other' 2 groups; 'small' also feeds a labelled set
+    (its clips carry a second package, as corpus chunks with a bed do)."""
+    return ([Clip(500, f"big{g}", "d", ("big",)) for g in range(9)] + [Clip(500, "small0", "d", ("small", "bed"))]
+            + [Clip(500, f"other{g}", "d", ("other",)) for g in range(2)])
+
+
+def test_groups_are_equally_likely_by_default_and_package_balance_makes_each_package_equally_likely():
+    clips = package_clips()
+    names = sorted({c.group for c in clips})
+    assert np.allclose(group_weights(clips, names, TripletConfig(sampler="pk")), 1 / 12)
+    balanced = dict(zip(names, group_weights(clips, names, TripletConfig(sampler="pk", balance="package"))))
+    assert balanced["small0"] == pytest.approx(1 / 3)
+    assert sum(v for k, v in balanced.items() if k.startswith("big")) == pytest.approx(1 / 3)
+    assert balanced["other1"] == pytest.approx(1 / 6)
+
+
+def test_groups_sharing_any_package_with_the_labelled_sets_are_drawn_with_the_shared_weight():
+    clips = package_clips()
+    names = sorted({c.group for c in clips})
+    config = TripletConfig(sampler="pk", shared_package_weight=0.25, shared_packages_from=("labelled",))
+    weights = dict(zip(names, group_weights(clips, names, config, frozenset({"bed", "other"}))))
+    # small0 (via its bed) and the two 'other' groups weigh a quarter of each 'big' group
+    assert weights["small0"] == pytest.approx(weights["big0"] / 4) and weights["other0"] == pytest.approx(weights["big0"] / 4)
+    assert sum(weights.values()) == pytest.approx(1.0)
+
+
+def test_package_balanced_batches_draw_a_small_package_as_often_as_a_big_one():
+    clips = package_clips()
+    config = TripletConfig(sampler="pk", clips_per_batch=2, tiles_per_clip=2, balance="package")
+    sampler = ClipBatchSampler(clips, 100, config)
+    counts = {"big": 0, "small": 0}
+    for step in range(600):
+        tiles, _ = sampler.batch(0, step)
+        first = clips[tiles[0].clip].packages[0]
+        counts[first] = counts.get(first, 0) + 1
+    assert abs(counts["small"] - counts["big"]) < 60  # each about 200 of 600 (uniform groups: 50 vs 450)
+
+
+def test_a_shared_package_weight_without_the_labelled_sets_or_out_of_range_is_rejected():
+    with pytest.raises(ValueError, match="go together"):
+        TripletConfig(sampler="pk", shared_package_weight=0.5)
+    with pytest.raises(ValueError, match="go together"):
+        TripletConfig(sampler="pk", shared_packages_from=("../shared/data/homesounds",))
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        TripletConfig(sampler="pk", shared_package_weight=0.0, shared_packages_from=("x",))
+    with pytest.raises(ValueError, match="balance"):
+        TripletConfig(sampler="pk", balance="licence")
+
+
+def test_the_new_sampling_options_round_trip_through_the_config_dict():
+    config = TripletConfig(sampler="pk", same_moment=True, balance="package", shared_package_weight=0.5,
+                           shared_packages_from=("../shared/data/homesounds",))
+    assert TripletConfig.from_dict(config.to_dict()) == config
+    assert config.to_dict()["shared_packages_from"] == ["../shared/data/homesounds"]

@@ -1,5 +1,7 @@
 """Specification of how recordings are cut into windows (encoder/windows.py)."""
 
+import pytest
+
 from encoder.windows import Span, window_spans
 
 RATE = 16000
@@ -27,3 +29,12 @@ def test_overlapping_windows_follow_the_hop():
     spans = window_spans(20 * RATE, RATE, window_s=10, hop_s=5)
     assert [s.start for s in spans] == [0, 5 * RATE, 10 * RATE]
     assert spans[1].offset_s(RATE) == 5.0
+
+
+def test_a_window_spec_counts_samples_once_with_the_hop_defaulting_to_the_window():
+    from encoder.windows import WindowSpec
+
+    assert WindowSpec(10.0).in_samples(16000) == (160000, 160000, 16000)
+    assert WindowSpec(2.5, 0.5, min_s=0.0).in_samples(44100) == (110250, 22050, 1)
+    with pytest.raises(ValueError, match="positive"):
+        WindowSpec(10.0, 0.0).in_samples(16000)

@@ -1,10 +1,11 @@
 """Helpers for the reliability tests: a `roomtone run` subprocess whose JSON log is read on a thread,
-self-signed certificates made with the openssl CLI, /proc readings (RSS, open fds) and /metrics parsing."""
+self-signed certificates made with the openssl CLI, /proc readings (RSS, open fds), /metrics parsing and slow clients."""
 
 from __future__ import annotations
 
 import struct
 import os
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -28,6 +29,17 @@ def rss_bytes(pid: int) -> int:
 def open_fds(pid: int) -> int:
     """Number of open file descriptors of a process."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def slow_connection(port: int, timeout: float = 10.0) -> socket.socket:
+    """A client on loopback ``port`` that sends the start of a request and never finishes its headers (slowloris);
+    one the server refused at once may already be closed."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock.sendall(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+    except OSError:
+        pass
+    return sock
 
 
 def scrape(url: str, context=None) -> str:

@@ -13,7 +13,7 @@ import torch
 
 from reliability_support import DECODABLE, UNUSABLE, write_bad_audio
 from service.cli.main import main
-from service.event_store import EventStore
+from service.store.event_store import EventStore
 
 COMMANDS = {  # command -> argv for one input file (tmp: a scratch dir, model: the small model file)
     "features": lambda f, tmp, model: ["features", "--out", str(tmp / "out.npz"), str(f)],

@@ -70,6 +70,14 @@ def _flac_of_silence(seconds: float) -> bytes:
     return buffer.getvalue()
 
 
+def claiming(flac: bytes, frames: int) -> bytes:
+    """The FLAC with its STREAMINFO saying it holds ``frames`` frames (36 bits after rate, channels and depth)."""
+    offset = 4 + 4 + 10  # "fLaC", the metadata block header, block sizes and frame sizes
+    packed = int.from_bytes(flac[offset:offset + 8], "big")
+    packed = (packed & ~((1 << 36) - 1)) | frames
+    return flac[:offset] + packed.to_bytes(8, "big") + flac[offset + 8:]
+
+
 def test_uploads_over_the_size_or_duration_limit_are_resource_exhausted(daemon):
     _, stub, _ = daemon
     for size in (UPLOAD_LIMIT + 1, UPLOAD_LIMIT + 2 * 1024 * 1024):  # over the limit; over gRPC's own message cap
@@ -82,26 +90,37 @@ def test_uploads_over_the_size_or_duration_limit_are_resource_exhausted(daemon):
                  lambda: stub.FindSimilar(pb.FindSimilarRequest(audio=bomb), timeout=30)):
         with pytest.raises(grpc.RpcError) as refused:
             call()
-        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "600 s" in refused.value.details()
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "decodes to 57,600,000 samples (1 channel(s) at 16000 Hz), above the limit of 33,554,432" in \
+            refused.value.details()
 
 
-def test_an_upload_that_decodes_to_too_many_samples_is_refused_from_its_header(daemon):
-    """10 s x 8 channels x 655,350 Hz passes the duration and channel checks; its 52 M decoded samples (210 MB
-    as float32) do not fit MAX_UPLOAD_SAMPLES, so it is refused before anything is decoded."""
+def test_an_upload_is_bounded_by_what_it_decodes_to_at_the_model_rate_not_by_its_own_rate(daemon):
+    """10 s x 8 channels x 655,350 Hz is 52 M samples at its own rate but 1.3 M at 16 kHz: decoded block by block
+    and resampled as it comes, it is analysed in memory of its output (issue 26). Its 600 s version decodes to
+    76.8 M samples at 16 kHz, above MAX_UPLOAD_SAMPLES: refused from the header before anything is decoded."""
     _, stub, _ = daemon
-    buffer = io.BytesIO()
-    with soundfile.SoundFile(buffer, "w", 655_350, 8, format="FLAC") as sound:
-        block = np.zeros((655_350, 8), np.float32)
-        for _ in range(10):
-            sound.write(block)
-    bomb = buffer.getvalue()
-    assert len(bomb) < UPLOAD_LIMIT
-    for call in (lambda: stub.Classify(pb.ClassifyRequest(audio=bomb), timeout=30),
-                 lambda: stub.FindSimilar(pb.FindSimilarRequest(audio=bomb), timeout=30)):
+
+    def bomb(seconds: int) -> bytes:
+        buffer = io.BytesIO()
+        with soundfile.SoundFile(buffer, "w", 655_350, 8, format="FLAC", subtype="PCM_16") as sound:
+            block = np.zeros((655_350, 8), np.int16)
+            for _ in range(seconds):
+                sound.write(block)
+        return buffer.getvalue()
+
+    short = bomb(10)
+    reply = stub.Classify(pb.ClassifyRequest(audio=short), timeout=120)
+    assert len(reply.windows) == 5  # the daemon's 2 s windows
+    long = claiming(short, 600 * 655_350)  # the attack's header, without minutes of encoding in the test
+    assert len(long) < UPLOAD_LIMIT
+    for call in (lambda: stub.Classify(pb.ClassifyRequest(audio=long), timeout=30),
+                 lambda: stub.FindSimilar(pb.FindSimilarRequest(audio=long), timeout=30)):
         with pytest.raises(grpc.RpcError) as refused:
             call()
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "decodes to 52,428,000 samples, above the limit of 33,554,432" in refused.value.details()
+        assert "decodes to 76,800,000 samples (8 channel(s) at 16000 Hz), above the limit of 33,554,432" in \
+            refused.value.details()
 
 
 texts = st.text(max_size=40)

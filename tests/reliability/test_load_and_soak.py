@@ -5,13 +5,8 @@ barely move the resident memory."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-from api_load import api_load  # noqa: E402
-from soak import soak  # noqa: E402
+from bench.api_load import api_load
+from bench.soak import soak
 
 
 def test_fifty_followers_and_twenty_listers_cost_the_pipeline_no_window(small_model):

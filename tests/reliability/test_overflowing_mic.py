@@ -12,7 +12,7 @@ import numpy as np
 import soundfile
 
 from reliability_support import DaemonProcess, isolated_args
-from service.event_store import EventStore
+from service.store.event_store import EventStore
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
 

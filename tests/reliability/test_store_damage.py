@@ -1,9 +1,12 @@
 """The store file under attack (issue 15): 8 KiB of random bytes in the middle of the database used to go
-unnoticed (210 windows stored, store_errors 0, health SERVING, ListEvents INTERNAL). Now the integrity check
-at start reports it in the log (with what to do), in /metrics and in gRPC health. A second daemon on the
+unnoticed (210 windows stored, store_errors 0, health SERVING, ListEvents INTERNAL). Now the integrity check,
+which runs in the background from start (issue 28), reports it in the log (with what to do), in /metrics and in
+gRPC health. A second daemon on the
 same store exits 2 naming the store instead of interleaving windows with the first."""
 
 from __future__ import annotations
+
+import time
 
 import grpc
 import numpy as np
@@ -11,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from reliability_support import DaemonProcess, isolated_args, metric_value, scrape
 from service.cli.main import main
-from service.event_store import EventStore
+from service.store.event_store import EventStore
 from service.records import WindowResult
 
 
@@ -37,7 +40,11 @@ def test_a_damaged_store_is_reported_in_the_log_metrics_and_grpc_health(small_mo
                             *isolated_args(data)])
     try:
         running = daemon.wait_for("roomtone running", 90)
-        damage = next(e for e in daemon.lines if e.get("message", "").startswith("store is damaged: "))
+        deadline = time.monotonic() + 60  # reported as found by the background check
+        while (damage := next((e for e in list(daemon.lines) if e.get("message", "").startswith("store is damaged: ")),
+                              None)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert damage is not None, "".join(daemon.raw[-20:])
         assert damage["level"] == "ERROR" and damage["problems"] and ".recover" in damage["message"]
         text = scrape(f"http://127.0.0.1:{running['metrics_port']}/metrics")
         assert metric_value(text, "roomtone_store_corrupt") == 1.0

@@ -4,6 +4,7 @@ writers. Test doubles are production code with switches at the edges, never a re
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -20,9 +21,9 @@ from encoder.features import LogMelConfig
 from encoder.head import fit_head
 from encoder.model import Encoder, EncoderConfig
 from encoder.model_file import ModelBundle, load_model, save_model
-from service.analysis import Analyzer
-from service.backend import BackendUnavailable
-from service.daemon_backend import DaemonBackend
+from service.analysis.analyser import Analyzer
+from service.api.service_backend import BackendUnavailable
+from service.api.daemon_backend import DaemonBackend
 from service.records import MicStatus, WindowResult
 
 HEAD_CLASSES = ("water", "typing", "speech")
@@ -124,6 +125,13 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
     return path
 
 
+def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
+    """Float samples ``[channels, n]`` as the bytes of a 32-bit float WAV file (what an upload sends)."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.atleast_2d(samples).T, rate, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
 def clipped(samples: np.ndarray, gain: float = 20.0) -> np.ndarray:
     """A hard-clipped (overdriven) copy of ``samples``."""
     return np.clip(samples * gain, -1.0, 1.0)
@@ -142,6 +150,8 @@ import os
 import shutil
 import subprocess
 import time as _time
+
+import contextlib
 
 import pytest
 
@@ -192,17 +202,72 @@ def start_pulseaudio() -> str | None:
     return None
 
 
+def _default(kind: str) -> str:
+    """The server's default ``sink`` or ``source`` ("" when there is no server or it does not answer)."""
+    try:
+        return _pactl(f"get-default-{kind}", timeout=5).stdout.strip() if _server_up() else ""
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def _null_sink_modules(sink: str) -> list[str]:
+    """Index of every loaded module-null-sink that made ``sink``."""
+    modules = _pactl("list", "short", "modules").stdout.splitlines() if _server_up() else []
+    return [line.split("\t")[0] for line in modules
+            if line.split("\t")[1:2] == ["module-null-sink"] and f"sink_name={sink}" in line]
+
+
+@contextlib.contextmanager
+def restored_pulseaudio(sink: str):
+    """Leave the server as it was found when the ``with`` ends: the null sink ``sink`` unloaded if it was not
+    there before, the default sink and source put back. A leftover sink breaks other captures, and on a
+    desktop it would leave the default microphone pointing at nothing."""
+    defaults = {kind: _default(kind) for kind in ("sink", "source")}
+    had_sink = bool(_null_sink_modules(sink))
+    try:
+        yield
+    finally:
+        if _server_up():
+            if not had_sink:
+                for module in _null_sink_modules(sink):
+                    _pactl("unload-module", module)
+            for kind, name in defaults.items():
+                if name and name not in (sink, f"{sink}.monitor"):
+                    _pactl(f"set-default-{kind}", name)
+
+
+@contextlib.contextmanager
+def pulseaudio_scope():
+    """`start_pulseaudio` for the length of a ``with`` (yields its reason or None), then the server as it was
+    found (`restored_pulseaudio` of the null sink ``virt``)."""
+    with restored_pulseaudio(NULL_SINK):
+        yield start_pulseaudio()
+
+
+@contextlib.contextmanager
+def null_sink_scope(sink: str):
+    """A further null sink ``sink`` on a running server for the length of a ``with`` (loaded when missing),
+    then the server as it was found (`restored_pulseaudio`)."""
+    with restored_pulseaudio(sink):
+        if not _null_sink_modules(sink):
+            loaded = _pactl("load-module", "module-null-sink", f"sink_name={sink}")
+            if loaded.returncode != 0:
+                raise OSError(f"cannot load module-null-sink sink_name={sink}: {loaded.stderr.strip()}")
+        yield sink
+
+
 @pytest.fixture(scope="session")
-def pulseaudio() -> str:
-    """A running PulseAudio whose default input hears what is played into the sink ``virt``.
+def pulseaudio():
+    """A running PulseAudio whose default input hears what is played into the sink ``virt``; the server is
+    put back as it was at the end of the session.
 
     Skips with the reason when PulseAudio cannot be started, except under CI=true, where that fails."""
-    reason = start_pulseaudio()
-    if reason:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI needs PulseAudio for the capture tests: {reason}")
-        pytest.skip(reason)
-    return NULL_SINK
+    with pulseaudio_scope() as reason:
+        if reason:
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(f"CI needs PulseAudio for the capture tests: {reason}")
+            pytest.skip(reason)
+        yield NULL_SINK
 
 
 def play(path: Path, sink: str = NULL_SINK) -> subprocess.Popen:

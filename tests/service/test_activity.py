@@ -1,9 +1,9 @@
 """The activity decision after the head: faulty -> no activity, quiet below the level floor, unknown below
-the probability threshold, else the head's class (service/activity.py)."""
+the probability threshold, else the head's class (service/analysis/activity.py)."""
 
 import pytest
 
-from service.activity import check_head_classes, decide_activity, label_kind
+from service.analysis.activity import check_head_classes, decide_activity, label_kind
 from service.config import ActivityConfig
 
 CONFIG = ActivityConfig(quiet_below_dbfs=-45.0, unknown_below=0.7)

@@ -1,8 +1,8 @@
-"""Prometheus view of the activity decision and custom sounds (service/metrics.py)."""
+"""Prometheus view of the activity decision and custom sounds (service/metrics/daemon_metrics.py)."""
 
 from __future__ import annotations
 
-from service.metrics import Metrics
+from service.metrics.daemon_metrics import Metrics
 from service.records import SoundMatch, WindowResult
 
 

@@ -1,40 +1,17 @@
-"""Specification of the analysis stage (service/analysis.py): uploads and live windows take one path, so
+"""Specification of the analysis stage (service/analysis/analyser.py): uploads and live windows take one path, so
 the same audio gives the same record whichever way it came in, and uploads are cut like live windows."""
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import numpy as np
 import pytest
-import soundfile
 
-from daemon_support import tiny_bundle  # tests/service/ is on sys.path (pytest rootdir-relative import)
+from daemon_support import wav_bytes  # tests/service/ is on sys.path (pytest rootdir-relative import)
 from encoder.audio import AudioError
-from service.analysis import Analyzer
-from service.windowing import Window
+from service.analysis.analyser import Analyzer
+from service.capture.windowing import Window
 
 RATE = 16000
-
-
-@pytest.fixture(scope="module")
-def bundle(homesounds: Path):
-    audio = homesounds / "audio"
-    return tiny_bundle({"speech": [audio / "speech" / "speech_A1_000.flac"], "water": [audio / "water" / "water_A1_000.flac"]})
-
-
-@pytest.fixture(scope="module")
-def speech(homesounds: Path) -> np.ndarray:
-    data, rate = soundfile.read(homesounds / "audio" / "speech" / "speech_A1_001.flac", dtype="float32", always_2d=True)
-    assert rate == RATE
-    return data.T[:, : 10 * RATE]
-
-
-def wav_bytes(samples: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    soundfile.write(buffer, samples.T, RATE, format="WAV", subtype="FLOAT")
-    return buffer.getvalue()
 
 
 def test_an_upload_gives_the_record_a_new_microphone_gets_for_the_same_audio(bundle, speech: np.ndarray) -> None:

@@ -12,16 +12,16 @@ import pytest
 import soundfile
 from google.protobuf.json_format import MessageToDict
 
-from service.analysis import Analyzer
+from service.analysis.analyser import Analyzer
 from service.cli.main import main
 from service.config import GrpcConfig
-from service.daemon_backend import DaemonBackend
-from service.event_bus import EventBus
-from service.event_store import EventStore
-from service.grpc_server import start_server, stop_server
+from service.api.daemon_backend import DaemonBackend
+from service.api.event_bus import EventBus
+from service.store.event_store import EventStore
+from service.api.grpc_server import start_server, stop_server
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
-from service.serving_model import load_serving_model
+from service.analysis.serving_model import load_serving_model
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "roomtone.pt"

@@ -8,10 +8,10 @@ from pathlib import Path
 import soundfile
 
 from encoder.file_digest import file_sha256
-from service.analysis import Analyzer
+from service.analysis.analyser import Analyzer
 from service.cli.main import main
-from service.serving_model import load_serving_model
-from service.sound_library import SoundLibrary
+from service.analysis.serving_model import load_serving_model
+from service.analysis.sound_library import SoundLibrary
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "roomtone.pt"
@@ -20,7 +20,7 @@ MODEL = REPO / "models" / "roomtone.pt"
 def test_classify_names_the_custom_sounds_of_each_window_and_leaves_the_library_alone(homesounds, tmp_path, capsys):
     typing = homesounds / "audio" / "typing" / "typing_A1_000.flac"
     analyzer = Analyzer(load_serving_model(MODEL, "torch", "cpu"))
-    library = SoundLibrary(tmp_path / "sounds", file_sha256(MODEL), analyzer.inference.embedder.embed, 16000,
+    library = SoundLibrary(tmp_path / "sounds", file_sha256(MODEL), analyzer.runner.embedder.embed, 16000,
                            analyzer.bundle.embedding_dim)
     library.add("keys", [("typing.flac", soundfile.read(typing, dtype="float32")[0])], threshold=0.99)
     before = (tmp_path / "sounds" / "library.json").read_bytes()

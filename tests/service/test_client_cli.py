@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,12 +13,13 @@ import pytest
 from service.cli.events import parse_time
 from service.cli.main import main
 from service.config import GrpcConfig
-from service.event_bus import EventBus
-from service.event_store import EventStore
-from service.grpc_server import start_server, stop_server
+from service.api.event_bus import EventBus
+from service.store.event_store import EventStore
+from service.api.grpc_server import start_server, stop_server
 from service.records import MicStatus, StateChange, WindowResult
 
 from daemon_support import SwitchableBackend, tiny_backend  # tests/service/ is on sys.path (pytest rootdir-relative import)
+from mosquitto_broker import free_port
 
 NOW_MS = int(time.time() * 1000)
 
@@ -56,12 +56,6 @@ def daemon(tmp_path: Path, backend: SwitchableBackend, analysed: list[WindowResu
     yield server.roomtone_address, store, bus
     stop_server(server, grace_s=0.2)
     store.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_mics_prints_a_table_and_json(daemon, capsys: pytest.CaptureFixture) -> None:

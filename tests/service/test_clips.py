@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from service.clips import ClipStore, ClipWriter, should_keep
+from service.store.clips import ClipStore, ClipWriter, should_keep
 from service.config import ClipsConfig, ConfigError, load_config
 
 RATE = 16000
@@ -91,7 +91,7 @@ def test_the_writer_drops_and_counts_clips_when_its_queue_is_full(tmp_path):
 
 
 def test_in_events_mode_only_windows_carrying_a_change_are_written(tmp_path):
-    from service.analysis import Analysed
+    from service.analysis.analyser import Analysed
     from service.records import StateChange, WindowResult
 
     def stored(window_id: int) -> WindowResult:
@@ -117,3 +117,68 @@ def test_the_clip_folder_is_a_folder_roomtone_adapt_reads_with_one_domain_per_mi
     (tmp_path / "hall" / "3.ogg.part").write_bytes(b"half-written")  # a crash mid-write is never read
     records = read_unlabelled(tmp_path)
     assert sorted((r.domain, r.path.name) for r in records) == [("hall", "2.ogg"), ("kitchen", "1.ogg")]
+
+
+class FakeDisk:
+    """The clips' disk at the statvfs edge: ``free`` bytes plus whatever clips are deleted."""
+
+    def __init__(self, root, free: int) -> None:
+        self.root, self.free = root, free
+
+    def __call__(self, path) -> int:
+        clips = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        return self.free - clips
+
+
+def test_near_the_free_space_floor_the_oldest_clips_make_room_and_the_floor_is_never_crossed(tmp_path, monkeypatch):
+    import service.store.clips
+
+    mib = 2**20
+    store = ClipStore(tmp_path, ClipsConfig(keep="all", min_free_mb=1.0))
+    for i in range(3):
+        store.write("mic0", i, tone(2.0), RATE)
+    disk = FakeDisk(tmp_path, mib + 400_000)  # free: the floor + 400 kB, less what the clips take
+    monkeypatch.setattr(service.store.clips, "free_bytes", disk)
+    drops = []
+    writer = ClipWriter(store, RATE, on_drop=drops.append)
+    for i in range(10, 40):
+        writer.offer("mic0", i, tone(2.0), RATE)
+    writer.close(timeout=300)  # every queued clip written, however busy the machine
+    assert not store.find("mic0", 0) and store.find("mic0", 39)  # the oldest went, the newest is kept
+    assert writer.written == 30 and not drops
+    assert disk(tmp_path) >= mib
+
+
+def test_when_the_store_has_taken_the_floor_every_clip_goes_and_new_ones_are_dropped_counted_and_logged_once(
+        tmp_path, monkeypatch, caplog):
+    import service.store.clips
+
+    store = ClipStore(tmp_path, ClipsConfig(keep="all", min_free_mb=1.0))
+    for i in range(3):
+        store.write("mic0", i, tone(2.0), RATE)
+    monkeypatch.setattr(service.store.clips, "free_bytes", FakeDisk(tmp_path, 2**20 - 1))  # below the floor, clips or not
+    drops = []
+    writer = ClipWriter(store, RATE, on_drop=drops.append)
+    for i in range(10, 30):
+        writer.offer("mic0", i, tone(2.0), RATE)
+    writer.close(timeout=300)  # every queued clip written, however busy the machine
+    assert not list(tmp_path.rglob("*.flac"))
+    assert drops == ["low_disk"] * 20 and writer.dropped == 20 and writer.written == 0
+    lines = [r for r in caplog.records if r.getMessage().startswith("clip dropped: its disk is below")]
+    assert len(lines) == 1 and lines[0].occurrences == 1
+
+
+def test_a_clip_that_fails_to_write_leaves_no_part_file_and_is_counted(tmp_path, monkeypatch):
+    import service.store.clips
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    store = ClipStore(tmp_path, ClipsConfig(keep="all", min_free_mb=0.0))
+    monkeypatch.setattr(service.store.clips, "fsync_file", full)
+    drops = []
+    writer = ClipWriter(store, RATE, on_drop=drops.append)
+    writer.offer("mic0", 1, tone(1.0), RATE)
+    writer.close(timeout=300)  # every queued clip written, however busy the machine
+    assert drops == ["error"] and writer.failed == 1
+    assert not list(tmp_path.rglob("*.part")) and not store.find("mic0", 1)

@@ -191,3 +191,19 @@ def test_a_fifo_or_a_device_as_a_file_microphone_is_refused_as_not_a_regular_fil
         with pytest.raises(ConfigError, match=r"mics\[0\]\.path: .* is not a regular file"):
             load_config(None, {"model": str(model), "mics": [{"id": "a", "kind": "file", "path": str(path)}]},
                         environ={})
+
+
+@pytest.mark.parametrize("mic_id", ["../../x", "<script>", "Kitchen", "a/b", "living room", "-x", ""])
+def test_a_microphone_id_outside_the_one_name_rule_is_a_config_error_naming_the_key_and_the_id(mic_id):
+    with pytest.raises(ConfigError, match=r"mics\[0\]\.id: microphone id .*use 1-64 characters of a-z, 0-9"):
+        load_config(None, {"model": __file__, "mics": [{"id": mic_id, "kind": "demo"}]}, environ={})
+
+
+def test_microphone_ids_and_sound_names_follow_the_same_rule():
+    from service.analysis.sound_library import SoundError, check_name
+
+    for name in ("kitchen", "living-room", "r44101", "mic_0"):
+        assert load_config(None, {"model": __file__, "mics": [{"id": name, "kind": "demo"}]}, environ={}).mics[0].id == name
+        check_name(name)
+    with pytest.raises(SoundError):
+        check_name("Kitchen")

@@ -10,16 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import file_daemon_config, small_model_file  # tests/service/ is on sys.path (pytest rootdir-relative import)
+from daemon_support import file_daemon_config  # tests/service/ is on sys.path (pytest rootdir-relative import)
 from service.daemon import Daemon
-from service.event_store import StoreError
-from service.mic_status import mic_status
+from service.store.event_store import StoreError
+from service.api.mic_status import mic_status
 from service.records import WindowResult
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory, homesounds: Path) -> Path:
-    return small_model_file(tmp_path_factory.mktemp("model") / "small.pt", homesounds)
 
 
 def config_for(small_model: Path, homesounds: Path, tmp_path: Path, grpc_address: str = "127.0.0.1:0"):
@@ -48,9 +43,12 @@ def test_stop_ends_capture_before_the_api_and_closes_the_store_last(small_model,
     assert daemon.pipeline.drained.wait(60)
     order = [name for name, _ in reversed(daemon._stops)]
     daemon.stop()
-    core = ["store checks", "retention", "capture and pipeline", "gRPC API", "metrics", "event bus", "store",
-            "store lock", "drift baselines"]  # the lock is released only once the store is closed
+    # the integrity check (begun right after the store opened) ends just before the store closes; the lock
+    # is released only once the store is closed
+    core = ["custom-sound upkeep", "retention", "capture and pipeline", "gRPC API", "metrics", "event bus",
+            "store checks", "store", "store lock", "drift baselines"]
     assert [name for name in order if name in core] == core  # other parts (web page, MQTT) stop in between
+    # the store's upkeep loops first, then capture; then the APIs (any order)
     assert order[:3] == core[:3] and order[-3:] == core[-3:]
     assert daemon.pipeline.stats.windows_stored == 1
     daemon.stop()  # a second stop does nothing
@@ -81,7 +79,7 @@ def test_a_silent_window_reads_the_one_silence_level_in_the_store_over_grpc_and_
 
     from daemon_support import write_wav
     from encoder.vocabulary import SILENCE_DBFS
-    from service.event_store import EventStore
+    from service.store.event_store import EventStore
     from service.rpc import roomtone_pb2 as pb
     from service.rpc import roomtone_pb2_grpc as pb_grpc
 

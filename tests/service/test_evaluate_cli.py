@@ -195,6 +195,24 @@ def test_augmented_copies_go_through_the_training_chain_seeded_per_copy_and_clip
     assert first.shape == (1, clean.shape[0]) and not np.allclose(first[0].numpy(), clean, atol=1e-3)
 
 
+def test_changed_clips_are_kept_on_disk_and_reused_without_recomputing_the_change(small_set, tmp_path):
+    from encoder.evaluation import ChangedClips
+
+    calls = []
+
+    def change(samples, rate, name):
+        calls.append(name)
+        return samples * 0.5
+
+    path = sorted(small_set.glob("*.wav"))[0]
+    first = ChangedClips(change, {"half": 1}, small_set, 16000, tmp_path / "cache")(path, 16000)[0]
+    again = ChangedClips(change, {"half": 1}, small_set, 16000, tmp_path / "cache")(path, 16000)[0]
+    other = ChangedClips(change, {"half": 2}, small_set, 16000, tmp_path / "cache")(path, 16000)[0]
+    assert torch.equal(first, again) and torch.equal(first, other)
+    assert calls == [path.name, path.name]  # the second instance read the disk; another variant computed anew
+    assert len(list((tmp_path / "cache" / "changed-clips").glob("*.npy"))) == 2
+
+
 def test_train_head_with_augmented_copies_fits_on_clean_plus_copies_and_records_it(small_set, tiny_model, tmp_path):
     plain, augmented = tmp_path / "plain.pt", tmp_path / "augmented.pt"
     assert main(["train-head", "--model", str(tiny_model), "--data", str(small_set), "--out", str(plain),

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from service.event_bus import BusClosed, EventBus, Gap
+from service.api.event_bus import BusClosed, EventBus, Gap
 from service.records import StateChange
 
 

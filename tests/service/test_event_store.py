@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from service.config import StoreConfig
-from service.event_store import (
+from service.store.event_store import (
     SCHEMA_VERSION,
     EventQuery,
     EventStore,
@@ -90,7 +90,7 @@ def test_acknowledged_batches_survive_a_killed_process(tmp_path: Path) -> None:
     writer = f"""
 import os, sys
 sys.path.insert(0, {str(REPO)!r})
-from service.event_store import EventStore
+from service.store.event_store import EventStore
 from service.records import WindowResult, StateChange
 store = EventStore({str(path)!r})
 for i in range(20):
@@ -223,7 +223,7 @@ def test_a_version_1_database_is_migrated_with_its_rows_kept(tmp_path: Path) -> 
         ("kitchen", 0, 10_000, "speech", json.dumps({"speech": 1.0}), "ok", "[]", "{}", -20.0, vector.astype("<f2").tobytes()))
     connection.close()
     with EventStore(path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.schema_version() == SCHEMA_VERSION == 6
         assert store.get_window(1).label == "speech"
         assert store.nearest(vector, k=1).neighbors[0][1] == pytest.approx(0.0, abs=1e-6)
         (added,), _ = store.add_results([window(start=10_000)])

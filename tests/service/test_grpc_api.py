@@ -1,5 +1,5 @@
 """The gRPC API against a real server on an ephemeral loopback port: every RPC, every documented
-status code, health checking and reflection. The backend is the daemon's own (service.daemon_backend
+status code, health checking and reflection. The backend is the daemon's own (service.api.daemon_backend
 over a real Analyzer) around a tiny random-weight model, so uploads travel the whole production path."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 
 from service.config import GrpcConfig
-from service.event_bus import EventBus
-from service.event_store import EventStore
-from service.grpc_server import event_bus_for, start_server, stop_server
+from service.api.event_bus import EventBus
+from service.store.event_store import EventStore
+from service.api.grpc_server import event_bus_for, start_server, stop_server
 from service.records import MicStatus, StateChange, WindowResult
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
@@ -533,7 +533,7 @@ def test_an_address_in_use_is_refused_with_the_address_named(api: Api, backend: 
 
 
 def test_errors_of_a_running_daemon_carry_a_machine_readable_reason(api: Api, clips: dict[str, Path]) -> None:
-    from service.grpc_client import is_unreachable, reason_of
+    from service.api.grpc_client import is_unreachable, reason_of
 
     api.backend.ready = False
     with pytest.raises(grpc.RpcError) as refused:

@@ -8,10 +8,10 @@ import time
 import numpy as np
 from prometheus_client import generate_latest
 
-from service.metrics import MAX_ACTIVITY_SERIES, OTHER_ACTIVITY, Metrics
+from service.metrics.daemon_metrics import MAX_ACTIVITY_SERIES, OTHER_ACTIVITY, Metrics
 from service.records import WindowResult
-from service.sources import Chunk
-from service.windowing import Windower
+from service.capture.sources import Chunk
+from service.capture.windowing import Windower
 
 
 def activity_series(metrics: Metrics) -> list[str]:

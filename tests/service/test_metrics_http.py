@@ -10,7 +10,7 @@ import time
 import urllib.request
 
 from service.config import MetricsConfig
-from service.metrics import Metrics
+from service.metrics.daemon_metrics import Metrics
 
 
 def scrape(port: int) -> str:

@@ -11,21 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import DaemonProcess, isolated_args, small_model_file
+from daemon_support import DaemonProcess, isolated_args
 from mosquitto_broker import Broker, Recorder, require_mosquitto
 from service.config import load_config
 from service.daemon import Daemon
-from service.event_store import EventStore
+from service.store.event_store import EventStore
 
 
 @pytest.fixture(autouse=True)
 def _needs_mosquitto():
     require_mosquitto()
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory, homesounds) -> Path:
-    return small_model_file(tmp_path_factory.mktemp("model") / "small.pt", homesounds)
 
 
 def daemon_config(tmp_path: Path, model: Path, mic: dict, broker: Broker, **sections):
@@ -55,7 +50,7 @@ def test_a_running_daemon_publishes_discovery_state_and_one_session_start_and_en
         daemon.stop()
     try:
         discovery = recorder.wait_json("homeassistant/device/roomtone_desk/config")
-        assert sorted(discovery["cmps"]["activity"]["options"]) == ["none", "speech", "typing", "water"]
+        assert sorted(discovery["cmps"]["activity"]["options"]) == ["No activity", "Speech", "Typing", "Water"]
         state = recorder.wait_json("roomtone/desk/state", lambda s: s["session"] is not None)
         activity = state["activity"]
         assert activity in ("water", "typing", "speech") and state["window_label"] == activity
@@ -136,13 +131,13 @@ def test_a_broker_down_at_start_and_stopping_mid_run_never_stops_windows_from_be
 def test_the_mqtt_metrics_are_documented_in_the_readme_and_daemon_docs():
     from prometheus_client import CollectorRegistry
 
-    from service.mqtt_publisher import PublisherMetrics
+    from service.announce.mqtt_publisher import PublisherMetrics
 
     registry = CollectorRegistry()
     PublisherMetrics(registry)
     names = {metric.name + ("_total" if metric.type == "counter" else "") for metric in registry.collect()}
     assert names == {"roomtone_mqtt_messages_published_total", "roomtone_mqtt_messages_dropped_total",
-                     "roomtone_mqtt_connected"}
+                     "roomtone_mqtt_connected", "roomtone_mqtt_ack_stalls_total"}
     for doc in ("README.md", "docs/daemon.md", "docs/mqtt.md"):
         text = (Path(__file__).resolve().parents[2] / doc).read_text()
         assert all(f"`{name}`" in text for name in names), doc
@@ -162,6 +157,7 @@ def test_a_custom_sound_detected_by_the_daemon_arrives_as_an_mqtt_event(small_mo
         daemon.sounds.add("door", audio=[("demo.flac", DEMO_CLIP.read_bytes())], threshold=-1.0)
         event = recorder.wait_json("roomtone/desk/event", lambda e: e["event_type"] == "sound_detected", timeout=30)
         assert event["sound"] == "door" and -1.0 <= event["score"] <= 1.0 and event["mic"] == "desk"
+        assert 0 <= event["start_offset_ms"] < event["end_offset_ms"] <= 1000  # where in the 1 s window
     finally:
         daemon.stop()
         recorder.close()

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from mosquitto_broker import Broker, Recorder, free_port, make_test_ca, require_mosquitto
-from service import mqtt_messages as m
+from service.announce import mqtt_messages as m
 from service.config import ConfigError, MqttConfig, load_config
-from service.mqtt_publisher import MqttPublisher
+from service.announce.mqtt_publisher import MqttPublisher
 from service.records import WindowResult
+from service.analysis.sessions import ActivitySession, SessionEvent
 
 INFO = m.DeviceInfo(version="0.1.0", activities=("cooking", "dishes"))
 
@@ -71,6 +72,26 @@ def test_connecting_announces_online_and_publishes_retained_discovery_then_state
         assert {retain for topic, _, retain in late.messages} == {True}
     finally:
         late.close()
+
+
+def test_the_first_connect_sends_the_start_state_before_online_and_the_start_events_after_it_once(broker: Broker):
+    recorder = Recorder(broker)
+    publisher = publisher_for(broker)
+    ended = m.session_event_payload(SessionEvent("session_ended", ActivitySession(
+        "kitchen", "cooking", 0, 20_000, 2, 0.9, 20_000, 7), 20_000))
+    publisher.start(first=[("event", "kitchen", ended), ("state", "kitchen", m.starting_payload("kitchen", 30_000))])
+    try:
+        recorder.wait_json("roomtone/kitchen/event", lambda e: e["session_id"] == 7)
+        order = [(topic, payload) for topic, payload, _ in recorder.messages if not topic.startswith("homeassistant/")]
+        assert [topic for topic, _ in order] == ["roomtone/kitchen/state", "roomtone/status", "roomtone/kitchen/event"]
+        assert json.loads(order[0][1])["capture"] == "starting" and order[1][1] == b"online"
+        recorder.client.publish("homeassistant/status", "online", qos=1)  # Home Assistant restarts: a resync
+        recorder.wait_for("roomtone/status", lambda p: p == b"online" and len(recorder.on("roomtone/status")) > 1)
+        time.sleep(0.5)
+        assert len(recorder.on("roomtone/kitchen/event")) == 1  # the start events went out once
+    finally:
+        publisher.stop()
+        recorder.close()
 
 
 def test_a_broker_that_is_down_at_start_is_connected_to_once_it_comes_up(tmp_path: Path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import file_daemon_config, small_model_file
+from daemon_support import file_daemon_config
+from mosquitto_broker import free_port
 from service.daemon import Daemon
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,20 +28,14 @@ DOCUMENTED = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
 
 
 @pytest.fixture()
-def running_daemon(tmp_path, homesounds):
-    model = small_model_file(tmp_path / "small.pt", homesounds)
+def running_daemon(tmp_path, homesounds, small_model):
+    model = small_model
     clip = homesounds / "audio" / "water" / "water_A3_000.flac"
     config = file_daemon_config(model, tmp_path / "data", "kitchen", clip)
     daemon = Daemon(config)

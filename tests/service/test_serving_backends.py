@@ -1,4 +1,4 @@
-"""Specification of the daemon's model backends (service/serving_model.py, `pipeline.backend`): the onnx
+"""Specification of the daemon's model backends (service/analysis/serving_model.py, `pipeline.backend`): the onnx
 backend serves without ever importing torch (checked in a real daemon process), both backends give the
 same windows, and a graph that does not belong to the model file stops the start with the command that
 re-exports it."""
@@ -13,14 +13,14 @@ import grpc
 import numpy as np
 import pytest
 
-from daemon_support import DaemonProcess, isolated_args, small_model_file
+from daemon_support import DaemonProcess, isolated_args
 from encoder.model_file import load_model, save_model, with_metadata
 from encoder.onnx_graph import GraphError, graph_path_for
 from service.config import load_config
 from service.daemon import Daemon
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
-from service.serving_model import BackendError, backend_for, load_serving_model
+from service.analysis.serving_model import BackendError, backend_for, load_serving_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,11 +32,6 @@ RUN_AND_LIST_MODULES = (
     "from service.cli.main import main\n"
     "sys.exit(main(['run', *sys.argv[2:]]))\n"
 )
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory, homesounds) -> Path:
-    return small_model_file(tmp_path_factory.mktemp("model") / "small.pt", homesounds)
 
 
 def test_auto_is_onnx_on_the_cpu_and_torch_on_cuda():
@@ -85,10 +80,10 @@ def run_daemon(model: Path, clip: Path, data: Path, backend: str) -> list:
     daemon.start()
     try:
         assert daemon.pipeline.drained.wait(60)
-        assert daemon.analyzer.inference.embedder.__class__.__name__ == {"onnx": "OnnxEmbedder", "torch": "TorchEmbedder"}[backend]
+        assert daemon.analyzer.runner.embedder.__class__.__name__ == {"onnx": "OnnxEmbedder", "torch": "TorchEmbedder"}[backend]
     finally:
         daemon.stop()
-    from service.event_store import EventStore
+    from service.store.event_store import EventStore
 
     with EventStore(data / "roomtone.db") as store:
         listed = sorted(store.list_windows(limit=100).items, key=lambda w: w.start_unix_ms)

@@ -1,5 +1,5 @@
 """Specification of stored activity sessions: durable starts and ends, paged listing, crash recovery and
-retention (service/session_store.py through EventStore)."""
+retention (service/store/session_store.py through EventStore)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from service.config import StoreConfig
-from service.event_store import EventStore
+from service.store.event_store import EventStore
 from service.records import WindowResult
-from service.session_store import SessionQuery
-from service.sessions import ActivitySession, SessionEvent
+from service.store.session_store import SessionQuery
+from service.analysis.sessions import ActivitySession, SessionEvent
 
 MIN_MS = 60_000
 

@@ -6,7 +6,7 @@ import pytest
 
 from service.records import WindowResult
 from service.config import ConfigError, SessionConfig, load_config
-from service.sessions import SessionTracker
+from service.analysis.sessions import SessionTracker
 
 HOP_MS = 10_000
 

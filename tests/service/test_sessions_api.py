@@ -11,13 +11,13 @@ import grpc
 import pytest
 
 from service.config import GrpcConfig
-from service.event_bus import EventBus
-from service.event_store import EventStore
-from service.grpc_server import start_server, stop_server
+from service.api.event_bus import EventBus
+from service.store.event_store import EventStore
+from service.api.grpc_server import start_server, stop_server
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc
 from service.records import StateChange
-from service.sessions import ActivitySession, SessionEvent
+from service.analysis.sessions import ActivitySession, SessionEvent
 
 MIN_MS = 60_000
 

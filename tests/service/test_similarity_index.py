@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from service.config import StoreConfig
-from service.event_store import EventStore
+from service.store.event_store import EventStore
 from service.records import WindowResult
-from service.similarity_index import SimilarityIndex, SimilarityIndexConfig, import_faiss, rescored, unit_rows
+from service.config import SimilarityIndexConfig
+from service.store.similarity_index import SimilarityIndex, import_faiss, rescored, unit_rows
 
 DIM = 32
 SMALL = SimilarityIndexConfig(exact_below=1000, nlist=16, nprobe=4, train_rows=1000)
@@ -151,8 +152,8 @@ def test_config_rejects_bad_values_and_unknown_keys_by_name() -> None:
     for bad, name in (({"nprobe": 2000}, "nprobe"), ({"nlist": 16, "exact_below": 100}, "exact_below"),
                       ({"rerank": -1}, "rerank"), ({"threads": 0}, "threads"), ({"exact": 5}, "exact")):
         with pytest.raises(ValueError, match=name):
-            SimilarityIndexConfig.from_dict(bad)
-    assert SimilarityIndexConfig.from_dict(SMALL.to_dict()) == SMALL
+            SimilarityIndexConfig.model_validate(bad)
+    assert SimilarityIndexConfig.model_validate(SMALL.model_dump()) == SMALL
 
 
 def test_a_large_store_answers_from_the_ivf_index_with_exact_distances_and_forgets_deleted_windows(tmp_path: Path, data) -> None:

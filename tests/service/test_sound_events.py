@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.event_store import EventQuery, EventStore
-from service.grpc_server import change_to_pb, mic_to_pb, window_to_pb
+from service.store.event_store import EventQuery, EventStore
+from service.api.grpc_server import change_to_pb, mic_to_pb, window_to_pb
 from service.records import MicStatus, SoundMatch, StateChange, WindowResult
 from service.rpc import roomtone_pb2 as pb
 

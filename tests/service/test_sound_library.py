@@ -1,12 +1,13 @@
 """The custom-sound library: kept beside the store, versioned, tied to the model's sha256, capped, and
-scoring live windows (service/sound_library.py)."""
+scoring live windows (service/analysis/sound_library.py)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from service.sound_library import MAX_SOUNDS, SoundError, SoundLibrary, library_path
+from service.analysis.sound_library import MAX_SOUNDS, SoundError, SoundLibrary
+from service.config import library_path
 
 RATE = 16000
 
@@ -17,7 +18,7 @@ def spectral_embed(windows):
     for w in windows:
         spectrum = np.abs(np.fft.rfft(w))
         bands = np.array([b.sum() for b in np.array_split(spectrum, 8)])
-        rows.append(bands / np.linalg.norm(bands))
+        rows.append(bands / max(np.linalg.norm(bands), 1e-12))
     return np.stack(rows).astype(np.float32)
 
 
@@ -51,7 +52,7 @@ def test_sounds_survive_a_restart_with_their_examples_kept_as_audio(tmp_path):
     assert (sound.name, sound.threshold, sound.examples[0].source) == ("whistle", 0.8, "a.wav")
     assert (tmp_path / "s" / "whistle" / "example-0.flac").is_file()
     data = json.loads((tmp_path / "s" / "library.json").read_text())
-    assert (data["format"], data["version"]) == ("roomtone-sounds", 1)
+    assert (data["format"], data["version"]) == ("roomtone-sounds", 2)
 
 
 def test_a_model_change_re_embeds_sounds_from_their_kept_audio(tmp_path):
@@ -137,3 +138,84 @@ def test_only_windows_stored_under_the_loaded_model_calibrate_a_threshold(tmp_pa
     assert library(tmp_path / "s", sha="a" * 64).model_since_unix_ms == first.model_since_unix_ms  # same model: kept
     clock.sleep(0.01)
     assert library(tmp_path / "s", sha="b" * 64).model_since_unix_ms > first.model_since_unix_ms  # new model: from now
+
+
+# --- time-local matching, "not this", recalibration ----------------------------------------------------
+
+COLUMN = RATE * 10 // 32  # samples per column of the stand-in map (32 columns per 10 s, as the encoder's)
+
+
+def spectral_columns(windows):
+    """A stand-in column map: the 8-band spectrum of every 0.3125 s column (and its mean, the pooled embedding)."""
+    maps = []
+    for w in windows:
+        parts = [w[i:i + COLUMN] for i in range(0, max(len(w) - COLUMN + 1, 1), COLUMN)]
+        maps.append(spectral_embed(parts))
+    return np.stack([m.mean(axis=0) for m in maps]), maps
+
+
+def span_library(path, sha="a" * 64):
+    return SoundLibrary(path, sha, spectral_embed, RATE, embedding_dim=8, embed_columns=spectral_columns)
+
+
+def window_with(event, at_s, seconds=10.0, seed=3):
+    """Pink-ish background noise with ``event`` added ``at_s`` seconds in."""
+    rng = np.random.default_rng(seed)
+    x = (0.02 * np.cumsum(rng.normal(size=int(seconds * RATE))) / 50).astype(np.float32)
+    x -= x.mean()
+    start = int(at_s * RATE)
+    x[start:start + len(event)] += event
+    return x
+
+
+def detect_in(lib, windows):
+    pooled, maps = spectral_columns(windows)
+    return lib.detect(pooled, maps, [len(w) / RATE for w in windows])
+
+
+def test_a_short_sound_is_found_inside_a_long_window_and_located(tmp_path):
+    lib = span_library(tmp_path / "s")
+    chirp = tone(5000, seconds=0.8)
+    examples = [("ring.wav", np.concatenate([np.zeros(RATE // 2, np.float32), tone(5000, 0.8, seed=k),
+                                             np.zeros(RATE // 2, np.float32)])) for k in range(3)]
+    sound = lib.add("ring", examples, threshold=0.9)
+    assert 1 <= sound.span_columns <= 4
+    [found], [nothing] = detect_in(lib, [window_with(chirp, 6.0)]), detect_in(lib, [window_with(tone(300, 0.8), 6.0)])
+    (match,) = found
+    assert match.name == "ring" and match.start_s < 6.9 and match.end_s > 6.0 and match.end_s - match.start_s < 2
+    assert nothing == ()
+
+
+def test_not_this_makes_the_marked_window_stop_matching_and_is_kept(tmp_path):
+    lib = span_library(tmp_path / "s")
+    lib.add("ring", [("ring.wav", tone(5500, seconds=1.0))], threshold=0.9)
+    lookalike = window_with(tone(5500, seconds=1.0) + 0.4 * tone(2500, seconds=1.0), 2.0)  # partly alike
+    _, (columns,) = spectral_columns([lookalike])
+    assert detect_in(lib, [lookalike])[0]  # a false alarm
+    from service.records import WindowMap
+
+    marked = lib.mark_not_this("ring", 42, WindowMap(columns, None, 10.0))
+    assert [n.window_id for n in marked.not_this] == [42] and marked.negatives.shape == (1, 8)
+    assert detect_in(lib, [lookalike])[0] == ()
+    assert detect_in(lib, [window_with(tone(5500, seconds=1.0), 5.0)])[0]  # the sound itself still is
+    again = span_library(tmp_path / "s")
+    assert [n.window_id for n in again.sounds()[0].not_this] == [42]
+    with pytest.raises(SoundError) as twice:
+        again.mark_not_this("ring", 42, WindowMap(columns, None, 10.0))
+    assert twice.value.reason == "already_exists"
+
+
+def test_a_version_1_library_is_read_and_its_file_sounds_become_span_sounds(tmp_path):
+    old = library(tmp_path / "s")  # pooled only, like version 1
+    old.add("ring", [("ring.wav", tone(5000, seconds=1.0))], threshold=0.9)
+    manifest = tmp_path / "s" / "library.json"
+    data = json.loads(manifest.read_text())
+    data["version"] = 1
+    for entry in data["sounds"]:
+        for key in ("span_columns", "not_this", "calibrated_unix_ms"):
+            entry.pop(key)
+    manifest.write_text(json.dumps(data))
+    upgraded = span_library(tmp_path / "s")
+    [sound] = upgraded.sounds()
+    assert sound.span_columns >= 1 and sound.threshold == 0.9
+    assert json.loads(manifest.read_text())["version"] == 2

@@ -18,7 +18,7 @@ import scipy.signal
 from daemon_support import play, pulseaudio, write_wav  # noqa: F401 (pulseaudio is a fixture)
 from encoder.audio import load_audio
 from service.config import DEMO_CLIP, MicConfig
-from service.sources import Chunk, DeviceSource, FileSource, SourceError, open_source
+from service.capture.sources import Chunk, DeviceSource, FileSource, SourceError, open_source
 from encoder.resampling import resample
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +101,7 @@ def test_an_unknown_input_device_is_a_source_error_listing_the_devices():
 
 def test_without_any_input_device_the_auto_source_is_the_demo_recording_and_says_so():
     code = ("import logging, sys; logging.basicConfig(stream=sys.stdout, format='%(message)s');"
-            "from service.sources import open_source; from service.config import MicConfig;"
+            "from service.capture.sources import open_source; from service.config import MicConfig;"
             "s = open_source(MicConfig()); print('DESC', s.description, s.loop, s.realtime)")
     # no sound card and no reachable sound server: PortAudio has no input at all
     env = {**os.environ, "PULSE_SERVER": "unix:/nonexistent"}
@@ -188,10 +188,19 @@ def test_a_stalled_input_is_counted_reported_as_reopening_and_recovers(pulseaudi
 
 
 def test_the_start_up_log_names_the_real_input_behind_a_sound_server_device() -> None:
-    from service.sources import input_behind
+    from service.capture.sources import input_behind
 
     assert input_behind("default", "ALSA", lambda: "alsa_input.usb-Blue_Yeti-00.analog-stereo") == (
         "PulseAudio source alsa_input.usb-Blue_Yeti-00.analog-stereo")
     assert input_behind("pulse", "ALSA", lambda: None) == "ALSA pulse device (no PulseAudio source found)"
     assert input_behind("USB Audio Device: - (hw:2,0)", "ALSA", lambda: "unused") == "ALSA device hw:2,0 (USB Audio Device: -)"
     assert input_behind("MacBook Microphone", "Core Audio", lambda: "unused") == "Core Audio device MacBook Microphone"
+
+
+def test_the_start_up_log_names_the_source_pulse_source_selects_not_the_server_default() -> None:
+    from service.capture.sources import input_behind, pulseaudio_default_source
+
+    chosen = pulseaudio_default_source(run=lambda: pytest.fail("pactl must not be asked"),
+                                       environ={"PULSE_SOURCE": "roomtone_test.monitor"})
+    assert chosen == "roomtone_test.monitor (PULSE_SOURCE)"
+    assert input_behind("default", "ALSA", lambda: chosen) == "PulseAudio source roomtone_test.monitor (PULSE_SOURCE)"

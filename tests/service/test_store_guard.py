@@ -1,4 +1,4 @@
-"""The store's guard (service/store_guard.py): one daemon per store, acknowledged windows that vanish with a
+"""The store's guard (service/store/store_guard.py): one daemon per store, acknowledged windows that vanish with a
 lost write-ahead log are noticed, and damage in the middle of the file is found by the integrity check."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.event_store import EventStore
+from service.store.event_store import EventStore
 from service.records import WindowResult
-from service.store_guard import StoreGuard, StoreInUse, quick_check
+from service.store.store_guard import StoreGuard, StoreInUse, quick_check
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,7 @@ def test_a_second_process_cannot_take_the_store_and_is_told_who_has_it(tmp_path)
     store_path = tmp_path / "roomtone.db"
     guard = StoreGuard(store_path)
     guard.acquire()
-    script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from service.store_guard import StoreGuard, StoreInUse\n"
+    script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from service.store.store_guard import StoreGuard, StoreInUse\n"
               f"try:\n    StoreGuard({str(store_path)!r}).acquire()\nexcept StoreInUse as exc:\n    print(exc)")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60).stdout
     assert f"store {store_path} is in use by another roomtone (pid {os.getpid()}" in out

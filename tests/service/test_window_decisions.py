@@ -1,33 +1,19 @@
 """What a live window's record says when there is nothing to label or the head is unsure, and custom
-sounds detected beside the head (service/analysis.py with service/activity.py and the sound library)."""
+sounds detected beside the head (service/analysis/analyser.py with service/analysis/activity.py and the sound library)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 
-from daemon_support import tiny_bundle  # tests/service/ is on sys.path
-from service.analysis import Analyzer
+from daemon_support import wav_bytes  # tests/service/ is on sys.path
+from service.analysis.analyser import Analyzer
 from service.config import ActivityConfig
-from service.sound_library import SoundLibrary
-from service.windowing import Window
+from service.analysis.sound_library import SoundLibrary
+from service.capture.windowing import Window
 
 RATE = 16000
-
-
-@pytest.fixture(scope="module")
-def bundle(homesounds: Path):
-    audio = homesounds / "audio"
-    return tiny_bundle({"speech": [audio / "speech" / "speech_A1_000.flac"], "water": [audio / "water" / "water_A1_000.flac"]})
-
-
-@pytest.fixture(scope="module")
-def speech(homesounds: Path) -> np.ndarray:
-    data, _ = soundfile.read(homesounds / "audio" / "speech" / "speech_A1_001.flac", dtype="float32", always_2d=True)
-    return data.T[:, : 10 * RATE]
 
 
 def live(analyzer: Analyzer, samples: np.ndarray, mic: str = "kitchen"):
@@ -66,7 +52,7 @@ def test_a_head_with_a_reserved_class_name_is_refused(bundle) -> None:
 
 def test_a_custom_sound_is_detected_on_live_windows_and_becomes_an_event(bundle, speech, tmp_path) -> None:
     analyzer = Analyzer(bundle)
-    library = SoundLibrary(tmp_path / "sounds", "a" * 64, analyzer.inference.embedder.embed, RATE,
+    library = SoundLibrary(tmp_path / "sounds", "a" * 64, analyzer.runner.embedder.embed, RATE,
                            bundle.embedding_dim)
     library.add("chatter", [("speech.flac", speech[0])], threshold=0.95)
     analyzer.sounds = library
@@ -77,13 +63,5 @@ def test_a_custom_sound_is_detected_on_live_windows_and_becomes_an_event(bundle,
     assert event.score == pytest.approx(result.sounds[0].score)
     silent, changes = live(analyzer, np.zeros((1, 10 * RATE), np.float32), mic="hall")
     assert silent.sounds == () and not [c for c in changes if c.kind == "sound_detected"]
-    (upload,) = analyzer.analyze_audio(_wav(speech))
+    (upload,) = analyzer.analyze_audio(wav_bytes(speech))
     assert [m.name for m in upload.sounds] == ["chatter"]  # Classify reports them too
-
-
-def _wav(samples: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    soundfile.write(buffer, samples.T, RATE, format="WAV", subtype="FLOAT")
-    return buffer.getvalue()

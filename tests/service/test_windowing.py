@@ -8,8 +8,8 @@ import pytest
 from encoder.audio import load_audio
 from encoder.resampling import resample
 from encoder.windows import window_spans
-from service.sources import Chunk
-from service.windowing import Windower
+from service.capture.sources import Chunk
+from service.capture.windowing import Windower
 
 
 def stream(samples: np.ndarray, rate: int, sizes: list[int], t0: float = 1000.0):
@@ -79,3 +79,22 @@ def test_finish_emits_a_tail_of_at_least_one_second_and_nothing_shorter(recordin
     assert tail.samples.shape[1] == 20_000 and tail.start_unix == pytest.approx(10.0)
     windower.push(Chunk("m", recording[:, :160_000 + 8000], 16000, 0.0))
     assert windower.finish() == []
+
+
+def test_a_phase_delays_the_first_window_and_keeps_later_windows_on_its_grid_after_a_gap(recording):
+    windower = Windower("m", 16000, 16000, window_s=2.0, hop_s=2.0, realtime=True, phase_s=0.5)
+    windows = windower.push(Chunk("m", recording[:, :48_000], 16000, 100.0))  # 3 s: 0.5 s skipped, one window
+    assert [(w.start_unix, w.end_unix) for w in windows] == [(pytest.approx(100.5), pytest.approx(102.5))]
+    np.testing.assert_array_equal(windows[0].samples, recording[:, 8_000:40_000])
+    # 1.7 s lost: the stream restarts at 104.7, and the next window starts on the grid (100.5 + k * 2 s) at 106.5
+    windows = windower.push(Chunk("m", recording[:, 75_200:139_200], 16000, 104.7))
+    assert windower.gaps == 1
+    assert [w.start_unix for w in windows] == [pytest.approx(106.5)]
+    np.testing.assert_array_equal(windows[0].samples, recording[:, 75_200 + 28_800:75_200 + 60_800])
+
+
+def test_a_hop_longer_than_the_window_is_not_taken_for_lost_samples(recording):
+    windower = Windower("m", 16000, 16000, window_s=2.0, hop_s=4.0, realtime=True)
+    windows = [w for c in stream(recording[:, :160_000], 16000, [1600], t0=100.0) for w in windower.push(c)]
+    assert windower.gaps == 0
+    assert [w.start_unix for w in windows] == [pytest.approx(100.0 + 4 * k) for k in range(3)]

@@ -52,3 +52,15 @@ def test_the_log_mel_handed_out_is_the_one_the_embeddings_were_computed_from():
     assert np.allclose(features, log_mel(np.stack(windows), LogMelConfig()).numpy(), atol=1e-4)
     with pytest.raises(ValueError, match="one length"):
         embedder.embed_with_features([windows[0], windows[1][:8000]])
+
+
+@pytest.mark.parametrize("shape", [(128, 1001), (128, 200), (64, 1001), (96, 1001), (100, 77)])
+def test_pooling_gives_the_slice_means_whether_or_not_the_slices_are_of_one_length(shape):
+    values = np.random.default_rng(1).normal(-50.0, 20.0, shape).astype(np.float32)
+    bins, columns = min(STRIP_BINS, shape[0]), min(STRIP_COLUMNS, shape[1])
+    rows = np.linspace(0, shape[0], bins + 1).round().astype(int)
+    cols = np.linspace(0, shape[1], columns + 1).round().astype(int)
+    means = np.array([[values[rows[i]:rows[i + 1], cols[j]:cols[j + 1]].mean(dtype=np.float64) for j in range(columns)]
+                      for i in range(bins)])
+    expected = np.clip(np.round((means + 100.0) / (TOP_DB + 100.0) * 255.0), 0, 255)
+    assert np.abs(mel_strip(values, floor_db=-100.0).astype(int) - expected).max() <= 1  # float32 sums may round apart

@@ -1,11 +1,12 @@
 """The web page in a real browser (Debian's headless Chromium) against a real daemon on the demo recording:
 every view loads without console errors or third-party requests, the live view updates within one window,
-the timeline shows stored windows, find-similar returns results, a kept clip plays, and a bad request gets
-a clear error page."""
+the timeline shows stored windows, find-similar returns results, a kept clip plays, a window is corrected and
+the correction taken back, and a bad request gets a clear error page."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.parse
 import urllib.request
@@ -19,7 +20,7 @@ from daemon_support import DaemonProcess, isolated_args
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "roomtone.pt"
 WINDOW_S, HOP_S = 10.0, 2.0
-VIEWS = ("/", "/timeline", "/mics")
+VIEWS = ("/", "/timeline", "/mics", "/corrections")
 
 pytestmark = pytest.mark.slow
 
@@ -164,6 +165,25 @@ def test_with_clips_kept_a_window_plays_in_the_page(daemon, page):
     assert page.errors == []
 
 
+def test_a_window_is_corrected_in_its_view_and_taken_back_in_the_corrections_view(daemon, page):
+    window = api(daemon, "/api/windows?limit=1")["windows"][0]
+    label = next(c for c in api(daemon, "/api/status")["classes"] if c != window["label"])
+    page.open(f"{daemon}/window/{window['window_id']}")
+    page.page.select_option("#correction-label", label)
+    page.page.click("#correction button[type=submit]")
+    page.page.wait_for_selector("#correction-current.ok", timeout=30_000)
+    assert f'really "{label}"' in page.page.locator("#correction-current").inner_text()
+    assert [c["label"] for c in api(daemon, "/api/corrections")["corrections"]] == [label]
+    page.open(f"{daemon}/corrections")
+    row = page.page.locator(f"tr.correction[data-window='{window['window_id']}']")
+    assert label in row.inner_text()
+    row.locator("button.remove-correction").click()
+    row.wait_for(state="detached", timeout=15_000)
+    assert api(daemon, "/api/corrections")["corrections"] == []
+    assert "No corrections yet" in page.page.locator("#corrections-count").inner_text()
+    assert page.errors == []
+
+
 def test_this_is_a_teaches_a_custom_sound_from_the_window(daemon, page):
     window_id = api(daemon, "/api/windows?limit=1")["windows"][0]["window_id"]
     page.open(f"{daemon}/window/{window_id}")
@@ -172,6 +192,34 @@ def test_this_is_a_teaches_a_custom_sound_from_the_window(daemon, page):
     page.page.wait_for_selector("#teach-result.ok", timeout=30_000)
     assert "front-door" in page.page.locator("#teach-result").inner_text()
     assert [s["name"] for s in api(daemon, "/api/sounds")["sounds"]] == ["front-door"]
+    assert page.errors == []
+
+
+def test_a_detection_shows_where_it_was_heard_and_not_this_marks_it(daemon, page):
+    # the taught window's audio recurs in the next windows (10 s windows every 2 s), so detections follow
+    if not api(daemon, "/api/sounds")["sounds"]:
+        window_id = api(daemon, "/api/windows?limit=1")["windows"][0]["window_id"]
+        urllib.request.urlopen(urllib.request.Request(f"{daemon}/api/windows/{window_id}/sound", method="POST",
+                                                      data=json.dumps({"name": "front-door"}).encode(),
+                                                      headers={"Content-Type": "application/json"}), timeout=30)
+    deadline = time.monotonic() + 90
+    while not (found := api(daemon, "/api/changes?kind=sound_detected&limit=1")["changes"]):
+        assert time.monotonic() < deadline, "no sound_detected event within 90 s"
+        time.sleep(1)
+    detection = found[0]
+    assert 0 <= detection["start_offset_ms"] < detection["end_offset_ms"] <= 10_000
+    page.open(f"{daemon}/window/{detection['window_id']}")
+    item = page.page.locator(f"#detections li.detection[data-sound='{detection['current']}']")
+    shown = re.search(r"at (\d+\.\d)–(\d+\.\d) s", item.inner_text())  # JS rounds halves up, Python to even
+    assert shown and abs(float(shown[1]) - detection["start_offset_ms"] / 1000) <= 0.05 + 1e-9
+    assert abs(float(shown[2]) - detection["end_offset_ms"] / 1000) <= 0.05 + 1e-9
+    style = page.page.locator("#detections .span-mark").first.get_attribute("style")
+    left = re.match(r"left:(\d+(?:\.\d+)?)%", style)  # rounded to 0.1 % by the page, halves up
+    assert left and abs(float(left[1]) - 100 * detection["start_offset_ms"] / 10_000) <= 0.05 + 1e-9
+    item.locator("button.not-this").click()
+    page.page.wait_for_selector("#detections .ok", timeout=60_000)
+    sound = next(s for s in api(daemon, "/api/sounds")["sounds"] if s["name"] == detection["current"])
+    assert sound["not_this"] == 1
     assert page.errors == []
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from web_support import T0
-from service.clips import ClipStore
+from service.store.clips import ClipStore
 from service.config import ClipsConfig, ConfigError, WebConfig, load_config
 from service.web.live import PAGE_QUEUE, LiveFeed, PageStream
 from service.web.server import STATIC
@@ -150,7 +150,7 @@ def read_sse_event(response, name: str, timeout_lines: int = 50) -> dict:
 
 
 def test_a_published_window_reaches_an_open_live_stream(serve):
-    feed = LiveFeed()
+    feed = LiveFeed(floor_db=-100.0)
     server = serve(feed=feed)
     with urllib.request.urlopen(server.url + "api/live", timeout=10) as response:
         assert response.headers["Content-Type"] == "text/event-stream"
@@ -178,7 +178,7 @@ def test_a_slow_page_loses_its_oldest_messages_not_the_newest_and_is_counted():
 
 
 def test_publishing_costs_one_serialisation_whatever_the_number_of_pages():
-    feed = LiveFeed()
+    feed = LiveFeed(floor_db=-100.0)
     calls = []
     feed.attach(type("Loop", (), {"is_closed": lambda self: False,
                                   "call_soon_threadsafe": lambda self, f, *a: calls.append(a)})())
@@ -247,7 +247,7 @@ def test_a_port_in_use_is_a_clear_error_naming_web_port(serve):
 
 
 def test_activity_sessions_are_listed_for_the_timeline_newest_first(serve, store):
-    from service.sessions import ActivitySession, SessionEvent
+    from service.analysis.sessions import ActivitySession, SessionEvent
 
     cooking = ActivitySession("kitchen", "cooking", T0, T0 + 60_000, 6, 0.8)
     talking = ActivitySession("hall", "speech", T0 + 70_000, None, 2, 0.9)  # still open
@@ -261,7 +261,7 @@ def test_activity_sessions_are_listed_for_the_timeline_newest_first(serve, store
 def sound_service(store, tmp_path):
     """A custom-sound library for the store's 8-d embeddings (calibrated on the examples only)."""
     from service.config import SoundsConfig
-    from service.sound_library import SoundLibrary, SoundService
+    from service.analysis.sound_library import SoundLibrary, SoundService
 
     library = SoundLibrary(tmp_path / "sounds", "sha-test", lambda windows: None, 16000, 8)
     return SoundService(library, store, SoundsConfig(calibration_hours=0.0))
@@ -291,6 +291,27 @@ def test_this_is_a_teaches_a_new_sound_then_adds_more_windows_to_it(serve, store
     assert status == 409 and body["error"]["reason"] == "already_exists"
 
 
+def test_a_window_lists_its_detections_and_not_this_marks_one(serve, store, tmp_path):
+    from service.records import StateChange
+    from service.vocabulary import SOUND_DETECTED
+
+    service = sound_service(store, tmp_path)
+    server = serve(sounds=service)
+    first, second = [w.window_id for w in store.list_windows(limit=2).items]
+    post(f"{server.url}api/windows/{first}/sound", {"name": "doorbell"})
+    window = store.get_window(second)
+    store.add_results([], [StateChange(SOUND_DETECTED, window.mic_id, window.start_unix_ms, None, "doorbell",
+                                       window_id=second, score=0.97, sound_start_ms=2500, sound_end_ms=3750)])
+    (detection,) = api(server, f"/api/windows/{second}")[1]["detections"]
+    assert (detection["current"], detection["start_offset_ms"], detection["end_offset_ms"], detection["not_this"]) == \
+        ("doorbell", 2500, 3750, False)
+    status, body = post(f"{server.url}api/windows/{second}/not-this", {"name": "doorbell"})
+    assert status == 200 and body["sound"]["not_this"] == 1
+    assert api(server, f"/api/windows/{second}")[1]["detections"][0]["not_this"] is True
+    assert post(f"{server.url}api/windows/{second}/not-this", {"name": "doorbell"})[1]["error"]["reason"] == "already_exists"
+    assert post(f"{server.url}api/windows/{second}/not-this", {"name": "cat-flap"})[1]["error"]["reason"] == "not_found"
+
+
 @pytest.mark.parametrize("body, status, reason", [
     ({"name": "Door Bell!"}, 400, "invalid_argument"),
     ({"nom": "doorbell"}, 400, "bad_body"),
@@ -313,3 +334,21 @@ def test_a_change_from_another_site_or_not_as_json_is_refused(serve, store, tmp_
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(form, timeout=10)
     assert refused.value.code == 403
+
+
+def test_the_timeline_summary_gives_each_microphones_runs_of_one_activity(serve):
+    server = serve()
+    status, body = api(server, f"/api/timeline?since_ms={T0}&until_ms={T0 + 3_600_000}&buckets=1000")
+    assert status == 200 and body["windows"] == 8 and body["oldest_start_ms"] == T0 and body["bucket_ms"] == 3600
+    assert [(r["mic_id"], r["label"], r["start_unix_ms"] - T0, r["end_unix_ms"] - T0, r["windows"]) for r in body["runs"]] == [
+        ("hall", "speech", 0, 20_000, 2), ("kitchen", "water", 0, 30_000, 3), ("kitchen", "speech", 30_000, 60_000, 3)]
+    _, window = api(server, f"/api/windows/{body['runs'][2]['first_window_id']}")
+    assert (window["mic_id"], window["start_unix_ms"]) == ("kitchen", T0 + 30_000)
+    _, one = api(server, f"/api/timeline?since_ms={T0}&mic=hall&buckets=1")
+    assert [(r["mic_id"], r["windows"]) for r in one["runs"]] == [("hall", 2)]
+
+
+@pytest.mark.parametrize("query", ["", f"since_ms={T0}&buckets=0", f"since_ms={T0}&until_ms={T0}", "since_ms=x"])
+def test_a_timeline_summary_without_a_valid_span_or_bucket_count_is_a_bad_parameter(serve, query):
+    status, body = api(serve(), f"/api/timeline?{query}")
+    assert status == 400 and body["error"]["reason"] == "bad_parameter"

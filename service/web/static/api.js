@@ -20,9 +20,9 @@ export async function getJson(path) {
   return body;
 }
 
-// POST JSON to the daemon; the answer as getJson gives it.
-export async function postJson(path, body) {
-  const response = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
+// POST (or another method's) JSON to the daemon; the answer as getJson gives it.
+export async function postJson(path, body, method = "POST") {
+  const response = await fetch(path, { method, headers: { "Content-Type": "application/json", Accept: "application/json" },
     body: JSON.stringify(body) });
   const answer = await response.json().catch(() => null);
   if (!response.ok) {

@@ -5,6 +5,7 @@ import { renderNow } from "./now.js";
 import { renderTimeline } from "./timeline.js";
 import { renderWindow } from "./window.js";
 import { renderMics } from "./mics.js";
+import { renderCorrections } from "./corrections.js";
 
 const state = {
   latenciesMs: [],    // window end -> arrival on this page, one per live window
@@ -52,6 +53,7 @@ async function main() {
     if (name === "now") await renderNow(view, status, state);
     else if (name === "timeline") await renderTimeline(view, status);
     else if (name === "mics") await renderMics(view, status, state);
+    else if (name === "corrections") await renderCorrections(view, status);
     else if (name === "window") await renderWindow(view, status, Number(path.split("/")[2]));
     view.dataset.ready = "true";
     state.readyMs = performance.now(); // first render, from navigation start

@@ -1,10 +1,12 @@
 // The Timeline view: per microphone, activity sessions (when the daemon tracks them, [sessions]) or else
 // runs of windows with the same activity, over the last hours or days; health changes marked; each run
-// links to its first window.
+// links to its first window. The runs come summarised from the daemon (/api/timeline, at most one per unit
+// of a lane's width), so a week of windows is a few thousand rows, not every window.
 import { clockTime, dateTime, duration, getJson, h, labelColour, s } from "./api.js";
 
 const RANGES = { "1 h": 3600e3, "6 h": 6 * 3600e3, "24 h": 24 * 3600e3, "7 days": 7 * 24 * 3600e3 };
 const MAX_PAGES = 10;
+const LANE_WIDTH = 1000;
 
 async function fetchAll(path, key) {
   const items = [];
@@ -18,19 +20,10 @@ async function fetchAll(path, key) {
   return items;
 }
 
-// Consecutive windows of one microphone with the same label (oldest first) merged into runs.
-export function runsOf(windows, hopMs) {
-  const runs = [];
-  for (const w of windows) {
-    const last = runs[runs.length - 1];
-    if (last && last.label === w.label && w.start_unix_ms - last.end <= hopMs * 1.5) {
-      last.end = w.end_unix_ms;
-      last.count += 1;
-    } else {
-      runs.push({ label: w.label, start: w.start_unix_ms, end: w.end_unix_ms, first: w.window_id, count: 1 });
-    }
-  }
-  return runs;
+// The daemon's runs of one microphone (oldest first) as the lanes draw them.
+export function runsOfSummary(runs, mic) {
+  return runs.filter((r) => r.mic_id === mic).map((r) => ({ label: r.label, start: r.start_unix_ms,
+    end: r.end_unix_ms, first: r.first_window_id, count: r.windows }));
 }
 
 // Sessions of one microphone (oldest first) as runs; an open session lasts until now.
@@ -51,7 +44,7 @@ async function openRun(mic, run) {
 }
 
 function lane(mic, runs, changes, since, until) {
-  const width = 1000;
+  const width = LANE_WIDTH;
   const x = (t) => ((t - since) / (until - since)) * width;
   const svg = s("svg", { viewBox: `0 0 ${width} 46`, preserveAspectRatio: "none", class: "lane", role: "img", "aria-label": `timeline of ${mic}` });
   for (const run of runs) {
@@ -74,29 +67,27 @@ export async function renderTimeline(view, status) {
   const picker = h("div", { class: "range" });
   const body = h("div", {});
   view.replaceChildren(h("h1", {}, "Timeline"), picker, body);
-  const hopMs = status.hop_s * 1000;
 
   async function show(label) {
     for (const b of picker.children) b.setAttribute("aria-pressed", String(b.textContent === label));
     body.replaceChildren(h("p", { class: "muted" }, "Loading…"));
     const until = Date.now();
     const asked = until - RANGES[label];
-    const [windows, changes, sessions] = await Promise.all([
-      fetchAll(`/api/windows?since_ms=${asked}&limit=10000`, "windows"),
+    const [summary, changes, sessions] = await Promise.all([
+      getJson(`/api/timeline?since_ms=${asked}&until_ms=${until}&buckets=${LANE_WIDTH}`),
       fetchAll(`/api/changes?kind=health_changed&since_ms=${asked}&limit=10000`, "changes"),
       status.sessions ? fetchAll(`/api/sessions?since_ms=${asked}&limit=10000`, "sessions") : Promise.resolve([]),
     ]);
     // the lanes start at the oldest stored window in range, so a young store is not a sliver at the right
-    const since = windows.length ? Math.min(...windows.map((w) => w.start_unix_ms)) : asked;
+    const since = summary.oldest_start_ms ?? asked;
     const what = status.sessions ? "activity sessions" : "runs of windows with the same activity";
-    const nodes = [h("p", { class: "muted" }, `${windows.length} stored windows since ${dateTime(asked)}, shown as ${what}. Click one to open its first window; vertical marks are health changes.`)];
+    const nodes = [h("p", { class: "muted" }, `${summary.windows} stored windows since ${dateTime(asked)}, shown as ${what}. Click one to open its first window; vertical marks are health changes.`)];
     const labels = new Set();
     const table = h("tbody", {});
     for (const mic of status.mics.map((m) => m.mic_id)) {
-      const mine = windows.filter((w) => w.mic_id === mic).reverse();
       const micSessions = sessions.filter((s) => s.mic_id === mic).reverse();
       // a microphone without a session yet (none long enough) still shows its windows
-      const runs = micSessions.length ? runsOfSessions(micSessions, until) : runsOf(mine, hopMs);
+      const runs = micSessions.length ? runsOfSessions(micSessions, until) : runsOfSummary(summary.runs, mic);
       runs.forEach((r) => labels.add(r.label));
       nodes.push(h("section", { class: "card lane-card", "data-mic": mic },
         h("h2", {}, mic),
@@ -120,7 +111,7 @@ export async function renderTimeline(view, status) {
         ? h("table", { class: "runs" }, h("thead", {}, h("tr", {}, ["Microphone", "Activity", "When", "Length", ""].map((t) => h("th", {}, t)))), table)
         : h("p", {}, "No stored window in this range."));
     body.replaceChildren(...nodes);
-    view.dataset.windows = String(windows.length);
+    view.dataset.windows = String(summary.windows);
   }
 
   for (const label of Object.keys(RANGES)) {

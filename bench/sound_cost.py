@@ -1,0 +1,74 @@
+"""Per-window cost of custom-sound detection (service/sound_library.py) beside the window path: the column
+levels and every sound's best span on one 10 s window's column map (32 columns x the model's embedding size),
+for 1, 8 and 64 sounds (the most a daemon keeps), and the ONNX graph with and without its "columns" output.
+
+    .venv/bin/python -m bench.sound_cost [--model models/roomtone.pt]
+
+CPU time of this thread (one core), median of --repeats calls, so a busy machine inflates it less than a
+wall-clock time would (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_ms(call, repeats: int) -> float:
+    """Median thread CPU milliseconds of ``call()`` over ``repeats`` calls (after one warm-up call)."""
+    call()
+    times = []
+    for _ in range(repeats):
+        t0 = time.thread_time()
+        call()
+        times.append((time.thread_time() - t0) * 1000)
+    return float(np.median(times))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "roomtone.pt")
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args(argv)
+    from encoder.few_shot import column_levels
+    from encoder.onnx_embedder import OnnxEmbedder
+    from encoder.onnx_graph import OUTPUTS, graph_path_for
+    from service.analysis.sound_library import SoundLibrary
+
+    embedder = OnnxEmbedder(graph_path_for(args.model), check_model=args.model)
+    if not embedder.has_columns:
+        print(f"{embedder.graph_path}: a version-1 graph (no column map); re-export it first: "
+              f"roomtone export --model {args.model}", file=sys.stderr)
+        return 2
+    rng = np.random.default_rng(0)
+    window = (0.05 * rng.standard_normal(160_000)).astype(np.float32)
+    (pooled,), (columns,) = embedder.embed_with_columns([window])
+    rows = [f"Model {args.model.name}; {columns.shape[0]} columns x {columns.shape[1]} per 10 s window; median thread "
+            f"CPU ms of {args.repeats} calls; load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}.", "",
+            "| step | CPU ms per window |", "|---|---|"]
+    power_call = lambda outputs: embedder._run([window], outputs, None)  # noqa: E731
+    rows.append(f"| ONNX graph: embedding + log-Mel (before) | {cpu_ms(lambda: power_call(list(OUTPUTS[:2])), args.repeats):.2f} |")
+    rows.append(f"| ONNX graph: embedding + log-Mel + columns | {cpu_ms(lambda: power_call(list(OUTPUTS)), args.repeats):.2f} |")
+    rows.append(f"| column levels | {cpu_ms(lambda: column_levels(window, len(columns)), args.repeats):.3f} |")
+    with tempfile.TemporaryDirectory() as folder:
+        for count in (1, 8, 64):
+            library = SoundLibrary(Path(folder) / f"lib{count}", "a" * 64, embedder.embed, 16000, embedder.embedding_dim,
+                                   embed_columns=embedder.embed_with_columns)
+            for k in range(count):
+                example = (0.2 * rng.standard_normal(16000 + 800 * k)).astype(np.float32)
+                library.add(f"s{k}", [("x.wav", example)], threshold=0.99)
+            ms = cpu_ms(lambda: library.detect(pooled[None], [columns], [10.0]), args.repeats)
+            rows.append(f"| detect, {count} sound{'s' if count > 1 else ''} | {ms:.3f} |")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,568 @@
+"""Custom sounds: the library kept beside the store, and their detection on every live window.
+
+On disk (``<store>.sounds/`` next to the SQLite file, never in the model file)::
+
+    library.json          {"format": "roomtone-sounds", "version": 2, "sounds": [...]}
+    model.json            {"model_sha256", "since_unix_ms"}: since when the loaded model runs (calibration
+                          only uses stored windows from then on: older ones were embedded by another model)
+    <name>/embeddings.npy float32 [examples, D], the examples embedded by the model in `model_sha256`: each
+                          example's loudest span of `span_columns` columns (0: the pooled window embedding)
+    <name>/negatives.npy  float32 [marks, D], the spans of detections a user marked "not this" (optional)
+    <name>/example-K.flac the audio of example K (mono, the model's rate) when it came from a file
+
+Version 1 libraries (pooled embeddings, no marks) are read and upgraded: sounds from files are re-embedded
+as spans, sounds from stored windows keep matching the pooled embedding (``span_columns`` 0).
+
+Each sound is tied to the sha256 of the model that embedded its examples. When the daemon starts with
+another model, sounds whose examples all have kept audio are re-embedded with it (and recalibrated from
+their examples); a sound with examples taken from stored windows (whose audio the store does not keep)
+is kept but inactive, and `problem` says what to do. Detection (spans of the encoder's column map) and
+the threshold rule are in encoder/few_shot.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import soundfile
+
+from encoder.few_shot import (DEFAULT_THRESHOLD, EXAMPLE_MARGIN, MIN_BACKGROUND_HOURS, best_span, best_spans, column_levels,
+                              leave_one_out_scores, loudest_span, rate_threshold, span_embeddings, span_length,
+                              unit_rows)
+from service.records import SoundMatch, WindowMap
+from service.vocabulary import ID_PATTERN, ID_RULE
+from service.state_files import fsync_file, write_atomically
+
+log = logging.getLogger("roomtone.sounds")
+
+FORMAT = "roomtone-sounds"
+VERSION = 2  # 2: span examples (span_columns), "not this" marks and negatives, calibrated_unix_ms
+READABLE_VERSIONS = (1, 2)
+#: Most sounds one daemon keeps: the sound name is a Prometheus label, so its cardinality stays bounded.
+MAX_SOUNDS = 64
+NAME_PATTERN = re.compile(ID_PATTERN)
+
+#: Embeds mono windows (float32 at the model's rate) into ``[n, D]``.
+EmbedFn = Callable[[list[np.ndarray]], np.ndarray]
+#: Embeds mono windows into ``([n, D], per window its column embeddings [columns, D])`` (Embedder.embed_with_columns).
+ColumnsFn = Callable[[list[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class Background:
+    """A home's own recent windows (the store's), to calibrate thresholds against: ``chunks()`` reads their
+    maps a chunk at a time (a day of column maps would not fit the daemon's memory at once), ``hours`` is
+    how much audio they cover."""
+
+    chunks: Callable[[], Iterable[list[WindowMap]]]
+    hours: float
+
+    @classmethod
+    def of(cls, maps: Sequence[WindowMap], hours: float) -> "Background":
+        """A background held in memory (tests, benches)."""
+        return cls(lambda: [list(maps)] if maps else [], hours)
+
+    def scores(self, sound: "Sound") -> np.ndarray:
+        """The sound's score on every background window."""
+        parts = [window_scores(sound, chunk) for chunk in self.chunks()]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+
+class SoundError(ValueError):
+    """A sound request that cannot be done; ``reason`` is machine-readable (maps to a gRPC status)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # invalid_argument | already_exists | not_found | resource_exhausted | failed_precondition
+
+
+@dataclass(frozen=True)
+class Example:
+    """Where one example window came from: a kept audio file, or a stored window (embedding only)."""
+
+    kind: str  # "file" or "window"
+    audio: str | None = None  # file examples: the kept FLAC, relative to the sound's folder
+    source: str | None = None  # file examples: the name the example was given as (e.g. doorbell.wav)
+    window_id: int | None = None  # window examples: the stored window's id
+
+
+@dataclass(frozen=True)
+class NotThis:
+    """A detection a user marked as wrong: its window became a negative example of the sound."""
+
+    window_id: int
+    marked_unix_ms: int
+
+
+@dataclass(frozen=True)
+class Sound:
+    """One custom sound: its examples' embeddings and its threshold."""
+
+    name: str
+    model_sha256: str
+    examples: tuple[Example, ...]
+    embeddings: np.ndarray = field(compare=False)  # float32 [examples, D]: spans (or pooled, span_columns 0)
+    calibrated_threshold: float
+    calibration: str  # how the calibrated threshold was found
+    threshold_override: float | None = None
+    created_unix_ms: int = 0
+    problem: str = ""  # why the sound is inactive with the loaded model; "" when active
+    span_columns: int = 0  # span length matched, in columns of the encoder's map; 0: the pooled window embedding
+    negatives: np.ndarray | None = field(default=None, compare=False)  # float32 [marks, D]: "not this" spans
+    not_this: tuple[NotThis, ...] = ()
+    calibrated_unix_ms: int = 0  # when the threshold was last calibrated
+
+    def score(self, window: WindowMap) -> tuple[float, float, float]:
+        """The window's score for this sound and where its best span lies (start, end in seconds from the window's start)."""
+        columns = window.columns if self.span_columns else window.columns.mean(axis=0, keepdims=True)
+        span = self.span_columns or 1
+        score, start = best_span(columns, self.embeddings, span, self.negatives)
+        if not self.span_columns or len(columns) == 1:
+            return score, 0.0, window.duration_s
+        per_column = window.duration_s / len(columns)
+        return score, start * per_column, min(start + span, len(columns)) * per_column
+
+    @property
+    def threshold(self) -> float:
+        """The threshold in use: the override if set, else the calibrated one."""
+        return self.threshold_override if self.threshold_override is not None else self.calibrated_threshold
+
+    @property
+    def active(self) -> bool:
+        """Whether the sound is detected with the loaded model."""
+        return not self.problem
+
+    def to_json(self) -> dict:
+        """The library.json entry (embeddings are in their own file)."""
+        return {"name": self.name, "model_sha256": self.model_sha256,
+                "examples": [{k: v for k, v in vars(e).items() if v is not None} for e in self.examples],
+                "calibrated_threshold": self.calibrated_threshold, "calibration": self.calibration,
+                "threshold_override": self.threshold_override, "created_unix_ms": self.created_unix_ms,
+                "span_columns": self.span_columns, "not_this": [vars(n) for n in self.not_this],
+                "calibrated_unix_ms": self.calibrated_unix_ms}
+
+
+def sound_span_ms(sound: Sound, window_s: float = 10.0, columns: int = 32) -> int:
+    """The length a sound is matched on, in ms (its span of columns of a ``window_s`` window of ``columns``
+    columns: 0.3125 s each for the 10 s window of a 10 ms hop); 0 when it is matched on the whole window."""
+    return round(sound.span_columns * window_s / columns * 1000)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as the bytes of a .npy file (written with `write_atomically`)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def check_name(name: str) -> None:
+    """SoundError(invalid_argument) unless ``name`` is 1-64 of a-z 0-9 _ - starting with a letter or digit."""
+    if not NAME_PATTERN.match(name or ""):
+        raise SoundError("invalid_argument", f"sound name {name!r}: use {ID_RULE}")
+
+
+def window_scores(sound: Sound, maps: Sequence[WindowMap]) -> np.ndarray:
+    """`Sound.score` of many windows ``[n]``, windows with equal column counts scored together."""
+    scores = np.zeros(len(maps))
+    groups: dict[tuple, list[int]] = {}
+    for i, m in enumerate(maps):
+        groups.setdefault(m.columns.shape if sound.span_columns else (1,), []).append(i)
+    for indices in groups.values():
+        if sound.span_columns:
+            columns = np.stack([maps[i].columns for i in indices])
+        else:
+            columns = np.stack([maps[i].columns.mean(axis=0, keepdims=True) for i in indices])
+        scores[indices] = best_spans(columns, sound.embeddings, sound.span_columns or 1, sound.negatives)[0]
+    return scores
+
+
+def calibration_for(sound: Sound, background: Background | None, alarms_per_hour: float) -> tuple[float, str]:
+    """A sound's threshold and how it was found: from the home's background windows when there are at least
+    `MIN_BACKGROUND_HOURS` of them (at most ``alarms_per_hour`` of them reach it), else from its examples."""
+    scores = background.scores(sound) if background is not None and background.hours >= MIN_BACKGROUND_HOURS else ()
+    if len(scores):
+        return (rate_threshold(scores, background.hours, alarms_per_hour),
+                f"background: {background.hours:.1f} h of windows, <= {alarms_per_hour:g} alarm/h")
+    if len(sound.embeddings) >= 2:
+        threshold = max(float(leave_one_out_scores(sound.embeddings).min()) - EXAMPLE_MARGIN, DEFAULT_THRESHOLD)
+        return threshold, f"examples: lowest leave-one-out score - {EXAMPLE_MARGIN}, at least {DEFAULT_THRESHOLD}"
+    return DEFAULT_THRESHOLD, "default: one example and no background"
+
+
+def example_spans(maps: Sequence[WindowMap]) -> tuple[np.ndarray, int]:
+    """The examples' span embeddings ``[n, D]`` and the span length in columns: the examples' median length
+    (columns within `SPAN_WITHIN_DB` of each one's loudest), each example's loudest span of that length."""
+    if any(m.levels is None or len(m.columns) < 2 for m in maps):  # no column map: the pooled embedding
+        return unit_rows(np.stack([m.columns.mean(axis=0) for m in maps])), 0
+    span = int(np.median([span_length(m.levels) for m in maps]))
+    return np.stack([loudest_span(m.columns, m.levels, span)[0] for m in maps]), span
+
+
+class SoundLibrary:
+    """The custom sounds of one daemon: add, list, remove, mark detections "not this", recalibrate, and score
+    live windows; thread-safe. ``embed_columns`` (`ColumnsFn`) gives example audio its column map; without
+    it sounds match the pooled embedding ``embed`` gives."""
+
+    def __init__(self, path: str | Path, model_sha256: str, embed: EmbedFn, sample_rate: int, embedding_dim: int,
+                 max_sounds: int = MAX_SOUNDS, read_only: bool = False, embed_columns: ColumnsFn | None = None) -> None:
+        self.path = Path(path)
+        self.read_only = read_only  # offline readers (roomtone classify): re-embed in memory, never write
+        self.model_sha256 = model_sha256
+        self.embed = embed
+        self.embed_columns = embed_columns
+        self.sample_rate = sample_rate
+        self.embedding_dim = embedding_dim
+        self.max_sounds = min(max_sounds, MAX_SOUNDS)
+        self._lock = threading.Lock()  # serialises changes; detection reads the immutable `_sounds`
+        self._sounds: dict[str, Sound] = {}
+        self.model_since_unix_ms = self._model_since()
+        self._load()
+
+    # -- persistence -----------------------------------------------------------------------------
+    def _model_since(self) -> int:
+        """When this library first ran with the loaded model (``model.json``): stored windows older than that
+        were embedded by another model and must not calibrate a threshold."""
+        marker = self.path / "model.json"
+        try:
+            seen = json.loads(marker.read_text())
+            if seen.get("model_sha256") == self.model_sha256:
+                return int(seen["since_unix_ms"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        since = int(time.time() * 1000)  # unknown or another model before: only windows from now on
+        if not self.read_only:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                write_atomically(marker, json.dumps({"model_sha256": self.model_sha256, "since_unix_ms": since}))
+            except OSError as exc:  # a full disk must not stop the daemon: it is written at the next start
+                log.warning("could not record since when the model runs", extra={"file": str(marker),
+                                                                                  "error": str(exc)})
+        return since
+
+    def _load(self) -> None:
+        manifest = self.path / "library.json"
+        if not manifest.is_file():
+            return
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SoundError("failed_precondition", f"{manifest}: unreadable custom-sound library ({exc}); "
+                                                    "move it away to start with no custom sounds") from None
+        if data.get("format") != FORMAT or data.get("version") not in READABLE_VERSIONS:
+            raise SoundError("failed_precondition", f"{manifest}: not a version-{VERSION} {FORMAT} library "
+                                                    f"(format {data.get('format')!r}, version {data.get('version')!r})")
+        sounds = {}
+        changed = data.get("version") != VERSION
+        for entry in data.get("sounds", []):
+            folder = self.path / entry["name"]
+            negatives = folder / "negatives.npy"
+            sound = Sound(
+                name=entry["name"], model_sha256=entry["model_sha256"],
+                examples=tuple(Example(**e) for e in entry["examples"]),
+                embeddings=np.load(folder / "embeddings.npy"),
+                calibrated_threshold=float(entry["calibrated_threshold"]), calibration=entry["calibration"],
+                threshold_override=entry.get("threshold_override"), created_unix_ms=int(entry.get("created_unix_ms", 0)),
+                span_columns=int(entry.get("span_columns", 0)),
+                negatives=np.load(negatives) if negatives.is_file() else None,
+                not_this=tuple(NotThis(**n) for n in entry.get("not_this", [])),
+                calibrated_unix_ms=int(entry.get("calibrated_unix_ms", entry.get("created_unix_ms", 0))))
+            upgrade = (data.get("version") == 1 and self.embed_columns is not None
+                       and all(e.kind == "file" for e in sound.examples))
+            if sound.model_sha256 != self.model_sha256 or upgrade:
+                sound, reembedded = self._for_new_model(sound)
+                changed |= reembedded
+            sounds[sound.name] = sound
+        self._sounds = sounds
+        if changed and not self.read_only:
+            self._save(sounds)
+
+    def _for_new_model(self, sound: Sound) -> tuple[Sound, bool]:
+        """Re-embed a sound from its kept audio for the loaded model, or mark it inactive saying why."""
+        windows = [e for e in sound.examples if e.kind == "window"]
+        if windows and sound.model_sha256 != self.model_sha256:
+            ids = ", ".join(str(e.window_id) for e in windows[:5])
+            problem = (f"embedded by model {sound.model_sha256[:12]}, the daemon runs {self.model_sha256[:12]}, and "
+                       f"{len(windows)} example(s) come from stored windows ({ids}) whose audio is not kept: "
+                       f"re-add it with audio files (roomtone sounds add {sound.name} FILE... --replace) "
+                       f"or remove it (roomtone sounds remove {sound.name})")
+            log.warning("custom sound inactive", extra={"sound": sound.name, "problem": problem})
+            return replace(sound, problem=problem), False
+        audio = [self._read_example(sound.name, e) for e in sound.examples]
+        embeddings, span = example_spans(self.example_maps(audio))
+        # "not this" spans came from the old model's windows: they are dropped with it
+        fresh = replace(sound, model_sha256=self.model_sha256, embeddings=embeddings, span_columns=span,
+                        negatives=None, not_this=())
+        threshold, detail = calibration_for(fresh, None, 1.0)
+        log.info("custom sound re-embedded for the loaded model",
+                 extra={"sound": sound.name, "old_model": sound.model_sha256[:12], "model": self.model_sha256[:12]})
+        if not self.read_only:
+            write_atomically(self.path / sound.name / "embeddings.npy", _npy_bytes(embeddings))
+            (self.path / sound.name / "negatives.npy").unlink(missing_ok=True)
+        return replace(fresh, calibrated_threshold=threshold, calibrated_unix_ms=int(time.time() * 1000),
+                       calibration=detail + " (re-embedded after a model change)"), True
+
+    def _read_example(self, name: str, example: Example) -> np.ndarray:
+        samples, _ = soundfile.read(self.path / name / str(example.audio), dtype="float32", always_2d=True)
+        return samples.mean(axis=1)
+
+    def example_maps(self, audio: Sequence[np.ndarray]) -> list[WindowMap]:
+        """The maps of example audio windows: column embeddings and levels (pooled only without `embed_columns`)."""
+        durations = [len(a) / self.sample_rate for a in audio]
+        if self.embed_columns is None:
+            pooled = self.embed(list(audio))
+            return [WindowMap(np.asarray(p, np.float32)[None, :], None, d) for p, d in zip(pooled, durations)]
+        _, columns = self.embed_columns(list(audio))
+        return [WindowMap(np.asarray(c, np.float32), column_levels(a, len(c)), d)
+                for a, c, d in zip(audio, columns, durations)]
+
+    def _save(self, sounds: dict[str, Sound]) -> None:
+        """Write library.json atomically (the per-sound folders are written before it)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        data = {"format": FORMAT, "version": VERSION,
+                "sounds": [s.to_json() for s in sorted(sounds.values(), key=lambda s: s.name)]}
+        write_atomically(self.path / "library.json", json.dumps(data, indent=1))
+
+    # -- changes ---------------------------------------------------------------------------------
+    def add(self, name: str, audio_windows: Sequence[tuple[str, np.ndarray]] = (),
+            window_examples: Sequence[tuple[int, WindowMap | np.ndarray]] = (), threshold: float | None = None,
+            replace_existing: bool = False, background: Background | None = None,
+            alarms_per_hour: float = 1.0) -> Sound:
+        """Teach a sound from mono example windows (source name, samples at the model's rate) and stored
+        windows (id, `WindowMap` or embedding); the threshold is calibrated (`calibration_for`) unless given."""
+        check_name(name)
+        if self.read_only:
+            raise SoundError("failed_precondition", f"{self.path}: opened read-only")
+        if not audio_windows and not window_examples:
+            raise SoundError("invalid_argument", f"sound {name!r}: give at least one example (audio or window id)")
+        if threshold is not None and not -1.0 <= threshold <= 1.0:
+            raise SoundError("invalid_argument", f"sound {name!r}: threshold must be between -1 and 1, got {threshold}")
+        maps = self.example_maps([samples for _, samples in audio_windows]) if audio_windows else []
+        # a stored window's map, or its bare embedding (matched on the whole window)
+        maps += [m if isinstance(m, WindowMap) else WindowMap(np.asarray(m, np.float32).reshape(1, -1))
+                 for _, m in window_examples]
+        embeddings, span = example_spans(maps)
+        now = int(time.time() * 1000)
+        sound = Sound(name, self.model_sha256, (), embeddings, DEFAULT_THRESHOLD, "", threshold, now,
+                      span_columns=span, calibrated_unix_ms=now)
+        calibrated, detail = calibration_for(sound, background, alarms_per_hour)
+        with self._lock:
+            if name in self._sounds and not replace_existing:
+                raise SoundError("already_exists", f"sound {name!r} exists; remove it first or pass --replace")
+            if name not in self._sounds and len(self._sounds) >= self.max_sounds:
+                raise SoundError("resource_exhausted", f"the library holds {len(self._sounds)} sounds, the most "
+                                                       f"allowed ({self.max_sounds}); remove one first")
+            folder = self.path / name
+            staging = self.path / f".{name}.new"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            examples = []
+            for k, (source, samples) in enumerate(audio_windows):
+                soundfile.write(staging / f"example-{k}.flac", samples, self.sample_rate, subtype="PCM_16")
+                examples.append(Example("file", audio=f"example-{k}.flac", source=source))
+            examples += [Example("window", window_id=int(i)) for i, _ in window_examples]
+            write_atomically(staging / "embeddings.npy", _npy_bytes(embeddings))
+            for example in staging.iterdir():
+                fsync_file(example)
+            shutil.rmtree(folder, ignore_errors=True)
+            staging.rename(folder)
+            sound = replace(sound, examples=tuple(examples), calibrated_threshold=calibrated, calibration=detail)
+            self._commit({**self._sounds, name: sound})
+        log.info("custom sound added", extra={"sound": name, "examples": len(examples), "threshold": sound.threshold,
+                                              "span_columns": span, "calibration": detail})
+        return sound
+
+    def _commit(self, sounds: dict[str, Sound]) -> None:
+        """Save and publish a new set of sounds (hold ``_lock``)."""
+        self._save(sounds)
+        self._sounds = sounds
+
+    def get(self, name: str) -> Sound:
+        """The sound called ``name``; SoundError(not_found) otherwise."""
+        sound = self._sounds.get(name)
+        if sound is None:
+            raise SoundError("not_found", f"no custom sound named {name!r}")
+        return sound
+
+    def remove(self, name: str) -> None:
+        """Forget a sound and its kept audio; SoundError(not_found) for an unknown name."""
+        with self._lock:
+            self.get(name)
+            self._commit({k: v for k, v in self._sounds.items() if k != name})
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        log.info("custom sound removed", extra={"sound": name})
+
+    def mark_not_this(self, name: str, window_id: int, window: WindowMap, background: Background | None = None,
+                      alarms_per_hour: float = 1.0) -> Sound:
+        """A detection of ``name`` in stored window ``window_id`` was wrong: the window's best-matching span
+        becomes a negative example and the threshold is recalibrated (against ``background`` when given)."""
+        with self._lock:
+            sound = self.get(name)
+            if any(n.window_id == window_id for n in sound.not_this):
+                raise SoundError("already_exists", f"window {window_id} is already marked \"not this\" for {name!r}")
+            if window.columns.shape[-1] != sound.embeddings.shape[1]:
+                raise SoundError("invalid_argument", f"window {window_id}: its embedding has {window.columns.shape[-1]} "
+                                                     f"dimensions, sound {name!r} {sound.embeddings.shape[1]}")
+            _, start_s, end_s = sound.score(window)
+            columns = window.columns if sound.span_columns else window.columns.mean(axis=0, keepdims=True)
+            if sound.span_columns and len(columns) > 1:
+                first = int(round(start_s / window.duration_s * len(columns)))
+                negative = span_embeddings(columns[first:first + sound.span_columns], sound.span_columns)[:1]
+            else:
+                negative = unit_rows(columns.mean(axis=0))
+            negatives = negative if sound.negatives is None else np.concatenate([sound.negatives, negative])
+            marked = replace(sound, negatives=negatives.astype(np.float32),
+                             not_this=sound.not_this + (NotThis(int(window_id), int(time.time() * 1000)),))
+            marked = self._recalibrated(marked, background, alarms_per_hour, "not this")
+            write_atomically(self.path / name / "negatives.npy", _npy_bytes(marked.negatives))
+            self._commit({**self._sounds, name: marked})
+        return marked
+
+    def recalibrate(self, name: str, background: Background | None, alarms_per_hour: float = 1.0,
+                    why: str = "recalibration") -> Sound:
+        """Recalibrate the threshold of ``name`` against ``background`` (logged with the old and new values)."""
+        with self._lock:
+            sound = self._recalibrated(self.get(name), background, alarms_per_hour, why)
+            self._commit({**self._sounds, name: sound})
+        return sound
+
+    def _recalibrated(self, sound: Sound, background: Background | None, alarms_per_hour: float, why: str) -> Sound:
+        if not sound.active:
+            return sound
+        threshold, detail = calibration_for(sound, background, alarms_per_hour)
+        log.info("custom sound recalibrated", extra={"sound": sound.name, "why": why, "old_threshold": sound.calibrated_threshold,
+                                                     "threshold": threshold, "calibration": detail})
+        return replace(sound, calibrated_threshold=threshold, calibration=detail,
+                       calibrated_unix_ms=int(time.time() * 1000))
+
+    # -- reading ---------------------------------------------------------------------------------
+    def sounds(self) -> list[Sound]:
+        """Every sound, sorted by name."""
+        return sorted(self._sounds.values(), key=lambda s: s.name)
+
+    def detect(self, embeddings: np.ndarray, columns: Sequence[np.ndarray | None] | None = None,
+               durations_s: Sequence[float] | None = None) -> list[tuple[SoundMatch, ...]]:
+        """Per window (its embedding, and its column map when given), the active sounds whose score reaches
+        their threshold, highest score first, each with where in the window its best span lies."""
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        columns = list(columns) if columns is not None else [None] * len(embeddings)
+        durations = list(durations_s) if durations_s is not None else [10.0] * len(embeddings)
+        maps = [WindowMap(np.asarray(c, np.float32) if c is not None else e[None, :], None, d)
+                for e, c, d in zip(embeddings, columns, durations)]
+        found: list[list[SoundMatch]] = [[] for _ in range(len(embeddings))]
+        for sound in self._sounds.values():  # a snapshot: changes replace the dict, never mutate it
+            if not sound.active or sound.embeddings.shape[1] != embeddings.shape[-1]:
+                continue
+            for i, window in enumerate(maps):
+                score, start_s, end_s = sound.score(window)
+                if score >= sound.threshold:
+                    found[i].append(SoundMatch(sound.name, score, float(sound.threshold), start_s, end_s))
+        return [tuple(sorted(f, key=lambda m: -m.score)) for f in found]
+
+
+@dataclass
+class SoundService:
+    """What AddSound/ListSounds/RemoveSound/MarkNotThis do: examples from uploaded audio and stored windows,
+    thresholds calibrated against the store's recent windows (`SoundsConfig`), and the periodic recalibration."""
+
+    library: SoundLibrary
+    store: object  # service.store.event_store.EventStore
+    config: object  # service.config.SoundsConfig
+    window_s: float = 10.0
+
+    def background(self, exclude_ids: Sequence[int] = ()) -> Background | None:
+        """The store's recent windows embedded by the loaded model (their column maps where kept), or None."""
+        if self.config.calibration_hours <= 0:
+            return None
+        dim, hours = self.library.embedding_dim, self.config.calibration_hours
+        since = self.library.model_since_unix_ms
+        covered = self.store.recent_window_hours(dim, hours, exclude_ids=exclude_ids, since_unix_ms=since)
+        return Background(lambda: self.store.recent_window_maps(dim, hours, exclude_ids=exclude_ids, since_unix_ms=since),
+                          covered)
+
+    def window_map(self, window_id: int) -> WindowMap:
+        """A stored window's map (its column map when still kept, else its pooled embedding); SoundError otherwise."""
+        window = self.store.get_window(int(window_id), include_embedding=True)
+        if window is None:
+            raise SoundError("not_found", f"window {window_id}: not in the store (removed by retention?)")
+        if window.embedding is None:
+            raise SoundError("invalid_argument", f"window {window_id}: stored without an embedding")
+        if len(window.embedding) != self.library.embedding_dim:
+            raise SoundError("invalid_argument", f"window {window_id}: its embedding has {len(window.embedding)} "
+                                                 f"dimensions, the loaded model {self.library.embedding_dim}")
+        kept = self.store.window_map(int(window_id))
+        if kept is not None and kept.columns.shape[-1] == self.library.embedding_dim:
+            return kept
+        return WindowMap(np.asarray(window.embedding, np.float32)[None, :], None,
+                         (window.end_unix_ms - window.start_unix_ms) / 1000)
+
+    def add(self, name: str, audio: Sequence[tuple[str, bytes]] = (), window_ids: Sequence[int] = (),
+            threshold: float | None = None, replace_existing: bool = False) -> Sound:
+        """Teach ``name`` from audio files (source name, bytes; every window of each is an example) and stored
+        window ids; AudioError for undecodable audio, SoundError otherwise."""
+        from encoder.audio import AudioError, AudioTooLarge, audio_header, decode_samples, decoded_size
+        from encoder.windows import window_spans
+        from service.analysis.uploads import MAX_UPLOAD_SAMPLES
+
+        check_name(name)
+        rate = self.library.sample_rate
+        # One bound for the whole request, from the headers before anything is decoded: 200 files that each
+        # fit must not add up to gigabytes.
+        total = sum(decoded_size(*audio_header(data, source), rate, mono=True) for source, data in audio)
+        if total > MAX_UPLOAD_SAMPLES:
+            raise AudioTooLarge(f"the {len(audio)} audio file(s) of this request decode to {total:,} samples at "
+                                f"{rate} Hz mono, above the limit of {MAX_UPLOAD_SAMPLES:,} per request")
+        audio_windows = []
+        for source, data in audio:
+            samples = decode_samples(data, rate, mono=True, name=source, max_samples=MAX_UPLOAD_SAMPLES)[0][0]
+            spans = window_spans(samples.shape[0], rate, self.window_s)
+            if not spans:
+                raise AudioError(f"{source}: {samples.shape[0] / rate:.2f} s is shorter than the 1 s minimum window")
+            audio_windows += [(source, samples[s.start:s.end]) for s in spans]
+        window_examples = [(int(i), self.window_map(int(i))) for i in window_ids]
+        return self.library.add(name, audio_windows, window_examples, threshold, replace_existing,
+                                self.background(exclude_ids=window_ids), self.config.alarms_per_hour)
+
+    def detection_window(self, name: str, event_id: int) -> int:
+        """The window of sound_detected event ``event_id`` of sound ``name``; SoundError when it is not one."""
+        from service.vocabulary import SOUND_DETECTED
+
+        change = self.store.get_event(int(event_id))
+        if change is None:
+            raise SoundError("not_found", f"event {event_id}: not in the store (removed by retention?)")
+        if change.kind != SOUND_DETECTED or change.current != name:
+            raise SoundError("invalid_argument", f"event {event_id} is a {change.kind} event of {change.current!r}, "
+                                                 f"not a detection of {name!r}")
+        if not change.window_id:
+            raise SoundError("not_found", f"event {event_id}: its window was removed by retention")
+        return int(change.window_id)
+
+    def not_this(self, name: str, window_id: int) -> Sound:
+        """Mark the detection of ``name`` in stored window ``window_id`` as wrong (see `SoundLibrary.mark_not_this`)."""
+        return self.library.mark_not_this(name, int(window_id), self.window_map(int(window_id)), self.background(),
+                                          self.config.alarms_per_hour)
+
+    def recalibrate_due(self, now_unix_ms: int | None = None) -> list[Sound]:
+        """Recalibrate every active sound whose threshold is older than ``sounds.recalibrate_hours``, or was set
+        from its examples alone (no history yet), against the store's recent windows (one read of the store for
+        all of them); returns the recalibrated sounds. An examples-only threshold is replaced as soon as the
+        store holds `MIN_BACKGROUND_HOURS`: with the round-4 model it lets ~50 false alarms/h through."""
+        now = int(time.time() * 1000) if now_unix_ms is None else int(now_unix_ms)
+        every_ms = self.config.recalibrate_hours * 3_600_000
+        due = [s for s in self.library.sounds() if s.active and (now - s.calibrated_unix_ms >= every_ms
+                                                                  or not s.calibration.startswith("background"))]
+        if not due:
+            return []
+        background = self.background()
+        if background is None or background.hours < MIN_BACKGROUND_HOURS:
+            return []  # too little history yet: the examples' rule stays until there is
+        return [self.library.recalibrate(s.name, background, self.config.alarms_per_hour, "scheduled") for s in due]

@@ -1,0 +1,299 @@
+"""Nearest-neighbour search over the stored embeddings of one dimension (FindSimilar): an exact float32
+scan for small stores, a faiss IVF index with 8-bit scalar quantisation (IVF-SQ8) for large ones.
+
+The exact scan answers in ~0.3 s per 10^6 windows and holds 1 KiB per 256-d window; the IVF index
+answers in about a millisecond at 10^6 windows and holds ~0.28 KiB per window, at the price of
+approximate results (a true neighbour can be missed). docs/performance.md has the measurements.
+faiss is imported only when a dimension first reaches `SimilarityIndexConfig.exact_below` rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.config import SimilarityIndexConfig
+
+@dataclass(frozen=True)
+class IndexSummary:
+    """What one dimension's index holds."""
+
+    kind: str  # "exact" or "ivf"
+    rows: int
+    nbytes: int  # memory held by the index, approximately
+
+
+def import_faiss() -> Any:
+    """The faiss module, or ImportError saying why it is needed and how to get it."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ImportError(
+            "the approximate similarity index needs faiss-cpu (a roomtone dependency): install it with "
+            "`.venv/bin/pip install -c requirements.lock faiss-cpu==1.15.1`, or raise similarity.exact_below "
+            f"to keep the exact scan ({exc})") from exc
+    return faiss
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """float32 copies of the rows (e.g. stored float16 vectors) scaled to unit length."""
+    rows = np.asarray(vectors, dtype=np.float32).copy()
+    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    return rows
+
+
+def nearest_first(ids: np.ndarray, distances: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The ``k`` smallest distances as [(window id, distance)], ties broken by the smaller id."""
+    count = min(k, ids.size)
+    if count == 0:
+        return []
+    top = np.argpartition(distances, count - 1)[:count] if count < ids.size else np.arange(ids.size)
+    top = top[np.lexsort((ids[top], distances[top]))]
+    return [(int(ids[i]), float(distances[i])) for i in top]
+
+
+def rescored(query: np.ndarray, ids: Sequence[int], vectors: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """Exact cosine distances of candidate rows to a unit ``query``, the ``k`` nearest first (ties by id)."""
+    if len(ids) == 0:
+        return []
+    distances = np.clip(1.0 - unit_rows(vectors) @ query, 0.0, 2.0)
+    return nearest_first(np.asarray(ids, dtype=np.int64), distances, k)
+
+
+class ExactIndex:
+    """In-memory copy of the stored embeddings of one dimension, appended incrementally.
+
+    Rows are the stored float16 values widened to float32 and scaled to unit length once, so a query
+    is one matrix-vector product (converting float16 per query would cost ~10x more time).
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.mics = np.zeros(0, dtype=object)
+        self.matrix = np.zeros((0, dim), dtype=np.float32)
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def __len__(self) -> int:
+        return len(self.ids) + sum(len(ids) for ids, _, _ in self._pending)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: the float32 matrix, ids and mic references, and queued float16 rows."""
+        return (self.matrix.nbytes + self.ids.nbytes + self.mics.nbytes
+                + sum(i.nbytes + m.nbytes + v.nbytes for i, m, v in self._pending))
+
+    def add(self, ids: np.ndarray, mics: np.ndarray, vectors16: np.ndarray) -> None:
+        """Queue rows; merged into the matrix at the next search."""
+        self._pending.append((ids, mics, vectors16))
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Drop rows by window id (after retention)."""
+        self._flush()
+        keep = ~np.isin(self.ids, ids)
+        self.ids, self.mics, self.matrix = self.ids[keep], self.mics[keep], self.matrix[keep]
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(window ids, mic ids, unit float32 matrix) of every row, queued ones included."""
+        self._flush()
+        return self.ids, self.mics, self.matrix
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        ids, mics, blocks = zip(*self._pending)
+        self.ids = np.concatenate([self.ids, *ids])
+        self.mics = np.concatenate([self.mics, *mics])
+        self.matrix = np.concatenate([self.matrix, unit_rows(np.concatenate(blocks))])
+        self._pending.clear()
+
+    def search(self, query: np.ndarray, k: int, mic_ids: Sequence[str] | None, exclude: set[int]) -> tuple[list[tuple[int, float]], int]:
+        """Exact top-k by cosine distance to a unit ``query``: ([(window id, distance)], rows compared)."""
+        self._flush()
+        distances = np.clip(1.0 - self.matrix @ query, 0.0, 2.0)  # rounding can step just outside
+        mask = np.ones(len(self.ids), dtype=bool)
+        if mic_ids:
+            mask &= np.isin(self.mics, list(mic_ids))
+        if exclude:
+            mask &= ~np.isin(self.ids, list(exclude))
+        candidates = np.flatnonzero(mask)
+        return nearest_first(self.ids[candidates], distances[candidates], k), int(candidates.size)
+
+
+class IvfIndex:
+    """Approximate index of one dimension: faiss IVF lists of 8-bit scalar-quantised unit vectors, searched
+    by inner product, keyed by window id; mic ids live in numpy arrays beside it.
+
+    Distances it reports are 1 - the SQ8-approximated inner product (clipped to [0, 2]), not exact.
+    """
+
+    def __init__(self, dim: int, config: SimilarityIndexConfig, training: np.ndarray) -> None:
+        self.dim, self.config = dim, config
+        self._faiss = import_faiss()
+        self._faiss.omp_set_num_threads(config.threads)  # per calling thread: repeated before every faiss call
+        self.index = self._faiss.index_factory(dim, f"IVF{config.nlist},SQ8", self._faiss.METRIC_INNER_PRODUCT)
+        self.index.train(np.ascontiguousarray(training, dtype=np.float32))
+        self.ids = np.zeros(0, dtype=np.int64)  # ascending, the same rows as the faiss index
+        self.codes = np.zeros(0, dtype=np.int32)  # mic of each row, as an index into mic_names
+        self.mic_names: list[str] = []
+        self._mic_codes: dict[str, int] = {}
+        self._mic_rows = np.zeros(0, dtype=np.int64)  # rows per mic code
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: SQ8 codes and ids in the lists, the list centroids, and the id/mic arrays."""
+        return (self.index.ntotal * (self.index.code_size + 8) + self.config.nlist * self.dim * 4
+                + self.ids.nbytes + self.codes.nbytes)
+
+    def add(self, ids: np.ndarray, mics: np.ndarray, unit_vectors: np.ndarray) -> None:
+        """Add unit float32 rows under their window ids."""
+        if ids.size == 0:
+            return
+        codes = np.asarray([self._mic_code(str(mic)) for mic in mics], dtype=np.int32)
+        self._faiss.omp_set_num_threads(self.config.threads)
+        self.index.add_with_ids(np.ascontiguousarray(unit_vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+        self.ids, self.codes = np.concatenate([self.ids, ids]), np.concatenate([self.codes, codes])
+        if not np.all(self.ids[1:] > self.ids[:-1]):  # the store adds in id order; others may not
+            order = np.argsort(self.ids, kind="stable")
+            self.ids, self.codes = self.ids[order], self.codes[order]
+        self._mic_rows += np.bincount(codes, minlength=len(self.mic_names))
+
+    def _mic_code(self, mic: str) -> int:
+        code = self._mic_codes.get(mic)
+        if code is None:
+            code = self._mic_codes[mic] = len(self.mic_names)
+            self.mic_names.append(mic)
+            self._mic_rows = np.append(self._mic_rows, 0)
+        return code
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Drop rows by window id (after retention)."""
+        gone = np.isin(self.ids, ids)
+        if not gone.any():
+            return
+        self._faiss.omp_set_num_threads(self.config.threads)  # retention's thread would otherwise use every core
+        self.index.remove_ids(np.ascontiguousarray(self.ids[gone]))
+        self._mic_rows -= np.bincount(self.codes[gone], minlength=len(self._mic_rows))
+        self.ids, self.codes = self.ids[~gone], self.codes[~gone]
+
+    def _present(self, ids: np.ndarray) -> np.ndarray:
+        """Positions in ``self.ids`` of the ids that are stored (others dropped)."""
+        where = np.searchsorted(self.ids, ids)
+        found = where < self.ids.size
+        found[found] = self.ids[where[found]] == ids[found]
+        return where[found]
+
+    def search(self, query: np.ndarray, k: int, mic_ids: Sequence[str] | None, exclude: set[int]) -> tuple[list[tuple[int, float]], int]:
+        """Approximate top-k by cosine distance to a unit ``query``: ([(window id, SQ8 distance)], rows eligible).
+
+        The mic filter and the exclusions are applied to an over-fetched candidate list, not inside faiss:
+        window ids of one microphone are spread over the whole id range, so a faiss IDSelector would need
+        a per-query set of every id of the wanted mics (IDSelectorBatch: ~24 ms for 250k ids, 100x the
+        search itself). Instead the fetch is sized by the wanted mics' share of the rows and doubled
+        (then nprobe doubled, up to every list) until k rows pass or the whole index was returned.
+        """
+        wanted = np.ones(len(self.mic_names), dtype=bool)
+        if mic_ids:
+            wanted[:] = False
+            wanted[[self._mic_codes[m] for m in mic_ids if m in self._mic_codes]] = True
+        excluded = self._present(np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
+        excluded = excluded[wanted[self.codes[excluded]]]
+        matching = int(self._mic_rows[wanted].sum())
+        eligible = matching - excluded.size
+        if eligible <= 0:
+            return [], 0
+        count = min(k, eligible)
+        total = len(self)
+        fetch = min(total, math.ceil((count + excluded.size) * total / matching * 1.25))
+        nprobe = self.config.nprobe
+        excluded_ids = self.ids[excluded]
+        self._faiss.omp_set_num_threads(self.config.threads)
+        while True:
+            params = self._faiss.SearchParametersIVF(nprobe=nprobe)
+            similarity, found = self.index.search(query.reshape(1, -1).astype(np.float32), fetch, params=params)
+            similarity, found = similarity[0], found[0]
+            returned = found >= 0  # -1: the probed lists held fewer than `fetch` rows
+            similarity, found = similarity[returned], found[returned]
+            keep = wanted[self.codes[np.searchsorted(self.ids, found)]] & ~np.isin(found, excluded_ids)
+            if keep.sum() >= count or found.size == total:  # enough, or every row came back
+                break
+            if found.size < fetch:  # the probed lists ran out (with every list probed, found.size == fetch)
+                nprobe = min(self.config.nlist, nprobe * 2)
+            else:
+                fetch = min(total, fetch * 2)
+        distances = np.clip(1.0 - similarity[keep], 0.0, 2.0)
+        return nearest_first(found[keep], distances, k), eligible
+
+
+class SimilarityIndex:
+    """The stored embeddings of one dimension: an `ExactIndex` below ``config.exact_below`` rows, then an
+    `IvfIndex` trained once on a seeded sample of the rows present at the switch (the exact float32 copy is
+    dropped then). Once approximate it stays so, even if retention takes it back under the threshold."""
+
+    def __init__(self, dim: int, config: SimilarityIndexConfig = SimilarityIndexConfig()) -> None:
+        self.dim, self.config = dim, config
+        self._exact: ExactIndex | None = ExactIndex(dim)
+        self._ivf: IvfIndex | None = None
+
+    @property
+    def kind(self) -> str:
+        """Which search answers: "exact" or "ivf"."""
+        return "exact" if self._ivf is None else "ivf"
+
+    @property
+    def is_exact(self) -> bool:
+        """Whether searches are exact (results and distances)."""
+        return self._ivf is None
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the index, approximately."""
+        return self._ivf.nbytes if self._ivf is not None else self._exact.nbytes
+
+    def __len__(self) -> int:
+        return len(self._ivf) if self._ivf is not None else len(self._exact)
+
+    def summary(self) -> IndexSummary:
+        """Kind, rows and bytes held, e.g. for benchmarks and logs."""
+        return IndexSummary(self.kind, len(self), self.nbytes)
+
+    def add(self, ids: np.ndarray, mics: np.ndarray, vectors16: np.ndarray) -> None:
+        """Take rows (stored float16 vectors, ascending window ids); never trains, so it cannot fail for want of faiss."""
+        if self._ivf is not None:
+            self._ivf.add(ids, mics, unit_rows(vectors16))
+        else:
+            self._exact.add(ids, mics, vectors16)
+
+    def switch_if_due(self) -> None:
+        """Replace the exact scan by a trained IVF index once it holds ``exact_below`` rows (imports faiss);
+        if that fails the exact scan is left whole and the next call tries again."""
+        if self._ivf is not None or len(self._exact) < self.config.exact_below:
+            return
+        ids, mics, matrix = self._exact.rows()
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(len(ids), size=min(len(ids), self.config.train_rows), replace=False))
+        ivf = IvfIndex(self.dim, self.config, matrix[sample])
+        ivf.add(ids, mics, matrix)
+        self._ivf, self._exact = ivf, None
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Drop rows by window id (after retention)."""
+        (self._ivf if self._ivf is not None else self._exact).remove(ids)
+
+    def search(self, query: np.ndarray, k: int, mic_ids: Sequence[str] | None = None,
+               exclude: set[int] | frozenset[int] = frozenset()) -> tuple[list[tuple[int, float]], int]:
+        """Top-k by cosine distance to a unit ``query``: ([(window id, distance)], rows eligible).
+
+        Exact below the threshold. Above it approximate: a true neighbour can be missed and distances
+        are SQ8 approximations (`rescored` makes them exact). Never returns an excluded id or another mic.
+        """
+        self.switch_if_due()
+        index = self._ivf if self._ivf is not None else self._exact
+        return index.search(query, k, mic_ids, set(exclude))
