@@ -74,18 +74,28 @@ def rate_threshold(background_scores: np.ndarray, hours: float, alarms_per_hour:
     return min(threshold, 1.0)
 
 
-def calibrate_threshold(examples: np.ndarray, background: np.ndarray | None = None, background_hours: float = 0.0,
-                        alarms_per_hour: float = DEFAULT_ALARMS_PER_HOUR) -> Calibration:
-    """The detection threshold for a sound (see the module docstring for the rule)."""
-    if background is not None and len(background) and background_hours >= MIN_BACKGROUND_HOURS:
-        threshold = rate_threshold(nearest_example_scores(background, examples), background_hours, alarms_per_hour)
-        return Calibration(threshold, "background",
-                           f"background: {background_hours:.1f} h of windows, <= {alarms_per_hour:g} alarm/h")
+def background_calibration(background_scores: np.ndarray, hours: float, alarms_per_hour: float) -> Calibration:
+    """The threshold that at most ``alarms_per_hour`` of a home's ``hours`` of background windows reach, from their scores."""
+    return Calibration(rate_threshold(background_scores, hours, alarms_per_hour), "background",
+                       f"background: {hours:.1f} h of windows, <= {alarms_per_hour:g} alarm/h")
+
+
+def examples_calibration(examples: np.ndarray) -> Calibration:
+    """The threshold from a sound's examples alone: the lowest leave-one-out score less `EXAMPLE_MARGIN`, at least
+    `DEFAULT_THRESHOLD`; `DEFAULT_THRESHOLD` for a single example."""
     if len(examples) >= 2:
         threshold = max(float(leave_one_out_scores(examples).min()) - EXAMPLE_MARGIN, DEFAULT_THRESHOLD)
         return Calibration(threshold, "examples",
                            f"examples: lowest leave-one-out score - {EXAMPLE_MARGIN}, at least {DEFAULT_THRESHOLD}")
     return Calibration(DEFAULT_THRESHOLD, "default", "default: one example and no background")
+
+
+def calibrate_threshold(examples: np.ndarray, background: np.ndarray | None = None, background_hours: float = 0.0,
+                        alarms_per_hour: float = DEFAULT_ALARMS_PER_HOUR) -> Calibration:
+    """The detection threshold for a sound (see the module docstring for the rule)."""
+    if background is not None and len(background) and background_hours >= MIN_BACKGROUND_HOURS:
+        return background_calibration(nearest_example_scores(background, examples), background_hours, alarms_per_hour)
+    return examples_calibration(examples)
 
 
 # --- time-local matching: spans of the encoder's column map ------------------------------------------

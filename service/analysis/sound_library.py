@@ -36,9 +36,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import soundfile
 
-from encoder.few_shot import (DEFAULT_THRESHOLD, EXAMPLE_MARGIN, MIN_BACKGROUND_HOURS, best_span, best_spans, column_levels,
-                              leave_one_out_scores, loudest_span, rate_threshold, span_embeddings, span_length,
-                              unit_rows)
+from encoder.few_shot import (DEFAULT_THRESHOLD, MIN_BACKGROUND_HOURS, background_calibration, best_span, best_spans,
+                              column_levels, examples_calibration, loudest_span, span_embeddings, span_length, unit_rows)
 from service.records import SoundMatch, WindowMap
 from service.vocabulary import ID_PATTERN, ID_RULE
 from service.state_files import fsync_file, write_atomically
@@ -190,13 +189,9 @@ def calibration_for(sound: Sound, background: Background | None, alarms_per_hour
     """A sound's threshold and how it was found: from the home's background windows when there are at least
     `MIN_BACKGROUND_HOURS` of them (at most ``alarms_per_hour`` of them reach it), else from its examples."""
     scores = background.scores(sound) if background is not None and background.hours >= MIN_BACKGROUND_HOURS else ()
-    if len(scores):
-        return (rate_threshold(scores, background.hours, alarms_per_hour),
-                f"background: {background.hours:.1f} h of windows, <= {alarms_per_hour:g} alarm/h")
-    if len(sound.embeddings) >= 2:
-        threshold = max(float(leave_one_out_scores(sound.embeddings).min()) - EXAMPLE_MARGIN, DEFAULT_THRESHOLD)
-        return threshold, f"examples: lowest leave-one-out score - {EXAMPLE_MARGIN}, at least {DEFAULT_THRESHOLD}"
-    return DEFAULT_THRESHOLD, "default: one example and no background"
+    calibration = (background_calibration(scores, background.hours, alarms_per_hour) if len(scores)
+                   else examples_calibration(sound.embeddings))
+    return calibration.threshold, calibration.detail
 
 
 def example_spans(maps: Sequence[WindowMap]) -> tuple[np.ndarray, int]:

@@ -129,6 +129,18 @@ def test_a_read_only_library_re_embeds_in_memory_and_never_writes(tmp_path):
     assert info.value.reason == "failed_precondition"
 
 
+def test_without_history_a_sound_s_threshold_comes_from_its_examples_as_in_the_encoder_s_rule(tmp_path):
+    from encoder.few_shot import DEFAULT_THRESHOLD, EXAMPLE_MARGIN, leave_one_out_scores
+
+    lib = library(tmp_path / "s")
+    alike = lib.add("whistle", [("a.wav", tone(5500, seed=1)), ("b.wav", tone(5510, seed=2))])
+    assert alike.calibration.startswith("examples")
+    expected = leave_one_out_scores(alike.embeddings).min() - EXAMPLE_MARGIN
+    assert expected > DEFAULT_THRESHOLD and alike.threshold == pytest.approx(expected)
+    single = lib.add("hum", [("c.wav", tone(200))])
+    assert single.calibration.startswith("default") and single.threshold == DEFAULT_THRESHOLD
+
+
 def test_only_windows_stored_under_the_loaded_model_calibrate_a_threshold(tmp_path):
     import time as clock
 
