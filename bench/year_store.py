@@ -96,7 +96,7 @@ def label_runs(rng: np.random.Generator, n: int, hour_of_day: np.ndarray) -> np.
 
 def json_pools(rng: np.random.Generator) -> tuple[list[list[str]], list[str], list[str]]:
     """Pre-rendered probabilities JSON per class (64 variants each), health scores JSON (64 variants) and the
-    reasons JSON of a degraded and a faulty window, as `EventStore._window_row` renders them."""
+    reasons JSON of a degraded and a faulty window, as `window_rows.window_row` renders them."""
     probabilities = []
     for c in range(len(CLASSES)):
         variants = []
@@ -321,12 +321,12 @@ def measure(path: Path, args) -> dict:
 
 def list_events_pages(store, newest: int, windows: int) -> dict:
     """ListEvents (100): first page, a deep page half-way back, one microphone's first page."""
-    from service.store.event_store import EventQuery, _encode_page_token
+    from service.store.event_queries import EventQuery, encode_page_token
 
     _, first, times = timed(lambda: store.list_events(EventQuery(), 100), 20)
     with store._reading() as db:  # noqa: SLF001 - the bench places its deep page in the middle of the store
         oldest = db.execute("SELECT min(start_unix_ms) FROM windows").fetchone()[0]
-    deep_token = _encode_page_token(((oldest + newest) // 2, 1, windows // 2))  # what paging there would hold
+    deep_token = encode_page_token(((oldest + newest) // 2, 1, windows // 2))  # what paging there would hold
     _, deep, deep_times = timed(lambda: store.list_events(EventQuery(), 100, deep_token), 20)
     one_mic = EventQuery(mic_ids=("mic1",))
     _, mic_first, _ = timed(lambda: store.list_events(one_mic, 100), 20)

@@ -1,5 +1,5 @@
 """The SQL of activity corrections in the event store (tables ``corrections`` and ``model_runs``, a schema
-step of service/event_store.py). Plain functions over an open connection; `EventStore` calls them under its
+step of service/store/store_schema.py). Plain functions over an open connection; `EventStore` calls them under its
 lock and in its transactions, so corrections share the store's durability (WAL, synchronous=FULL).
 
 A correction keeps a copy of its window's embedding and times, so it outlives the window when retention
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: Schema step creating the tables (appended to event_store._MIGRATIONS; never edit it once released).
+#: Schema step creating the tables (appended to store_schema.MIGRATIONS; never edit it once released).
 CORRECTIONS_MIGRATION = """
     CREATE TABLE corrections (
         window_id INTEGER PRIMARY KEY,  -- windows.id, kept when retention deletes the window

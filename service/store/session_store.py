@@ -1,5 +1,5 @@
 """The SQL of activity sessions in the event store (table ``sessions``, schema step 3 of
-service/store/event_store.py). Plain functions over an open connection; `EventStore` calls them under its lock
+service/store/store_schema.py). Plain functions over an open connection; `EventStore` calls them under its lock
 and in its transactions, so sessions share the store's durability (WAL, synchronous=FULL)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from service.analysis.sessions import ActivitySession, SessionEvent
 
-#: Schema step creating the table (appended to event_store._MIGRATIONS; never edit it once released).
+#: Schema step creating the table (appended to store_schema.MIGRATIONS; never edit it once released).
 SESSIONS_MIGRATION = """
     CREATE TABLE sessions (
         id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -5,18 +5,22 @@ The exact scan answers in ~0.3 s per 10^6 windows and holds 1 KiB per 256-d wind
 answers in about a millisecond at 10^6 windows and holds ~0.28 KiB per window, at the price of
 approximate results (a true neighbour can be missed). docs/performance.md has the measurements.
 faiss is imported only when a dimension first reaches `SimilarityIndexConfig.exact_below` rows.
+`SimilarityCache` keeps one index per dimension filled from the event store and answers `EventStore.nearest`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from service.config import SimilarityIndexConfig
+from service.records import WindowResult
+
 
 @dataclass(frozen=True)
 class IndexSummary:
@@ -297,3 +301,96 @@ class SimilarityIndex:
         self.switch_if_due()
         index = self._ivf if self._ivf is not None else self._exact
         return index.search(query, k, mic_ids, set(exclude))
+
+
+@dataclass(frozen=True)
+class NearestResult:
+    """Stored windows nearest to a query embedding, nearest first, with cosine distances."""
+
+    neighbors: list[tuple[WindowResult, float]]
+    searched: int  # stored embeddings the search ran over (same dimension and mics, not excluded)
+
+
+#: (above this window id, at most this many) -> [(window id, mic id, float16 embedding blob, dimension)], by id.
+EmbeddingRows = Callable[[int, int], list[tuple[int, str, bytes, int]]]
+#: (window ids, with embeddings?) -> the stored windows among them, in that order.
+WindowsById = Callable[[list[int], bool], list[WindowResult]]
+
+
+class SimilarityCache:
+    """The stored embeddings in memory, one `SimilarityIndex` per dimension: filled on the first search,
+    topped up by later ones from ``read_rows``, trimmed after retention. Its own lock (always taken before the
+    store's, never inside it) keeps searches from blocking the store's writers."""
+
+    def __init__(self, config: SimilarityIndexConfig, read_rows: EmbeddingRows, read_windows: WindowsById) -> None:
+        self.config = config
+        self._read_rows = read_rows
+        self._read_windows = read_windows
+        self._lock = threading.Lock()
+        self._indexes: dict[int, SimilarityIndex] = {}
+        self._loaded_up_to = 0  # highest window id already in the indexes
+
+    def _load_new_rows(self, batch: int = 20_000) -> None:
+        """Load rows above the high-water mark into the indexes (own lock held), in batches that take the
+        store's lock only briefly so writers are not held up by a first large load."""
+        while True:
+            rows = self._read_rows(self._loaded_up_to, batch)
+            if not rows:
+                return
+            for dim in {row[3] for row in rows}:
+                part = [row for row in rows if row[3] == dim]
+                vectors = np.frombuffer(b"".join(row[2] for row in part), dtype="<f2").reshape(len(part), dim)
+                self._indexes.setdefault(dim, SimilarityIndex(dim, self.config)).add(
+                    np.asarray([row[0] for row in part], dtype=np.int64), np.asarray([row[1] for row in part], dtype=object), vectors)
+            self._loaded_up_to = rows[-1][0]
+            for index in self._indexes.values():
+                index.switch_if_due()  # while loading, so a first load of 10^6 rows never holds them all as float32
+            if len(rows) < batch:
+                return
+
+    def nearest(self, embedding: np.ndarray, k: int = 10, mic_id: str | Sequence[str] | None = None,
+                exclude_ids: Sequence[int] = ()) -> NearestResult:
+        """The ``k`` stored windows nearest to ``embedding`` by cosine distance (`EventStore.nearest` says how)."""
+        query = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        norm = float(np.linalg.norm(query))
+        if not math.isfinite(norm) or norm == 0.0:
+            raise ValueError("query embedding must be finite and non-zero")
+        mic_ids = [mic_id] if isinstance(mic_id, str) else (list(mic_id) if mic_id else None)
+        with self._lock:
+            self._load_new_rows()
+            index = self._indexes.get(query.size)
+            if index is None:
+                return NearestResult([], 0)
+            rescore = not index.is_exact and self.config.rerank > 0
+            hits, searched = index.search(query / norm, k * self.config.rerank if rescore else k, mic_ids,
+                                          set(int(i) for i in exclude_ids))
+        # A window deleted by retention since the search is skipped (the store leaves missing ids out).
+        windows = {w.window_id: w for w in self._read_windows([i for i, _ in hits], rescore)}
+        if rescore:
+            ids = [i for i, _ in hits if i in windows]
+            vectors = np.stack([windows[i].embedding for i in ids]) if ids else np.zeros((0, query.size), np.float32)
+            hits = rescored(query / norm, ids, vectors, k)
+            windows = {i: replace(windows[i], embedding=None) for i, _ in hits}
+        return NearestResult([(windows[i], d) for i, d in hits if i in windows], searched)
+
+    def warm(self) -> dict[int, IndexSummary]:
+        """Load every stored embedding now (training the IVF index when due); returns `summaries()`."""
+        with self._lock:
+            self._load_new_rows()
+        return self.summaries()
+
+    def summaries(self) -> dict[int, IndexSummary]:
+        """Kind, rows and bytes of each dimension's index; empty before the first search."""
+        with self._lock:
+            return {dim: index.summary() for dim, index in self._indexes.items()}
+
+    def remove(self, window_ids: Sequence[int]) -> None:
+        """Drop windows the store deleted (retention) from every index."""
+        if not window_ids:
+            return
+        removed = np.asarray(window_ids, dtype=np.int64)
+        with self._lock:
+            for index in self._indexes.values():
+                index.remove(removed)

@@ -15,7 +15,8 @@ from service.cli.main import main
 from service.config import GrpcConfig, StoreConfig
 from service.store.correction_store import corrections_in_file
 from service.store.corrections import CorrectionError, CorrectionService
-from service.store.event_store import SCHEMA_VERSION, EventStore, migrate
+from service.store.event_store import EventStore
+from service.store.store_schema import SCHEMA_VERSION, migrate
 from service.api.grpc_server import event_bus_for, start_server, stop_server
 from service.records import WindowResult
 from service.rpc import roomtone_pb2 as pb

@@ -15,13 +15,8 @@ import numpy as np
 import pytest
 
 from service.config import StoreConfig
-from service.store.event_store import (
-    SCHEMA_VERSION,
-    EventQuery,
-    EventStore,
-    StoreError,
-    migrate,
-)
+from service.store.event_store import EventQuery, EventStore, StoreError
+from service.store.store_schema import SCHEMA_VERSION, migrate
 from encoder.vocabulary import SILENCE_DBFS
 from service.records import StateChange, WindowResult
 

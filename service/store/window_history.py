@@ -1,0 +1,95 @@
+"""Recent windows of the event store as history: a home's own background for custom sounds (embeddings,
+column maps and the hours they cover since a time) and the level history a microphone's noise floor is learnt
+from; column maps are pruned here too. Plain functions over an open connection; `EventStore` calls them
+under its lock."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Set
+
+import numpy as np
+
+from service.analysis.level_floor import counts_for_floor
+from service.records import WindowMap
+from service.store.window_rows import decode_map
+from service.vocabulary import HEALTH_FAULTY, SILENCE_DBFS
+
+
+def recent_start(hours: float, now_unix_ms: int | None = None, since_unix_ms: int = 0) -> int:
+    """The start of the last ``hours`` before ``now_unix_ms`` (default: now), not before ``since_unix_ms``."""
+    now = int(time.time() * 1000) if now_unix_ms is None else int(now_unix_ms)
+    return max(now - int(hours * 3_600_000), int(since_unix_ms))
+
+
+def recent_embeddings(db: sqlite3.Connection, dim: int, start_unix_ms: int,
+                      excluded: Set[int]) -> tuple[np.ndarray, float]:
+    """Embeddings ``[n, dim]`` of the windows that started at or after ``start_unix_ms`` (but the excluded ids)
+    and the hours of audio they cover (sum of window lengths, all microphones)."""
+    rows = db.execute(
+        # `+embedding_dim`: without statistics SQLite would pick the dimension index (equality) and read
+        # every stored window of that dimension (a year: 12.6 M); the time index reads the last hours
+        "SELECT id, end_unix_ms - start_unix_ms, embedding FROM windows WHERE +embedding_dim = ? "
+        "AND embedding IS NOT NULL AND start_unix_ms >= ?", (int(dim), int(start_unix_ms))).fetchall()
+    rows = [row for row in rows if row[0] not in excluded]
+    if not rows:
+        return np.zeros((0, dim), dtype=np.float32), 0.0
+    vectors = np.frombuffer(b"".join(row[2] for row in rows), dtype="<f2").reshape(len(rows), dim)
+    return vectors.astype(np.float32), sum(row[1] for row in rows) / 3_600_000
+
+
+def recent_window_hours(db: sqlite3.Connection, dim: int, start_unix_ms: int, excluded: Set[int]) -> float:
+    """Hours of audio `window_maps_after` covers from ``start_unix_ms`` (sum of window lengths, all microphones)."""
+    rows = db.execute("SELECT id, end_unix_ms - start_unix_ms FROM windows WHERE embedding_dim = ? "
+                      "AND embedding IS NOT NULL AND start_unix_ms >= ?", (int(dim), int(start_unix_ms))).fetchall()
+    return sum(d for i, d in rows if i not in excluded) / 3_600_000
+
+
+def window_maps_after(db: sqlite3.Connection, dim: int, start_unix_ms: int, after_id: int, chunk: int,
+                      excluded: Set[int]) -> tuple[int, list[WindowMap]] | None:
+    """The next ``chunk`` windows above ``after_id`` that started at or after ``start_unix_ms``, as (last id
+    read, maps): each window's column map where still kept, else its pooled embedding (one row); None at the end."""
+    rows = db.execute(
+        "SELECT w.id, w.end_unix_ms - w.start_unix_ms, w.embedding, m.columns, m.dim, m.map FROM windows w "
+        "LEFT JOIN window_maps m ON m.window_id = w.id AND m.dim = w.embedding_dim "
+        "WHERE w.embedding_dim = ? AND w.embedding IS NOT NULL AND w.start_unix_ms >= ? AND w.id > ? "
+        "ORDER BY w.id LIMIT ?", (int(dim), int(start_unix_ms), int(after_id), int(chunk))).fetchall()
+    if not rows:
+        return None
+    maps = []
+    for window_id, duration, embedding, columns, map_dim, blob in rows:
+        if window_id in excluded:
+            continue
+        if blob is not None:
+            maps.append(decode_map(columns, map_dim, duration, blob))
+        else:
+            maps.append(WindowMap(np.frombuffer(embedding, dtype="<f2").astype(np.float32)[None, :], None,
+                                  duration / 1000))
+    return rows[-1][0], maps
+
+
+def window_map(db: sqlite3.Connection, window_id: int) -> WindowMap | None:
+    """A stored window's column map, or None when it was not kept or is pruned."""
+    row = db.execute("SELECT columns, dim, duration_ms, map FROM window_maps WHERE window_id = ?",
+                     (int(window_id),)).fetchone()
+    return decode_map(*row) if row else None
+
+
+def prune_window_maps(db: sqlite3.Connection, before_unix_ms: int) -> int:
+    """Drop the column maps of windows that started before ``before_unix_ms``; returns how many."""
+    return int(db.execute("DELETE FROM window_maps WHERE start_unix_ms < ?", (int(before_unix_ms),)).rowcount)
+
+
+def recent_levels(db: sqlite3.Connection, start_unix_ms: int) -> dict[str, list[float]]:
+    """RMS levels (dBFS) of every microphone's windows that started at or after ``start_unix_ms``, oldest
+    first, those `counts_for_floor` keeps (judged by their health reasons, which start with the check's name)."""
+    levels: dict[str, list[float]] = {}
+    for mic_id, level, state, reasons in db.execute(
+            "SELECT mic_id, rms_dbfs, health_state, health_reasons_json FROM windows WHERE start_unix_ms >= ? "
+            "ORDER BY start_unix_ms, id", (int(start_unix_ms),)):
+        failing = [r.split(":", 1)[0] for r in json.loads(reasons)] if state == HEALTH_FAULTY else []
+        if counts_for_floor(float(level), failing):
+            levels.setdefault(mic_id, []).append(max(float(level), SILENCE_DBFS))
+    return levels
