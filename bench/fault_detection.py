@@ -23,7 +23,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -353,7 +353,7 @@ def measure_drift(emb: dict[str, np.ndarray], folds: np.ndarray, seed: int, orde
         rows.append({"content": name, "windows": len(flagged[name]), "flagged": float(np.mean(flagged[name])),
                      "episodes_caught_2min": None if name not in DRIFTS else float(np.mean(first_minutes[name])),
                      "auc": auc})
-    return {"config": asdict(config), "history_windows": n_history, "orderings": orderings, "rows": rows}
+    return {"config": config.to_dict(), "history_windows": n_history, "orderings": orderings, "rows": rows}
 
 
 def markdown(result: dict) -> str:

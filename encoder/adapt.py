@@ -87,8 +87,8 @@ def adaptation_train_config(bundle, config: AdaptConfig):
 
     stored = (bundle.metadata.get("training") or {}).get("config")
     recipe = TrainConfig.from_dict(stored, f"{config.model} training config") if stored else TrainConfig()
-    return dataclasses.replace(
-        recipe, data=tuple(str(a) for a in config.audio), out=str(config.out), checkpoint="", steps=10**9,
+    return recipe.replaced(
+        data=tuple(str(a) for a in config.audio), out=str(config.out), checkpoint="", steps=10**9,
         max_minutes=config.minutes, budget_clock=config.budget_clock, learning_rate=config.learning_rate, lr_schedule="constant",
         warmup_steps=0, seed=config.seed, init_model=str(config.model), encoder=bundle.encoder_config,
         features=bundle.feature_config, provisional=False, norm_statistics=config.norm_statistics,

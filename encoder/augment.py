@@ -19,22 +19,20 @@ other implementations; nothing here is used to score a model.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
+from pydantic import model_validator
 
-from encoder.config_keys import reject_unknown_keys
+from encoder.config_schema import Section
 
 #: Resampler qualities drawn by `capture_chain`: (sinc zero crossings, roll-off, window).
 RESAMPLER_QUALITIES = ((6, 0.85, "sinc_interp_hann"), (16, 0.945, "sinc_interp_hann"), (32, 0.99, "sinc_interp_kaiser"))
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Section):
     """Which augmentations a training view gets and how strong; all off by default.
 
     A ``*_p`` is the probability that a tile gets that step of the capture chain."""
@@ -54,28 +52,28 @@ class AugmentConfig:
     background_snr_db: tuple[float, float] = (0.0, 20.0)  # tile power over bed power, drawn per tile
     background_kind: str = "ambience"  # the manifest kind whose clips are the beds
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> "AugmentConfig":
         for name in ("reverb_p", "noise_p", "band_limit_p", "resample_p", "background_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if not self.background_kind:
             raise ValueError("AugmentConfig.background_kind must name a manifest kind (e.g. 'ambience')")
         for name in ("rt60_s", "snr_db", "lowpass_hz", "background_snr_db"):
-            low, high = (float(v) for v in getattr(self, name))
+            low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"AugmentConfig.{name} must be [low, high], got {getattr(self, name)}")
-            object.__setattr__(self, name, (low, high))
         if self.rt60_s[0] <= 0 or self.lowpass_hz[0] <= 0:
             raise ValueError("AugmentConfig.rt60_s and lowpass_hz must be positive")
-        if not self.resample_rates or any(int(r) <= 0 for r in self.resample_rates):
+        if not self.resample_rates or any(r <= 0 for r in self.resample_rates):
             raise ValueError(f"AugmentConfig.resample_rates must be positive rates, got {self.resample_rates}")
-        object.__setattr__(self, "resample_rates", tuple(int(r) for r in self.resample_rates))
         if not 0 <= self.mixup <= 0.5:
             raise ValueError(f"AugmentConfig.mixup must be in [0, 0.5] (the other clip stays the minor part), got {self.mixup}")
         if not 0 < self.crop_min_scale <= 1:
             raise ValueError(f"AugmentConfig.crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
         if self.tilt_db_per_octave < 0:
             raise ValueError(f"AugmentConfig.tilt_db_per_octave must be >= 0, got {self.tilt_db_per_octave}")
+        return self
 
     @property
     def needs_waveform(self) -> bool:
@@ -87,16 +85,6 @@ class AugmentConfig:
     def has_capture_chain(self) -> bool:
         """True when any capture-chain step (room, noise, microphone, resampler) is on."""
         return any(p > 0 for p in (self.reverb_p, self.noise_p, self.band_limit_p, self.resample_p))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (tuples as lists) for the model file and TOML."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AugmentConfig":
-        """Rebuild from `to_dict` output; unknown keys are an error that names them."""
-        reject_unknown_keys(cls, data, "AugmentConfig")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 # ------------------------------------------------------------------------------------ waveform: capture

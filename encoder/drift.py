@@ -26,20 +26,20 @@ from __future__ import annotations
 import base64
 import math
 from collections import deque
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from pydantic import model_validator
 
-from encoder.config_keys import reject_unknown_keys
+from encoder.config_schema import Section
 from encoder.signal_checks import HealthConfig, WindowHealth, check_drift, state_of
 
 _FORMAT = "roomtone.drift/3"
 _FORMAT_2 = "roomtone.drift/2"  # counted windows of 10 s: min_history, persistence
 
 
-@dataclass(frozen=True)
-class DriftConfig:
+class DriftConfig(Section):
     """How the baseline is learned and when a microphone counts as drifted (tuned in bench/fault_detection.py)."""
 
     learn_s: float = 300.0  # seconds of healthy audio learned (5 minutes) before scores are given
@@ -51,7 +51,8 @@ class DriftConfig:
     min_spread: float = 0.01  # floor on the spread (cosine distance) so a very steady mic is not hair-trigger
     seed: int = 0  # which windows the reservoir keeps (reproducible)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> "DriftConfig":
         if not 2 <= self.memory <= self.horizon:
             raise ValueError(f"DriftConfig needs 2 <= memory <= horizon, got {self.memory}, {self.horizon}")
         if self.neighbours < 1:
@@ -60,12 +61,7 @@ class DriftConfig:
                 and self.persistence_s > 0):
             raise ValueError(f"DriftConfig needs finite learn_s > 0 and persistence_s > 0, got {self.learn_s}, "
                              f"{self.persistence_s}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DriftConfig":
-        """Build from a dict; unknown keys are an error that names them."""
-        reject_unknown_keys(cls, data, "DriftConfig")
-        return cls(**data)
+        return self
 
 
 @dataclass(frozen=True)
@@ -223,7 +219,7 @@ class DriftTracker:
         """JSON-ready state (config and baseline) to persist across restarts."""
         return {
             "format": _FORMAT,
-            "config": asdict(self.config),
+            "config": self.config.to_dict(),
             "hop_s": self.hop_s,
             "window_s": self.window_s,
             "heard": self.heard,

@@ -13,12 +13,12 @@ torch-free daemon reads them).
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import model_validator
 
-from encoder.config_keys import reject_unknown_keys
+from encoder.config_schema import Section
 
 #: Frames produced for one 10 s window at the default config (documented contract, tested).
 FRAMES_PER_10S = 1001
@@ -43,9 +43,8 @@ def mel_band_edges_hz(config: LogMelConfig) -> np.ndarray:
     return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
 
 
-@dataclass(frozen=True)
-class LogMelConfig:
-    """Parameters of the log-Mel spectrogram; stored inside every model file."""
+class LogMelConfig(Section):
+    """Parameters of the log-Mel spectrogram; stored inside every model file (`to_dict`, `from_dict`)."""
 
     sample_rate: int = 16000
     n_mels: int = 128
@@ -56,7 +55,8 @@ class LogMelConfig:
     fmax: float = 8000.0
     floor_db: float = -100.0
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> "LogMelConfig":
         if self.sample_rate <= 0:
             raise ValueError(f"LogMelConfig.sample_rate must be positive, got {self.sample_rate}")
         if self.n_fft < 512:
@@ -77,6 +77,7 @@ class LogMelConfig:
                 f"LogMelConfig: n_fft={self.n_fft} is too coarse for n_mels={self.n_mels}: Mel band(s) "
                 f"{empty[:5]} contain no FFT bin and would always read the floor; raise n_fft"
             )
+        return self
 
     @property
     def win_length(self) -> int:
@@ -87,16 +88,6 @@ class LogMelConfig:
     def hop_length(self) -> int:
         """Hop between frames in samples."""
         return int(round(self.sample_rate * self.hop_ms / 1000))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for storing in a model file or JSON."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LogMelConfig":
-        """Rebuild from `to_dict` output; unknown keys are an error that names them."""
-        reject_unknown_keys(cls, data, "LogMelConfig")
-        return cls(**data)
 
 
 def frame_count(num_samples: int, config: LogMelConfig) -> int:

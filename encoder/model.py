@@ -7,52 +7,35 @@ file. CPU and CUDA; autograd; no TorchScript needed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import nn
 
-from encoder.config_keys import reject_unknown_keys
+from encoder.config_schema import Section
 
 POOLING = ("mean", "mean+max")
 
 
-@dataclass(frozen=True)
-class EncoderConfig:
-    """Architecture of the encoder: stem width, basic blocks per stage, embedding size."""
+class EncoderConfig(Section):
+    """Architecture of the encoder: stem width, basic blocks per stage, embedding size; stored in the model file."""
 
     width: int = 16  # chosen from the measured speed/quality trade-off in docs/encoder.md
     blocks: tuple[int, ...] = (2, 2, 2, 2)
     embedding_dim: int = 256
     pooling: str = "mean"  # "mean" over frequency and time, or "mean+max": mean over frequency, then mean + max over time
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> "EncoderConfig":
         if self.pooling not in POOLING:
             raise ValueError(f"EncoderConfig.pooling must be one of {POOLING}, got {self.pooling!r}")
         if self.width < 1:
             raise ValueError(f"EncoderConfig.width must be >= 1, got {self.width}")
-        if not self.blocks or any(int(b) < 1 for b in self.blocks):
+        if not self.blocks or any(b < 1 for b in self.blocks):
             raise ValueError(f"EncoderConfig.blocks must be non-empty positive counts, got {self.blocks}")
         if self.embedding_dim < 1:
             raise ValueError(f"EncoderConfig.embedding_dim must be >= 1, got {self.embedding_dim}")
-        object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (blocks as a list) for a model file, JSON or TOML."""
-        data = asdict(self)
-        data["blocks"] = list(self.blocks)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EncoderConfig":
-        """Rebuild from `to_dict` output; unknown keys are an error that names them."""
-        reject_unknown_keys(cls, data, "EncoderConfig")
-        values = dict(data)
-        if "blocks" in values:
-            values["blocks"] = tuple(values["blocks"])
-        return cls(**values)
+        return self
 
 
 class BasicBlock(nn.Module):

@@ -28,11 +28,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from pydantic import field_validator, model_validator
 from torch.utils.data import DataLoader
 
 from encoder.augment import AugmentConfig
 from encoder.checkpoints import CheckpointError, TrainState, load_checkpoint, save_checkpoint
-from encoder.config_keys import reject_unknown_keys
+from encoder.config_schema import Section
 from encoder.features import LogMelConfig
 from encoder.loss import (MARGIN, TripletLoss, batch_all_triplet_loss, batch_hard_triplet_loss, triplet_losses,
                           zero_filtered_triplet_loss)
@@ -53,8 +54,7 @@ LR_SCHEDULES = ("constant", "cosine")
 LOSSES = ("zero_filtered", "batch_all", "batch_hard")  # zero_filtered needs the random sampler, batch_* the pk one
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
     """Everything one training run needs; `from_dict` reads a TOML/JSON file's tables."""
 
     data: tuple[str, ...] = ()
@@ -88,12 +88,18 @@ class TrainConfig:
     anchor_weight: float = 0.0  # > 0: L2 pull of the encoder's weights toward init_model's (L2-SP), per parameter element
     mix_data: tuple[str, ...] = ()  # more data paths, of which a seeded sample of excerpts joins `data` (`roomtone adapt`)
     mix_fraction: float = 0.0  # share of the training clips drawn from mix_data (0 <= f < 1)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    features: LogMelConfig = field(default_factory=LogMelConfig)
-    triplets: TripletConfig = field(default_factory=TripletConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    encoder: EncoderConfig = EncoderConfig()
+    features: LogMelConfig = LogMelConfig()
+    triplets: TripletConfig = TripletConfig()
+    augment: AugmentConfig = AugmentConfig()
 
-    def __post_init__(self) -> None:
+    @field_validator("data", "mix_data", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        return tuple(str(p) for p in value) if isinstance(value, (list, tuple)) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
         if self.budget_clock not in ("wall", "cpu"):
             raise ValueError(f"TrainConfig.budget_clock must be 'wall' or 'cpu', got {self.budget_clock!r}")
         if self.loss not in LOSSES:
@@ -112,7 +118,6 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.projection_dim must be >= 0, got {self.projection_dim}")
         if self.max_clip_s <= 0:
             raise ValueError(f"TrainConfig.max_clip_s must be positive, got {self.max_clip_s}")
-        object.__setattr__(self, "data", tuple(str(p) for p in self.data))
         for name in ("steps", "batch_size", "validate_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -130,10 +135,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.norm_statistics must be one of {NORM_STATISTICS}, got {self.norm_statistics!r}")
         if self.anchor_weight < 0 or (self.anchor_weight > 0 and not self.init_model):
             raise ValueError(f"TrainConfig.anchor_weight must be >= 0 and needs init_model, got {self.anchor_weight}")
-        object.__setattr__(self, "mix_data", tuple(str(p) for p in self.mix_data))
         if not 0 <= self.mix_fraction < 1 or (self.mix_fraction > 0) != bool(self.mix_data):
             raise ValueError(f"TrainConfig.mix_fraction must be in [0, 1) and > 0 exactly when mix_data is set, "
                              f"got {self.mix_fraction} with mix_data {list(self.mix_data)}")
+        return self
 
     @property
     def checkpoint_path(self) -> Path:
@@ -145,31 +150,6 @@ class TrainConfig:
         """Where snapshots go: ``<out without .pt>.snapshots/``, one model file per budget minute mark."""
         out = Path(self.out)
         return out.with_name(out.stem + ".snapshots")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (the TOML/JSON layout)."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["data"] = list(self.data)
-        data["mix_data"] = list(self.mix_data)
-        for name in ("encoder", "features", "triplets", "augment"):
-            data[name] = data[name].to_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
-        """Build from a nested dict; unknown or malformed keys raise ValueError naming ``source`` and the key."""
-        reject_unknown_keys(cls, data, source)
-        values = dict(data)
-        nested = {"encoder": EncoderConfig, "features": LogMelConfig, "triplets": TripletConfig, "augment": AugmentConfig}
-        try:
-            for name, kind in nested.items():
-                if name in values:
-                    if not isinstance(values[name], dict):
-                        raise ValueError(f"[{name}] must be a table, got {values[name]!r}")
-                    values[name] = kind.from_dict(values[name])
-            return cls(**values)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: {exc}") from None
 
 
 def read_train_config(path: str | Path) -> TrainConfig:

@@ -10,21 +10,21 @@ pure function of ``(seed, epoch, anchor index)``, so DataLoader workers and DDP 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from pydantic import field_validator, model_validator
 
-from encoder.config_keys import reject_unknown_keys
+from encoder.config_schema import Section
 
 NEIGHBOUR_OPTIONS = ("clip", "group")
 SAMPLERS = ("random", "pk")
 BALANCES = ("group", "package")
 
 
-@dataclass(frozen=True)
-class TripletConfig:
-    """How tiles are cut and where neighbours come from."""
+class TripletConfig(Section):
+    """How tiles are cut and where neighbours come from; the ``[triplets]`` table of a training config."""
 
     tile_s: float = 5.0
     random_offsets: bool = False
@@ -39,8 +39,13 @@ class TripletConfig:
     shared_package_weight: float = 1.0  # "pk": sampling weight of groups whose clips share a package with ...
     shared_packages_from: tuple[str, ...] = ()  # ... these labelled datasets (their meta.csv source_package)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "shared_packages_from", tuple(str(p) for p in self.shared_packages_from))
+    @field_validator("shared_packages_from", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        return tuple(str(p) for p in value) if isinstance(value, (list, tuple)) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> "TripletConfig":
         if self.balance not in BALANCES:
             raise ValueError(f"TripletConfig.balance must be one of {BALANCES}, got {self.balance!r}")
         if not 0 < self.shared_package_weight <= 1:
@@ -66,18 +71,7 @@ class TripletConfig:
             raise ValueError(f"TripletConfig.same_domain_opposites must be in [0, 1], got {self.same_domain_opposites}")
         if self.neighbour not in NEIGHBOUR_OPTIONS:
             raise ValueError(f"TripletConfig.neighbour must be one of {NEIGHBOUR_OPTIONS}, got {self.neighbour!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for the model file and training config files."""
-        data = asdict(self)
-        data["shared_packages_from"] = list(self.shared_packages_from)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TripletConfig":
-        """Rebuild from `to_dict` output; unknown keys are an error that names them."""
-        reject_unknown_keys(cls, data, "TripletConfig")
-        return cls(**data)
+        return self
 
 
 @dataclass(frozen=True)

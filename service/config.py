@@ -42,9 +42,9 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from encoder.config_schema import Section
+from encoder.config_schema import ConfigError, Section, build
 from encoder.signal_checks import HealthConfig
 from service.vocabulary import (CLIENT_ENV, DEFAULT_GRPC_ADDRESS, DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT,
                                 ID_PATTERN, ID_RULE, RESERVED_LABELS, TOPIC_LEVEL, device_id)
@@ -67,10 +67,6 @@ def library_path(store_path: str | Path) -> Path:
     """The library folder beside a store file: ``roomtone.db`` -> ``roomtone.sounds/``."""
     store_path = Path(store_path)
     return store_path.with_name(store_path.stem + ".sounds")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the key."""
 
 
 #: faiss's k-means warns below this many training points per list.
@@ -505,41 +501,6 @@ class DaemonConfig(Section):
 
 
 # --- layering and errors -------------------------------------------------------------------------------
-
-def _key_of(loc: tuple[Any, ...]) -> str:
-    """``('mics', 0, 'path')`` -> ``mics[0].path``."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _message(exc: ValidationError, origin: typing.Mapping[str, str] | None = None) -> str:
-    """One line per error, each naming its key (and the environment variable it came from)."""
-    lines = []
-    for error in exc.errors(include_url=False):
-        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-union"))))
-        key = _key_of(loc)
-        msg = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden" or error["type"] == "unexpected_keyword_argument":
-            msg = "unknown config key"
-        if re.match(r"^\w+(\.\w+|\[\d+\])+: ", msg):  # a model validator that names its own key
-            lines.append(msg)
-            continue
-        source = f" (from {origin[key]})" if origin and key in origin else ""
-        shown = error.get("input")
-        got = "" if isinstance(shown, dict) or error["type"] == "extra_forbidden" else f", got {shown!r}"
-        lines.append(f"{key}{source}: {msg}{got}")
-    return "; ".join(lines)
-
-
-def build(cls: type[BaseModel], data: dict[str, Any], origin: typing.Mapping[str, str] | None = None) -> Any:
-    """An instance of the config model ``cls`` from plain data; ConfigError names every bad key."""
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_message(exc, origin)) from None
-
 
 def config_to_dict(config: BaseModel) -> dict[str, Any]:
     """The config as plain data (None values kept), e.g. for the start-up log line."""

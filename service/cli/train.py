@@ -19,7 +19,6 @@ Ctrl-C or SIGTERM saves a resumable checkpoint and exits with 130 (no model file
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 
@@ -48,7 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The TrainConfig from --config (if any) with command-line overrides applied."""
-    from encoder.model import EncoderConfig
     from encoder.train import TrainConfig, read_train_config
 
     config = read_train_config(args.config) if args.config else TrainConfig()
@@ -64,8 +62,8 @@ def config_from_args(args: argparse.Namespace):
     if args.provisional:
         changes["provisional"] = True
     if args.width is not None:
-        changes["encoder"] = EncoderConfig(**{**config.encoder.to_dict(), "width": args.width})
-    return dataclasses.replace(config, **changes)
+        changes["encoder"] = config.encoder.replaced(width=args.width)
+    return config.replaced(**changes)
 
 
 def run(args: argparse.Namespace) -> int:
