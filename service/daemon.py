@@ -73,6 +73,7 @@ class Daemon:
         self.grpc_address: str | None = None
         self.metrics_port: int | None = None
         self.clips = None  # service.store.clips.ClipStore when [clips] keep is not "none"
+        self._clip_writer = None  # its ClipWriter
         self.feed = None  # service.web.live.LiveFeed: live windows for the web page
         self.web = None  # service.web.server.WebServer
         self.web_port: int | None = None
@@ -227,7 +228,10 @@ class Daemon:
         self._set_unhealthy("store_write_failing", failing)
         store_path = self.config.store_path
         if failing:
-            advice = (full_disk_advice(store_path) if exc is not None and is_disk_full(exc)
+            disk_full = exc is not None and is_disk_full(exc)
+            if disk_full and self._clip_writer is not None:
+                self._clip_writer.make_room()  # clips give their space to the store (another program filled the disk)
+            advice = (full_disk_advice(store_path) if disk_full
                       else f"check the disk holding {store_path} and the errors above")
             log.error("the store keeps failing to write: windows are not stored, gRPC health is NOT_SERVING",
                       extra={"store": str(store_path), "error": f"{type(exc).__name__}: {exc}", "advice": advice})
@@ -317,8 +321,9 @@ class Daemon:
             return
         directory = Path(c.dir) if c.dir else Path(self.config.data_dir) / "clips"
         self.clips = ClipStore(directory, c)
-        writer = ClipWriter(self.clips, self.analyzer.sample_rate, self.config.store.retention_interval_s,
-                            on_drop=lambda reason: self.metrics.clips_dropped.labels(reason=reason).inc())
+        writer = self._clip_writer = ClipWriter(
+            self.clips, self.analyzer.sample_rate, self.config.store.retention_interval_s,
+            on_drop=lambda reason: self.metrics.clips_dropped.labels(reason=reason).inc())
         self._on_stop("clip writer", writer.close)  # after capture: the last windows' clips are written
         self.store_stage.listeners.append(writer.on_stored)
         log.warning("clips are kept: windows' audio is written to disk and can contain people's speech",

@@ -105,14 +105,21 @@ class ClipStore:
     def room_for(self, needed: int) -> bool:
         """Whether ``needed`` more bytes leave ``min_free_mb`` free on the clips' disk, deleting the oldest clips
         while they do not (the store's space comes first)."""
+        return self.give_back(needed)[0]
+
+    def give_back(self, needed: int = 0) -> tuple[bool, int]:
+        """Delete the oldest clips while the disk has less than ``min_free_mb`` + ``needed`` free; (whether it now
+        has, clips deleted). Also what the store gets when another program filled the disk under it."""
         floor = int(self.config.min_free_mb * 2**20)
         if free_bytes(self.root) - needed >= floor:
-            return True
+            return True, 0
+        deleted = 0
         for _mtime, _size, path in self._files():
             path.unlink(missing_ok=True)
+            deleted += 1
             if free_bytes(self.root) - needed >= floor:
-                return True
-        return False
+                return True, deleted
+        return False, deleted
 
     def _files(self) -> list[tuple[float, int, Path]]:
         """(modification time, size, path) of every clip, oldest first."""
@@ -148,6 +155,10 @@ class ClipStore:
         return RetentionPass(deleted, total)
 
 
+#: The writer queue's request to delete clips for the store (`ClipWriter.make_room`).
+_MAKE_ROOM = object()
+
+
 class ClipWriter:
     """Encodes clips on a background thread; `offer` never blocks the pipeline (a full queue drops). The same
     thread enforces retention every ``retention_interval_s``."""
@@ -178,6 +189,26 @@ class ClipWriter:
             self.on_drop("queue_full")
             log.warning("clip dropped: clip queue full", extra={"mic": mic_id, "clips_dropped_total": self.dropped})
             return False
+
+    def make_room(self) -> None:
+        """Ask the writer thread to delete the oldest clips until the disk has ``min_free_mb`` free again: the
+        daemon's answer to store writes failing on a full disk (clips are otherwise pruned only when one is written,
+        and none is written while the store fails)."""
+        try:
+            self._queue.put_nowait(_MAKE_ROOM)
+        except queue.Full:  # clips are being written: each one already makes room first
+            pass
+
+    def _give_back(self) -> None:
+        try:
+            _enough, deleted = self.store.give_back()
+        except OSError as exc:
+            self._failures.note(error=f"{type(exc).__name__}: {exc}")
+            return
+        if deleted:
+            log.warning("clips deleted to give the store room: its disk was below clips.min_free_mb",
+                        extra={"clips_deleted": deleted, "free_mb": round(free_bytes(self.store.root) / 2**20, 1),
+                               "min_free_mb": self.store.config.min_free_mb})
 
     def on_stored(self, analysed, windows, changes) -> None:
         """The daemon's stored-batch listener: queue the clips ``[clips] keep`` asks for."""
@@ -210,6 +241,9 @@ class ClipWriter:
                 continue
             if item is None:
                 return
+            if item is _MAKE_ROOM:
+                self._give_back()
+                continue
             mic_id, _start, samples, _rate = item
             try:
                 if not self.store.room_for(clip_bytes(samples)):

@@ -317,11 +317,17 @@ class DaemonProcess:
         return self.proc.pid
 
     def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, then the exit code."""
+        """SIGTERM, then the exit code; a daemon still running after ``timeout`` is killed and the failure
+        carries its log tail (what it was doing), so a slow stop never leaks a process or hides its cause."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(f"the daemon did not stop within {timeout:g} s of SIGTERM; log:\n"
+                                 + "".join(self.raw[-30:])) from None
         finally:
             self._reader.join(5)
 

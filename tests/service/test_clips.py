@@ -168,6 +168,26 @@ def test_when_the_store_has_taken_the_floor_every_clip_goes_and_new_ones_are_dro
     assert len(lines) == 1 and lines[0].occurrences == 1
 
 
+def test_when_another_program_fills_the_disk_make_room_deletes_the_oldest_clips_down_to_the_floor_with_no_new_clip(
+        tmp_path, monkeypatch, caplog):
+    import service.store.clips
+
+    mib = 2**20
+    store = ClipStore(tmp_path, ClipsConfig(keep="all", min_free_mb=1.0))
+    for i in range(6):
+        store.write("mic0", i, tone(2.0), RATE)
+    size = store.find("mic0", 0).stat().st_size
+    disk = FakeDisk(tmp_path, mib + 2 * size)  # the floor is short by four clips' worth: the store cannot write
+    monkeypatch.setattr(service.store.clips, "free_bytes", disk)
+    writer = ClipWriter(store, RATE, on_drop=lambda reason: None)
+    writer.make_room()  # what the daemon asks when the store's writes fail on a full disk
+    writer.close(timeout=300)
+    assert [store.find("mic0", i) is not None for i in range(6)] == [False] * 4 + [True] * 2  # the oldest went
+    assert disk(tmp_path) >= mib and writer.written == 0
+    lines = [r for r in caplog.records if r.getMessage().startswith("clips deleted to give the store room")]
+    assert len(lines) == 1 and lines[0].clips_deleted == 4
+
+
 def test_a_clip_that_fails_to_write_leaves_no_part_file_and_is_counted(tmp_path, monkeypatch):
     import service.store.clips
 
