@@ -19,6 +19,9 @@ from encoder.features import LogMelConfig, frame_count
 from encoder.onnx_graph import INPUT, OUTPUTS, GraphError, GraphInfo, check_binding, export_command
 
 
+_FRAMES_PER_BLOCK = 128  # frames per FFT call in `stft_power`: ~1.5 MB of float64 work arrays
+
+
 def stft_power(windows: np.ndarray, config: LogMelConfig, window: np.ndarray) -> np.ndarray:
     """STFT power ``[rows, frames, n_fft // 2 + 1]`` float32 of mono rows ``[rows, samples]``, as
     `encoder.features.log_mel` computes it: centre-padded by reflection, ``window`` (``win_length``
@@ -35,11 +38,24 @@ def stft_power(windows: np.ndarray, config: LogMelConfig, window: np.ndarray) ->
     # where inside n_fft they sit changes the phase of the spectrum, not its power.
     left = (n_fft - length) // 2
     segments = np.lib.stride_tricks.sliding_window_view(padded, length, axis=1)[:, left::hop][:, :frames]
-    # float64: numpy's pocketfft is three times faster in double precision than in single here
-    spectrum = np.fft.rfft(segments * window.astype(np.float64), n=n_fft, axis=2)
+    # float64: numpy's pocketfft is three times faster in double precision than in single here. A block of
+    # frames at a time, through the same two work arrays, keeps the FFT's input and output in cache (the
+    # whole window's complex spectrum alone is 8 MB): the same numbers, 10-15 % less CPU (docs/performance.md).
+    window64 = window.astype(np.float64)
+    power = np.empty((x.shape[0], frames, n_fft // 2 + 1), np.float32)
+    block = max(1, min(_FRAMES_PER_BLOCK, frames))
+    product = np.empty((block, length))
+    spectrum = np.empty((block, n_fft // 2 + 1), np.complex128)
     parts = spectrum.view(np.float64)
-    np.square(parts, out=parts)
-    return (parts[..., 0::2] + parts[..., 1::2]).astype(np.float32)
+    for row in range(x.shape[0]):
+        for start in range(0, frames, block):
+            m = min(block, frames - start)
+            np.multiply(segments[row, start:start + m], window64, out=product[:m])
+            np.fft.rfft(product[:m], n=n_fft, axis=1, out=spectrum[:m])
+            np.square(parts[:m], out=parts[:m])
+            # summed in float64 and rounded once to float32, as (re**2 + im**2).astype(float32)
+            np.add(parts[:m, 0::2], parts[:m, 1::2], out=power[row, start:start + m], casting="same_kind")
+    return power
 
 
 class OnnxEmbedder:

@@ -164,6 +164,10 @@ def signal_of(samples: np.ndarray, sample_rate: int) -> Signal:
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] == 0:
         raise ValueError(f"assess_window expects [channels, samples] with samples > 0, got shape {x.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):  # any NaN/Inf spoils the sum; an overflow takes the long way
+        all_finite = np.isfinite(x.sum())
+    if all_finite:
+        return Signal(x, sample_rate, np.zeros(x.shape[0]))
     finite = np.isfinite(x)
     if finite.all():
         return Signal(x, sample_rate, np.zeros(x.shape[0]))
@@ -175,11 +179,13 @@ def signal_of(samples: np.ndarray, sample_rate: int) -> Signal:
 
 def clip_stats(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Per channel: fraction of samples with ``abs >= level`` and the longest run of them."""
-    at_full_scale = (samples >= level) | (samples <= -level)
-    counts = np.count_nonzero(at_full_scale, axis=1)
-    runs = np.minimum(counts, 1)
-    for row in np.flatnonzero(counts > 1):  # rare: only rows that do reach full scale twice
-        edges = np.flatnonzero(np.diff(at_full_scale[row].view(np.int8), prepend=0, append=0))
+    counts = np.zeros(samples.shape[0], dtype=np.int64)
+    runs = np.zeros(samples.shape[0], dtype=np.int64)
+    # Most windows never reach full scale: two fast reductions rule that out before any mask is built.
+    for row in np.flatnonzero((samples.max(axis=1) >= level) | (samples.min(axis=1) <= -level)):
+        at_full_scale = (samples[row] >= level) | (samples[row] <= -level)
+        counts[row] = np.count_nonzero(at_full_scale)
+        edges = np.flatnonzero(np.diff(at_full_scale.view(np.int8), prepend=0, append=0))
         runs[row] = int((edges[1::2] - edges[0::2]).max())
     return counts / samples.shape[1], runs
 
@@ -242,20 +248,47 @@ def mains_line_power(power: np.ndarray, hz_per_bin: float, f0: float, max_harmon
     that stand clear of their local background. A line is +-0.4 Hz around k*f0 (the grid wanders by
     less), its background the median of the bins 0.8-4 Hz to either side.
     """
+    line_bins, side_bins = _mains_bins(hz_per_bin, f0, max_harmonic_hz, power.shape[1])
+    if line_bins.size == 0:
+        return np.zeros(power.shape[0])
+    line = power[:, line_bins].sum(axis=2)  # [rows, harmonics]
+    # median of exponential periodogram bins = ln 2 * mean
+    background = _median_last_axis(power[:, side_bins]) / math.log(2) * line_bins.shape[1]
+    # A line counts only when it stands clear of the floor: without this the positive part of every
+    # harmonic's noise fluctuation adds up to about -25 dB on any broadband sound.
+    return np.where(line >= _LINE_OVER_FLOOR * background, line - background, 0).sum(axis=1)
+
+
+@functools.lru_cache(maxsize=32)
+def _mains_bins(hz_per_bin: float, f0: float, max_harmonic_hz: float, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bins ``[harmonics, offsets]`` of each line of `mains_line_power` and of its background, for a
+    periodogram of ``bins`` bins (cached: every window of a microphone asks the same)."""
     half = max(1, int(round(0.4 / hz_per_bin)))
     near, far = max(half + 1, int(round(0.8 / hz_per_bin))), max(half + 4, int(round(4.0 / hz_per_bin)))
     line_offsets = np.arange(-half, half + 1)
     side_offsets = np.concatenate((np.arange(-far, -near + 1), np.arange(near, far + 1)))
     centres = np.round(np.arange(f0, max_harmonic_hz + 1e-9, f0) / hz_per_bin).astype(int)
-    centres = centres[(centres - far >= 1) & (centres + far < power.shape[1])]
-    if centres.size == 0:
-        return np.zeros(power.shape[0])
-    line = power[:, centres[:, None] + line_offsets].sum(axis=2)  # [rows, harmonics]
-    # median of exponential periodogram bins = ln 2 * mean
-    background = np.median(power[:, centres[:, None] + side_offsets], axis=2) / math.log(2) * line_offsets.size
-    # A line counts only when it stands clear of the floor: without this the positive part of every
-    # harmonic's noise fluctuation adds up to about -25 dB on any broadband sound.
-    return np.where(line >= _LINE_OVER_FLOOR * background, line - background, 0).sum(axis=1)
+    centres = centres[(centres - far >= 1) & (centres + far < bins)]
+    line_bins, side_bins = centres[:, None] + line_offsets, centres[:, None] + side_offsets
+    line_bins.flags.writeable = side_bins.flags.writeable = False
+    return line_bins, side_bins
+
+
+def _median_last_axis(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=-1)``, the same numbers, without its generic checks (no NaN here)."""
+    half = values.shape[-1] // 2
+    if values.shape[-1] % 2:
+        return np.partition(values, half, axis=-1)[..., half]
+    part = np.partition(values, (half - 1, half), axis=-1)
+    return (part[..., half - 1] + part[..., half]) / 2
+
+
+@functools.lru_cache(maxsize=8)
+def _hann(size: int) -> np.ndarray:
+    """A Hann window of ``size`` samples without its two zero ends, float32 (cached, read-only)."""
+    window = np.hanning(size + 2)[1:-1].astype(np.float32)
+    window.flags.writeable = False
+    return window
 
 
 def hum_db(samples: np.ndarray, sample_rate: int, mains_hz: tuple[float, ...], max_harmonic_hz: float,
@@ -279,9 +312,9 @@ def hum_db(samples: np.ndarray, sample_rate: int, mains_hz: tuple[float, ...], m
     low, rate = low_band(pieces, sample_rate, max_harmonic_hz + 10)
     size = low.shape[1]
     nfft = 1 << int(math.ceil(math.log2(max(size, 16))))
-    window = np.hanning(size + 2)[1:-1].astype(np.float32)
-    spectrum = np.fft.rfft(low * window, n=nfft, axis=1)
-    power = spectrum.real**2 + spectrum.imag**2
+    window = _hann(size)
+    low *= window
+    power = _power_spectrum(np.fft.rfft(low, n=nfft, axis=1))
     scale = 2.0 / (nfft * size * float(np.mean(window**2)))  # bin power sums -> signal power (Parseval)
     total = total + 1e-30
     for f0 in mains_hz:
@@ -295,6 +328,14 @@ def hum_db(samples: np.ndarray, sample_rate: int, mains_hz: tuple[float, ...], m
     return best, best_f0
 
 
+def _power_spectrum(spectrum: np.ndarray) -> np.ndarray:
+    """``spectrum.real**2 + spectrum.imag**2`` (the same numbers), squaring ``spectrum``'s memory in place."""
+    parts = spectrum.view(spectrum.real.dtype)
+    np.square(parts, out=parts)
+    return parts[..., 0::2] + parts[..., 1::2]
+
+
+@functools.lru_cache(maxsize=32)
 def _fft_size(n: int) -> int:
     """The smallest 2^a 3^b 5^c >= n: as fast for pocketfft as a power of two, and often much shorter."""
     best = 1 << int(math.ceil(math.log2(n)))
@@ -340,14 +381,18 @@ def periodic_residual_db(samples: np.ndarray, sample_rate: int, min_period_ms: f
     mean = x.mean(axis=1, keepdims=True)
     x -= mean
     nfft = _fft_size(chunk + hi)  # no circular wrap for lags <= hi
-    spectrum = np.fft.rfft(x, n=nfft, axis=1)
-    autocorr = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, n=nfft, axis=1)[:, lo : hi + 1]
-    cumulative = np.cumsum(x * x, axis=1)
-    energy = cumulative[:, -1:]
-    # energy of x[0 : chunk-P] + energy of x[P : chunk], for P = lo..hi
-    both = cumulative[:, chunk - 1 - lo : chunk - 2 - hi if chunk - 2 - hi >= 0 else None : -1] + (
-        energy - cumulative[:, lo - 1 : hi])
-    residual = np.maximum(both - 2 * autocorr, 0) / np.maximum(both, 1e-30)
+    autocorr = np.fft.irfft(_power_spectrum(np.fft.rfft(x, n=nfft, axis=1)), n=nfft, axis=1)[:, lo : hi + 1]
+    # In place from here on (x, then autocorr): the same arithmetic as the formulas in the comments.
+    cumulative = np.cumsum(np.square(x, out=x), axis=1, out=x)
+    energy = cumulative[:, -1:].copy()
+    # both = energy of x[0 : chunk-P] + energy of x[P : chunk], for P = lo..hi
+    both = energy - cumulative[:, lo - 1 : hi]
+    both += cumulative[:, chunk - 1 - lo : chunk - 2 - hi if chunk - 2 - hi >= 0 else None : -1]
+    # residual = max(both - 2 autocorr, 0) / max(both, 1e-30)
+    residual = np.multiply(autocorr, -2.0, out=autocorr)
+    residual += both
+    np.maximum(residual, 0, out=residual)
+    residual /= np.maximum(both, 1e-30, out=both)
     best = residual.min(axis=1)
     # Multiples of a repeated buffer match as well as the buffer itself: report the shortest.
     best_lag = np.argmax(residual <= np.maximum(best * 10, 1e-12)[:, None], axis=1)

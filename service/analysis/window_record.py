@@ -15,10 +15,17 @@ def rms_dbfs(samples: np.ndarray) -> float:
     """RMS level in dBFS of the mono mix of ``samples [channels, n]`` (full-scale sine = -3 dBFS); digital
     silence and anything quieter read `SILENCE_DBFS`, non-finite samples are left out."""
     mono = np.asarray(samples, dtype=np.float64).mean(axis=0)
+    mean_square = np.mean(mono * mono) if mono.size else np.nan
+    if np.isfinite(mean_square):  # every sample finite (the usual case): no mask, no copy
+        return _dbfs(float(np.sqrt(mean_square)))
     finite = mono[np.isfinite(mono)]
     if finite.size == 0:
         return SILENCE_DBFS
-    rms = float(np.sqrt(np.mean(finite * finite)))
+    return _dbfs(float(np.sqrt(np.mean(finite * finite))))
+
+
+def _dbfs(rms: float) -> float:
+    """An RMS level in dBFS, `SILENCE_DBFS` at or below it."""
     return max(SILENCE_DBFS, 20.0 * np.log10(rms)) if rms > 0 else SILENCE_DBFS
 
 

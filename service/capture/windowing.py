@@ -27,7 +27,13 @@ class Window:
     realtime: bool  # timestamps are wall-clock, so window-end -> event latency means something
 
     def mono(self) -> np.ndarray:
-        """The mono mix float32 ``[n]`` the model hears (channels averaged, NaN/Inf as 0)."""
+        """The mono mix float32 ``[n]`` the model hears (channels averaged, NaN/Inf as 0); for one finite
+        float32 channel, that channel itself (a view: read it, never write it)."""
+        if self.samples.shape[0] == 1 and self.samples.dtype == np.float32:
+            with np.errstate(over="ignore", invalid="ignore"):  # any NaN/Inf spoils the sum; an overflow takes the long way
+                all_finite = np.isfinite(self.samples.sum())
+            if all_finite:
+                return self.samples[0]  # the mean of one channel is that channel
         return np.nan_to_num(self.samples.mean(axis=0), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 

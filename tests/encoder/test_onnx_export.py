@@ -14,12 +14,12 @@ import pytest
 import soundfile
 import torch
 
-from encoder.features import LogMelConfig, log_mel, mel_filterbank, stft_window
+from encoder.features import LogMelConfig, frame_count, log_mel, mel_filterbank, stft_window
 from encoder.file_digest import file_sha256
 from encoder.head import ActivityHead
 from encoder.model import Encoder, EncoderConfig
 from encoder.model_file import ModelBundle, load_model, save_model, with_metadata
-from encoder.onnx_embedder import OnnxEmbedder
+from encoder.onnx_embedder import OnnxEmbedder, stft_power
 from encoder.onnx_export import ServingGraph, exact_log_mel, export_graph, filterbank_blocks
 from encoder.onnx_graph import PREFIX, GraphError, graph_path_for
 
@@ -81,6 +81,21 @@ def test_the_graph_log_mel_is_the_torch_definition_on_real_clips(bundled, clips)
     float32 = log_mel(torch.from_numpy(clips), bundle.feature_config).numpy()
     assert np.abs(features - float32).max() <= 5e-2
     assert np.quantile(np.abs(features - float32), 0.999) <= 1e-3
+
+
+def test_the_stft_power_is_the_plain_power_of_the_float64_fft_rounded_once_to_float32(bundled, clips):
+    bundle, embedder = bundled
+    config, window = bundle.feature_config, embedder.info.stft_window
+    for rows in (clips[:3], clips[:1, : 16000 + 123], np.zeros((1, 16000), np.float32)):
+        padded = np.pad(rows, ((0, 0), (config.n_fft // 2, config.n_fft // 2)), mode="reflect")
+        left = (config.n_fft - window.shape[0]) // 2
+        frames = np.lib.stride_tricks.sliding_window_view(padded, window.shape[0], axis=1)[:, left::config.hop_length]
+        spectrum = np.fft.rfft(frames[:, : frame_count(rows.shape[1], config)] * window.astype(np.float64),
+                               n=config.n_fft, axis=2)
+        plain = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        power = stft_power(rows, config, window)
+        assert power.dtype == np.float32
+        np.testing.assert_array_equal(power, plain)
 
 
 def test_batch_and_frame_axes_are_dynamic(bundled, clips):

@@ -11,6 +11,7 @@ from daemon_support import wav_bytes  # tests/service/ is on sys.path
 from service.analysis.analyser import Analyzer
 from service.config import ActivityConfig
 from service.analysis.sound_library import SoundLibrary
+from service.analysis.window_record import rms_dbfs
 from service.capture.windowing import Window
 
 RATE = 16000
@@ -65,3 +66,24 @@ def test_a_custom_sound_is_detected_on_live_windows_and_becomes_an_event(bundle,
     assert silent.sounds == () and not [c for c in changes if c.kind == "sound_detected"]
     (upload,) = analyzer.analyze_audio(wav_bytes(speech))
     assert [m.name for m in upload.sounds] == ["chatter"]  # Classify reports them too
+
+
+def plain_rms_dbfs(samples: np.ndarray) -> float:
+    """The record's level as first written: RMS of the finite samples of the float64 mono mix, -120 floor."""
+    mono = np.asarray(samples, dtype=np.float64).mean(axis=0)
+    finite = mono[np.isfinite(mono)]
+    rms = float(np.sqrt(np.mean(finite * finite))) if finite.size else 0.0
+    return max(-120.0, 20.0 * np.log10(rms)) if rms > 0 else -120.0
+
+
+@pytest.mark.parametrize("case", ["noise", "stereo", "NaN/Inf", "all NaN", "silence", "empty"])
+def test_the_record_level_is_the_rms_of_the_finite_mono_mix(case):
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 0.05, (1, 10 * RATE)).astype(np.float32)
+    broken = x.copy()
+    broken[0, ::501], broken[0, 7] = np.nan, np.inf
+    samples = {"noise": x, "stereo": np.concatenate([x, 0.1 * x]), "NaN/Inf": broken,
+               "all NaN": np.full((1, 100), np.nan, np.float32), "silence": np.zeros((1, RATE), np.float32),
+               "empty": np.zeros((1, 0), np.float32)}[case]
+    assert rms_dbfs(samples) == plain_rms_dbfs(samples)
+    assert (rms_dbfs(samples) == -120.0) == (case in ("all NaN", "silence", "empty"))

@@ -9,7 +9,7 @@ from encoder.audio import load_audio
 from encoder.resampling import resample
 from encoder.windows import window_spans
 from service.capture.sources import Chunk
-from service.capture.windowing import Windower
+from service.capture.windowing import Window, Windower
 
 
 def stream(samples: np.ndarray, rate: int, sizes: list[int], t0: float = 1000.0):
@@ -98,3 +98,18 @@ def test_a_hop_longer_than_the_window_is_not_taken_for_lost_samples(recording):
     windows = [w for c in stream(recording[:, :160_000], 16000, [1600], t0=100.0) for w in windower.push(c)]
     assert windower.gaps == 0
     assert [w.start_unix for w in windows] == [pytest.approx(100.0 + 4 * k) for k in range(3)]
+
+
+@pytest.mark.parametrize("case", ["one channel", "one channel with NaN/Inf", "one huge channel", "two channels",
+                                  "float64"])
+def test_the_mono_mix_is_the_channel_mean_with_non_finite_samples_as_zero(recording, case):
+    one = recording[:, : 10 * 16000].astype(np.float32)
+    broken = one.copy()
+    broken[0, ::997], broken[0, 1], broken[0, 2] = np.nan, np.inf, -np.inf
+    samples = {"one channel": one, "one channel with NaN/Inf": broken,
+               "one huge channel": np.full((1, 1000), 3e38, np.float32),  # finite, yet its sum overflows
+               "two channels": np.concatenate([one, 0.5 * one]), "float64": one.astype(np.float64)}[case]
+    expected = np.nan_to_num(samples.mean(axis=0), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    mono = Window("m", samples, 16000, 0.0, 10.0, False).mono()
+    assert mono.dtype == np.float32
+    np.testing.assert_array_equal(mono, expected)
