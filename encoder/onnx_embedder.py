@@ -40,7 +40,7 @@ def stft_power(windows: np.ndarray, config: LogMelConfig, window: np.ndarray) ->
     segments = np.lib.stride_tricks.sliding_window_view(padded, length, axis=1)[:, left::hop][:, :frames]
     # float64: numpy's pocketfft is three times faster in double precision than in single here. A block of
     # frames at a time, through the same two work arrays, keeps the FFT's input and output in cache (the
-    # whole window's complex spectrum alone is 8 MB): the same numbers, 10-15 % less CPU (docs/performance.md).
+    # whole window's complex spectrum alone is 8 MB): the same numbers, ~15 % less CPU (docs/performance.md).
     window64 = window.astype(np.float64)
     power = np.empty((x.shape[0], frames, n_fft // 2 + 1), np.float32)
     block = max(1, min(_FRAMES_PER_BLOCK, frames))
