@@ -130,7 +130,7 @@ def exact_neighbours(db_path: Path, query_ids: list[int], k: int = 10, chunk: in
 def measure(folder: Path, total: int, repeats: int, model: str, similarity: SimilarityIndexConfig) -> dict:
     """Fill (or reuse) a store of ``total`` windows, serve it, time the calls."""
     from encoder.model_file import load_model
-    from service.analysis.analyser import Analyzer
+    from service.analysis.analyser import Analyser
     from service.api.daemon_backend import DaemonBackend
     from service.api.event_bus import EventBus
     from service.api.grpc_server import start_server, stop_server
@@ -138,7 +138,7 @@ def measure(folder: Path, total: int, repeats: int, model: str, similarity: Simi
     path = folder / f"api-{total}.db"
     store = EventStore(path, StoreConfig(max_age_days=float("inf"), max_size_mb=1e7), similarity)
     fill(store, total)
-    server = start_server(store, EventBus(), DaemonBackend(Analyzer(load_model(model))),
+    server = start_server(store, EventBus(), DaemonBackend(Analyser(load_model(model))),
                           GrpcConfig(address="127.0.0.1:0"))
     try:
         with grpc.insecure_channel(server.roomtone_address) as channel:

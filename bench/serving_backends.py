@@ -10,7 +10,7 @@ Parts (each a few minutes at most; ``--parts`` picks some):
 - ``window``: the window path on one core (``taskset -c 0``, one thread; ``--core`` picks another or none),
   in a fresh process per backend: median CPU ms over ``--rounds`` calls of each stage on a 10 s window
   (features: log_mel or the numpy STFT; embed: the encoder or the graph; head; health: signal checks +
-  drift, and each signal check alone) and of the whole `service.analysis.analyser.Analyzer.analyse` of
+  drift, and each signal check alone) and of the whole `service.analysis.analyser.Analyser.analyse` of
   that window (the glue included).
 - ``fft``: the STFT's FFT (1001 frames of 1024 points, one 10 s window) with numpy's pocketfft (what ships)
   and scipy.fft (the train extra; not in the serving install), each in float64 and float32: median CPU ms
@@ -127,13 +127,13 @@ reuse_freed_memory()
 backend, model, clip, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 from encoder.audio import decode_samples
 from encoder.drift import DriftTracker
-from service.analysis.analyser import Analyzer
+from service.analysis.analyser import Analyser
 from service.analysis.serving_model import load_serving_model
 from service.analysis.window_health import window_health
 from service.capture.windowing import Window
 from encoder.signal_checks import SIGNAL_CHECKS, signal_of
 served = load_serving_model(model, backend, "cpu", threads=1)
-analyzer = Analyzer(served)
+analyser = Analyser(served)
 samples, rate = decode_samples(clip, served.feature_config.sample_rate)
 samples = samples[:, : 10 * rate]
 mono = samples.mean(axis=0).astype(np.float32)
@@ -153,16 +153,16 @@ else:
     features = lambda: stft_power(mono[None], served.feature_config, embedder.info.stft_window)
     embed = lambda f: embedder.session.run(["embedding"], {"power": f})
 embedding = served.embedder.embed([mono])
-head = analyzer.runner
+head = analyser.runner
 drift = DriftTracker()
 stages = {
     "features": features,
     "embed": (lambda f=features(): embed(f)),
     "head": lambda: head.classify(embedding),
-    "health": lambda: window_health(samples, rate, embedding[0], drift, analyzer.health_config),
-    **{"check_" + name: (lambda check=check: check(signal_of(samples, rate), analyzer.health_config))
+    "health": lambda: window_health(samples, rate, embedding[0], drift, analyser.health_config),
+    **{"check_" + name: (lambda check=check: check(signal_of(samples, rate), analyser.health_config))
        for name, check in SIGNAL_CHECKS.items()},
-    "whole_window": lambda: analyzer.analyse([Window("bench", samples, rate, 0.0, 10.0, False)]),
+    "whole_window": lambda: analyser.analyse([Window("bench", samples, rate, 0.0, 10.0, False)]),
 }
 out = {}
 for name, call in stages.items():

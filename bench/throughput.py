@@ -5,7 +5,7 @@
 
 - embed: `embed_windows` (log-Mel with the model's config + the encoder as embedding code runs it) on a
   batch of 10 s mono windows, i.e. what `roomtone embed` and the evaluation do;
-- analyse: `Analyzer.analyse` on a batch of `Window`s from different microphones, i.e. what the daemon's
+- analyse: `Analyser.analyse` on a batch of `Window`s from different microphones, i.e. what the daemon's
   analysis thread does per batch (embed + activity head + health checks + drift + records).
 
 The windows are real homesounds clips (decoded once, outside the timing). The process reuses freed
@@ -72,7 +72,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="time per measurement")
     args = parser.parse_args()
 
-    from service.analysis.analyser import Analyzer
+    from service.analysis.analyser import Analyser
     from service.capture.windowing import Window
 
     reuse_freed_memory()
@@ -82,7 +82,7 @@ def main() -> int:
         bundle = ModelBundle(bundle.encoder, bundle.feature_config, bundle.encoder_config, head.to_dict(), bundle.metadata)
     rate = bundle.feature_config.sample_rate
     data = clips(rate, max(args.batches))
-    analyzer = Analyzer(bundle)
+    analyser = Analyser(bundle)
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; {machine()}; device {args.device}; "
           f"model {args.model} (width {bundle.encoder_config.width}); load average {load_average()} before")
     threads = args.threads if args.device == "cpu" else [torch.get_num_threads()]
@@ -96,7 +96,7 @@ def main() -> int:
 
             def analyse() -> None:
                 counter[0] += 1
-                analyzer.analyse([Window(f"mic{i}", data[i][None], rate, counter[0] * 10.0, counter[0] * 10.0 + 10, False)
+                analyser.analyse([Window(f"mic{i}", data[i][None], rate, counter[0] * 10.0, counter[0] * 10.0 + 10, False)
                                   for i in range(batch)])
 
             embed = windows_per_second(lambda: embed_windows(bundle, windows, batch_size=batch), batch, args.seconds)

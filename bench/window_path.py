@@ -10,9 +10,9 @@ Stages, each as the daemon runs it for one mono 10 s window (batch 1):
 - embed: the encoder as embedding code runs it (`encoder.batchnorm_folding.inference_encoder`);
 - head: `ActivityHead.predict_proba` (a model file without a head gets one fitted on random
   embeddings of the same size: the cost does not depend on the values);
-- health: what `Analyzer` does per window after the head: `assess_window`, the drift tracker
+- health: what `Analyser` does per window after the head: `assess_window`, the drift tracker
   (its `update` as the drift entry of `assess_window`) and the RMS level;
-- full: load + `Analyzer.analyse` on that window, i.e. all of the above end to end with the glue.
+- full: load + `Analyser.analyse` on that window, i.e. all of the above end to end with the glue.
 
 Options tried for the encoder (same window, batch 1): eager as loaded, eager channels-last, batch
 norms folded + channels-last (what `inference_encoder` returns), `torch.compile` (with
@@ -112,7 +112,7 @@ def onnx_session(encoder: torch.nn.Module, features: torch.Tensor, threads: int)
 
 def measure(bundle: ModelBundle, clip: Path, threads: int, rounds: int, compile_encoder: bool) -> dict:
     """Stage and option timings (ms) for one thread count."""
-    from service.analysis.analyser import Analyzer
+    from service.analysis.analyser import Analyser
     from service.analysis.window_record import rms_dbfs
     from service.capture.windowing import Window
     from encoder.drift import DriftTracker
@@ -125,8 +125,8 @@ def measure(bundle: ModelBundle, clip: Path, threads: int, rounds: int, compile_
     samples = waveform.numpy()[:, : 10 * rate]
     mono = torch.from_numpy(samples.mean(axis=0))[None]
     head, real_head = head_of(bundle)
-    analyzer_bundle = bundle if real_head else ModelBundle(bundle.encoder, config, bundle.encoder_config, head.to_dict(), bundle.metadata)
-    analyzer = Analyzer(analyzer_bundle)
+    analyser_bundle = bundle if real_head else ModelBundle(bundle.encoder, config, bundle.encoder_config, head.to_dict(), bundle.metadata)
+    analyser = Analyser(analyser_bundle)
     drift = DriftTracker()
     eager = bundle.encoder
     fast = inference_encoder(eager)
@@ -139,10 +139,10 @@ def measure(bundle: ModelBundle, clip: Path, threads: int, rounds: int, compile_
     def full() -> None:
         loaded, _ = load_audio(clip, rate)
         window_start[0] += 10.0
-        analyzer.analyse([Window("bench", loaded.numpy()[:, : 10 * rate], rate, window_start[0], window_start[0] + 10.0, False)])
+        analyser.analyse([Window("bench", loaded.numpy()[:, : 10 * rate], rate, window_start[0], window_start[0] + 10.0, False)])
 
     def health() -> None:
-        assess_window(samples, rate, analyzer.health_config, drift=lambda learn: drift.update(embedding[0], learn=learn))
+        assess_window(samples, rate, analyser.health_config, drift=lambda learn: drift.update(embedding[0], learn=learn))
         rms_dbfs(samples)
 
     def run_encoder(module: torch.nn.Module) -> Callable[[], object]:

@@ -58,7 +58,7 @@ class Daemon:
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
-        self.analyzer = None
+        self.analyser = None
         self.sounds = None  # service.analysis.sound_library.SoundService; None with sounds.enabled = false
         self.corrections = None  # service.store.corrections.CorrectionService, once the store is open
         self.store = None
@@ -143,7 +143,7 @@ class Daemon:
     def _load_model(self) -> None:
         from encoder.allocator import reuse_freed_memory
         from encoder.model_file import ModelFileError
-        from service.analysis.analyser import Analyzer
+        from service.analysis.analyser import Analyser
         from service.analysis.serving_model import describe, load_serving_model
 
         config = self.config
@@ -156,17 +156,17 @@ class Daemon:
         if bundle.head is None:
             log.warning("the model has no activity head: windows get an embedding and health only "
                         "(add one with `roomtone train-head`)", extra={"model": str(config.model)})
-        self.analyzer = Analyzer(bundle, config.health, window_s=config.pipeline.window_s, hop_s=config.pipeline.hop_s,
+        self.analyser = Analyser(bundle, config.health, window_s=config.pipeline.window_s, hop_s=config.pipeline.hop_s,
                                  activity=config.activity, keep_samples=config.clips.enabled,
                                  keep_maps=config.sounds.enabled and config.sounds.calibration_hours > 0)
         try:  # a model that cannot analyse one window must stop the start, not fail every window after it
-            seconds = self.analyzer.dry_run(config.pipeline.window_s)
+            seconds = self.analyser.dry_run(config.pipeline.window_s)
         except ValueError as exc:
             raise ModelFileError(f"{config.model}: with pipeline.window_s = {config.pipeline.window_s:g}: {exc}") from None
         log.info("dry run", extra={"window_s": config.pipeline.window_s, "seconds": round(seconds, 3)})
-        self.analyzer.restore_drift(load_drift_baselines(self.drift_path))
+        self.analyser.restore_drift(load_drift_baselines(self.drift_path))
         # registered before the store: saved after the store is closed, once no window can change a baseline
-        self._on_stop("drift baselines", lambda: save_drift_baselines(self.drift_path, self.analyzer.drift_state()))
+        self._on_stop("drift baselines", lambda: save_drift_baselines(self.drift_path, self.analyser.drift_state()))
 
     def _open_store(self) -> None:
         from service.store.corrections import CorrectionService
@@ -208,8 +208,8 @@ class Daemon:
                         "know their model (train-head skips them)", extra={"error": str(exc)})
         self.corrections = CorrectionService(self.store, tuple(self._bundle.class_names or ()))
         if self.config.activity.quiet_relative:  # microphones' noise floors, learnt again from their stored windows
-            self.analyzer.restore_levels(self.store.recent_levels(self.config.activity.quiet_history_hours))
-            thresholds = self.analyzer.quiet_thresholds()
+            self.analyser.restore_levels(self.store.recent_levels(self.config.activity.quiet_history_hours))
+            thresholds = self.analyser.quiet_thresholds()
             if thresholds:
                 log.info("quiet thresholds", extra={"quiet_below_dbfs": {m: round(t, 1) for m, t in thresholds.items()}})
 
@@ -247,11 +247,11 @@ class Daemon:
         if not self.config.sounds.enabled:
             return
         path = self.config.sounds_path
-        embedder = self.analyzer.runner.embedder
-        library = SoundLibrary(path, self._model_sha256, embedder.embed, self.analyzer.sample_rate,
+        embedder = self.analyser.runner.embedder
+        library = SoundLibrary(path, self._model_sha256, embedder.embed, self.analyser.sample_rate,
                                self._bundle.embedding_dim, self.config.sounds.max_sounds,
                                embed_columns=embedder.embed_with_columns if column_maps_available(embedder) else None)
-        self.analyzer.sounds = library  # built after the store lock: the library writes beside the store
+        self.analyser.sounds = library  # built after the store lock: the library writes beside the store
         self.sounds = SoundService(library, self.store, self.config.sounds, self.config.pipeline.window_s)
         log.info("custom sounds", extra={"library": str(path), "sounds": [s.name for s in library.sounds()],
                                          "inactive": [s.name for s in library.sounds() if not s.active]})
@@ -302,14 +302,14 @@ class Daemon:
         from service.capture.sources import open_source
         from service.announce.store_and_publish import StoreAndPublish
 
-        sources = [open_source(mic, self.analyzer.sample_rate) for mic in self.config.mics]
+        sources = [open_source(mic, self.analyser.sample_rate) for mic in self.config.mics]
         for source in sources:
             log.info("microphone", extra={"mic": source.mic_id, "device": source.description,
                                           "input": getattr(source, "input", source.description),
                                           "sample_rate": source.sample_rate, "channels": source.channels,
                                           "realtime": source.realtime})
         self.store_stage = StoreAndPublish(self.store, self.bus)
-        self.pipeline = Pipeline(sources, self.analyzer, self.store_stage, self.metrics, self.config.pipeline)
+        self.pipeline = Pipeline(sources, self.analyser, self.store_stage, self.metrics, self.config.pipeline)
         self.pipeline.on_stored = self._on_stored
         self.pipeline.on_store_failing = self._store_failing
 
@@ -322,7 +322,7 @@ class Daemon:
         directory = Path(c.dir) if c.dir else Path(self.config.data_dir) / "clips"
         self.clips = ClipStore(directory, c)
         writer = self._clip_writer = ClipWriter(
-            self.clips, self.analyzer.sample_rate, self.config.store.retention_interval_s,
+            self.clips, self.analyser.sample_rate, self.config.store.retention_interval_s,
             on_drop=lambda reason: self.metrics.clips_dropped.labels(reason=reason).inc())
         self._on_stop("clip writer", writer.close)  # after capture: the last windows' clips are written
         self.store_stage.listeners.append(writer.on_stored)
@@ -349,7 +349,7 @@ class Daemon:
         if not g.enabled:
             return
         security = server_security(g)
-        self.grpc_server = start_server(self.store, self.bus, DaemonBackend(self.analyzer, self.mic_status), g,
+        self.grpc_server = start_server(self.store, self.bus, DaemonBackend(self.analyser, self.mic_status), g,
                                         security=security, sounds=self.sounds, corrections=self.corrections)
         self._on_stop("gRPC API", lambda: stop_server(self.grpc_server, grace_s=2.0))
         self.grpc_address = self.grpc_server.roomtone_address

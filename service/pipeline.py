@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from service.analysis.analyser import Analysed, Analyzer, Timings
+from service.analysis.analyser import Analysed, Analyser, Timings
 from service.config import PipelineConfig
 from service.disk_space import is_disk_full
 from service.logs import ThrottledLog
@@ -74,10 +74,10 @@ class StageStats:
 class Pipeline:
     """Runs the stages of `sources` on threads; `stop()` stops capture and drains what is in flight."""
 
-    def __init__(self, sources: list[Source], analyzer: Analyzer, store: StoreFn, metrics: Metrics,
+    def __init__(self, sources: list[Source], analyser: Analyser, store: StoreFn, metrics: Metrics,
                  config: PipelineConfig = PipelineConfig()) -> None:
         self.sources = {s.mic_id: s for s in sources}
-        self.analyzer = analyzer
+        self.analyser = analyser
         self.store = store
         self.metrics = metrics
         self.config = config
@@ -88,7 +88,7 @@ class Pipeline:
         self.store_q: queue.Queue = queue.Queue(maxsize=queue_windows(config, len(sources)))
         phases = window_phases(sources, config)
         self.windowers = {
-            s.mic_id: Windower(s.mic_id, s.sample_rate, analyzer.sample_rate, window_s=config.window_s,
+            s.mic_id: Windower(s.mic_id, s.sample_rate, analyser.sample_rate, window_s=config.window_s,
                                hop_s=config.hop_s, realtime=s.realtime, phase_s=phases.get(s.mic_id))
             for s in sources
         }
@@ -196,7 +196,7 @@ class Pipeline:
                     self.metrics.stage_latency.labels(stage="capture").observe(max(0.0, now - w.end_unix))
             timings = Timings()
             try:
-                analysed, changes = self.analyzer.analyse(batch, timings)
+                analysed, changes = self.analyser.analyse(batch, timings)
             except Exception:  # noqa: BLE001 - one bad window must not take its batch (other mics) with it
                 analysed, changes = self._analyse_one_by_one(batch, timings)
             for stage in ("features", "embed", "head", "health"):
@@ -231,7 +231,7 @@ class Pipeline:
         analysed, changes = [], []
         for window in batch:
             try:
-                one, its_changes = self.analyzer.analyse([window], timings)
+                one, its_changes = self.analyser.analyse([window], timings)
             except Exception as exc:  # noqa: BLE001 - counted in roomtone_analysis_errors_total and logged
                 self._analysis_failed(window.mic_id, exc)
                 continue

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from encoder.model_file import ModelBundle
     from service.analysis.serving_model import ServingModel
 
-__all__ = ["Analysed", "Analyzer", "Timings"]
+__all__ = ["Analysed", "Analyser", "Timings"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Analysed:
     quiet_below_dbfs: float | None = None  # the microphone's quiet threshold this window was judged with
 
 
-class Analyzer:
+class Analyser:
     """Turns batches of windows into WindowResults and StateChanges; thread-safe for concurrent use.
 
     ``bundle`` is a `ServingModel` (the daemon: either backend) or a `ModelBundle`; ``embedder`` defaults
@@ -191,7 +191,7 @@ class Analyzer:
 
     # --- uploads (gRPC Classify / FindSimilar by audio) ---------------------------------------------
 
-    def analyze_audio(self, data: bytes) -> list[WindowResult]:
+    def analyse_audio(self, data: bytes) -> list[WindowResult]:
         """Per-window results for uploaded audio bytes (mic_id "upload", times in ms from its start): cut
         with the pipeline's window length and judged like a new microphone's windows, drift included."""
         analysed, _ = self._analyse(upload_windows(data, self.sample_rate, self.window_s), {}, Timings())

@@ -1,4 +1,4 @@
-"""The gRPC `ServiceBackend` of a running daemon: uploads go to its `Analyzer`, microphone status to the
+"""The gRPC `ServiceBackend` of a running daemon: uploads go to its `Analyser`, microphone status to the
 daemon's `mic_status` rule."""
 
 from __future__ import annotations
@@ -8,25 +8,25 @@ from typing import Callable
 
 import numpy as np
 
-from service.analysis.analyser import Analyzer
+from service.analysis.analyser import Analyser
 from service.records import MicStatus, WindowResult
 
 
 @dataclass
 class DaemonBackend:
-    """ServiceBackend over an Analyzer and a function that reports every microphone's status."""
+    """ServiceBackend over an Analyser and a function that reports every microphone's status."""
 
-    analyzer: Analyzer
+    analyser: Analyser
     status: Callable[[], list[MicStatus]] = field(default=lambda: [])
 
     def microphones(self) -> list[MicStatus]:
         """Every configured microphone with its capture state and last health."""
         return self.status()
 
-    def analyze_audio(self, data: bytes) -> list[WindowResult]:
-        """See `Analyzer.analyze_audio`."""
-        return self.analyzer.analyze_audio(data)
+    def analyse_audio(self, data: bytes) -> list[WindowResult]:
+        """See `Analyser.analyse_audio`."""
+        return self.analyser.analyse_audio(data)
 
     def embed_audio_bytes(self, data: bytes) -> np.ndarray:
-        """See `Analyzer.embed_audio_bytes`."""
-        return self.analyzer.embed_audio_bytes(data)
+        """See `Analyser.embed_audio_bytes`."""
+        return self.analyser.embed_audio_bytes(data)

@@ -448,7 +448,7 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
     def Classify(self, request: pb.ClassifyRequest, context: grpc.ServicerContext) -> pb.ClassifyResponse:
         """Per-window analysis of uploaded audio; nothing is stored."""
         with self._upload_slot(context):
-            windows = self.backend.analyze_audio(self._check_upload(request.audio, "audio"))
+            windows = self.backend.analyse_audio(self._check_upload(request.audio, "audio"))
         return pb.ClassifyResponse(windows=[window_to_pb(w, request.include_embedding) for w in windows])
 
     def _sound_service(self) -> SoundService:

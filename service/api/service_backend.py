@@ -21,7 +21,7 @@ class ServiceBackend(Protocol):
         """Status of every configured microphone."""
         ...
 
-    def analyze_audio(self, data: bytes) -> list[WindowResult]:
+    def analyse_audio(self, data: bytes) -> list[WindowResult]:
         """Decode an uploaded file, cut it into windows and analyse each like the pipeline does.
 
         Returned windows have ``mic_id="upload"``, ``start_unix_ms``/``end_unix_ms`` as milliseconds

@@ -1,7 +1,7 @@
 """Classify audio files offline with the model's activity head: every window (10 s by default) of every file
 gets a label, the class probabilities, a microphone health state with its reasons, and its level.
 
-It runs the daemon's own analysis (`Analyzer.analyze_audio`, what the gRPC Classify call runs on an upload):
+It runs the daemon's own analysis (`Analyser.analyse_audio`, what the gRPC Classify call runs on an upload):
 the same model loading, window length, activity decisions (quiet / unknown), health checks and drift, and
 the daemon's custom sounds (its library beside the store, or --sounds DIR; read here, never changed;
 docs/sounds.md), so a file gives here what Classify gives for it. Settings come from the daemon's config (--config FILE.toml,
@@ -72,7 +72,7 @@ def window_line(path: str, window, top: int) -> str:
     return line
 
 
-def offline_sounds(config, analyzer, path: Path | None):
+def offline_sounds(config, analyser, path: Path | None):
     """The daemon's custom-sound library opened read-only for the loaded model (None when there is none)."""
     from encoder.file_digest import file_sha256
     from service.analysis.model_runner import column_maps_available
@@ -81,9 +81,9 @@ def offline_sounds(config, analyzer, path: Path | None):
     path = path or (config.sounds_path if config.sounds.enabled else None)
     if path is None or not (path / "library.json").is_file():
         return None
-    embedder = analyzer.runner.embedder
-    return SoundLibrary(path, file_sha256(config.model), embedder.embed, analyzer.sample_rate,
-                        analyzer.bundle.embedding_dim, read_only=True,
+    embedder = analyser.runner.embedder
+    return SoundLibrary(path, file_sha256(config.model), embedder.embed, analyser.sample_rate,
+                        analyser.bundle.embedding_dim, read_only=True,
                         embed_columns=embedder.embed_with_columns if column_maps_available(embedder) else None)
 
 
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     """Classify every file; unusable files are reported and skipped."""
     from encoder.audio import AudioError
     from encoder.model_file import ModelFileError
-    from service.analysis.analyser import Analyzer
+    from service.analysis.analyser import Analyser
     from service.config import ConfigError, load_config
     from service.analysis.serving_model import BackendError, load_serving_model
 
@@ -105,14 +105,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, overrides)
         model = load_serving_model(config.model, config.pipeline.backend, config.pipeline.device)
-        analyzer = Analyzer(model, config.health, window_s=config.pipeline.window_s, hop_s=config.pipeline.hop_s,
+        analyser = Analyser(model, config.health, window_s=config.pipeline.window_s, hop_s=config.pipeline.hop_s,
                             activity=config.activity)
     except (ConfigError, ModelFileError, BackendError, ValueError, OSError) as exc:
         print(f"roomtone classify: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not args.no_sounds:
         try:
-            analyzer.sounds = offline_sounds(config, analyzer, Path(args.sounds) if args.sounds else None)
+            analyser.sounds = offline_sounds(config, analyser, Path(args.sounds) if args.sounds else None)
         except ValueError as exc:  # an unreadable library (SoundError)
             print(f"roomtone classify: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.inputs:
         try:
             data = Path(name).read_bytes()
-            windows = analyzer.analyze_audio(data)
+            windows = analyser.analyse_audio(data)
         except OSError as exc:
             print(f"roomtone classify: {name}: {exc.strerror or exc}", file=sys.stderr)
             status = EXIT_USAGE

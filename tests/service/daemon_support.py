@@ -21,7 +21,7 @@ from encoder.features import LogMelConfig
 from encoder.head import fit_head
 from encoder.model import Encoder, EncoderConfig
 from encoder.model_file import ModelBundle, load_model, save_model
-from service.analysis.analyser import Analyzer
+from service.analysis.analyser import Analyser
 from service.api.service_backend import BackendUnavailable
 from service.api.daemon_backend import DaemonBackend
 from service.records import MicStatus, WindowResult
@@ -37,9 +37,9 @@ def tiny_bundle(clips: dict[str, list[Path]], embedding_dim: int = 32, seed: int
     torch.manual_seed(seed)
     config = EncoderConfig(width=4, blocks=(1, 1), embedding_dim=embedding_dim)
     bundle = ModelBundle(Encoder(config).eval(), LogMelConfig(), config, None, {"purpose": "tests"})
-    analyzer = Analyzer(bundle)
+    analyser = Analyser(bundle)
     labels = [label for label, paths in clips.items() for _ in paths]
-    embeddings = np.stack([analyzer.embed_audio_bytes(path.read_bytes())[0] for paths in clips.values() for path in paths])
+    embeddings = np.stack([analyser.embed_audio_bytes(path.read_bytes())[0] for paths in clips.values() for path in paths])
     return ModelBundle(bundle.encoder, bundle.feature_config, config, fit_head(embeddings, labels).to_dict(), bundle.metadata)
 
 
@@ -89,9 +89,9 @@ class SwitchableBackend(DaemonBackend):
         self._check()
         return super().microphones()
 
-    def analyze_audio(self, data: bytes) -> list[WindowResult]:
+    def analyse_audio(self, data: bytes) -> list[WindowResult]:
         self._check()
-        return super().analyze_audio(data)
+        return super().analyse_audio(data)
 
     def embed_audio_bytes(self, data: bytes) -> np.ndarray:
         self._check()
@@ -102,7 +102,7 @@ def tiny_backend(prototypes: dict[str, Path], mics: list[MicStatus], embedding_d
     """A SwitchableBackend over a tiny model whose head was fitted on ``prototypes`` (label -> clip), so the
     label of a prototype's own audio is known exactly; ``mics`` is what ListMicrophones reports."""
     bundle = tiny_bundle({label: [path] for label, path in prototypes.items()}, embedding_dim)
-    return SwitchableBackend(Analyzer(bundle), status=lambda: list(mics))
+    return SwitchableBackend(Analyser(bundle), status=lambda: list(mics))
 
 
 def file_daemon_config(model: Path, data_dir: Path, mic_id: str, path: Path, **sections):

@@ -12,7 +12,7 @@ import pytest
 import soundfile
 from google.protobuf.json_format import MessageToDict
 
-from service.analysis.analyser import Analyzer
+from service.analysis.analyser import Analyser
 from service.cli.main import main
 from service.config import GrpcConfig
 from service.api.daemon_backend import DaemonBackend
@@ -57,9 +57,9 @@ def test_every_window_gets_label_probabilities_and_health_as_the_classify_rpc_gi
         assert window["health_state"].startswith("HEALTH_STATE_") and "rms_dbfs" in window
 
     # The daemon's gRPC server over the daemon's backend, same model: the same windows, field for field.
-    analyzer = Analyzer(load_serving_model(MODEL, "torch", "cpu"))
+    analyser = Analyser(load_serving_model(MODEL, "torch", "cpu"))
     store, bus = EventStore(tmp_path / "api.db"), EventBus(queue_size=8, max_subscribers=2)
-    server = start_server(store, bus, DaemonBackend(analyzer), GrpcConfig(address="127.0.0.1:0"))
+    server = start_server(store, bus, DaemonBackend(analyser), GrpcConfig(address="127.0.0.1:0"))
     try:
         with grpc.insecure_channel(server.roomtone_address) as channel:
             stub = pb_grpc.RoomtoneStub(channel)

@@ -8,7 +8,7 @@ from pathlib import Path
 import soundfile
 
 from encoder.file_digest import file_sha256
-from service.analysis.analyser import Analyzer
+from service.analysis.analyser import Analyser
 from service.cli.main import main
 from service.analysis.serving_model import load_serving_model
 from service.analysis.sound_library import SoundLibrary
@@ -19,9 +19,9 @@ MODEL = REPO / "models" / "roomtone.pt"
 
 def test_classify_names_the_custom_sounds_of_each_window_and_leaves_the_library_alone(homesounds, tmp_path, capsys):
     typing = homesounds / "audio" / "typing" / "typing_A1_000.flac"
-    analyzer = Analyzer(load_serving_model(MODEL, "torch", "cpu"))
-    library = SoundLibrary(tmp_path / "sounds", file_sha256(MODEL), analyzer.runner.embedder.embed, 16000,
-                           analyzer.bundle.embedding_dim)
+    analyser = Analyser(load_serving_model(MODEL, "torch", "cpu"))
+    library = SoundLibrary(tmp_path / "sounds", file_sha256(MODEL), analyser.runner.embedder.embed, 16000,
+                           analyser.bundle.embedding_dim)
     library.add("keys", [("typing.flac", soundfile.read(typing, dtype="float32")[0])], threshold=0.99)
     before = (tmp_path / "sounds" / "library.json").read_bytes()
     args = ["classify", "--json", "--model", str(MODEL), "--backend", "torch", "--sounds", str(tmp_path / "sounds")]

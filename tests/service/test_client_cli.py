@@ -41,7 +41,7 @@ def analysed(backend: SwitchableBackend, clips: dict[str, Path]) -> list[WindowR
     """The first window of the speech and the water clip, as a kitchen mic 60 s and 50 s ago."""
     windows = []
     for index, name in enumerate(("speech", "water")):
-        result = backend.analyze_audio(clips[name].read_bytes())[0]
+        result = backend.analyse_audio(clips[name].read_bytes())[0]
         start = NOW_MS - 60_000 + index * 10_000
         windows.append(WindowResult(**{**result.__dict__, "mic_id": "kitchen", "start_unix_ms": start, "end_unix_ms": start + 10_000}))
     return windows

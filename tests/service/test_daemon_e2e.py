@@ -110,7 +110,7 @@ def test_the_daemon_serves_its_microphones_and_windows_over_grpc_while_running(s
     restarted.start()
     try:
         assert restarted.pipeline.drained.wait(60)  # the file is heard again after the restart: it may learn more
-        after = DriftTracker.from_dict(restarted.analyzer.drift_state()["desk"])
+        after = DriftTracker.from_dict(restarted.analyser.drift_state()["desk"])
         # the mic's drift baseline survived the restart: the restarted daemon went on from it, not from nothing
         assert after.heard >= 10_000 and after.count >= before.count
         np.testing.assert_array_equal(after.exemplars[:before.exemplars.shape[0]], before.exemplars)

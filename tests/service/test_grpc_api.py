@@ -1,6 +1,6 @@
 """The gRPC API against a real server on an ephemeral loopback port: every RPC, every documented
 status code, health checking and reflection. The backend is the daemon's own (service.api.daemon_backend
-over a real Analyzer) around a tiny random-weight model, so uploads travel the whole production path."""
+over a real Analyser) around a tiny random-weight model, so uploads travel the whole production path."""
 
 from __future__ import annotations
 
@@ -271,13 +271,13 @@ class SlowBackend:
     def microphones(self):
         return self.backend.microphones()
 
-    def analyze_audio(self, data: bytes):
+    def analyse_audio(self, data: bytes):
         with self.lock:
             self.active += 1
             self.most = max(self.most, self.active)
         try:
             time.sleep(0.3)
-            return self.backend.analyze_audio(data)
+            return self.backend.analyse_audio(data)
         finally:
             with self.lock:
                 self.active -= 1

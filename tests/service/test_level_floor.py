@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from daemon_support import tiny_bundle  # tests/service/ is on sys.path
-from service.analysis.analyser import Analyzer
+from service.analysis.analyser import Analyser
 from service.config import ActivityConfig
 from service.store.event_store import EventStore
 from service.analysis.level_floor import LEVEL_BIN_DB, LevelHistory, history_capacity, quiet_below_dbfs
@@ -92,25 +92,25 @@ def bundle(homesounds: Path):
 
 
 def test_a_far_microphones_activity_is_not_quiet_once_its_floor_is_learnt(bundle) -> None:
-    analyzer = Analyzer(bundle, hop_s=HOP_S)
+    analyser = Analyser(bundle, hop_s=HOP_S)
     sound = noise(-48.0)  # below the absolute -45 dBFS: a far microphone's speech
-    (before,), _ = analyzer.analyse([Window("far", sound, RATE, 0.0, 10.0, True)])
+    (before,), _ = analyser.analyse([Window("far", sound, RATE, 0.0, 10.0, True)])
     assert before.result.label == "quiet"
-    analyzer.restore_levels({"far": list(room(-66.0))})
-    (after,), _ = analyzer.analyse([Window("far", sound, RATE, 10.0, 20.0, True)])
+    analyser.restore_levels({"far": list(room(-66.0))})
+    (after,), _ = analyser.analyse([Window("far", sound, RATE, 10.0, 20.0, True)])
     assert after.result.label != "quiet" and after.quiet_below_dbfs < -50.0
-    (silent,), _ = analyzer.analyse([Window("far", noise(-65.0), RATE, 20.0, 30.0, True)])
+    (silent,), _ = analyser.analyse([Window("far", noise(-65.0), RATE, 20.0, 30.0, True)])
     assert silent.result.label == "quiet"  # its own empty room still is
-    assert analyzer.quiet_thresholds()["far"] == pytest.approx(after.quiet_below_dbfs, abs=LEVEL_BIN_DB)
+    assert analyser.quiet_thresholds()["far"] == pytest.approx(after.quiet_below_dbfs, abs=LEVEL_BIN_DB)
 
 
 def test_a_room_judged_a_dead_channel_by_its_level_teaches_the_floor_but_digital_silence_does_not(bundle) -> None:
-    analyzer = Analyzer(bundle, hop_s=HOP_S, activity=ActivityConfig(quiet_min_history_hours=0.0))
+    analyser = Analyser(bundle, hop_s=HOP_S, activity=ActivityConfig(quiet_min_history_hours=0.0))
     for i in range(3):  # a quiet preamp: the room at -75 dBFS, below the dead-channel floor (-70)
-        (quiet_preamp,), _ = analyzer.analyse([Window("attic", noise(-75.0, seed=i), RATE, 10.0 * i, 10.0 * i + 10, True)])
+        (quiet_preamp,), _ = analyser.analyse([Window("attic", noise(-75.0, seed=i), RATE, 10.0 * i, 10.0 * i + 10, True)])
         assert quiet_preamp.result.health_state == "faulty"
-        analyzer.analyse([Window("attic", np.zeros((1, 10 * RATE), np.float32), RATE, 10.0 * i + 5, 10.0 * i + 15, True)])
-    assert analyzer.quiet_thresholds()["attic"] == pytest.approx(-75.0 + ActivityConfig().quiet_margin_db, abs=0.5)
+        analyser.analyse([Window("attic", np.zeros((1, 10 * RATE), np.float32), RATE, 10.0 * i + 5, 10.0 * i + 15, True)])
+    assert analyser.quiet_thresholds()["attic"] == pytest.approx(-75.0 + ActivityConfig().quiet_margin_db, abs=0.5)
 
 
 def stored(mic: str, start_s: float, level: float, health: str = "ok", reasons: tuple[str, ...] = ()) -> WindowResult:

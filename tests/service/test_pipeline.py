@@ -18,7 +18,7 @@ from encoder.audio import load_audio
 from encoder.embedding import embed_windows
 from encoder.model_file import load_model
 from encoder.windows import window_spans
-from service.analysis.analyser import Analyzer
+from service.analysis.analyser import Analyser
 from service.analysis.window_record import rms_dbfs
 from service.config import PipelineConfig
 from service.store.event_store import EventQuery, EventStore
@@ -57,7 +57,7 @@ def test_every_window_of_two_file_microphones_is_stored_with_label_health_and_em
     long_water = write_wav(tmp_path / "water25.wav", np.concatenate([water, water, water[:, :50_000]], axis=1))
     sources = [FileSource("kitchen", long_water, realtime=False), FileSource("desk", homesounds / "audio" / "typing" /
                                                                             "typing_A2_000.flac", realtime=False)]
-    pipeline = Pipeline(sources, Analyzer(small_bundle), store_into(store), Metrics(), PipelineConfig(batch_size=4))
+    pipeline = Pipeline(sources, Analyser(small_bundle), store_into(store), Metrics(), PipelineConfig(batch_size=4))
     run_to_end(pipeline)
 
     kitchen = sorted(store.list_windows(limit=100).items, key=lambda w: w.start_unix_ms)
@@ -78,7 +78,7 @@ def test_every_window_of_two_file_microphones_is_stored_with_label_health_and_em
 def test_the_first_window_and_every_change_of_label_or_health_is_an_event(small_bundle, store, homesounds, tmp_path):
     speech = load_audio(homesounds / "audio" / "speech" / "speech_A1_001.flac")[0].numpy()
     path = write_wav(tmp_path / "three.wav", np.concatenate([speech, speech, clipped(speech)], axis=1))
-    pipeline = Pipeline([FileSource("m", path, realtime=False)], Analyzer(small_bundle), store_into(store), Metrics())
+    pipeline = Pipeline([FileSource("m", path, realtime=False)], Analyser(small_bundle), store_into(store), Metrics())
     run_to_end(pipeline)
     windows = sorted(store.list_windows(limit=10).items, key=lambda w: w.start_unix_ms)
     assert [w.health_state for w in windows][:2] == ["ok", "ok"] and windows[2].health_state != "ok"
@@ -110,7 +110,7 @@ def test_a_stage_that_falls_behind_a_realtime_source_drops_windows_and_counts_ev
     source = FileSource("hall", homesounds / "audio" / "water" / "water_A1_000.flac", realtime=True, loop=True,
                         block_s=0.05)
     config = PipelineConfig(window_s=0.25, hop_s=0.25, queue_size=1, batch_size=1)
-    pipeline = Pipeline([source], Analyzer(small_bundle), slow, metrics, config)
+    pipeline = Pipeline([source], Analyser(small_bundle), slow, metrics, config)
     pipeline.start()
     time.sleep(3.0)
     assert pipeline.stop(timeout=30)
@@ -126,7 +126,7 @@ def test_stop_finishes_the_windows_in_flight_before_returning(small_bundle, stor
     slow = SlowStore(store, delay=0.2)
     source = FileSource("hall", homesounds / "audio" / "water" / "water_A1_000.flac", realtime=True, loop=True,
                         block_s=0.05)
-    pipeline = Pipeline([source], Analyzer(small_bundle), slow, Metrics(),
+    pipeline = Pipeline([source], Analyser(small_bundle), slow, Metrics(),
                         PipelineConfig(window_s=0.5, hop_s=0.5, queue_size=64, batch_size=1))
     pipeline.start()
     time.sleep(2.2)
@@ -147,7 +147,7 @@ def test_a_failing_store_is_counted_and_the_pipeline_goes_on(small_bundle, homes
 
     speech = load_audio(homesounds / "audio" / "speech" / "speech_A1_001.flac")[0].numpy()
     path = write_wav(tmp_path / "two.wav", np.concatenate([speech, speech], axis=1))
-    pipeline = Pipeline([FileSource("m", path, realtime=False)], Analyzer(small_bundle), broken_then_working, metrics,
+    pipeline = Pipeline([FileSource("m", path, realtime=False)], Analyser(small_bundle), broken_then_working, metrics,
                         PipelineConfig(batch_size=1))
     run_to_end(pipeline)
     assert len(calls) == 2 and pipeline.stats.windows_stored == 1
@@ -165,7 +165,7 @@ def test_the_first_store_failure_logs_a_traceback_unless_the_disk_is_full(failur
         raise failure
 
     pipeline = Pipeline([FileSource("m", homesounds / "audio" / "speech" / "speech_A1_001.flac", realtime=False)],
-                        Analyzer(small_bundle), broken, Metrics(), PipelineConfig(batch_size=1))
+                        Analyser(small_bundle), broken, Metrics(), PipelineConfig(batch_size=1))
     with caplog.at_level(logging.ERROR, logger="roomtone"):
         run_to_end(pipeline)
     (first, *_) = [r for r in caplog.records if r.getMessage() == "store failed; windows not stored"]
@@ -175,7 +175,7 @@ def test_the_first_store_failure_logs_a_traceback_unless_the_disk_is_full(failur
 def test_a_two_channel_microphone_is_checked_per_channel_and_embedded_as_its_mix(small_bundle, store, homesounds, tmp_path):
     speech = load_audio(homesounds / "audio" / "speech" / "speech_A3_000.flac")[0].numpy()
     stereo = write_wav(tmp_path / "stereo.wav", np.concatenate([speech, np.zeros_like(speech)], axis=0))
-    pipeline = Pipeline([FileSource("pair", stereo, realtime=False)], Analyzer(small_bundle), store_into(store), Metrics())
+    pipeline = Pipeline([FileSource("pair", stereo, realtime=False)], Analyser(small_bundle), store_into(store), Metrics())
     run_to_end(pipeline)
     (listed,) = store.list_windows(limit=10).items
     window = store.get_window(listed.window_id)
@@ -185,7 +185,7 @@ def test_a_two_channel_microphone_is_checked_per_channel_and_embedded_as_its_mix
     assert window.rms_dbfs == pytest.approx(rms_dbfs(mix), abs=0.01)
 
 
-class FailsForOneMic(Analyzer):
+class FailsForOneMic(Analyser):
     """The real analyser, except that any batch holding a window of ``mic`` raises (an unforeseen fault)."""
 
     def __init__(self, small_bundle, mic: str) -> None:
@@ -232,7 +232,7 @@ class JumpingSource:
 
 def test_a_jump_in_capture_time_is_counted_in_the_gap_metrics(small_bundle, store):
     metrics = Metrics()
-    pipeline = Pipeline([JumpingSource()], Analyzer(small_bundle), store_into(store), metrics, PipelineConfig())
+    pipeline = Pipeline([JumpingSource()], Analyser(small_bundle), store_into(store), metrics, PipelineConfig())
     run_to_end(pipeline)
     assert metrics.capture_gaps.labels(mic="jumpy")._value.get() == 1
     assert 29.5 < metrics.capture_gap_seconds.labels(mic="jumpy")._value.get() < 30.5
@@ -251,7 +251,7 @@ def test_windows_of_many_microphones_that_end_together_are_not_dropped(small_bun
     clip = homesounds / "audio" / "water" / "water_A1_000.flac"
     sources = [FileSource(f"m{i}", clip, realtime=True, loop=True, block_s=0.05) for i in range(12)]
     config = PipelineConfig(window_s=1.0, hop_s=1.0, queue_size=1, batch_size=4, stagger=False)
-    pipeline = Pipeline(sources, Analyzer(small_bundle), store_into(store), metrics, config)
+    pipeline = Pipeline(sources, Analyser(small_bundle), store_into(store), metrics, config)
     pipeline.start()
     time.sleep(2.6)
     assert pipeline.stop(timeout=60)

@@ -80,7 +80,7 @@ def run_daemon(model: Path, clip: Path, data: Path, backend: str) -> list:
     daemon.start()
     try:
         assert daemon.pipeline.drained.wait(60)
-        assert daemon.analyzer.runner.embedder.__class__.__name__ == {"onnx": "OnnxEmbedder", "torch": "TorchEmbedder"}[backend]
+        assert daemon.analyser.runner.embedder.__class__.__name__ == {"onnx": "OnnxEmbedder", "torch": "TorchEmbedder"}[backend]
     finally:
         daemon.stop()
     from service.store.event_store import EventStore

@@ -41,9 +41,9 @@ def sounds_server(directory: Path, backend, config: GrpcConfig | None = None, up
     ``upload_backend`` (default ``backend``) answers Classify. Yields (stub, store, address)."""
     config = config or GrpcConfig(address="127.0.0.1:0")
     store = EventStore(directory / "roomtone.db")
-    analyzer = backend.analyzer
-    library = SoundLibrary(directory / "roomtone.sounds", "a" * 64, analyzer.runner.embedder.embed, RATE,
-                           analyzer.bundle.embedding_dim, max_sounds=2)
+    analyser = backend.analyser
+    library = SoundLibrary(directory / "roomtone.sounds", "a" * 64, analyser.runner.embedder.embed, RATE,
+                           analyser.bundle.embedding_dim, max_sounds=2)
     service = SoundService(library, store, SoundsConfig())
     server = start_server(store, event_bus_for(config), upload_backend or backend, config, sounds=service)
     channel = grpc.insecure_channel(server.roomtone_address)
@@ -114,10 +114,10 @@ class HeldUploads:
     def microphones(self):
         return self.backend.microphones()
 
-    def analyze_audio(self, data: bytes):
+    def analyse_audio(self, data: bytes):
         self.holding.set()
         self.release.wait(30)
-        return self.backend.analyze_audio(data)
+        return self.backend.analyse_audio(data)
 
     def embed_audio_bytes(self, data: bytes):
         return self.backend.embed_audio_bytes(data)

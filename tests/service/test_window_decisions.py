@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from daemon_support import wav_bytes  # tests/service/ is on sys.path
-from service.analysis.analyser import Analyzer
+from service.analysis.analyser import Analyser
 from service.config import ActivityConfig
 from service.analysis.sound_library import SoundLibrary
 from service.analysis.window_record import rms_dbfs
@@ -17,13 +17,13 @@ from service.capture.windowing import Window
 RATE = 16000
 
 
-def live(analyzer: Analyzer, samples: np.ndarray, mic: str = "kitchen"):
-    (analysed,), changes = analyzer.analyse([Window(mic, samples, RATE, 0.0, 10.0, True)])
+def live(analyser: Analyser, samples: np.ndarray, mic: str = "kitchen"):
+    (analysed,), changes = analyser.analyse([Window(mic, samples, RATE, 0.0, 10.0, True)])
     return analysed.result, changes
 
 
 def test_digital_silence_is_no_activity_with_the_faulty_microphone_as_the_reason(bundle) -> None:
-    result, changes = live(Analyzer(bundle), np.zeros((1, 10 * RATE), np.float32))
+    result, changes = live(Analyser(bundle), np.zeros((1, 10 * RATE), np.float32))
     assert result.health_state == "faulty" and result.label is None
     assert any("dead_channel" in r for r in result.health_reasons)
     assert [c.kind for c in changes] == ["health_changed"]  # no activity_changed to a made-up class
@@ -31,15 +31,15 @@ def test_digital_silence_is_no_activity_with_the_faulty_microphone_as_the_reason
 
 def test_a_quiet_room_is_quiet_not_a_class(bundle) -> None:
     noise = (10 ** (-60 / 20) * np.random.default_rng(0).normal(size=(1, 10 * RATE))).astype(np.float32)
-    result, changes = live(Analyzer(bundle), noise)
+    result, changes = live(Analyser(bundle), noise)
     assert result.health_state != "faulty" and result.rms_dbfs < -45
     assert result.label == "quiet" and ("activity_changed", "quiet") in [(c.kind, c.current) for c in changes]
 
 
 def test_an_unsure_head_gives_unknown_with_its_probabilities_kept(bundle, speech) -> None:
-    result, _ = live(Analyzer(bundle, activity=ActivityConfig(unknown_below=1.0)), speech)
+    result, _ = live(Analyser(bundle, activity=ActivityConfig(unknown_below=1.0)), speech)
     assert result.label == "unknown" and result.probabilities and max(result.probabilities.values()) < 1.0
-    sure, _ = live(Analyzer(bundle, activity=ActivityConfig(unknown_below=0.0)), speech)
+    sure, _ = live(Analyser(bundle, activity=ActivityConfig(unknown_below=0.0)), speech)
     assert sure.label in bundle.class_names
 
 
@@ -48,23 +48,23 @@ def test_a_head_with_a_reserved_class_name_is_refused(bundle) -> None:
 
     head = dict(bundle.head, class_names=["quiet", "water"])
     with pytest.raises(ValueError, match="reserves"):
-        Analyzer(dataclasses.replace(bundle, head=head))
+        Analyser(dataclasses.replace(bundle, head=head))
 
 
 def test_a_custom_sound_is_detected_on_live_windows_and_becomes_an_event(bundle, speech, tmp_path) -> None:
-    analyzer = Analyzer(bundle)
-    library = SoundLibrary(tmp_path / "sounds", "a" * 64, analyzer.runner.embedder.embed, RATE,
+    analyser = Analyser(bundle)
+    library = SoundLibrary(tmp_path / "sounds", "a" * 64, analyser.runner.embedder.embed, RATE,
                            bundle.embedding_dim)
     library.add("chatter", [("speech.flac", speech[0])], threshold=0.95)
-    analyzer.sounds = library
-    result, changes = live(analyzer, speech)
+    analyser.sounds = library
+    result, changes = live(analyser, speech)
     assert [m.name for m in result.sounds] == ["chatter"] and result.sounds[0].score > 0.99
     [event] = [c for c in changes if c.kind == "sound_detected"]
     assert (event.current, event.mic_id, event.time_unix_ms) == ("chatter", "kitchen", 0)
     assert event.score == pytest.approx(result.sounds[0].score)
-    silent, changes = live(analyzer, np.zeros((1, 10 * RATE), np.float32), mic="hall")
+    silent, changes = live(analyser, np.zeros((1, 10 * RATE), np.float32), mic="hall")
     assert silent.sounds == () and not [c for c in changes if c.kind == "sound_detected"]
-    (upload,) = analyzer.analyze_audio(wav_bytes(speech))
+    (upload,) = analyser.analyse_audio(wav_bytes(speech))
     assert [m.name for m in upload.sounds] == ["chatter"]  # Classify reports them too
 
 
