@@ -78,7 +78,7 @@ def embed(model_path: Path, waves: list[np.ndarray]) -> np.ndarray:
     """Embeddings of 10 s mono clips with a model file."""
     import torch
 
-    from encoder.embedding import embed_windows
+    from encoder.recording_embeddings import embed_windows
     from encoder.model_file import load_model
 
     return embed_windows(load_model(model_path), torch.from_numpy(np.stack(waves).astype(np.float32)))
@@ -152,7 +152,7 @@ def blended_embeddings(model: Path, home_folder: Path, share: float, seed: int,
     import torch
 
     from encoder.adapt import blended_statistics, home_statistics, home_windows, statistics_sample
-    from encoder.embedding import embed_windows
+    from encoder.recording_embeddings import embed_windows
     from encoder.model_file import load_model
 
     bundle = load_model(model)

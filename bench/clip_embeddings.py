@@ -17,7 +17,7 @@ import torch
 
 from encoder.audio import load_audio
 from encoder.datasets import Record, read_dataset
-from encoder.embedding import embed_windows
+from encoder.recording_embeddings import embed_windows
 from encoder.evaluation import file_sha256
 from encoder.model_file import load_model
 
@@ -49,7 +49,7 @@ class ClipSet:
 
 def rms_dbfs(samples: np.ndarray) -> float:
     """RMS level in dBFS of a mono signal (-120 for digital silence), as the daemon computes it."""
-    from service.analysis.window_record import rms_dbfs as daemon_rms
+    from service.analysis.result_builder import rms_dbfs as daemon_rms
 
     return daemon_rms(np.asarray(samples, dtype=np.float32)[None, :])
 

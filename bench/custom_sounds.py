@@ -76,7 +76,7 @@ def class_sounds(sets: dict, stream_labels: list[tuple[str, str, str]]) -> list[
 def neither_sounds(model: Path, sets: dict, seed: int = 0) -> list[Sound]:
     """The alarm clock and the camera shutter mixed into windows of the shared sets' audio."""
     from encoder.audio import load_audio
-    from encoder.embedding import embed_windows
+    from encoder.recording_embeddings import embed_windows
     from encoder.model_file import load_model
 
     bundle = load_model(model)

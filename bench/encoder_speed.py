@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 
-from encoder.embedding import embed_windows
+from encoder.recording_embeddings import embed_windows
 from encoder.features import LogMelConfig
 from encoder.model_file import ModelBundle
 from encoder.model import Encoder, EncoderConfig, parameter_count

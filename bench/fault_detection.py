@@ -279,10 +279,10 @@ def drift_inputs(homes: np.ndarray, music: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def model_embeddings(model_path: Path, audio: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Embeddings of every input with the model file (encoder.embedding.embed_windows)."""
+    """Embeddings of every input with the model file (encoder.recording_embeddings.embed_windows)."""
     import torch
 
-    from encoder.embedding import embed_windows
+    from encoder.recording_embeddings import embed_windows
     from encoder.model_file import load_model
 
     bundle = load_model(model_path)

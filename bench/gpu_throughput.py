@@ -55,7 +55,7 @@ def torch_cuda(model: str, batches: list[int], seconds: float) -> None:
         print(json.dumps({"part": "torch_cuda", "skipped": "no CUDA GPU (torch.cuda.is_available() is False)",
                           "torch": torch.__version__}), flush=True)
         return
-    from encoder.embedding import embed_windows
+    from encoder.recording_embeddings import embed_windows
     from encoder.model_file import load_model
 
     bundle = load_model(model, device="cuda")

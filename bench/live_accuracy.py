@@ -91,7 +91,7 @@ def build_track(clips, gap_s: float) -> tuple[np.ndarray, list[tuple[float, floa
 def track_rms_dbfs(track: np.ndarray, start_s: float, length_s: float, energy: np.ndarray | None = None) -> float:
     """Level of a window of the track (zeros outside it) as the daemon's `rms_dbfs` computes it;
     ``energy`` is `np.cumsum` of the squared track with a leading 0 (made here when not given)."""
-    from service.analysis.window_record import SILENCE_DBFS
+    from service.analysis.result_builder import SILENCE_DBFS
 
     if energy is None:
         energy = np.concatenate([[0.0], np.cumsum(np.square(track, dtype=np.float64))])
@@ -168,7 +168,7 @@ def measure(args) -> int:
     from tests.service.daemon_support import DaemonProcess, isolated_args, play
     from encoder.datasets import read_dataset
     from service.rpc import roomtone_pb2 as pb
-    from service.vocabulary import QUIET
+    from service.daemon_vocabulary import QUIET
     from service.rpc import roomtone_pb2_grpc as pb_grpc
 
     load_before = load_average()

@@ -34,7 +34,7 @@ from encoder.datasets import read_dataset
 from service.config import ActivityConfig
 from encoder.signal_checks import HealthConfig
 from service.analysis.level_floor import LevelHistory, counts_for_floor, history_capacity, quiet_below_dbfs
-from service.analysis.window_record import rms_dbfs
+from service.analysis.result_builder import rms_dbfs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -45,7 +45,7 @@ import numpy as np
 from service.config import SessionConfig
 from service.records import WindowResult
 from service.analysis.sessions import SessionTracker
-from service.vocabulary import RESERVED_LABELS
+from service.daemon_vocabulary import RESERVED_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,11 +70,11 @@ def held_out_clips(data: Path, model: Path) -> list[Clip]:
     import torch
 
     from encoder.audio import load_audio
-    from encoder.embedding import embed_windows
+    from encoder.recording_embeddings import embed_windows
     from encoder.head import fit_head
     from encoder.model_file import load_model
     from service.analysis.activity import decide_activity
-    from service.analysis.window_record import rms_dbfs
+    from service.analysis.result_builder import rms_dbfs
 
     bundle = load_model(model, device="cpu")
     with open(data / "meta.csv", newline="") as handle:

@@ -30,7 +30,7 @@ from bench.host import load_average, machine
 from encoder.allocator import reuse_freed_memory
 from encoder.audio import load_audio
 from encoder.datasets import read_dataset
-from encoder.embedding import embed_windows
+from encoder.recording_embeddings import embed_windows
 from encoder.model_file import ModelBundle, load_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -47,7 +47,7 @@ def probe_macro_f1(embeddings: np.ndarray, labels: np.ndarray, folds: np.ndarray
 
 def ms_per_window(bundle: ModelBundle, repeats: int = 7) -> float:
     """Median single-thread ms for log-Mel + encoder on one 10 s window."""
-    from encoder.embedding import embed_windows
+    from encoder.recording_embeddings import embed_windows
 
     torch.set_num_threads(1)
     window = torch.randn(1, bundle.feature_config.sample_rate * 10) * 0.1

@@ -113,7 +113,7 @@ def onnx_session(encoder: torch.nn.Module, features: torch.Tensor, threads: int)
 def measure(bundle: ModelBundle, clip: Path, threads: int, rounds: int, compile_encoder: bool) -> dict:
     """Stage and option timings (ms) for one thread count."""
     from service.analysis.analyser import Analyser
-    from service.analysis.window_record import rms_dbfs
+    from service.analysis.result_builder import rms_dbfs
     from service.capture.windowing import Window
     from encoder.drift import DriftTracker
     from encoder.signal_checks import assess_window

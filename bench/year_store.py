@@ -336,7 +336,7 @@ def list_events_pages(store, newest: int, windows: int) -> dict:
 
 def since_7d(store, newest: int) -> dict:
     """``roomtone events --since 7d --mic mic1``: every page of it, MAX_PAGE rows each."""
-    from service.cli.events import MAX_PAGE
+    from service.cli.events_command import MAX_PAGE
     from service.store.event_store import EventQuery
 
     def read_all():

@@ -190,7 +190,7 @@ def adapt(config: AdaptConfig) -> AdaptResult:
     """Run the adaptation and write the adapted model (with the re-aligned head) to ``config.out``."""
     import torch
 
-    from encoder.embedding import embed_windows
+    from encoder.recording_embeddings import embed_windows
     from encoder.model_file import load_model, save_model, with_metadata
     from encoder.train import train
 

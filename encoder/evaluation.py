@@ -212,7 +212,7 @@ def embed_loaded(bundle, paths: list[Path], load, progress: bool, desc: str = "e
     """`embed_audio` of every clip as ``load`` reads it (at the model's rate)."""
     from tqdm import tqdm
 
-    from encoder.embedding import embed_audio
+    from encoder.recording_embeddings import embed_audio
 
     rate = bundle.feature_config.sample_rate
     return [embed_audio(bundle, *load(Path(p), rate)) for p in tqdm(paths, desc=desc, unit="file", disable=not progress)]

@@ -1,4 +1,4 @@
-"""Words and levels that encoder/ and service/ share, written once (service/vocabulary.py adds the
+"""Words and levels that encoder/ and service/ share, written once (service/daemon_vocabulary.py adds the
 daemon's own: capture states, addresses, status reasons)."""
 
 from __future__ import annotations

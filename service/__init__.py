@@ -12,10 +12,10 @@ tests/service/test_layout.py checks it):
     web       the web page's server, live feed and views             -> store, analysis, capture, base
     cli       the `roomtone` commands                                -> anything
 
-Base modules, importable from every wing: `config` (the one config schema), `records`, `vocabulary`, `logs`
-(formats and the one log throttle), `periodic` (the one periodic-thread loop), `state_files` (atomic small
-files), `disk_space` (free space) and the generated `rpc` stubs. They import
-nothing else in service/. `pipeline` (the per-microphone
+Base modules, importable from every wing: `config` (the one config schema), `records` (the record types the
+wings pass on), `daemon_vocabulary` (the daemon's words), `logs` (formats and the one log throttle), `periodic`
+(the one periodic-thread loop), `state_files` (atomic small files), `disk_space` (free space) and the generated
+`rpc` stubs. They import nothing else in service/. `pipeline` (the per-microphone
 threads) and `daemon` (start order, stop order) wire the wings together; only cli imports them.
 encoder/ never imports service/.
 """

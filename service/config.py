@@ -46,7 +46,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from encoder.config_schema import ConfigError, Section, build
 from encoder.signal_checks import HealthConfig
-from service.vocabulary import (CLIENT_ENV, DEFAULT_GRPC_ADDRESS, DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT,
+from service.daemon_vocabulary import (CLIENT_ENV, DEFAULT_GRPC_ADDRESS, DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT,
                                 ID_PATTERN, ID_RULE, RESERVED_LABELS, TOPIC_LEVEL, device_id)
 
 #: The repository root (the bundled model and assets are found relative to it).

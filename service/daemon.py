@@ -44,7 +44,7 @@ def roomtone_version() -> str:
 
 def next_steps(grpc_address: str | None) -> str:
     """What a user can do once the daemon runs: the client commands, with ``--address`` when not the default."""
-    from service.vocabulary import DEFAULT_GRPC_ADDRESS
+    from service.daemon_vocabulary import DEFAULT_GRPC_ADDRESS
 
     if grpc_address is None:
         return "the gRPC API is off (--no-grpc), so `roomtone events` and `roomtone mics` cannot reach this daemon"
@@ -274,7 +274,7 @@ class Daemon:
         from service.announce.mqtt_messages import DeviceInfo
         from service.announce.mqtt_publisher import MqttPublisher
         from service.analysis.sessions import SessionTracker
-        from service.vocabulary import RESERVED_LABELS
+        from service.daemon_vocabulary import RESERVED_LABELS
         from service.web.server import page_url
 
         config = self.config

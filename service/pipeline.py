@@ -23,7 +23,7 @@ from service.logs import ThrottledLog
 from service.metrics.daemon_metrics import Metrics
 from service.records import StateChange
 from service.capture.sources import Chunk, Source
-from service.vocabulary import CAPTURE_LOST_STATES
+from service.daemon_vocabulary import CAPTURE_LOST_STATES
 from service.capture.windowing import Window, Windower
 
 log = logging.getLogger("roomtone.pipeline")

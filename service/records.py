@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.vocabulary import EVENT_KINDS, HEALTH_STATES, MIC_STATES  # noqa: F401 - the words these records use
+from service.daemon_vocabulary import EVENT_KINDS, HEALTH_STATES, MIC_STATES  # noqa: F401 - the words these records use
 
 
 @dataclass(frozen=True)

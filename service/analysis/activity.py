@@ -10,7 +10,7 @@ bench/absence.py (docs/sounds.md has the tables).
 from __future__ import annotations
 
 from service.config import ActivityConfig
-from service.vocabulary import (HEALTH_FAULTY, LABEL_CLASS, LABEL_KINDS, LABEL_MIC_FAULTY, LABEL_NO_HEAD, QUIET,
+from service.daemon_vocabulary import (HEALTH_FAULTY, LABEL_CLASS, LABEL_KINDS, LABEL_MIC_FAULTY, LABEL_NO_HEAD, QUIET,
                                 RESERVED_LABELS, UNKNOWN)
 
 __all__ = ["LABEL_KINDS", "QUIET", "RESERVED_LABELS", "UNKNOWN", "check_head_classes", "decide_activity", "label_kind"]

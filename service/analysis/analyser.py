@@ -2,7 +2,7 @@
 window health (signal checks + drift) -> `WindowResult`s, and the `StateChange`s between a microphone's
 consecutive windows. Uploaded audio (Classify, FindSimilar by audio) runs through the very same steps.
 
-    windows ─► model_runner.py ─► window_health.py ─► window_record.py ─► mic_state.py
+    windows ─► model_runner.py ─► window_health.py ─► result_builder.py ─► mic_state.py
                (embedder+head)    (checks + drift)    (WindowResult)      (StateChanges)
 """
 
@@ -31,7 +31,7 @@ from service.analysis.sound_library import SoundLibrary
 from service.records import StateChange, WindowMap, WindowResult
 from service.analysis.uploads import upload_windows
 from service.analysis.window_health import new_drift_tracker, unusable_window_health, window_health
-from service.analysis.window_record import build_window_result
+from service.analysis.result_builder import build_window_result
 from service.capture.windowing import Window
 
 if TYPE_CHECKING:  # pragma: no cover

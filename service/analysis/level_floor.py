@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from service.config import ActivityConfig
-from service.vocabulary import SILENCE_DBFS
+from service.daemon_vocabulary import SILENCE_DBFS
 
 #: Histogram resolution of a level history (dB): percentiles are exact to this.
 LEVEL_BIN_DB = 0.1

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from encoder.drift import DriftTracker
 from service.analysis.level_floor import LevelHistory
 from service.records import StateChange, WindowResult
-from service.vocabulary import ACTIVITY_CHANGED, HEALTH_CHANGED, SOUND_DETECTED
+from service.daemon_vocabulary import ACTIVITY_CHANGED, HEALTH_CHANGED, SOUND_DETECTED
 
 
 @dataclass

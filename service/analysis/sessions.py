@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from service.config import SessionConfig
 from service.records import WindowResult
-from service.vocabulary import SESSION_ENDED, SESSION_EVENT_KINDS, SESSION_STARTED  # noqa: F401 (re-exported)
+from service.daemon_vocabulary import SESSION_ENDED, SESSION_EVENT_KINDS, SESSION_STARTED  # noqa: F401 (re-exported)
 
 @dataclass(frozen=True)
 class ActivitySession:

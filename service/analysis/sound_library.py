@@ -39,7 +39,7 @@ import soundfile
 from encoder.few_shot import (DEFAULT_THRESHOLD, MIN_BACKGROUND_HOURS, background_calibration, best_span, best_spans,
                               column_levels, examples_calibration, loudest_span, span_embeddings, span_length, unit_rows)
 from service.records import SoundMatch, WindowMap
-from service.vocabulary import ID_PATTERN, ID_RULE
+from service.daemon_vocabulary import ID_PATTERN, ID_RULE
 from service.state_files import fsync_file, write_atomically
 
 log = logging.getLogger("roomtone.sounds")
@@ -529,7 +529,7 @@ class SoundService:
 
     def detection_window(self, name: str, event_id: int) -> int:
         """The window of sound_detected event ``event_id`` of sound ``name``; SoundError when it is not one."""
-        from service.vocabulary import SOUND_DETECTED
+        from service.daemon_vocabulary import SOUND_DETECTED
 
         change = self.store.get_event(int(event_id))
         if change is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from encoder.audio import AudioError, decode_samples
 from encoder.windows import window_spans
-from service.vocabulary import UPLOAD_MIC_ID
+from service.daemon_vocabulary import UPLOAD_MIC_ID
 from service.capture.windowing import Window
 
 #: Most samples (frames x channels, at the file's rate and after resampling to the model's) one upload may

@@ -18,7 +18,7 @@ from service.store.event_store import EventStore
 from service.announce.mqtt_publisher import MqttPublisher
 from service.periodic import PeriodicThread
 from service.records import MicStatus, StateChange, WindowResult
-from service.vocabulary import CAPTURE_LOST_STATES, HEALTH_CHANGED, HEALTH_OK, SESSION_ENDED, SOUND_DETECTED
+from service.daemon_vocabulary import CAPTURE_LOST_STATES, HEALTH_CHANGED, HEALTH_OK, SESSION_ENDED, SOUND_DETECTED
 from service.analysis.sessions import ActivitySession, SessionEvent, SessionTracker
 
 log = logging.getLogger("roomtone.sessions")

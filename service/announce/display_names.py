@@ -5,7 +5,7 @@ capitalised: ``kettle_boiling`` -> "Kettle boiling"."""
 
 from __future__ import annotations
 
-from service.vocabulary import QUIET, UNKNOWN
+from service.daemon_vocabulary import QUIET, UNKNOWN
 
 #: The activity value while no session is open (MQTT state `activity`, docs/mqtt.md).
 NO_ACTIVITY = "none"

@@ -26,8 +26,8 @@ from typing import Any
 from service.announce.display_names import NO_ACTIVITY, display_name, label_icon
 from service.records import HEALTH_STATES, MicStatus, WindowResult
 from service.analysis.sessions import ActivitySession, SessionEvent
-from service.vocabulary import HEALTH_CHANGED, SESSION_ENDED, SESSION_STARTED, SOUND_DETECTED, STARTING, STOPPED
-from service.vocabulary import device_id, discovery_id  # noqa: F401 (topic names are built here)
+from service.daemon_vocabulary import HEALTH_CHANGED, SESSION_ENDED, SESSION_STARTED, SOUND_DETECTED, STARTING, STOPPED
+from service.daemon_vocabulary import device_id, discovery_id  # noqa: F401 (topic names are built here)
 
 ONLINE, OFFLINE = "online", "offline"
 #: Level published for digital silence (a finite number: Home Assistant's numeric sensors reject -inf).

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from service.vocabulary import ADDRESS_ENV
-from service.vocabulary import DEFAULT_GRPC_ADDRESS as DEFAULT_ADDRESS
+from service.daemon_vocabulary import ADDRESS_ENV
+from service.daemon_vocabulary import DEFAULT_GRPC_ADDRESS as DEFAULT_ADDRESS
 
 
 def add_address_argument(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import grpc
 
 from service.api.daemon_address import ADDRESS_ENV, DEFAULT_ADDRESS, add_address_argument
 from service.rpc import roomtone_pb2_grpc as pb_grpc
-from service.vocabulary import CA_ENV, CERT_ENV, KEY_ENV, REASON_KEY, TOKEN_FILE_ENV
+from service.daemon_vocabulary import CA_ENV, CERT_ENV, KEY_ENV, REASON_KEY, TOKEN_FILE_ENV
 
 # Exit codes shared by the client commands.
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4

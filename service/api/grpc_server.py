@@ -35,7 +35,7 @@ from service.analysis.sessions import ActivitySession, SessionEvent
 from service.analysis.sound_library import Sound, SoundError, SoundService, sound_span_ms
 from service.store.correction_store import Correction
 from service.store.corrections import CorrectionError, CorrectionService
-from service.vocabulary import (MAX_K, MAX_PAGE, REASON_BACKEND_UNAVAILABLE, REASON_KEY, REASON_SHUTTING_DOWN,
+from service.daemon_vocabulary import (MAX_K, MAX_PAGE, REASON_BACKEND_UNAVAILABLE, REASON_KEY, REASON_SHUTTING_DOWN,
                                 REASON_STORE_DAMAGED)
 from service.rpc import roomtone_pb2 as pb
 from service.rpc import roomtone_pb2_grpc as pb_grpc

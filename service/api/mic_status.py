@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from service.records import MicStatus, WindowResult
-from service.vocabulary import CAPTURE_LOST_STATES, HEALTH_FAULTY
+from service.daemon_vocabulary import CAPTURE_LOST_STATES, HEALTH_FAULTY
 
 
 def no_input_reason(state: str) -> str:

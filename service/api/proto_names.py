@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.rpc import roomtone_pb2 as pb
-from service.vocabulary import (ACTIVITY_CHANGED, HEALTH_CHANGED, HEALTH_DEGRADED, HEALTH_FAULTY, HEALTH_OK, LABEL_CLASS,
+from service.daemon_vocabulary import (ACTIVITY_CHANGED, HEALTH_CHANGED, HEALTH_DEGRADED, HEALTH_FAULTY, HEALTH_OK, LABEL_CLASS,
                                 SESSION_ENDED, LABEL_MIC_FAULTY, LABEL_NO_HEAD, QUIET, SESSION_STARTED, SOUND_DETECTED,
                                 UNKNOWN, WINDOW)
 

@@ -22,7 +22,7 @@ import soundfile
 
 from encoder.audio import AudioError, BlockDecoder
 from service.config import DEMO_CLIP, MicConfig
-from service.vocabulary import REOPENING, RUNNING, STARTING, STOPPED
+from service.daemon_vocabulary import REOPENING, RUNNING, STARTING, STOPPED
 
 log = logging.getLogger("roomtone.sources")
 

@@ -13,7 +13,7 @@ from service.config import MetricsConfig
 from service.metrics.http_server import serve_metrics
 from service.analysis.activity import LABEL_KINDS, RESERVED_LABELS, label_kind
 from service.records import WindowResult
-from service.vocabulary import HEALTH_STATES
+from service.daemon_vocabulary import HEALTH_STATES
 
 log = logging.getLogger("roomtone.metrics")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from service.store.correction_store import Correction
 from service.store.event_store import EventStore
-from service.vocabulary import RESERVED_LABELS
+from service.daemon_vocabulary import RESERVED_LABELS
 
 log = logging.getLogger("roomtone.corrections")
 

@@ -13,7 +13,7 @@ from typing import Any
 from service.analysis.sessions import SessionEvent
 from service.records import StateChange, WindowResult
 from service.store.window_rows import read_changes, read_windows
-from service.vocabulary import (EVENT_KINDS, HEALTH_CHANGED, HEALTH_STATES, LABELLED_KINDS, QUERY_KINDS,
+from service.daemon_vocabulary import (EVENT_KINDS, HEALTH_CHANGED, HEALTH_STATES, LABELLED_KINDS, QUERY_KINDS,
                                 SESSION_EVENT_KINDS, WINDOW)
 
 

@@ -35,7 +35,7 @@ from service.store.session_store import SessionPage, SessionQuery
 from service.store.similarity_index import IndexSummary, NearestResult, SimilarityCache
 from service.store.store_guard import StoreGuard
 from service.store.store_schema import StoreError, in_transaction, migrate, open_connection
-from service.vocabulary import SOUND_DETECTED
+from service.daemon_vocabulary import SOUND_DETECTED
 
 #: The types of EventStore's methods, importable from the face with it.
 __all__ = ["EventPage", "EventQuery", "EventStore", "LabelBucket", "NearestResult", "RetentionReport", "StoreError"]

@@ -15,7 +15,7 @@ import numpy as np
 from service.analysis.level_floor import counts_for_floor
 from service.records import WindowMap
 from service.store.window_rows import decode_map
-from service.vocabulary import HEALTH_FAULTY, SILENCE_DBFS
+from service.daemon_vocabulary import HEALTH_FAULTY, SILENCE_DBFS
 
 
 def recent_start(hours: float, now_unix_ms: int | None = None, since_unix_ms: int = 0) -> int:

@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from service.records import StateChange, WindowMap, WindowResult
-from service.vocabulary import EVENT_KINDS, HEALTH_STATES, SILENCE_DBFS
+from service.daemon_vocabulary import EVENT_KINDS, HEALTH_STATES, SILENCE_DBFS
 
 WINDOW_COLUMNS = ("id, mic_id, start_unix_ms, end_unix_ms, label, probabilities_json, health_state, "
                   "health_reasons_json, health_scores_json, rms_dbfs")

@@ -37,7 +37,7 @@ def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
                          validation_fraction=0.25, validate_every=2, checkpoint_every=2, seed=3, device="cpu",
                          encoder=EncoderConfig(width=2, blocks=(1, 1, 1, 1)), triplets=TripletConfig(tile_s=1.0))
     bundle = train(config, progress=False).bundle
-    from encoder.embedding import embed_paths
+    from encoder.recording_embeddings import embed_paths
 
     paths = sorted((root / "audio").glob("*.flac"))
     embeddings = np.stack([e[0][0] for _, e in embed_paths(bundle, paths, progress=False, mono=True)])

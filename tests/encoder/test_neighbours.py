@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from encoder.datasets import read_dataset
-from encoder.embedding import embed_paths
+from encoder.recording_embeddings import embed_paths
 from encoder.features import LogMelConfig
 from encoder.model import Encoder, EncoderConfig
 from encoder.model_file import ModelBundle, load_model, save_model

@@ -71,7 +71,7 @@ def test_run_help_names_the_defaults_of_the_config_schema(capsys):
 
 
 def test_events_limit_is_capped_at_the_daemons_page_size_with_a_clear_error(capsys):
-    from service.vocabulary import MAX_PAGE
+    from service.daemon_vocabulary import MAX_PAGE
 
     assert main(["events", "--address", "127.0.0.1:1", "--limit", str(MAX_PAGE + 1)]) == 2
     assert capsys.readouterr().err.strip() == (

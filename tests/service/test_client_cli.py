@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.cli.events import parse_time
+from service.cli.events_command import parse_time
 from service.cli.main import main
 from service.config import GrpcConfig
 from service.api.event_bus import EventBus

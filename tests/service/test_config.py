@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.cli.main import build_parser
-from service.cli.run import overrides_from_args
+from service.cli.run_command import overrides_from_args
 from service.config import DEFAULT_MODEL, DaemonConfig, ConfigError, MicConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,11 +15,11 @@ from prometheus_client import generate_latest
 
 from daemon_support import HEAD_CLASSES, clipped, write_wav
 from encoder.audio import load_audio
-from encoder.embedding import embed_windows
+from encoder.recording_embeddings import embed_windows
 from encoder.model_file import load_model
 from encoder.windows import window_spans
 from service.analysis.analyser import Analyser
-from service.analysis.window_record import rms_dbfs
+from service.analysis.result_builder import rms_dbfs
 from service.config import PipelineConfig
 from service.store.event_store import EventQuery, EventStore
 from service.metrics.daemon_metrics import Metrics

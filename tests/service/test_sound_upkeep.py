@@ -11,7 +11,7 @@ from service.store.event_store import EventStore
 from service.records import StateChange, WindowMap, WindowResult
 from service.analysis.sound_library import SoundError, SoundLibrary, SoundService
 from service.analysis.sound_upkeep import SoundUpkeep
-from service.vocabulary import SOUND_DETECTED
+from service.daemon_vocabulary import SOUND_DETECTED
 
 DIM = 8
 HOUR_MS = 3_600_000

@@ -168,7 +168,7 @@ def test_the_sounds_command_adds_lists_and_removes(api, homesounds: Path, tmp_pa
 
 def test_mark_not_this_by_event_or_window_over_grpc_and_the_command(api, homesounds: Path, capsys) -> None:
     from service.records import StateChange
-    from service.vocabulary import SOUND_DETECTED
+    from service.daemon_vocabulary import SOUND_DETECTED
 
     stub, store, address = api
     stub.AddSound(pb.AddSoundRequest(name="tap", audio=[flac(homesounds / "audio" / "water" / "water_A1_001.flac", 3)]))

@@ -293,7 +293,7 @@ def test_this_is_a_teaches_a_new_sound_then_adds_more_windows_to_it(serve, store
 
 def test_a_window_lists_its_detections_and_not_this_marks_one(serve, store, tmp_path):
     from service.records import StateChange
-    from service.vocabulary import SOUND_DETECTED
+    from service.daemon_vocabulary import SOUND_DETECTED
 
     service = sound_service(store, tmp_path)
     server = serve(sounds=service)

@@ -86,7 +86,7 @@ export function dbfs(value) {
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
   "#bcbd22", "#393b79", "#637939", "#ad494a"];
 let classOrder = [];
-// The labels roomtone gives instead of a class (service/vocabulary.py RESERVED_LABELS).
+// The labels roomtone gives instead of a class (service/daemon_vocabulary.py RESERVED_LABELS).
 const RESERVED = { quiet: "#b8bec8", unknown: "#5b6270" };
 
 export function setClasses(classes) {

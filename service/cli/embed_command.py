@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from encoder.audio import AudioError
     from encoder.datasets import DatasetError
-    from encoder.embedding import embed_paths
+    from encoder.recording_embeddings import embed_paths
     from encoder.model_file import ModelFileError, load_model
 
     try:

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the k nearest index segments for every window of the query."""
     from encoder.audio import AudioError, load_audio
-    from encoder.embedding import embed_audio
+    from encoder.recording_embeddings import embed_audio
     from encoder.model_file import ModelFileError, load_model
     from encoder.neighbours import IndexFileError, load_index, nearest
 

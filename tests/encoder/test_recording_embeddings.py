@@ -12,7 +12,7 @@ import torch
 from encoder.features import LogMelConfig, log_mel
 from encoder.model import Encoder, EncoderConfig
 from encoder.model_file import ModelBundle, save_model
-from encoder.embedding import embed_audio, embed_paths, embed_windows
+from encoder.recording_embeddings import embed_audio, embed_paths, embed_windows
 from service.cli.main import main
 
 TEST_DATA = Path(__file__).resolve().parents[1] / "data"  # the vendored clips (tests/data/homesounds)

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from encoder.audio import AudioError, load_audio
     from encoder.audit import ClipHealth, audit_clips, clip_health, write_audit_csv
     from encoder.datasets import DatasetError, read_dataset
-    from encoder.embedding import embed_audio
+    from encoder.recording_embeddings import embed_audio
     from encoder.model_file import ModelFileError, load_model
 
     try:

@@ -16,8 +16,8 @@ import sys
 import time
 
 from service.api.daemon_address import add_address_argument
-from service.cli.events import time_range
-from service.vocabulary import MAX_PAGE
+from service.cli.events_command import time_range
+from service.daemon_vocabulary import MAX_PAGE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

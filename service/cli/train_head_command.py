@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from encoder.audio import AudioError
     from encoder.head_corrections import CorrectionsError, rows_with_corrections
     from encoder.datasets import DatasetError, read_dataset
-    from encoder.embedding import embed_paths
+    from encoder.recording_embeddings import embed_paths
     from encoder.evaluation import augmented_clips, embed_loaded, head_augment_config
     from encoder.feature_cache import cached_features, method_cache_key
     from encoder.file_digest import file_sha256

@@ -23,7 +23,7 @@ import time
 from datetime import datetime
 
 from service.api.daemon_address import add_address_argument
-from service.vocabulary import HEALTH_STATES, MAX_PAGE, SESSION_EVENT_KINDS
+from service.daemon_vocabulary import HEALTH_STATES, MAX_PAGE, SESSION_EVENT_KINDS
 
 HEALTH_CHOICES = HEALTH_STATES
 KIND_CHOICES = ("window", "activity", "health", "sound", "session")
