@@ -358,11 +358,12 @@ def web_timeline(store, newest: int) -> dict:
     sessions), over HTTP, against the real web server on this store; and, for comparison, every window of the
     week as the page fetched it before the summary (at most its 10 pages of 10,000). Wall seconds and the CPU
     seconds of this process (client and server both live in it)."""
+    from encoder.windows import WindowSpec
     from service.config import WebConfig
     from service.web.live import LiveFeed
     from service.web.server import WebBackend, WebServer
 
-    backend = WebBackend(store=store, feed=LiveFeed(floor_db=-100.0), microphones=lambda: [], window_s=10.0, hop_s=10.0,
+    backend = WebBackend(store=store, feed=LiveFeed(floor_db=-100.0), microphones=lambda: [], windows=WindowSpec(),
                          sessions_enabled=True)
     server = WebServer(WebConfig(port=0), backend)
     port = server.start()

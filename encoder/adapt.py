@@ -133,13 +133,13 @@ def home_windows(audio: Sequence[str], sample_rate: int, limit: int = 4000, seed
     """Up to ``limit`` mono 10 s windows (hop 5 s) of the home's audio, drawn evenly, for the alignment."""
     from encoder.audio import load_audio
     from encoder.training_data import training_clips  # the same readers training uses (folders, files, datasets)
-    from encoder.windows import window_spans
+    from encoder.windows import WindowSpec, window_spans
 
     clips, _ = training_clips(tuple(str(a) for a in audio))
     windows = []
     for clip in clips:
         samples = load_audio(clip.path, sample_rate, mono=True)[0][0].numpy()
-        windows += [samples[s.start:s.end] for s in window_spans(samples.shape[0], sample_rate, 10.0, 5.0)]
+        windows += [samples[s.start:s.end] for s in window_spans(samples.shape[0], sample_rate, WindowSpec(hop_s=5.0))]
     if len(windows) > limit:
         keep = np.random.default_rng(seed).choice(len(windows), size=limit, replace=False)
         windows = [windows[i] for i in sorted(keep)]

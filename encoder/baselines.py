@@ -21,7 +21,7 @@ import torchaudio.functional as AF
 
 from encoder.audio import load_audio
 from encoder.features import LogMelConfig, _mel_transform, log_mel
-from encoder.windows import WINDOW_SECONDS, window_spans
+from encoder.windows import WINDOW_SECONDS, WindowSpec, window_spans
 
 N_MFCC = 40
 
@@ -60,7 +60,7 @@ def windowed_features(
     out: list[ClipFeatures] = []
     for path in tqdm(paths, desc=desc, unit="file", disable=not progress):
         waveform, rate = load(Path(path), sample_rate)
-        spans = window_spans(waveform.shape[1], rate, window_s)
+        spans = window_spans(waveform.shape[1], rate, WindowSpec(window_s))
         feats = [feature_fn(waveform[:, s.start:s.end]) for s in spans]
         dim = feats[0].shape[-1] if feats else 0
         out.append((

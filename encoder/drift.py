@@ -34,6 +34,7 @@ from pydantic import model_validator
 
 from encoder.config_schema import Section
 from encoder.signal_checks import HealthConfig, WindowHealth, check_drift, state_of
+from encoder.windows import WINDOW_SECONDS
 
 _FORMAT = "roomtone.drift/3"
 _FORMAT_2 = "roomtone.drift/2"  # counted windows of 10 s: min_history, persistence
@@ -108,7 +109,7 @@ class DriftTracker:
     config's durations become window counts from them: ``persistence`` (windows averaged), ``stride`` (one
     window learned per window length) and ``min_history`` (learned windows before `ready`)."""
 
-    def __init__(self, config: DriftConfig = DriftConfig(), hop_s: float = 10.0, window_s: float = 10.0) -> None:
+    def __init__(self, config: DriftConfig = DriftConfig(), hop_s: float = WINDOW_SECONDS, window_s: float = WINDOW_SECONDS) -> None:
         if not (hop_s > 0 and window_s > 0):
             raise ValueError(f"DriftTracker needs hop_s > 0 and window_s > 0, got {hop_s}, {window_s}")
         self.config = config

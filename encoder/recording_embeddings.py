@@ -16,7 +16,7 @@ from encoder.audio import load_audio
 from encoder.embedder import TorchEmbedder
 from encoder.model_file import ModelBundle
 from encoder.resampling import resample
-from encoder.windows import WINDOW_SECONDS, window_spans
+from encoder.windows import WINDOW_SECONDS, WindowSpec, window_spans
 
 
 def embed_windows(bundle: ModelBundle, windows: torch.Tensor, batch_size: int = 32) -> np.ndarray:
@@ -44,7 +44,7 @@ def embed_audio(
     if sample_rate != rate:
         waveform = torch.from_numpy(resample(waveform.numpy(), sample_rate, rate))
     channels = waveform.shape[0]
-    spans = window_spans(waveform.shape[1], rate, window_s)
+    spans = window_spans(waveform.shape[1], rate, WindowSpec(window_s))
     offsets = np.array([span.offset_s(rate) for span in spans], dtype=np.float64)
     # every channel of every window is one embedder input; the embedder batches equal lengths together
     rows = [waveform[c, span.start:span.end] for span in spans for c in range(channels)]

@@ -46,6 +46,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from encoder.config_schema import ConfigError, Section, build
 from encoder.signal_checks import HealthConfig
+from encoder.windows import WindowSpec
 from service.daemon_vocabulary import (CLIENT_ENV, DEFAULT_GRPC_ADDRESS, DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT,
                                 ID_PATTERN, ID_RULE, RESERVED_LABELS, TOPIC_LEVEL, device_id)
 
@@ -249,6 +250,11 @@ class PipelineConfig(Section):
                             "when the device is CUDA (or `auto` with an NVIDIA GPU and torch installed), else onnx")
     max_windows: int | None = Field(None, ge=1, le=10**12,
                                     description="stop (exit 0) after storing this many windows; none = run on (windows)")
+
+    @property
+    def windows(self) -> WindowSpec:
+        """``window_s`` and ``hop_s`` as the one window spec the windower, analyser, custom sounds and web page take."""
+        return WindowSpec(self.window_s, self.hop_s)
 
 
 class WebConfig(Section):

@@ -156,11 +156,11 @@ class Daemon:
         if bundle.head is None:
             log.warning("the model has no activity head: windows get an embedding and health only "
                         "(add one with `roomtone train-head`)", extra={"model": str(config.model)})
-        self.analyser = Analyser(bundle, config.health, window_s=config.pipeline.window_s, hop_s=config.pipeline.hop_s,
+        self.analyser = Analyser(bundle, config.health, windows=config.pipeline.windows,
                                  activity=config.activity, keep_samples=config.clips.enabled,
                                  keep_maps=config.sounds.enabled and config.sounds.calibration_hours > 0)
         try:  # a model that cannot analyse one window must stop the start, not fail every window after it
-            seconds = self.analyser.dry_run(config.pipeline.window_s)
+            seconds = self.analyser.dry_run()
         except ValueError as exc:
             raise ModelFileError(f"{config.model}: with pipeline.window_s = {config.pipeline.window_s:g}: {exc}") from None
         log.info("dry run", extra={"window_s": config.pipeline.window_s, "seconds": round(seconds, 3)})
@@ -252,7 +252,7 @@ class Daemon:
                                self._bundle.embedding_dim, self.config.sounds.max_sounds,
                                embed_columns=embedder.embed_with_columns if column_maps_available(embedder) else None)
         self.analyser.sounds = library  # built after the store lock: the library writes beside the store
-        self.sounds = SoundService(library, self.store, self.config.sounds, self.config.pipeline.window_s)
+        self.sounds = SoundService(library, self.store, self.config.sounds, self.config.pipeline.windows)
         log.info("custom sounds", extra={"library": str(path), "sounds": [s.name for s in library.sounds()],
                                          "inactive": [s.name for s in library.sounds() if not s.active]})
 
@@ -370,8 +370,8 @@ class Daemon:
             return
         self.feed = LiveFeed(self._bundle.feature_config.floor_db)
         self.store_stage.listeners.append(self.feed.on_stored)
-        backend = WebBackend(store=self.store, feed=self.feed, microphones=self.mic_status, window_s=p.window_s,
-                             hop_s=p.hop_s, class_names=tuple(self._bundle.class_names or ()), clips=self.clips,
+        backend = WebBackend(store=self.store, feed=self.feed, microphones=self.mic_status, windows=p.windows,
+                             class_names=tuple(self._bundle.class_names or ()), clips=self.clips,
                              clips_keep=self.config.clips.keep, sessions_enabled=self.config.sessions.enabled,
                              sounds=self.sounds, corrections=self.corrections,
                              extra={"model_sha256": self._model_sha256})

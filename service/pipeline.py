@@ -88,8 +88,8 @@ class Pipeline:
         self.store_q: queue.Queue = queue.Queue(maxsize=queue_windows(config, len(sources)))
         phases = window_phases(sources, config)
         self.windowers = {
-            s.mic_id: Windower(s.mic_id, s.sample_rate, analyser.sample_rate, window_s=config.window_s,
-                               hop_s=config.hop_s, realtime=s.realtime, phase_s=phases.get(s.mic_id))
+            s.mic_id: Windower(s.mic_id, s.sample_rate, analyser.sample_rate, config.windows,
+                               realtime=s.realtime, phase_s=phases.get(s.mic_id))
             for s in sources
         }
         self.ended: set[str] = set()  # microphones whose finite source has delivered everything

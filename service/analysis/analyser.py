@@ -20,7 +20,7 @@ from encoder.few_shot import column_levels
 from encoder.embedder import Embedder, TorchEmbedder
 from encoder.head import ActivityHead
 from encoder.signal_checks import HealthConfig
-from encoder.windows import WINDOW_SECONDS
+from encoder.windows import WindowSpec
 from service.analysis.drift_baselines import trackers_from_saved
 from service.analysis.model_runner import ModelRunner, Timings
 from service.analysis.activity import check_head_classes
@@ -57,13 +57,13 @@ class Analyser:
     """Turns batches of windows into WindowResults and StateChanges; thread-safe for concurrent use.
 
     ``bundle`` is a `ServingModel` (the daemon: either backend) or a `ModelBundle`; ``embedder`` defaults
-    to the serving model's own, or to a `TorchEmbedder` over a bundle; ``window_s`` and ``hop_s`` are the
-    pipeline's window length (uploads are cut with it) and hop (drift periods are durations of it);
+    to the serving model's own, or to a `TorchEmbedder` over a bundle; ``windows`` is the pipeline's window
+    spec (uploads are cut with its length, drift periods are durations of its hop);
     ``keep_samples`` / ``keep_maps``: live windows carry their audio (clips kept) / their column map (custom
     sounds calibrate on stored maps)."""
 
     def __init__(self, bundle: "ServingModel | ModelBundle", health: HealthConfig = HealthConfig(), *,
-                 window_s: float = WINDOW_SECONDS, hop_s: float | None = None, embedder: Embedder | None = None,
+                 windows: WindowSpec = WindowSpec(), embedder: Embedder | None = None,
                  activity: ActivityConfig = ActivityConfig(), sounds: SoundLibrary | None = None,
                  keep_samples: bool = False, keep_maps: bool = False) -> None:
         check_head_classes(bundle.class_names)
@@ -71,8 +71,7 @@ class Analyser:
         self.activity = activity
         self.sounds = sounds  # custom sounds scored on every window (None: off)
         self.sample_rate = bundle.feature_config.sample_rate
-        self.window_s = window_s
-        self.hop_s = window_s if hop_s is None else hop_s
+        self.windows = windows
         self.health_config = health
         embedder = embedder or getattr(bundle, "embedder", None) or TorchEmbedder(bundle)
         self.runner = ModelRunner(embedder, ActivityHead.from_dict(bundle.head) if bundle.head else None)
@@ -84,9 +83,9 @@ class Analyser:
     def _analyse(self, windows: list[Window], mics: dict[str, MicState],
                  timings: Timings, live: bool = False) -> tuple[list[Analysed], list[StateChange]]:
         """The one path from windows to records: ``mics`` holds each microphone's state (changed here).
-        ``live`` windows come every ``hop_s`` and also carry the log-Mel the model saw (and their audio with
+        ``live`` windows come every hop and also carry the log-Mel the model saw (and their audio with
         keep_samples); uploads are consecutive windows (hop = window length)."""
-        hop_s = self.hop_s if live else self.window_s
+        spec = self.windows if live else self.windows.consecutive()
         for w in windows:
             if w.sample_rate != self.sample_rate:
                 raise ValueError(f"window of mic {w.mic_id} is at {w.sample_rate} Hz, the model needs {self.sample_rate}")
@@ -114,15 +113,15 @@ class Analyser:
             t0 = time.perf_counter()
             mic = mics.get(w.mic_id)
             if mic is None:
-                mic = mics[w.mic_id] = MicState(drift=new_drift_tracker(hop_s, self.window_s))
+                mic = mics[w.mic_id] = MicState(drift=new_drift_tracker(spec))
             if mic.levels is None:
-                mic.levels = LevelHistory(history_capacity(self.activity, hop_s))
+                mic.levels = LevelHistory(history_capacity(self.activity, spec.step_s))
             if ok:
                 health = window_health(w.samples, self.sample_rate, embedding, mic.drift, self.health_config)
             else:
                 health, embedding, proba, log_mel = unusable_window_health(w.samples), None, {}, None
             timings.health += time.perf_counter() - t0
-            quiet_below = quiet_below_dbfs(mic.levels, self.activity, hop_s)
+            quiet_below = quiet_below_dbfs(mic.levels, self.activity, spec.step_s)
             result = build_window_result(w.mic_id, round(w.start_unix * 1000), round(w.end_unix * 1000), w.samples,
                                          embedding, proba, health, self.activity, found, quiet_below)
             if counts_for_floor(result.rms_dbfs, (k for k, v in health.flags.items() if v)):
@@ -135,10 +134,11 @@ class Analyser:
                                      w.samples if live and self.keep_samples else None, quiet_below))
         return analysed, changes
 
-    def dry_run(self, window_s: float) -> float:
-        """Analyse one window of ``window_s`` seconds of quiet noise end to end (features, encoder, head,
+    def dry_run(self) -> float:
+        """Analyse one window (the spec's length) of quiet noise end to end (features, encoder, head,
         health), touching no microphone's state; returns the seconds it took. ValueError saying what failed
         when the model cannot produce a usable record for such a window."""
+        window_s = self.windows.window_s
         samples = np.random.default_rng(0).normal(0.0, 0.01, (1, int(round(window_s * self.sample_rate))))
         started = time.perf_counter()
         try:
@@ -168,7 +168,7 @@ class Analyser:
 
     def restore_drift(self, saved: dict[str, dict]) -> None:
         """Load drift baselines saved by `drift_state`; unusable entries are skipped with a log line."""
-        trackers = trackers_from_saved(saved, self.hop_s, self.window_s)
+        trackers = trackers_from_saved(saved, self.windows)
         with self._lock:
             for mic_id, tracker in trackers.items():
                 self._mics[mic_id] = MicState(drift=tracker)
@@ -180,26 +180,26 @@ class Analyser:
             for mic_id, values in levels.items():
                 mic = self._mics.get(mic_id)
                 if mic is None:
-                    mic = self._mics[mic_id] = MicState(drift=new_drift_tracker(self.hop_s, self.window_s))
-                mic.levels = LevelHistory(history_capacity(self.activity, self.hop_s))
+                    mic = self._mics[mic_id] = MicState(drift=new_drift_tracker(self.windows))
+                mic.levels = LevelHistory(history_capacity(self.activity, self.windows.step_s))
                 mic.levels.extend(values)
 
     def quiet_thresholds(self) -> dict[str, float]:
         """Each live microphone's current `quiet` threshold (dBFS): learnt, or the absolute one until then."""
         with self._lock:
-            return {mic_id: quiet_below_dbfs(mic.levels, self.activity, self.hop_s) for mic_id, mic in self._mics.items()}
+            return {mic_id: quiet_below_dbfs(mic.levels, self.activity, self.windows.step_s) for mic_id, mic in self._mics.items()}
 
     # --- uploads (gRPC Classify / FindSimilar by audio) ---------------------------------------------
 
     def analyse_audio(self, data: bytes) -> list[WindowResult]:
         """Per-window results for uploaded audio bytes (mic_id "upload", times in ms from its start): cut
         with the pipeline's window length and judged like a new microphone's windows, drift included."""
-        analysed, _ = self._analyse(upload_windows(data, self.sample_rate, self.window_s), {}, Timings())
+        analysed, _ = self._analyse(upload_windows(data, self.sample_rate, self.windows), {}, Timings())
         return [a.result for a in analysed]
 
     def embed_audio_bytes(self, data: bytes) -> np.ndarray:
         """Embeddings ``[n, D]`` of every window of uploaded audio bytes (channels averaged)."""
-        windows = upload_windows(data, self.sample_rate, self.window_s)
+        windows = upload_windows(data, self.sample_rate, self.windows)
         embeddings = self.runner.embedder.embed([w.mono() for w in windows])
         finite = embeddings[np.isfinite(embeddings).all(axis=1)]
         if len(finite) == 0:

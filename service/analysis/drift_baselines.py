@@ -8,6 +8,7 @@ import json
 import logging
 from pathlib import Path
 
+from encoder.windows import WindowSpec
 from service.state_files import write_atomically
 
 log = logging.getLogger("roomtone.drift")
@@ -18,15 +19,15 @@ def drift_path(store_path: Path) -> Path:
     return store_path.with_name(store_path.name + ".drift.json")
 
 
-def trackers_from_saved(saved: dict[str, dict], hop_s: float, window_s: float) -> dict:
-    """DriftTrackers (for windows of ``window_s`` every ``hop_s``) from `DriftTracker.to_dict` entries by mic
+def trackers_from_saved(saved: dict[str, dict], spec: WindowSpec) -> dict:
+    """DriftTrackers (for the windows of ``spec``) from `DriftTracker.to_dict` entries by mic
     id; unusable entries are skipped with a log line."""
     from encoder.drift import DriftTracker
 
     trackers = {}
     for mic_id, data in saved.items():
         try:
-            trackers[mic_id] = DriftTracker.from_dict(data, hop_s, window_s)
+            trackers[mic_id] = DriftTracker.from_dict(data, spec.step_s, spec.window_s)
         except (TypeError, ValueError, KeyError) as exc:
             log.warning("ignoring saved drift baseline", extra={"mic": mic_id, "error": str(exc)})
     return trackers

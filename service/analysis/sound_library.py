@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
 import shutil
 import threading
@@ -38,8 +39,10 @@ import soundfile
 
 from encoder.few_shot import (DEFAULT_THRESHOLD, MIN_BACKGROUND_HOURS, background_calibration, best_span, best_spans,
                               column_levels, examples_calibration, loudest_span, span_embeddings, span_length, unit_rows)
-from service.records import SoundMatch, WindowMap
+from encoder.features import LogMelConfig, frame_count
+from encoder.windows import WindowSpec
 from service.daemon_vocabulary import ID_PATTERN, ID_RULE
+from service.records import SoundMatch, WindowMap
 from service.state_files import fsync_file, write_atomically
 
 log = logging.getLogger("roomtone.sounds")
@@ -151,10 +154,16 @@ class Sound:
                 "calibrated_unix_ms": self.calibrated_unix_ms}
 
 
-def sound_span_ms(sound: Sound, window_s: float = 10.0, columns: int = 32) -> int:
-    """The length a sound is matched on, in ms (its span of columns of a ``window_s`` window of ``columns``
-    columns: 0.3125 s each for the 10 s window of a 10 ms hop); 0 when it is matched on the whole window."""
-    return round(sound.span_columns * window_s / columns * 1000)
+#: Log-Mel frames per column of the encoder's map (`encoder.model.Encoder.column_embeddings`).
+COLUMN_FRAMES = 32
+
+
+def sound_span_ms(sound: Sound, windows: WindowSpec, features: LogMelConfig = LogMelConfig()) -> int:
+    """The length a sound is matched on, in ms: its span of columns of a window of ``windows`` (the window's
+    frames in columns of `COLUMN_FRAMES`: 0.3125 s each for the 10 s window at a 10 ms hop); 0 when it is
+    matched on the whole window."""
+    columns = math.ceil(frame_count(round(windows.window_s * features.sample_rate), features) / COLUMN_FRAMES)
+    return round(sound.span_columns * windows.window_s / columns * 1000)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -472,7 +481,7 @@ class SoundService:
     library: SoundLibrary
     store: object  # service.store.event_store.EventStore
     config: object  # service.config.SoundsConfig
-    window_s: float = 10.0
+    windows: WindowSpec = WindowSpec()  # the pipeline's (audio examples are cut into its windows)
 
     def background(self, exclude_ids: Sequence[int] = ()) -> Background | None:
         """The store's recent windows embedded by the loaded model (their column maps where kept), or None."""
@@ -519,7 +528,7 @@ class SoundService:
         audio_windows = []
         for source, data in audio:
             samples = decode_samples(data, rate, mono=True, name=source, max_samples=MAX_UPLOAD_SAMPLES)[0][0]
-            spans = window_spans(samples.shape[0], rate, self.window_s)
+            spans = window_spans(samples.shape[0], rate, self.windows.consecutive())
             if not spans:
                 raise AudioError(f"{source}: {samples.shape[0] / rate:.2f} s is shorter than the 1 s minimum window")
             audio_windows += [(source, samples[s.start:s.end]) for s in spans]

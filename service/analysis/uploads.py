@@ -4,7 +4,7 @@ cut with the pipeline's window length, so an upload is judged exactly like a mic
 from __future__ import annotations
 
 from encoder.audio import AudioError, decode_samples
-from encoder.windows import window_spans
+from encoder.windows import WindowSpec, window_spans
 from service.daemon_vocabulary import UPLOAD_MIC_ID
 from service.capture.windowing import Window
 
@@ -14,12 +14,12 @@ from service.capture.windowing import Window
 MAX_UPLOAD_SAMPLES = 32 * 2**20
 
 
-def upload_windows(data: bytes, sample_rate: int, window_s: float) -> list[Window]:
+def upload_windows(data: bytes, sample_rate: int, spec: WindowSpec) -> list[Window]:
     """The consecutive windows of an uploaded file (mic ``upload``, times in seconds from its start);
     AudioError when it cannot be decoded or is shorter than the 1 s minimum window, AudioTooLarge (from the
     header, before decoding) when it would decode to more than MAX_UPLOAD_SAMPLES samples."""
     samples, _ = decode_samples(data, sample_rate, name="uploaded audio", max_samples=MAX_UPLOAD_SAMPLES)
-    spans = window_spans(samples.shape[1], sample_rate, window_s)
+    spans = window_spans(samples.shape[1], sample_rate, spec.consecutive())
     if not spans:
         raise AudioError(f"uploaded audio: {samples.shape[1] / sample_rate:.2f} s is shorter than "
                          "the 1 s minimum window")

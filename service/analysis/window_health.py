@@ -7,14 +7,15 @@ import numpy as np
 
 from encoder.drift import DriftTracker
 from encoder.signal_checks import HealthConfig, WindowHealth, assess_window
+from encoder.windows import WindowSpec
 
 #: The check a window with non-finite features fails (so metrics and alerts treat it like NaN samples).
 UNUSABLE_CHECK = "non_finite"
 
 
-def new_drift_tracker(hop_s: float, window_s: float) -> DriftTracker:
-    """A fresh drift baseline for windows of ``window_s`` every ``hop_s``."""
-    return DriftTracker(hop_s=hop_s, window_s=window_s)
+def new_drift_tracker(spec: WindowSpec) -> DriftTracker:
+    """A fresh drift baseline for the windows of ``spec``."""
+    return DriftTracker(hop_s=spec.step_s, window_s=spec.window_s)
 
 
 def unusable_window_health(samples: np.ndarray) -> WindowHealth:

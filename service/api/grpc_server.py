@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from encoder.audio import AudioError, AudioTooLarge
 from encoder.vocabulary import SILENCE_DBFS
+from encoder.windows import WindowSpec
 from service.analysis.activity import label_kind
 from service.api.service_backend import BackendUnavailable, ServiceBackend
 from service.config import GrpcConfig
@@ -126,8 +127,8 @@ def event_to_pb(item: WindowResult | StateChange | SessionEvent | Gap) -> pb.Eve
     return pb.Event(gap=pb.StreamGap(dropped=item.dropped))
 
 
-def sound_to_pb(sound: Sound) -> pb.Sound:
-    """The wire form of a custom sound."""
+def sound_to_pb(sound: Sound, windows: WindowSpec) -> pb.Sound:
+    """The wire form of a custom sound matched in the windows of ``windows``."""
     return pb.Sound(
         name=sound.name, examples=len(sound.examples), threshold=sound.threshold,
         calibrated_threshold=sound.calibrated_threshold, threshold_overridden=sound.threshold_override is not None,
@@ -135,7 +136,7 @@ def sound_to_pb(sound: Sound) -> pb.Sound:
         active=sound.active, problem=sound.problem,
         example_files=sum(e.kind == "file" for e in sound.examples),
         example_windows=sum(e.kind == "window" for e in sound.examples),
-        span_ms=sound_span_ms(sound), not_this=len(sound.not_this), calibrated_unix_ms=sound.calibrated_unix_ms)
+        span_ms=sound_span_ms(sound, windows), not_this=len(sound.not_this), calibrated_unix_ms=sound.calibrated_unix_ms)
 
 
 def correction_to_pb(correction: Correction) -> pb.Correction:
@@ -463,12 +464,14 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
         audio = [(f"audio[{i}]", self._check_upload(data, f"audio[{i}]")) for i, data in enumerate(request.audio)]
         threshold = request.threshold if request.HasField("threshold") else None
         with self._upload_slot(context):  # decoding and embedding examples is an upload like Classify's
-            return sound_to_pb(service.add(request.name, audio, list(request.window_ids), threshold, request.replace))
+            return sound_to_pb(service.add(request.name, audio, list(request.window_ids), threshold, request.replace),
+                               service.windows)
 
     @_unary
     def ListSounds(self, request: pb.ListSoundsRequest, context: grpc.ServicerContext) -> pb.ListSoundsResponse:
         """Every custom sound, sorted by name."""
-        return pb.ListSoundsResponse(sounds=[sound_to_pb(s) for s in self._sound_service().library.sounds()])
+        service = self._sound_service()
+        return pb.ListSoundsResponse(sounds=[sound_to_pb(s, service.windows) for s in service.library.sounds()])
 
     @_unary
     def RemoveSound(self, request: pb.RemoveSoundRequest, context: grpc.ServicerContext) -> pb.RemoveSoundResponse:
@@ -487,7 +490,7 @@ class RoomtoneServicer(pb_grpc.RoomtoneServicer):
             raise Reject(grpc.StatusCode.INVALID_ARGUMENT, "give exactly one of window_id and event_id (> 0)")
         service = self._sound_service()
         window_id = request.window_id or service.detection_window(request.name, request.event_id)
-        return sound_to_pb(service.not_this(request.name, window_id))
+        return sound_to_pb(service.not_this(request.name, window_id), service.windows)
 
 
     @_unary

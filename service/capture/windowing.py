@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from encoder.resampling import resample
-from encoder.windows import WINDOW_SECONDS, WindowSpec
+from encoder.windows import WindowSpec
 from service.capture.sources import Chunk
 
 #: A chunk arriving this much later than the buffered audio predicts means samples were lost.
@@ -38,15 +38,15 @@ class Window:
 
 
 class Windower:
-    """Accumulates one microphone's chunks and emits every complete window (and a trailing one at the end)."""
+    """Accumulates one microphone's chunks and emits every complete window of ``spec`` (and a trailing one at
+    the end)."""
 
-    def __init__(self, mic_id: str, source_rate: int, target_rate: int, *, window_s: float = WINDOW_SECONDS,
-                 hop_s: float | None = None, min_s: float = 1.0, realtime: bool = True,
-                 phase_s: float | None = None) -> None:
+    def __init__(self, mic_id: str, source_rate: int, target_rate: int, spec: WindowSpec = WindowSpec(), *,
+                 realtime: bool = True, phase_s: float | None = None) -> None:
         self.mic_id = mic_id
         self.source_rate = source_rate
         self.target_rate = target_rate
-        self.window, self.hop, self.minimum = WindowSpec(window_s, hop_s, min_s).in_samples(source_rate)
+        self.window, self.hop, self.minimum = spec.in_samples(source_rate)
         self.realtime = realtime
         # With a phase, window starts fall on (first sample + phase_s) + k * hop: the audio before that point,
         # and after a gap up to the next such point, is skipped, so each microphone's windows end at its own

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, overrides)
         model = load_serving_model(config.model, config.pipeline.backend, config.pipeline.device)
-        analyser = Analyser(model, config.health, window_s=config.pipeline.window_s, hop_s=config.pipeline.hop_s,
+        analyser = Analyser(model, config.health, windows=config.pipeline.windows,
                             activity=config.activity)
     except (ConfigError, ModelFileError, BackendError, ValueError, OSError) as exc:
         print(f"roomtone classify: {exc}", file=sys.stderr)

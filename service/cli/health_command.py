@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the health of every window of every input; 2 on unusable input or config."""
     from encoder.audio import AudioError, load_audio
     from encoder.signal_checks import assess_window
-    from encoder.windows import window_spans
+    from encoder.windows import WindowSpec, window_spans
 
     try:
         config = _config(args.config)
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             unusable += 1
             continue
         samples = waveform.numpy()
-        spans = window_spans(samples.shape[1], rate, args.window_s, min_s=args.min_s)
+        spans = window_spans(samples.shape[1], rate, WindowSpec(args.window_s, min_s=args.min_s))
         if not spans:
             print(f"roomtone health: {path}: only {samples.shape[1] / rate:.2f} s of audio, shorter than "
                   f"--min-s {args.min_s:g} s", file=sys.stderr)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from encoder.windows import WindowSpec
 from service.store.clips import CODECS, ClipStore
 from service.config import WebConfig
 from service.store.event_store import EventQuery, EventStore
@@ -58,8 +59,7 @@ class WebBackend:
     store: EventStore
     feed: LiveFeed
     microphones: Callable[[], list[MicStatus]]
-    window_s: float
-    hop_s: float
+    windows: WindowSpec  # the pipeline's (shown in /api/status; the timeline joins cells one hop apart)
     class_names: tuple[str, ...] = ()
     clips: ClipStore | None = None
     clips_keep: str = "none"
@@ -157,7 +157,7 @@ async def status(request: web.Request) -> web.Response:
     mics = await _in_thread(backend.microphones)
     return web.json_response({
         "mics": [mic_json(m) for m in mics], "classes": list(backend.class_names),
-        "window_s": backend.window_s, "hop_s": backend.hop_s, "clips": backend.clips_keep,
+        "window_s": backend.windows.window_s, "hop_s": backend.windows.step_s, "clips": backend.clips_keep,
         "sessions": backend.sessions_enabled, "sounds": backend.sounds is not None,
         "corrections": backend.corrections is not None,
         "recent": backend.feed.recent(), **backend.extra})
@@ -191,7 +191,7 @@ async def timeline(request: web.Request) -> web.Response:
         cells = await _in_thread(backend.store.label_buckets, query, since, bucket_ms)
     except ValueError as exc:
         raise ApiError(400, "bad_parameter", str(exc)) from None
-    runs = timeline_runs(cells, max_gap_ms=round(1.5 * backend.hop_s * 1000))
+    runs = timeline_runs(cells, max_gap_ms=round(1.5 * backend.windows.step_s * 1000))
     return web.json_response({
         "since_ms": since, "until_ms": until, "bucket_ms": bucket_ms, "windows": sum(c.windows for c in cells),
         "oldest_start_ms": min((c.start_unix_ms for c in cells), default=None), "runs": [run_json(r) for r in runs]})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from encoder.windows import Span, window_spans
+from encoder.windows import Span, WindowSpec, window_spans
 
 RATE = 16000
 
@@ -26,15 +26,15 @@ def test_a_short_recording_is_one_short_window_and_a_tiny_one_none():
 
 
 def test_overlapping_windows_follow_the_hop():
-    spans = window_spans(20 * RATE, RATE, window_s=10, hop_s=5)
+    spans = window_spans(20 * RATE, RATE, WindowSpec(10, 5))
     assert [s.start for s in spans] == [0, 5 * RATE, 10 * RATE]
     assert spans[1].offset_s(RATE) == 5.0
 
 
 def test_a_window_spec_counts_samples_once_with_the_hop_defaulting_to_the_window():
-    from encoder.windows import WindowSpec
-
     assert WindowSpec(10.0).in_samples(16000) == (160000, 160000, 16000)
+    assert (WindowSpec(10.0).step_s, WindowSpec(10.0, 2.0).step_s) == (10.0, 2.0)
+    assert WindowSpec(4.0, 1.0, min_s=0.5).consecutive() == WindowSpec(4.0, None, 0.5)
     assert WindowSpec(2.5, 0.5, min_s=0.0).in_samples(44100) == (110250, 22050, 1)
     with pytest.raises(ValueError, match="positive"):
         WindowSpec(10.0, 0.0).in_samples(16000)

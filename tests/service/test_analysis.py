@@ -8,6 +8,7 @@ import pytest
 
 from daemon_support import wav_bytes  # tests/service/ is on sys.path (pytest rootdir-relative import)
 from encoder.audio import AudioError
+from encoder.windows import WindowSpec
 from service.analysis.analyser import Analyser
 from service.capture.windowing import Window
 
@@ -24,9 +25,9 @@ def test_an_upload_gives_the_record_a_new_microphone_gets_for_the_same_audio(bun
 
 
 def test_uploads_are_cut_with_the_pipeline_window_length(bundle, speech: np.ndarray) -> None:
-    results = Analyser(bundle, window_s=4.0).analyse_audio(wav_bytes(speech))
+    results = Analyser(bundle, windows=WindowSpec(4.0)).analyse_audio(wav_bytes(speech))
     assert [(r.start_unix_ms, r.end_unix_ms) for r in results] == [(0, 4000), (4000, 8000), (8000, 10000)]
-    assert Analyser(bundle, window_s=4.0).embed_audio_bytes(wav_bytes(speech)).shape == (3, bundle.embedding_dim)
+    assert Analyser(bundle, windows=WindowSpec(4.0)).embed_audio_bytes(wav_bytes(speech)).shape == (3, bundle.embedding_dim)
 
 
 def test_an_upload_never_touches_the_live_microphones_drift_or_state(bundle, speech: np.ndarray) -> None:
@@ -71,12 +72,12 @@ def test_classify_of_overflowing_audio_returns_the_fault_never_nan(bundle, speec
 
 
 def test_a_live_microphones_drift_periods_follow_the_pipeline_hop_and_an_uploads_its_window(bundle, speech) -> None:
-    analyser = Analyser(bundle, window_s=10.0, hop_s=0.5)
+    analyser = Analyser(bundle, windows=WindowSpec(10.0, 0.5))
     analyser.analyse([Window("kitchen", speech, RATE, 0.0, 10.0, True)])
     (saved,) = analyser.drift_state().values()
     assert (saved["hop_s"], saved["window_s"]) == (0.5, 10.0)
     (upload,) = analyser.analyse_audio(wav_bytes(speech))
     assert upload.health_scores["drift_ready"] == 0.0  # a new microphone: nothing learned yet
-    restored = Analyser(bundle, window_s=10.0, hop_s=2.0)
+    restored = Analyser(bundle, windows=WindowSpec(10.0, 2.0))
     restored.restore_drift(analyser.drift_state())
     assert restored.drift_state()["kitchen"]["hop_s"] == 2.0  # restored for the hop the daemon runs with now

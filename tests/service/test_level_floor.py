@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from daemon_support import tiny_bundle  # tests/service/ is on sys.path
+from encoder.windows import WindowSpec
 from service.analysis.analyser import Analyser
 from service.config import ActivityConfig
 from service.store.event_store import EventStore
@@ -92,7 +93,7 @@ def bundle(homesounds: Path):
 
 
 def test_a_far_microphones_activity_is_not_quiet_once_its_floor_is_learnt(bundle) -> None:
-    analyser = Analyser(bundle, hop_s=HOP_S)
+    analyser = Analyser(bundle, windows=WindowSpec(hop_s=HOP_S))
     sound = noise(-48.0)  # below the absolute -45 dBFS: a far microphone's speech
     (before,), _ = analyser.analyse([Window("far", sound, RATE, 0.0, 10.0, True)])
     assert before.result.label == "quiet"
@@ -105,7 +106,7 @@ def test_a_far_microphones_activity_is_not_quiet_once_its_floor_is_learnt(bundle
 
 
 def test_a_room_judged_a_dead_channel_by_its_level_teaches_the_floor_but_digital_silence_does_not(bundle) -> None:
-    analyser = Analyser(bundle, hop_s=HOP_S, activity=ActivityConfig(quiet_min_history_hours=0.0))
+    analyser = Analyser(bundle, windows=WindowSpec(hop_s=HOP_S), activity=ActivityConfig(quiet_min_history_hours=0.0))
     for i in range(3):  # a quiet preamp: the room at -75 dBFS, below the dead-channel floor (-70)
         (quiet_preamp,), _ = analyser.analyse([Window("attic", noise(-75.0, seed=i), RATE, 10.0 * i, 10.0 * i + 10, True)])
         assert quiet_preamp.result.health_state == "faulty"

@@ -8,6 +8,8 @@ import time
 import numpy as np
 from prometheus_client import generate_latest
 
+from encoder.windows import WindowSpec
+
 from service.metrics.daemon_metrics import MAX_ACTIVITY_SERIES, OTHER_ACTIVITY, Metrics
 from service.records import WindowResult
 from service.capture.sources import Chunk
@@ -48,7 +50,7 @@ def test_a_small_head_exports_every_class_and_no_other_series():
 
 
 def test_a_stopped_capture_is_counted_as_a_gap_with_the_time_lost():
-    windower = Windower("m", 16000, 16000, window_s=2.0, realtime=True)
+    windower = Windower("m", 16000, 16000, WindowSpec(2.0), realtime=True)
     block = np.zeros((1, 1600), np.float32)
     t = time.time()
     windower.push(Chunk("m", block, 16000, t))

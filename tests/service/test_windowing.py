@@ -7,7 +7,7 @@ import pytest
 
 from encoder.audio import load_audio
 from encoder.resampling import resample
-from encoder.windows import window_spans
+from encoder.windows import WindowSpec, window_spans
 from service.capture.sources import Chunk
 from service.capture.windowing import Window, Windower
 
@@ -31,10 +31,10 @@ def recording(homesounds) -> np.ndarray:
 
 @pytest.mark.parametrize("hop_s", [10.0, 4.0, 15.0])
 def test_streamed_windows_are_the_window_spans_of_the_whole_recording(recording, hop_s):
-    windower = Windower("m", 16000, 16000, window_s=10.0, hop_s=hop_s, realtime=False)
+    windower = Windower("m", 16000, 16000, WindowSpec(10.0, hop_s), realtime=False)
     windows = [w for c in stream(recording, 16000, [1600, 777, 5000]) for w in windower.push(c)]
     windows += windower.finish()
-    spans = window_spans(recording.shape[1], 16000, 10.0, hop_s)
+    spans = window_spans(recording.shape[1], 16000, WindowSpec(10.0, hop_s))
     assert len(windows) == len(spans)
     for window, span in zip(windows, spans):
         np.testing.assert_array_equal(window.samples, recording[:, span.start:span.end])
@@ -82,7 +82,7 @@ def test_finish_emits_a_tail_of_at_least_one_second_and_nothing_shorter(recordin
 
 
 def test_a_phase_delays_the_first_window_and_keeps_later_windows_on_its_grid_after_a_gap(recording):
-    windower = Windower("m", 16000, 16000, window_s=2.0, hop_s=2.0, realtime=True, phase_s=0.5)
+    windower = Windower("m", 16000, 16000, WindowSpec(2.0, 2.0), realtime=True, phase_s=0.5)
     windows = windower.push(Chunk("m", recording[:, :48_000], 16000, 100.0))  # 3 s: 0.5 s skipped, one window
     assert [(w.start_unix, w.end_unix) for w in windows] == [(pytest.approx(100.5), pytest.approx(102.5))]
     np.testing.assert_array_equal(windows[0].samples, recording[:, 8_000:40_000])
@@ -94,7 +94,7 @@ def test_a_phase_delays_the_first_window_and_keeps_later_windows_on_its_grid_aft
 
 
 def test_a_hop_longer_than_the_window_is_not_taken_for_lost_samples(recording):
-    windower = Windower("m", 16000, 16000, window_s=2.0, hop_s=4.0, realtime=True)
+    windower = Windower("m", 16000, 16000, WindowSpec(2.0, 4.0), realtime=True)
     windows = [w for c in stream(recording[:, :160_000], 16000, [1600], t0=100.0) for w in windower.push(c)]
     assert windower.gaps == 0
     assert [w.start_unix for w in windows] == [pytest.approx(100.0 + 4 * k) for k in range(3)]

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
 
+from encoder.windows import WindowSpec  # noqa: E402
 from service.store.event_store import EventStore  # noqa: E402
 from service.records import StateChange  # noqa: E402
 from service.config import WebConfig  # noqa: E402
@@ -41,7 +42,7 @@ def serve(store):
     started = []
 
     def start(config: WebConfig = WebConfig(port=0), **backend_fields) -> WebServer:
-        fields = dict(store=store, feed=LiveFeed(floor_db=-100.0), microphones=mics, window_s=10.0, hop_s=10.0,
+        fields = dict(store=store, feed=LiveFeed(floor_db=-100.0), microphones=mics, windows=WindowSpec(),
                       class_names=("water", "speech"))
         fields.update(backend_fields)
         server = WebServer(config, WebBackend(**fields))
