@@ -11,7 +11,7 @@ from daemon_support import wav_bytes  # tests/service/ is on sys.path
 from service.analysis.analyser import Analyser
 from service.config import ActivityConfig
 from service.analysis.sound_library import SoundLibrary
-from service.analysis.window_record import rms_dbfs
+from service.analysis.result_builder import rms_dbfs
 from service.capture.windowing import Window
 
 RATE = 16000
