@@ -123,3 +123,14 @@ def test_no_two_modules_share_a_name():
             if path.name != "__init__.py":
                 seen.setdefault(path.name, []).append(str(path.relative_to(REPO)))
     assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
+
+
+def test_one_spelling_of_analyse():
+    """British analyse/Analyser everywhere (code, benches, tests, docs); SQL's ANALYZE and systemd-analyze are
+    other tools' names."""
+    files = [p for folder in ("service", "encoder", "bench", "tests", "docs") for p in (REPO / folder).rglob("*")
+             if p.suffix in (".py", ".md", ".js", ".html") and "rpc" not in p.parts] + [REPO / "README.md"]
+    american = re.compile("(?<!systemd.)[Aa]naly" + "z")  # split, so this line does not match itself
+    wrong = [f"{p.relative_to(REPO)}:{n}" for p in files for n, line in enumerate(p.read_text().splitlines(), 1)
+             if american.search(line)]
+    assert wrong == [], "the American spelling (say analyse, Analyser)"
