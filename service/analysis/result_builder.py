@@ -14,7 +14,8 @@ from service.records import SoundMatch, WindowResult
 def rms_dbfs(samples: np.ndarray) -> float:
     """RMS level in dBFS of the mono mix of ``samples [channels, n]`` (full-scale sine = -3 dBFS); digital
     silence and anything quieter read `SILENCE_DBFS`, non-finite samples are left out."""
-    mono = np.asarray(samples, dtype=np.float64).mean(axis=0)
+    x = np.asarray(samples, dtype=np.float64)
+    mono = x[0] if x.ndim == 2 and x.shape[0] == 1 else x.mean(axis=0)  # the mean of one channel is that channel
     mean_square = np.mean(mono * mono) if mono.size else np.nan
     if np.isfinite(mean_square):  # every sample finite (the usual case): no mask, no copy
         return _dbfs(float(np.sqrt(mean_square)))

@@ -98,6 +98,18 @@ def test_the_stft_power_is_the_plain_power_of_the_float64_fft_rounded_once_to_fl
         np.testing.assert_array_equal(power, plain)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_the_stft_power_refuses_non_finite_samples_but_not_huge_finite_ones(bad):
+    config = LogMelConfig()
+    rows = np.zeros((2, 16000), np.float32)
+    rows[1, 123] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        stft_power(rows, config, stft_window(config))
+    huge = np.full((1, 16000), 3e38, np.float32)  # finite, though its sum overflows
+    with np.errstate(over="ignore"):
+        assert stft_power(huge, config, stft_window(config)).shape[0] == 1
+
+
 def test_batch_and_frame_axes_are_dynamic(bundled, clips):
     bundle, embedder = bundled
     windows = [clips[0][:16000], clips[1][:40000], clips[2], clips[3][:16001], clips[4]]
