@@ -1,6 +1,7 @@
 """Per-window cost of custom-sound detection (service/sound_library.py) beside the window path: the column
-levels and every sound's best span on one 10 s window's column map (32 columns x the model's embedding size),
-for 1, 8 and 64 sounds (the most a daemon keeps), and the ONNX graph with and without its "columns" output.
+levels and every sound's best span on one 10 s window's column map (32 columns x the map's channels x frequency
+bands, `Encoder.column_map`), for 1, 8 and 64 sounds (the most a daemon keeps), and the ONNX graph with and
+without its "columns" output.
 
     .venv/bin/python -m bench.sound_cost [--model models/roomtone.pt]
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     embedder = OnnxEmbedder(graph_path_for(args.model), check_model=args.model)
     if not embedder.has_columns:
-        print(f"{embedder.graph_path}: a version-1 graph (no column map); re-export it first: "
+        print(f"{embedder.graph_path}: a version-{embedder.info.version} graph (no column map); re-export it first: "
               f"roomtone export --model {args.model}", file=sys.stderr)
         return 2
     rng = np.random.default_rng(0)
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for count in (1, 8, 64):
             library = SoundLibrary(Path(folder) / f"lib{count}", "a" * 64, embedder.embed, 16000, embedder.embedding_dim,
-                                   embed_columns=embedder.embed_with_columns)
+                                   embed_columns=embedder.embed_with_columns, column_dim=embedder.column_dim)
             for k in range(count):
                 example = (0.2 * rng.standard_normal(16000 + 800 * k)).astype(np.float32)
                 library.add(f"s{k}", [("x.wav", example)], threshold=0.99)

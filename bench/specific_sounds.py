@@ -20,10 +20,11 @@ Protocol (all draws seeded):
   detection of before.
 
 Detectors compared (one table): the pooled window embedding (before this bench's work); spans of the
-encoder's column map (encoder.few_shot, what the daemon runs: fixed lengths and the examples' own length,
-"embedding spans"), and a per-sound logistic model on those spans (examples against the history's spans);
-the same span matching on two other maps from the same pass: the last stage before the projection with its
-frequency bands kept ("map"), and the log-Mel features themselves ("log-mel", no network); each raw and
+encoder's projected columns (fixed lengths and the examples' own length, "embedding spans": the daemon's
+detector until 2026-12-07), and a per-sound logistic model on those spans (examples against the history's
+spans); the same span matching on two other maps from the same pass: the last stage before the projection
+with its frequency bands kept ("map", `Encoder.column_map`: what the daemon runs, `CHOSEN`), and the log-Mel
+features themselves ("log-mel", no network); each raw and
 centred (less the window's median column, which takes out a stationary background and a microphone's
 frequency response); spans scored by their lead over the window's median span ("contrast"); 2-D spectral
 templates of the log-Mel columns above each band's background ("log-mel templates": the example's loudest
@@ -102,6 +103,7 @@ class Maps:
         from encoder.batchnorm_folding import inference_encoder
 
         self.bundle = bundle
+        self.tiles = True  # the tiles' second pass costs 4 times the window's: off when no detector uses them
         self.encoder = inference_encoder(bundle.encoder)
         self.sample_rate = bundle.feature_config.sample_rate
 
@@ -123,13 +125,14 @@ class Maps:
                 columns = self.encoder.projection(x.mean(dim=2).transpose(1, 2))
                 pooled[group] = F.normalize(self.encoder.projection(x.mean(dim=(2, 3))), dim=1).numpy()
                 t = x.shape[3]
-                freq = x.permute(0, 3, 1, 2).reshape(len(group), t, -1)
+                freq = self.encoder.column_map(x)
                 edges = np.linspace(0, features.shape[2], t + 1).astype(int)
                 mel = torch.stack([features[:, :, a:max(b, a + 1)].mean(dim=2) for a, b in zip(edges[:-1], edges[1:])], dim=1)
-                tiles = tile_embeddings(self.encoder, features, self.bundle.feature_config.hop_ms)
+                tiles = tile_embeddings(self.encoder, features, self.bundle.feature_config.hop_ms) if self.tiles else None
                 for k, i in enumerate(group):
-                    maps[i] = {"embedding": columns[k].numpy(), "map": freq[k].numpy(), "log-mel": mel[k].numpy(),
-                               "tiles": tiles[k]}
+                    maps[i] = {"embedding": columns[k].numpy(), "map": freq[k].numpy(), "log-mel": mel[k].numpy()}
+                    if tiles is not None:
+                        maps[i]["tiles"] = tiles[k]
         return pooled, maps
 
 
@@ -362,7 +365,7 @@ DETECTORS = {
     "tiles of 2 s, hop 0.5 s": ("tiles", False, 1),
     "tiles of 2 s, hop 1 s": ("tiles/2", False, 1),
 }
-CHOSEN = "embedding spans"
+CHOSEN = "map spans"  # the daemon's detector (service/analysis/sound_library.py)
 
 
 def detector_columns(detector: str, columns: dict | np.ndarray) -> np.ndarray:
@@ -454,7 +457,7 @@ def evaluate(home: Home, embedder, seed: int, detectors=tuple(DETECTORS), clips=
             tests = {}
             for c, t in case.tests.items():
                 pooled, maps = embedder.embed_with_columns([w for w, _, _ in t])
-                tests[c] = (pooled, {r: np.stack([m[r] for m in maps]) for r in REPRESENTATIONS})
+                tests[c] = (pooled, {r: np.stack([m[r] for m in maps]) for r in REPRESENTATIONS if r in maps[0]})
             for detector in detectors:
                 hist, _ = window_scores(detector, hist_cols, home.embeddings[history], sound)
                 threshold = rate_threshold(hist, len(history) * WINDOW_S / 3600, ALARMS_PER_HOUR)
@@ -590,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     embedder = Maps(load_model(args.model))
     home = load_home(args.model, args.data, embedder)
+    embedder.tiles = any(DETECTORS[d][0] in ("tiles", "tiles/2") for d in args.detectors)
     clips = CLIPS[:args.sounds] if args.sounds else CLIPS
     detectors = tuple(dict.fromkeys(args.detectors + [CHOSEN]))
     results, marks = evaluate(home, embedder, args.seed, detectors, clips)

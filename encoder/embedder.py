@@ -67,8 +67,9 @@ class Embedder(Protocol):
     windows of one length (`TorchEmbedder` does): the daemon then shows the log-Mel the model saw on the
     web page instead of computing it a second time; without it the page has no live spectrogram. And
     ``embed_with_columns(windows, timings=None) -> (embeddings, columns)`` (and both at once,
-    ``embed_with_features_and_columns``): each window's column embeddings, which custom sounds match
-    span by span; without it custom sounds match the pooled embedding (the whole window is the span).
+    ``embed_with_features_and_columns``): each window's column map ``[columns, column_dim]`` (`Encoder.column_map`),
+    which custom sounds match span by span; without it (``column_dim`` 0) custom sounds match the pooled
+    embedding (the whole window is the span).
     """
 
     sample_rate: int
@@ -90,6 +91,7 @@ class TorchEmbedder:
         self.batch_size = batch_size
         self.sample_rate = bundle.feature_config.sample_rate
         self.embedding_dim = bundle.embedding_dim
+        self.column_dim = bundle.encoder.column_dim(bundle.feature_config.n_mels)
         self.device = next(bundle.encoder.parameters()).device
 
     def embed(self, windows: Sequence[np.ndarray], timings: EmbedTimings | None = None) -> np.ndarray:
@@ -119,8 +121,8 @@ class TorchEmbedder:
 
     def embed_with_columns(self, windows: Sequence[np.ndarray],
                            timings: EmbedTimings | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Embeddings ``[n, D]`` and each window's column embeddings ``[columns, D]`` (`Encoder.column_embeddings`:
-        the time-local map custom sounds are matched against), any lengths."""
+        """Embeddings ``[n, D]`` and each window's column map ``[columns, column_dim]`` (`Encoder.column_map`: the
+        time-local map custom sounds are matched against), any lengths."""
         columns: dict[int, np.ndarray] = {}
         embeddings = self._run(windows, timings, None, columns)
         return embeddings, [columns[i] for i in range(len(windows))]
@@ -128,7 +130,7 @@ class TorchEmbedder:
     def _run(self, windows: Sequence[np.ndarray], timings: EmbedTimings | None,
              features_out: dict[int, np.ndarray] | None, columns_out: dict[int, np.ndarray] | None = None) -> np.ndarray:
         """The embedding loop; with ``features_out`` each window's log-Mel is kept under its index, with
-        ``columns_out`` its column embeddings."""
+        ``columns_out`` its column map."""
         import torch
 
         from encoder.features import log_mel

@@ -1,6 +1,6 @@
-"""Custom sounds from a few examples, in the embedding space: a window's score for a sound is the cosine
-similarity of its embedding to the sound's nearest example, and it is a detection at or above the
-sound's threshold.
+"""Custom sounds from a few examples: a window's score for a sound is the cosine similarity of its embedding
+(or of its best span of the encoder's column map, below) to the sound's nearest example, and it is a
+detection at or above the sound's threshold.
 
 Nearest example was chosen over a prototype (the examples' mean) and a small per-sound logistic model
 (examples against background windows) by bench/custom_sounds.py: with 3 and 5 examples it detects more
@@ -101,10 +101,13 @@ def calibrate_threshold(examples: np.ndarray, background: np.ndarray | None = No
 # --- time-local matching: spans of the encoder's column map ------------------------------------------
 #
 # A 10 s window's pooled embedding barely moves when a 1-6 s sound is mixed into it (docs/sounds.md). The
-# encoder's map before pooling keeps time: `Encoder.column_embeddings` gives one projected column per 32
-# frames (0.32 s at a 10 ms hop), and the mean of a span of columns is that span's embedding. A sound is
-# matched span by span: its examples are each example's loudest span of the sound's length, a window's
-# score is its best-matching span's, and the span says where in the window the sound is.
+# encoder's map before pooling keeps time: `Encoder.column_map` gives one column per 32 frames (0.31 s at a
+# 10 ms hop) of the last stage's channels x frequency bands, before the projection (which loses where in
+# frequency a sound is: the projected columns found half as much, bench/specific_sounds.py). A sound is matched
+# span by span: its examples are each example's loudest span of the sound's length (the mean of the span's
+# columns), a window's score is its best-matching span's cosine to the nearest example, and the span says
+# where in the window the sound is. (Less each window's median column, "centred", measured alike but would
+# take out a sound that fills most of a tightly cut example file.)
 
 #: Longest span matched, in columns (about 0.6 s at 0.31 s per column): longer sounds match on their loudest
 #: part. Short spans find more (bench/specific_sounds.py, both bundled models: spans of 2 > 4 > 8 columns).

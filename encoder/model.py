@@ -112,18 +112,26 @@ class Encoder(nn.Module):
         """``[batch, 1, n_mels, frames]`` log-Mel dB -> ``[batch, embedding_dim]`` unit vectors."""
         return F.normalize(self.representation(features).float(), dim=1)
 
-    def column_embeddings(self, features: torch.Tensor) -> torch.Tensor:
-        """``[batch, 1, n_mels, frames]`` -> ``[batch, columns, embedding_dim]``: the last stage's map averaged
-        over frequency and projected column by column, before pooling over time (un-normalised; one column
-        per 32 frames). With mean pooling their mean over a span of columns is that span's embedding, and
-        over all columns it is `representation` (the projection is affine). Custom sounds match spans."""
-        return self.projection(self._stage_map(features).mean(dim=2).transpose(1, 2))
+    def column_dim(self, n_mels: int) -> int:
+        """Values per column of `column_map` for ``n_mels`` bands: the last stage's channels x its frequency
+        bands (the stem, its max-pool and every later stage halve the bands, rounding up)."""
+        bands = n_mels
+        for _ in range(len(self.config.blocks) + 1):
+            bands = -(-bands // 2)
+        return self.config.width * 2 ** (len(self.config.blocks) - 1) * bands
+
+    @staticmethod
+    def column_map(stage_map: torch.Tensor) -> torch.Tensor:
+        """The last stage's map ``[batch, channels, bands, columns]`` as ``[batch, columns, channels * bands]``:
+        one row per 32 frames, before pooling over time and frequency and before the projection. Custom sounds
+        match spans of it: it keeps where in frequency a sound is, which the projected embedding loses
+        (bench/specific_sounds.py, docs/sounds.md)."""
+        return stage_map.permute(0, 3, 1, 2).flatten(2)
 
     def embedding_and_columns(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`forward`'s unit embeddings and `column_embeddings`, from one pass through the network."""
+        """`forward`'s unit embeddings and the `column_map`, from one pass through the network."""
         x = self._stage_map(features)
-        columns = self.projection(x.mean(dim=2).transpose(1, 2))
-        return F.normalize(self.projection(self._pool(x)).float(), dim=1), columns
+        return F.normalize(self.projection(self._pool(x)).float(), dim=1), self.column_map(x)
 
 
 class ProjectionHead(nn.Module):

@@ -99,12 +99,13 @@ class OnnxEmbedder:
         self.feature_config = self.info.feature_config
         self.sample_rate = self.feature_config.sample_rate
         self.embedding_dim = self.info.embedding_dim
-        # a version-1 graph has no column map: custom sounds then match the pooled embedding (re-export for spans)
-        self.has_columns = OUTPUTS[2] in {o.name for o in self.session.get_outputs()}
+        # a version-1 or -2 graph has no column map custom sounds use: they match the pooled embedding (re-export for spans)
+        self.column_dim = self.info.column_dim
+        self.has_columns = self.column_dim > 0
 
     def _need_columns(self) -> None:
         if not self.has_columns:
-            raise GraphError("version", f"{self.graph_path}: a version-1 graph has no column map; re-export it "
+            raise GraphError("version", f"{self.graph_path}: a version-{self.info.version} graph has no column map; re-export it "
                                         f"(roomtone export --model MODEL) for time-local custom sounds")
 
     def _groups(self, windows: Sequence[np.ndarray]) -> list[list[int]]:
@@ -154,8 +155,8 @@ class OnnxEmbedder:
         return np.concatenate(embeddings), np.concatenate(features), columns
 
     def embed_with_columns(self, windows: Sequence[np.ndarray], timings: Any = None) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Embeddings ``[n, D]`` and each window's column embeddings ``[columns, D]`` (the time-local map custom
-        sounds are matched against, `Encoder.column_embeddings`), any lengths; GraphError ``version`` for a
+        """Embeddings ``[n, D]`` and each window's column map ``[columns, column_dim]`` (the time-local map custom
+        sounds are matched against, `Encoder.column_map`), any lengths; GraphError ``version`` for a
         graph without columns (`has_columns`)."""
         self._need_columns()
         out = np.zeros((len(windows), self.embedding_dim), dtype=np.float32)

@@ -55,7 +55,7 @@ def filterbank_blocks(filterbank: torch.Tensor, groups: int = FILTERBANK_BLOCKS)
 
 class ServingGraph(nn.Module):
     """STFT power ``[batch, frames, n_fft // 2 + 1]`` -> (embedding ``[batch, D]``, log-Mel dB
-    ``[batch, n_mels, frames]``, column embeddings ``[batch, columns, D]``), with the model's own filterbank
+    ``[batch, n_mels, frames]``, column map ``[batch, columns, column_dim]``), with the model's own filterbank
     (in `filterbank_blocks`), dB floor and eval-mode encoder."""
 
     def __init__(self, bundle: ModelBundle) -> None:
@@ -74,7 +74,7 @@ class ServingGraph(nn.Module):
                           for i, (bin_lo, bin_hi, _, _) in enumerate(self.blocks)], dim=-1)
 
     def forward(self, power: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Embedding, log-Mel and column embeddings of a batch of STFT power spectrograms."""
+        """Embedding, log-Mel and column map of a batch of STFT power spectrograms."""
         mel = self.mel_power(power).transpose(-1, -2)
         features = power_to_db(mel, self.feature_config)
         embedding, columns = self.encoder.embedding_and_columns(features.unsqueeze(1))
@@ -85,7 +85,8 @@ def graph_info(bundle: ModelBundle, model_sha256: str) -> GraphInfo:
     """The metadata a graph of ``bundle`` carries."""
     return GraphInfo(model_sha256=model_sha256, feature_config=bundle.feature_config,
                      stft_window=stft_window(bundle.feature_config), embedding_dim=bundle.embedding_dim,
-                     head=bundle.head, metadata=dict(bundle.metadata), version=GRAPH_VERSION)
+                     head=bundle.head, metadata=dict(bundle.metadata), version=GRAPH_VERSION,
+                     column_dim=bundle.encoder.column_dim(bundle.feature_config.n_mels))
 
 
 def graph_bytes(bundle: ModelBundle, model_sha256: str) -> bytes:
@@ -123,7 +124,7 @@ def verify_graph(bundle: ModelBundle, graph_path: Path, seconds: float = 10.0) -
     """Run the graph file with ONNX Runtime on a test signal and compare it with torch.
 
     Returns the largest absolute difference of the embedding from torch's (`log_mel` + encoder, float32),
-    the lowest cosine between them, the largest difference of the column embeddings relative to their
+    the lowest cosine between them, the largest difference of the column map relative to its
     largest value, and the largest difference of the graph's log-Mel from `exact_log_mel` (dB); ValueError
     beyond 1e-4, 0.9999, 1e-3 and 1e-3 dB. (Columns are single 0.3 s columns, not averaged over the window:
     float32 rounding shows more in them; the round-3 bundled model gives 4e-4.)"""

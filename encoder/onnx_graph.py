@@ -2,8 +2,9 @@
 
 ``models/roomtone.pt`` -> ``models/roomtone.onnx`` (`graph_path_for`). The graph maps the STFT power of
 windows ``[batch, frames, n_fft // 2 + 1]`` to their embedding ``[batch, D]``, their log-Mel
-``[batch, n_mels, frames]`` (the web page's strips, tests) and their column embeddings ``[batch, columns, D]``
-(`Encoder.column_embeddings`, the time-local map custom sounds match; version 2); batch and frames are dynamic. Its
+``[batch, n_mels, frames]`` (the web page's strips, tests) and their column map ``[batch, columns, column_dim]``
+(`Encoder.column_map`: the last stage's channels x frequency bands per 0.3 s column, the time-local map custom
+sounds match; version 3); batch and frames are dynamic. Its
 ``metadata_props`` carry everything serving needs without torch:
 
 =========================  ===================================================================
@@ -15,6 +16,7 @@ roomtone.model_sha256      sha256 of the model file it was exported from; a mism
 roomtone.feature_config    `LogMelConfig.to_dict()` of the model, JSON
 roomtone.stft_window       the STFT analysis window of `encoder.features.log_mel`, float32 base64
 roomtone.embedding_dim     size of one embedding
+roomtone.column_dim        values per column of the "columns" output (version 3)
 roomtone.head              the model's activity head (``ActivityHead.to_dict()``) or null, JSON
 roomtone.metadata          the model file's metadata, JSON
 =========================  ===================================================================
@@ -38,9 +40,9 @@ from encoder.file_digest import file_sha256
 
 FORMAT = "roomtone-onnx"
 #: Bumped whenever the graph's inputs, outputs or metadata change meaning; older graphs are refused.
-GRAPH_VERSION = 2  # 2: the "columns" output
-#: Versions served: a version-1 graph (no "columns") runs, and custom sounds match its pooled embedding.
-READABLE_VERSIONS = (1, 2)
+GRAPH_VERSION = 3  # 2: the "columns" output (projected columns); 3: "columns" is the column map before the projection
+#: Versions served: a version-1 or -2 graph runs, and custom sounds match its pooled embedding (re-export for spans).
+READABLE_VERSIONS = (1, 2, 3)
 INPUT = "power"
 OUTPUTS = ("embedding", "log_mel", "columns")
 PREFIX = "roomtone."
@@ -68,6 +70,7 @@ class GraphInfo:
     head: dict | None = None
     metadata: dict = field(default_factory=dict)
     version: int = GRAPH_VERSION
+    column_dim: int = 0  # values per column of the "columns" output; 0: no column map custom sounds can use
 
     @property
     def class_names(self) -> list[str]:
@@ -84,6 +87,7 @@ class GraphInfo:
             PREFIX + "feature_config": json.dumps(self.feature_config.to_dict()),
             PREFIX + "stft_window": base64.b64encode(window.tobytes()).decode("ascii"),
             PREFIX + "embedding_dim": str(self.embedding_dim),
+            PREFIX + "column_dim": str(self.column_dim),
             PREFIX + "head": json.dumps(self.head),
             PREFIX + "metadata": json.dumps(self.metadata),
         }
@@ -109,6 +113,7 @@ class GraphInfo:
                 head=json.loads(props[PREFIX + "head"]),
                 metadata=json.loads(props.get(PREFIX + "metadata", "{}")),
                 version=version,
+                column_dim=int(props.get(PREFIX + "column_dim", 0)) if version >= 3 else 0,
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise GraphError("unreadable", f"{where}: graph metadata is malformed ({type(exc).__name__}: {exc})") from None

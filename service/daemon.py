@@ -241,7 +241,7 @@ class Daemon:
 
     def _open_sounds(self) -> None:
         """The custom-sound library beside the store, scored on every live window (off: sounds.enabled = false)."""
-        from service.analysis.model_runner import column_maps_available
+        from service.analysis.model_runner import column_dim, column_maps_available
         from service.analysis.sound_library import SoundLibrary, SoundService
 
         if not self.config.sounds.enabled:
@@ -250,7 +250,8 @@ class Daemon:
         embedder = self.analyser.runner.embedder
         library = SoundLibrary(path, self._model_sha256, embedder.embed, self.analyser.sample_rate,
                                self._bundle.embedding_dim, self.config.sounds.max_sounds,
-                               embed_columns=embedder.embed_with_columns if column_maps_available(embedder) else None)
+                               embed_columns=embedder.embed_with_columns if column_maps_available(embedder) else None,
+                               column_dim=column_dim(embedder))
         self.analyser.sounds = library  # built after the store lock: the library writes beside the store
         self.sounds = SoundService(library, self.store, self.config.sounds, self.config.pipeline.windows)
         log.info("custom sounds", extra={"library": str(path), "sounds": [s.name for s in library.sounds()],

@@ -42,13 +42,29 @@ class SoundMatch:
 
 @dataclass(frozen=True)
 class WindowMap:
-    """What custom sounds match in one window: its column embeddings ``[columns, D]`` (the encoder's map
-    before pooling over time, `Encoder.column_embeddings`; one row, the pooled embedding, when the map is
-    not at hand), each column's RMS level in dB (None: unknown) and the window's length in seconds."""
+    """What custom sounds match in one window: its column map ``[columns, column_dim]`` (the encoder's map
+    before pooling, `Encoder.column_map`; one row, the pooled embedding, when the map is not at hand), each
+    column's RMS level in dB (None: unknown), the window's length in seconds, and its pooled embedding
+    (sounds taught from windows without a map match it)."""
 
     columns: np.ndarray = field(compare=False)
     levels: np.ndarray | None = field(default=None, compare=False)
     duration_s: float = 10.0
+    embedding: np.ndarray | None = field(default=None, compare=False)
+
+    @property
+    def has_map(self) -> bool:
+        """Whether the window's column map is at hand (more than the one row of its pooled embedding)."""
+        return len(self.columns) > 1
+
+    @property
+    def pooled(self) -> np.ndarray:
+        """The window's pooled embedding ``[D]`` (the one row when there is no map)."""
+        if self.embedding is not None:
+            return self.embedding
+        if self.has_map:
+            raise ValueError("a window's column map without its pooled embedding")
+        return self.columns[0]
 
 
 

@@ -26,6 +26,11 @@ def column_maps_available(embedder: Embedder) -> bool:
     return hasattr(embedder, "embed_with_columns") and getattr(embedder, "has_columns", True)
 
 
+def column_dim(embedder) -> int:
+    """Values per column of the column maps ``embedder`` hands out; 0 when it hands out none."""
+    return int(getattr(embedder, "column_dim", 0)) if column_maps_available(embedder) else 0
+
+
 class ModelRunner:
     """An `Embedder` and an optional activity head; `run` gives embeddings, labels and probabilities."""
 
@@ -48,7 +53,7 @@ class ModelRunner:
         """Embeddings ``[n, D]``, labels and probabilities of mono windows; stage times go to ``timings``.
 
         With ``log_mels`` (a list), it is filled with each window's log-Mel ``[n_mels, frames]`` as the
-        embedder computed it, with ``columns`` with each window's column embeddings ``[columns, D]`` (None
+        embedder computed it, with ``columns`` with each window's column map ``[columns, column_dim]`` (None
         where the backend cannot hand them out, see `Embedder`)."""
         one_length = len({len(m) for m in mono}) <= 1
         features = log_mels is not None and one_length and hasattr(self.embedder, "embed_with_features")

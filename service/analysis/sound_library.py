@@ -6,12 +6,15 @@ On disk (``<store>.sounds/`` next to the SQLite file, never in the model file)::
     model.json            {"model_sha256", "since_unix_ms"}: since when the loaded model runs (calibration
                           only uses stored windows from then on: older ones were embedded by another model)
     <name>/embeddings.npy float32 [examples, D], the examples embedded by the model in `model_sha256`: each
-                          example's loudest span of `span_columns` columns (0: the pooled window embedding)
+                          example's loudest span of `span_columns` columns of its column map (D is the
+                          map's column size), or with `span_columns` 0 its pooled window embedding
     <name>/negatives.npy  float32 [marks, D], the spans of detections a user marked "not this" (optional)
     <name>/example-K.flac the audio of example K (mono, the model's rate) when it came from a file
 
 Version 1 libraries (pooled embeddings, no marks) are read and upgraded: sounds from files are re-embedded
-as spans, sounds from stored windows keep matching the pooled embedding (``span_columns`` 0).
+as spans, sounds from stored windows keep matching the pooled embedding (``span_columns`` 0). Version 2
+span sounds (spans of the projected columns) are re-embedded from their kept audio as spans of the column
+map; those taught from stored windows become inactive, saying to re-add them.
 
 Each sound is tied to the sha256 of the model that embedded its examples. When the daemon starts with
 another model, sounds whose examples all have kept audio are re-embedded with it (and recalibrated from
@@ -38,7 +41,8 @@ import numpy as np
 import soundfile
 
 from encoder.few_shot import (DEFAULT_THRESHOLD, MIN_BACKGROUND_HOURS, background_calibration, best_span, best_spans,
-                              column_levels, examples_calibration, loudest_span, span_embeddings, span_length, unit_rows)
+                              column_levels, examples_calibration, loudest_span, span_embeddings,
+                              span_length, span_scores, unit_rows)
 from encoder.features import LogMelConfig, frame_count
 from encoder.windows import WindowSpec
 from service.daemon_vocabulary import ID_PATTERN, ID_RULE
@@ -48,15 +52,15 @@ from service.state_files import fsync_file, write_atomically
 log = logging.getLogger("roomtone.sounds")
 
 FORMAT = "roomtone-sounds"
-VERSION = 2  # 2: span examples (span_columns), "not this" marks and negatives, calibrated_unix_ms
-READABLE_VERSIONS = (1, 2)
+VERSION = 3  # 2: span examples (span_columns), "not this" marks and negatives, calibrated_unix_ms; 3: spans of the column map
+READABLE_VERSIONS = (1, 2, 3)
 #: Most sounds one daemon keeps: the sound name is a Prometheus label, so its cardinality stays bounded.
 MAX_SOUNDS = 64
 NAME_PATTERN = re.compile(ID_PATTERN)
 
 #: Embeds mono windows (float32 at the model's rate) into ``[n, D]``.
 EmbedFn = Callable[[list[np.ndarray]], np.ndarray]
-#: Embeds mono windows into ``([n, D], per window its column embeddings [columns, D])`` (Embedder.embed_with_columns).
+#: Embeds mono windows into ``([n, D], per window its column map [columns, column_dim])`` (Embedder.embed_with_columns).
 ColumnsFn = Callable[[list[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
 
 
@@ -74,10 +78,16 @@ class Background:
         """A background held in memory (tests, benches)."""
         return cls(lambda: [list(maps)] if maps else [], hours)
 
-    def scores(self, sound: "Sound") -> np.ndarray:
-        """The sound's score on every background window."""
-        parts = [window_scores(sound, chunk) for chunk in self.chunks()]
-        return np.concatenate(parts) if parts else np.zeros(0)
+    def scores(self, sound: "Sound") -> tuple[np.ndarray, float]:
+        """The sound's score on every background window it can be scored on (`window_scores`), and the hours
+        those windows cover."""
+        parts, seconds = [], 0.0
+        for chunk in self.chunks():
+            scores = window_scores(sound, chunk)
+            scored = ~np.isnan(scores)
+            parts.append(scores[scored])
+            seconds += sum(m.duration_s for m, ok in zip(chunk, scored) if ok)
+        return (np.concatenate(parts) if parts else np.zeros(0)), seconds / 3600
 
 
 class SoundError(ValueError):
@@ -124,15 +134,28 @@ class Sound:
     not_this: tuple[NotThis, ...] = ()
     calibrated_unix_ms: int = 0  # when the threshold was last calibrated
 
-    def score(self, window: WindowMap) -> tuple[float, float, float]:
-        """The window's score for this sound and where its best span lies (start, end in seconds from the window's start)."""
-        columns = window.columns if self.span_columns else window.columns.mean(axis=0, keepdims=True)
-        span = self.span_columns or 1
-        score, start = best_span(columns, self.embeddings, span, self.negatives)
-        if not self.span_columns or len(columns) == 1:
-            return score, 0.0, window.duration_s
-        per_column = window.duration_s / len(columns)
-        return score, start * per_column, min(start + span, len(columns)) * per_column
+    def scores_on(self, window: WindowMap) -> bool:
+        """Whether the sound can be scored on ``window``: a span sound needs its column map (of the examples'
+        size), a pooled one its embedding (of the examples' size)."""
+        if self.span_columns:
+            return window.has_map and window.columns.shape[1] == self.embeddings.shape[1]
+        return (window.embedding is not None or not window.has_map) and len(window.pooled) == self.embeddings.shape[1]
+
+    def score(self, window: WindowMap, spans: dict[int, np.ndarray] | None = None) -> tuple[float, float, float]:
+        """The window's score for this sound and where its best span lies (start, end in seconds from the
+        window's start); NaN when it cannot be scored on the window (`scores_on`). ``spans`` keeps the window's
+        span embeddings per span length, for the next sound scored on the same window."""
+        if not self.scores_on(window):
+            return float("nan"), 0.0, window.duration_s
+        if not self.span_columns:
+            return best_span(window.pooled[None], self.embeddings, 1, self.negatives)[0], 0.0, window.duration_s
+        spans = {} if spans is None else spans
+        if self.span_columns not in spans:
+            spans[self.span_columns] = span_embeddings(window.columns, self.span_columns)
+        scores = span_scores(spans[self.span_columns], self.embeddings, self.negatives)
+        start, columns = int(np.argmax(scores)), len(window.columns)
+        per_column = window.duration_s / columns
+        return float(scores[start]), start * per_column, min(start + self.span_columns, columns) * per_column
 
     @property
     def threshold(self) -> float:
@@ -154,7 +177,7 @@ class Sound:
                 "calibrated_unix_ms": self.calibrated_unix_ms}
 
 
-#: Log-Mel frames per column of the encoder's map (`encoder.model.Encoder.column_embeddings`).
+#: Log-Mel frames per column of the encoder's map (`encoder.model.Encoder.column_map`).
 COLUMN_FRAMES = 32
 
 
@@ -180,50 +203,56 @@ def check_name(name: str) -> None:
 
 
 def window_scores(sound: Sound, maps: Sequence[WindowMap]) -> np.ndarray:
-    """`Sound.score` of many windows ``[n]``, windows with equal column counts scored together."""
-    scores = np.zeros(len(maps))
+    """`Sound.score` of many windows ``[n]`` (NaN where it cannot be scored), windows with equal column counts
+    scored together."""
+    scores = np.full(len(maps), np.nan)
     groups: dict[tuple, list[int]] = {}
     for i, m in enumerate(maps):
-        groups.setdefault(m.columns.shape if sound.span_columns else (1,), []).append(i)
+        if sound.scores_on(m):
+            groups.setdefault(m.columns.shape if sound.span_columns else (1,), []).append(i)
     for indices in groups.values():
         if sound.span_columns:
             columns = np.stack([maps[i].columns for i in indices])
         else:
-            columns = np.stack([maps[i].columns.mean(axis=0, keepdims=True) for i in indices])
+            columns = np.stack([maps[i].pooled for i in indices])[:, None, :]
         scores[indices] = best_spans(columns, sound.embeddings, sound.span_columns or 1, sound.negatives)[0]
     return scores
 
 
 def calibration_for(sound: Sound, background: Background | None, alarms_per_hour: float) -> tuple[float, str]:
     """A sound's threshold and how it was found: from the home's background windows when there are at least
-    `MIN_BACKGROUND_HOURS` of them (at most ``alarms_per_hour`` of them reach it), else from its examples."""
-    scores = background.scores(sound) if background is not None and background.hours >= MIN_BACKGROUND_HOURS else ()
-    calibration = (background_calibration(scores, background.hours, alarms_per_hour) if len(scores)
+    `MIN_BACKGROUND_HOURS` it can be scored on (at most ``alarms_per_hour`` of them reach it), else from its examples."""
+    scores, hours = (background.scores(sound) if background is not None and background.hours >= MIN_BACKGROUND_HOURS
+                     else (np.zeros(0), 0.0))
+    calibration = (background_calibration(scores, hours, alarms_per_hour) if hours >= MIN_BACKGROUND_HOURS
                    else examples_calibration(sound.embeddings))
     return calibration.threshold, calibration.detail
 
 
 def example_spans(maps: Sequence[WindowMap]) -> tuple[np.ndarray, int]:
     """The examples' span embeddings ``[n, D]`` and the span length in columns: the examples' median length
-    (columns within `SPAN_WITHIN_DB` of each one's loudest), each example's loudest span of that length."""
-    if any(m.levels is None or len(m.columns) < 2 for m in maps):  # no column map: the pooled embedding
-        return unit_rows(np.stack([m.columns.mean(axis=0) for m in maps])), 0
+    (columns within `SPAN_WITHIN_DB` of each one's loudest), each example's loudest span of that length in its
+    column map; without every example's map, their pooled embeddings and span 0."""
+    if any(m.levels is None or not m.has_map for m in maps):
+        return unit_rows(np.stack([m.pooled for m in maps])), 0
     span = int(np.median([span_length(m.levels) for m in maps]))
     return np.stack([loudest_span(m.columns, m.levels, span)[0] for m in maps]), span
 
 
 class SoundLibrary:
     """The custom sounds of one daemon: add, list, remove, mark detections "not this", recalibrate, and score
-    live windows; thread-safe. ``embed_columns`` (`ColumnsFn`) gives example audio its column map; without
-    it sounds match the pooled embedding ``embed`` gives."""
+    live windows; thread-safe. ``embed_columns`` (`ColumnsFn`) gives example audio its column map of
+    ``column_dim`` values per column; without it sounds match the pooled embedding ``embed`` gives."""
 
     def __init__(self, path: str | Path, model_sha256: str, embed: EmbedFn, sample_rate: int, embedding_dim: int,
-                 max_sounds: int = MAX_SOUNDS, read_only: bool = False, embed_columns: ColumnsFn | None = None) -> None:
+                 max_sounds: int = MAX_SOUNDS, read_only: bool = False, embed_columns: ColumnsFn | None = None,
+                 column_dim: int = 0) -> None:
         self.path = Path(path)
         self.read_only = read_only  # offline readers (roomtone classify): re-embed in memory, never write
         self.model_sha256 = model_sha256
         self.embed = embed
         self.embed_columns = embed_columns
+        self.column_dim = column_dim
         self.sample_rate = sample_rate
         self.embedding_dim = embedding_dim
         self.max_sounds = min(max_sounds, MAX_SOUNDS)
@@ -282,7 +311,8 @@ class SoundLibrary:
                 calibrated_unix_ms=int(entry.get("calibrated_unix_ms", entry.get("created_unix_ms", 0))))
             upgrade = (data.get("version") == 1 and self.embed_columns is not None
                        and all(e.kind == "file" for e in sound.examples))
-            if sound.model_sha256 != self.model_sha256 or upgrade:
+            other_map = bool(sound.span_columns) and sound.embeddings.shape[1] != self.column_dim
+            if sound.model_sha256 != self.model_sha256 or upgrade or other_map:
                 sound, reembedded = self._for_new_model(sound)
                 changed |= reembedded
             sounds[sound.name] = sound
@@ -293,9 +323,14 @@ class SoundLibrary:
     def _for_new_model(self, sound: Sound) -> tuple[Sound, bool]:
         """Re-embed a sound from its kept audio for the loaded model, or mark it inactive saying why."""
         windows = [e for e in sound.examples if e.kind == "window"]
-        if windows and sound.model_sha256 != self.model_sha256:
+        other_map = bool(sound.span_columns) and sound.embeddings.shape[1] != self.column_dim
+        if windows and (sound.model_sha256 != self.model_sha256 or other_map):
             ids = ", ".join(str(e.window_id) for e in windows[:5])
-            problem = (f"embedded by model {sound.model_sha256[:12]}, the daemon runs {self.model_sha256[:12]}, and "
+            embedded = (f"embedded by model {sound.model_sha256[:12]}, the daemon runs {self.model_sha256[:12]}"
+                        if sound.model_sha256 != self.model_sha256 else
+                        f"its examples are spans of {sound.embeddings.shape[1]} values per column, the loaded model's "
+                        f"column map has {self.column_dim or 'none'}")
+            problem = (f"{embedded}, and "
                        f"{len(windows)} example(s) come from stored windows ({ids}) whose audio is not kept: "
                        f"re-add it with audio files (roomtone sounds add {sound.name} FILE... --replace) "
                        f"or remove it (roomtone sounds remove {sound.name})")
@@ -312,22 +347,25 @@ class SoundLibrary:
         if not self.read_only:
             write_atomically(self.path / sound.name / "embeddings.npy", _npy_bytes(embeddings))
             (self.path / sound.name / "negatives.npy").unlink(missing_ok=True)
+        why = "a model change" if sound.model_sha256 != self.model_sha256 else "a change of the column map"
         return replace(fresh, calibrated_threshold=threshold, calibrated_unix_ms=int(time.time() * 1000),
-                       calibration=detail + " (re-embedded after a model change)"), True
+                       calibration=detail + f" (re-embedded after {why})"), True
 
     def _read_example(self, name: str, example: Example) -> np.ndarray:
         samples, _ = soundfile.read(self.path / name / str(example.audio), dtype="float32", always_2d=True)
         return samples.mean(axis=1)
 
     def example_maps(self, audio: Sequence[np.ndarray]) -> list[WindowMap]:
-        """The maps of example audio windows: column embeddings and levels (pooled only without `embed_columns`)."""
+        """The maps of example audio windows: column map, levels and pooled embedding (pooled only without
+        `embed_columns`)."""
         durations = [len(a) / self.sample_rate for a in audio]
         if self.embed_columns is None:
             pooled = self.embed(list(audio))
-            return [WindowMap(np.asarray(p, np.float32)[None, :], None, d) for p, d in zip(pooled, durations)]
-        _, columns = self.embed_columns(list(audio))
-        return [WindowMap(np.asarray(c, np.float32), column_levels(a, len(c)), d)
-                for a, c, d in zip(audio, columns, durations)]
+            return [WindowMap(np.asarray(p, np.float32)[None, :], None, d, np.asarray(p, np.float32))
+                    for p, d in zip(pooled, durations)]
+        pooled, columns = self.embed_columns(list(audio))
+        return [WindowMap(np.asarray(c, np.float32), column_levels(a, len(c)), d, np.asarray(p, np.float32))
+                for a, c, d, p in zip(audio, columns, durations, pooled)]
 
     def _save(self, sounds: dict[str, Sound]) -> None:
         """Write library.json atomically (the per-sound folders are written before it)."""
@@ -413,16 +451,17 @@ class SoundLibrary:
             sound = self.get(name)
             if any(n.window_id == window_id for n in sound.not_this):
                 raise SoundError("already_exists", f"window {window_id} is already marked \"not this\" for {name!r}")
-            if window.columns.shape[-1] != sound.embeddings.shape[1]:
-                raise SoundError("invalid_argument", f"window {window_id}: its embedding has {window.columns.shape[-1]} "
-                                                     f"dimensions, sound {name!r} {sound.embeddings.shape[1]}")
-            _, start_s, end_s = sound.score(window)
-            columns = window.columns if sound.span_columns else window.columns.mean(axis=0, keepdims=True)
-            if sound.span_columns and len(columns) > 1:
-                first = int(round(start_s / window.duration_s * len(columns)))
-                negative = span_embeddings(columns[first:first + sound.span_columns], sound.span_columns)[:1]
+            if not sound.scores_on(window):
+                what = "its column map is no longer kept or" if sound.span_columns else "its embedding"
+                raise SoundError("failed_precondition", f"window {window_id}: {what} does not fit sound {name!r} "
+                                                        f"({sound.embeddings.shape[1]} values per example)")
+            _, start_s, _ = sound.score(window)
+            if sound.span_columns:
+                first = int(round(start_s / window.duration_s * len(window.columns)))
+                span = window.columns[first:first + sound.span_columns]
+                negative = span_embeddings(span, sound.span_columns)[:1]
             else:
-                negative = unit_rows(columns.mean(axis=0))
+                negative = unit_rows(window.pooled)
             negatives = negative if sound.negatives is None else np.concatenate([sound.negatives, negative])
             marked = replace(sound, negatives=negatives.astype(np.float32),
                              not_this=sound.not_this + (NotThis(int(window_id), int(time.time() * 1000)),))
@@ -460,14 +499,15 @@ class SoundLibrary:
         embeddings = np.asarray(embeddings, dtype=np.float32)
         columns = list(columns) if columns is not None else [None] * len(embeddings)
         durations = list(durations_s) if durations_s is not None else [10.0] * len(embeddings)
-        maps = [WindowMap(np.asarray(c, np.float32) if c is not None else e[None, :], None, d)
+        maps = [WindowMap(np.asarray(c, np.float32) if c is not None else e[None, :], None, d, e)
                 for e, c, d in zip(embeddings, columns, durations)]
         found: list[list[SoundMatch]] = [[] for _ in range(len(embeddings))]
+        spans: list[dict] = [{} for _ in maps]  # per window, its span embeddings, shared by sounds of one span length
         for sound in self._sounds.values():  # a snapshot: changes replace the dict, never mutate it
-            if not sound.active or sound.embeddings.shape[1] != embeddings.shape[-1]:
+            if not sound.active:
                 continue
             for i, window in enumerate(maps):
-                score, start_s, end_s = sound.score(window)
+                score, start_s, end_s = sound.score(window, spans[i])
                 if score >= sound.threshold:
                     found[i].append(SoundMatch(sound.name, score, float(sound.threshold), start_s, end_s))
         return [tuple(sorted(f, key=lambda m: -m.score)) for f in found]
@@ -503,11 +543,11 @@ class SoundService:
         if len(window.embedding) != self.library.embedding_dim:
             raise SoundError("invalid_argument", f"window {window_id}: its embedding has {len(window.embedding)} "
                                                  f"dimensions, the loaded model {self.library.embedding_dim}")
+        embedding = np.asarray(window.embedding, np.float32)
         kept = self.store.window_map(int(window_id))
-        if kept is not None and kept.columns.shape[-1] == self.library.embedding_dim:
-            return kept
-        return WindowMap(np.asarray(window.embedding, np.float32)[None, :], None,
-                         (window.end_unix_ms - window.start_unix_ms) / 1000)
+        if kept is not None and kept.columns.shape[-1] == self.library.column_dim:
+            return replace(kept, embedding=embedding)
+        return WindowMap(embedding[None, :], None, (window.end_unix_ms - window.start_unix_ms) / 1000, embedding)
 
     def add(self, name: str, audio: Sequence[tuple[str, bytes]] = (), window_ids: Sequence[int] = (),
             threshold: float | None = None, replace_existing: bool = False) -> Sound:

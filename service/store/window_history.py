@@ -9,6 +9,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Set
+from dataclasses import replace
 
 import numpy as np
 
@@ -50,10 +51,11 @@ def recent_window_hours(db: sqlite3.Connection, dim: int, start_unix_ms: int, ex
 def window_maps_after(db: sqlite3.Connection, dim: int, start_unix_ms: int, after_id: int, chunk: int,
                       excluded: Set[int]) -> tuple[int, list[WindowMap]] | None:
     """The next ``chunk`` windows above ``after_id`` that started at or after ``start_unix_ms``, as (last id
-    read, maps): each window's column map where still kept, else its pooled embedding (one row); None at the end."""
+    read, maps): each window's column map where still kept (of whatever size it was stored with), else its
+    pooled embedding (one row), each with its pooled embedding; None at the end."""
     rows = db.execute(
         "SELECT w.id, w.end_unix_ms - w.start_unix_ms, w.embedding, m.columns, m.dim, m.map FROM windows w "
-        "LEFT JOIN window_maps m ON m.window_id = w.id AND m.dim = w.embedding_dim "
+        "LEFT JOIN window_maps m ON m.window_id = w.id "
         "WHERE w.embedding_dim = ? AND w.embedding IS NOT NULL AND w.start_unix_ms >= ? AND w.id > ? "
         "ORDER BY w.id LIMIT ?", (int(dim), int(start_unix_ms), int(after_id), int(chunk))).fetchall()
     if not rows:
@@ -62,11 +64,11 @@ def window_maps_after(db: sqlite3.Connection, dim: int, start_unix_ms: int, afte
     for window_id, duration, embedding, columns, map_dim, blob in rows:
         if window_id in excluded:
             continue
+        pooled = np.frombuffer(embedding, dtype="<f2").astype(np.float32)
         if blob is not None:
-            maps.append(decode_map(columns, map_dim, duration, blob))
+            maps.append(replace(decode_map(columns, map_dim, duration, blob), embedding=pooled))
         else:
-            maps.append(WindowMap(np.frombuffer(embedding, dtype="<f2").astype(np.float32)[None, :], None,
-                                  duration / 1000))
+            maps.append(WindowMap(pooled[None, :], None, duration / 1000, pooled))
     return rows[-1][0], maps
 
 

@@ -22,6 +22,19 @@ def test_embeddings_are_256_dim_unit_vectors_for_any_frame_count(tiny, frames):
     assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
 
 
+@pytest.mark.parametrize("n_mels", [64, 128, 100])
+def test_the_column_map_is_the_last_stage_per_column_and_pools_and_projects_to_the_embedding(tiny, n_mels):
+    features = torch.randn(2, 1, n_mels, 1001) * 20 - 60
+    with torch.no_grad():
+        embedding, columns = tiny.embedding_and_columns(features)
+        channels = tiny.projection.in_features
+        assert columns.shape == (2, 32, tiny.column_dim(n_mels)) and tiny.column_dim(n_mels) % channels == 0
+        # channels x bands per column: its mean over columns and bands, projected, is the pooled embedding
+        pooled = columns.reshape(2, 32, channels, -1).mean(dim=(1, 3))
+        assert torch.allclose(torch.nn.functional.normalize(tiny.projection(pooled), dim=1), embedding, atol=1e-5)
+        assert torch.allclose(embedding, tiny(features), atol=1e-6)
+
+
 def test_layout_is_resnet18_stages_with_widths_doubling(tiny):
     assert [len(stage) for stage in tiny.stages] == [2, 2, 2, 2]
     widths = [stage[0].conv1.out_channels for stage in tiny.stages]

@@ -119,6 +119,42 @@ def test_batch_and_frame_axes_are_dynamic(bundled, clips):
     assert embedder.embed([]).shape == (0, bundle.embedding_dim)
 
 
+def test_the_graph_hands_out_the_column_map_torch_computes(bundled, clips):
+    bundle, embedder = bundled
+    _, columns = embedder.embed_with_columns(list(clips[:3]))
+    with torch.no_grad():
+        _, reference = bundle.encoder.eval().embedding_and_columns(log_mel(torch.from_numpy(clips[:3]),
+                                                                            bundle.feature_config).unsqueeze(1))
+    assert embedder.has_columns and embedder.column_dim == bundle.encoder.column_dim(bundle.feature_config.n_mels)
+    assert np.stack(columns).shape == tuple(reference.shape) == (3, 32, embedder.column_dim)
+    assert np.abs(np.stack(columns) - reference.numpy()).max() <= 1e-3 * np.abs(reference.numpy()).max()
+
+
+def graph_of_version(tmp_path: Path, version: str) -> tuple[Path, Path]:
+    """A small model and its graph, the graph relabelled as of ``version``."""
+    import onnx
+
+    model = small_model(tmp_path / "m.pt")
+    graph, _ = export_graph(model)
+    proto = onnx.load(str(graph))
+    for entry in proto.metadata_props:
+        if entry.key == PREFIX + "version":
+            entry.value = version
+    onnx.save(proto, str(graph))
+    return model, graph
+
+
+def test_a_version_2_graph_is_served_without_a_column_map(tmp_path):
+    # its "columns" were projected columns, not the column map custom sounds match
+    model, graph = graph_of_version(tmp_path, "2")
+    embedder = OnnxEmbedder(graph, check_model=model)
+    assert embedder.embed([np.zeros(16000, np.float32)]).shape == (1, 16)
+    assert not embedder.has_columns and embedder.column_dim == 0
+    with pytest.raises(GraphError) as caught:
+        embedder.embed_with_columns([np.zeros(16000, np.float32)])
+    assert caught.value.reason == "version"
+
+
 def test_a_mean_max_pooling_model_exports_to_a_graph_that_embeds_any_length_like_torch(tmp_path, clips):
     model = small_model(tmp_path / "mm.pt", pooling="mean+max")
     graph, _ = export_graph(model, tmp_path / "mm.onnx")
@@ -191,15 +227,7 @@ def test_a_graph_of_a_changed_model_file_is_refused_with_the_command_that_re_exp
 
 
 def test_a_graph_of_another_version_is_refused(tmp_path):
-    import onnx
-
-    model = small_model(tmp_path / "m.pt")
-    graph, _ = export_graph(model)
-    proto = onnx.load(str(graph))
-    for entry in proto.metadata_props:
-        if entry.key == PREFIX + "version":
-            entry.value = "999"
-    onnx.save(proto, str(graph))
+    model, graph = graph_of_version(tmp_path, "999")
     with pytest.raises(GraphError, match="version 999") as caught:
         OnnxEmbedder(graph, check_model=model)
     assert caught.value.reason == "version"

@@ -52,7 +52,7 @@ def test_sounds_survive_a_restart_with_their_examples_kept_as_audio(tmp_path):
     assert (sound.name, sound.threshold, sound.examples[0].source) == ("whistle", 0.8, "a.wav")
     assert (tmp_path / "s" / "whistle" / "example-0.flac").is_file()
     data = json.loads((tmp_path / "s" / "library.json").read_text())
-    assert (data["format"], data["version"]) == ("roomtone-sounds", 2)
+    assert (data["format"], data["version"]) == ("roomtone-sounds", 3)
 
 
 def test_a_model_change_re_embeds_sounds_from_their_kept_audio(tmp_path):
@@ -167,7 +167,7 @@ def spectral_columns(windows):
 
 
 def span_library(path, sha="a" * 64):
-    return SoundLibrary(path, sha, spectral_embed, RATE, embedding_dim=8, embed_columns=spectral_columns)
+    return SoundLibrary(path, sha, spectral_embed, RATE, embedding_dim=8, embed_columns=spectral_columns, column_dim=8)
 
 
 def window_with(event, at_s, seconds=10.0, seed=3):
@@ -230,4 +230,76 @@ def test_a_version_1_library_is_read_and_its_file_sounds_become_span_sounds(tmp_
     upgraded = span_library(tmp_path / "s")
     [sound] = upgraded.sounds()
     assert sound.span_columns >= 1 and sound.threshold == 0.9
-    assert json.loads(manifest.read_text())["version"] == 2
+    assert json.loads(manifest.read_text())["version"] == 3
+
+
+# --- the column map is wider than the embedding (the encoder's channels x frequency bands) ------------------
+
+def wide_columns(windows):
+    """A stand-in whose column map (16 bands per column) is wider than its pooled embedding (8 bands)."""
+    maps = []
+    for w in windows:
+        parts = [w[i:i + COLUMN] for i in range(0, max(len(w) - COLUMN + 1, 1), COLUMN)]
+        rows = [np.array([b.sum() for b in np.array_split(np.abs(np.fft.rfft(p)), 16)]) for p in parts]
+        maps.append(np.stack([r / max(np.linalg.norm(r), 1e-12) for r in rows]).astype(np.float32))
+    return spectral_embed(windows), maps
+
+
+def wide_library(path):
+    return SoundLibrary(path, "a" * 64, spectral_embed, RATE, embedding_dim=8, embed_columns=wide_columns, column_dim=16)
+
+
+def ring_example(seed=0):
+    return np.concatenate([np.zeros(RATE // 2, np.float32), tone(5000, 0.8, seed=seed), np.zeros(RATE // 2, np.float32)])
+
+
+def test_span_sounds_of_another_column_size_are_re_embedded_from_their_audio_and_window_ones_made_inactive(tmp_path):
+    from service.records import WindowMap
+
+    narrow = span_library(tmp_path / "s")  # spans of 8 values per column, as a version-2 library's projected columns
+    narrow.add("ring", [("ring.wav", ring_example())], threshold=0.9)
+    pooled, (columns,) = spectral_columns([ring_example(1)])
+    levels = np.linspace(-40, -20, len(columns))
+    narrow.add("knock", window_examples=[(7, WindowMap(columns, levels, 1.8, pooled[0]))], threshold=0.9)
+    assert [s.embeddings.shape[1] for s in narrow.sounds()] == [8, 8]
+    wide = wide_library(tmp_path / "s")
+    knock, ring = wide.sounds()
+    assert ring.active and ring.embeddings.shape == (1, 16) and ring.span_columns >= 1
+    assert "re-embedded after a change of the column map" in ring.calibration
+    assert not knock.active and "roomtone sounds add knock FILE... --replace" in knock.problem
+    pooled, maps = wide_columns([window_with(tone(5000, 0.8), 4.0)])
+    (match,) = wide.detect(pooled, maps, [10.0])[0]
+    assert match.name == "ring" and 3.0 < match.start_s < 4.8
+
+
+def test_a_sound_taught_from_a_window_without_its_map_matches_pooled_embeddings_beside_wider_maps(tmp_path):
+    lib = wide_library(tmp_path / "s")
+    hum = tone(300, seconds=10.0)
+    sound = lib.add("hum", window_examples=[(3, spectral_embed([hum])[0])], threshold=0.95)
+    assert sound.span_columns == 0 and sound.embeddings.shape == (1, 8)
+    pooled, maps = wide_columns([tone(300, seconds=10.0, noise=0.0005, seed=4), tone(5000, seconds=10.0)])
+    found = lib.detect(pooled, maps, [10.0, 10.0])
+    assert [m.name for m in found[0]] == ["hum"] and (found[0][0].start_s, found[0][0].end_s) == (0.0, 10.0)
+    assert found[1] == ()
+
+
+def test_only_background_windows_with_a_column_map_of_its_size_calibrate_a_span_sound(tmp_path):
+    from service.analysis.sound_library import Background
+    from service.records import WindowMap
+
+    lib = wide_library(tmp_path / "s")
+    sound = lib.add("ring", [("a.wav", ring_example(0)), ("b.wav", ring_example(1))])
+    rng = np.random.default_rng(0)
+
+    def windows(count, with_map):
+        return [WindowMap(rng.random((32, 16), dtype=np.float32) if with_map else rng.random((1, 8), dtype=np.float32),
+                          None, 10.0, rng.random(8, dtype=np.float32)) for _ in range(count)]
+
+    mostly_pooled = Background.of(windows(540, with_map=False) + windows(180, with_map=True), hours=2.0)
+    assert lib.recalibrate("ring", mostly_pooled).calibration.startswith(("examples", "default"))  # 0.5 h of maps
+    mapped = Background.of(windows(180, with_map=False) + windows(540, with_map=True), hours=2.0)
+    recalibrated = lib.recalibrate("ring", mapped, alarms_per_hour=1.0)
+    assert recalibrated.calibration.startswith("background: 1.5 h")
+    scores = np.array([recalibrated.score(m)[0] for m in mapped.chunks()[0]])
+    assert np.isnan(scores[:180]).all() and np.sum(scores[180:] >= recalibrated.threshold) <= 1
+    assert sound.span_columns >= 1

@@ -35,7 +35,7 @@ def background_columns(rng):
 @pytest.fixture()
 def service(tmp_path):
     store = EventStore(tmp_path / "roomtone.db")
-    library = SoundLibrary(tmp_path / "roomtone.sounds", "a" * 64, lambda w: None, 16000, DIM)
+    library = SoundLibrary(tmp_path / "roomtone.sounds", "a" * 64, lambda w: None, 16000, DIM, column_dim=DIM)
     yield SoundService(library, store, SoundsConfig(calibration_hours=24.0, recalibrate_hours=24.0)), store
     store.close()
 
