@@ -94,7 +94,7 @@ class Home:
 
 class Maps:
     """Per window, in one pass of the encoder: the pooled embedding and three column maps: ``embedding``
-    (`Encoder.column_embeddings`), ``map`` (the last stage before the projection, channels x frequency bands:
+    (the projected columns), ``map`` (the last stage before the projection, `Encoder.column_map`, channels x frequency bands:
     keeps where in frequency) and ``log-mel`` (the features' mean dB per Mel band over each column's frames: no
     network); and ``tiles``: the unit embeddings of the window's `TILE_S` tiles every `TILE_HOP_S` (a second
     pass of the encoder over the tiles: what it was trained on)."""
