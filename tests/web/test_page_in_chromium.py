@@ -159,7 +159,9 @@ def test_with_clips_kept_a_window_plays_in_the_page(daemon, page):
         const audio = document.querySelector("audio#clip");
         audio.muted = true;
         await audio.play();
-        await new Promise(r => setTimeout(r, 600));
+        // the clock runs once the audio output does: more than 0.6 s at load 10 (2026-12-07), so wait up to 10 s
+        const deadline = Date.now() + 10000;
+        while (audio.currentTime <= 0.1 && Date.now() < deadline) await new Promise(r => setTimeout(r, 100));
         return audio.currentTime; }""")
     assert played > 0.1
     assert page.errors == []
