@@ -222,16 +222,19 @@ class Daemon:
         if self.grpc_server is not None:
             set_serving(self.grpc_server, not self._unhealthy)
 
+    def _store_error(self, exc: Exception) -> None:
+        """Every failed store write: on a full disk the clips give their space back at once (another program may
+        have filled the disk under the store; clips are otherwise pruned only when one is written)."""
+        if self._clip_writer is not None and is_disk_full(exc):
+            self._clip_writer.make_room()
+
     def _store_failing(self, failing: bool, exc: Exception | None) -> None:
         """The pipeline's report that store writes keep failing (or work again): metric, health, one log line."""
         self.metrics.store_write_failing.set(1.0 if failing else 0.0)
         self._set_unhealthy("store_write_failing", failing)
         store_path = self.config.store_path
         if failing:
-            disk_full = exc is not None and is_disk_full(exc)
-            if disk_full and self._clip_writer is not None:
-                self._clip_writer.make_room()  # clips give their space to the store (another program filled the disk)
-            advice = (full_disk_advice(store_path) if disk_full
+            advice = (full_disk_advice(store_path) if exc is not None and is_disk_full(exc)
                       else f"check the disk holding {store_path} and the errors above")
             log.error("the store keeps failing to write: windows are not stored, gRPC health is NOT_SERVING",
                       extra={"store": str(store_path), "error": f"{type(exc).__name__}: {exc}", "advice": advice})
@@ -313,6 +316,7 @@ class Daemon:
         self.pipeline = Pipeline(sources, self.analyser, self.store_stage, self.metrics, self.config.pipeline)
         self.pipeline.on_stored = self._on_stored
         self.pipeline.on_store_failing = self._store_failing
+        self.pipeline.on_store_error = self._store_error
 
     def _keep_clips(self) -> None:
         from service.store.clips import ClipStore, ClipWriter

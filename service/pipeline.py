@@ -98,6 +98,7 @@ class Pipeline:
         # called with (True, the error) after STORE_FAILING_AFTER failed writes in a row, (False, None) at the
         # next stored batch
         self.on_store_failing: Callable[[bool, Exception | None], None] | None = None
+        self.on_store_error: Callable[[Exception], None] | None = None  # every failed store write
         self._store_failures_in_a_row = 0
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -263,6 +264,8 @@ class Pipeline:
                                            error=f"{type(exc).__name__}: {exc}",
                                            store_errors_total=self.stats.store_errors)
                 self._store_failures_in_a_row += 1
+                if self.on_store_error is not None:
+                    self.on_store_error(exc)
                 if self._store_failures_in_a_row == STORE_FAILING_AFTER and self.on_store_failing is not None:
                     self.on_store_failing(True, exc)
                 continue

@@ -320,7 +320,7 @@ def test_committed_training_configs_parse_and_no_encoder_config_reads_a_labelled
     assert bundled.snapshot_every_minutes > 0  # checkpoint curves choose what ships
 
 
-@pytest.mark.parametrize("name", ["roomtone.pt", "roomtone-p1.pt"])
+@pytest.mark.parametrize("name", ["roomtone.pt", "roomtone-p1.pt", "candidates/roomtone-r5.pt"])
 def test_the_bundled_encoders_never_heard_a_labelled_set(name):
     metadata = load_model(REPO / "models" / name).metadata
     datasets = metadata["data"]["datasets"]

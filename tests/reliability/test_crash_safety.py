@@ -76,12 +76,12 @@ def _disk_of(limit_bytes: int):
 def test_a_full_disk_is_counted_logged_survived_and_recovered_from(small_model, clip, tmp_path):
     data = tmp_path / "data"
     daemon = DaemonProcess(["--model", str(small_model), "--file", f"hall={clip}", "--fast", "--loop", "--hop-s", "0.5",
-                            *isolated_args(data)], preexec_fn=_disk_of(200_000))
+                            *isolated_args(data)], preexec_fn=_disk_of(1_000_000))
     try:
         running = daemon.wait_for("roomtone running", 90)
         metrics_url = f"http://127.0.0.1:{running['metrics_port']}/metrics"
         stub = pb_grpc.RoomtoneStub(grpc.insecure_channel(running["grpc"]))
-        deadline = time.monotonic() + 90  # the store fills its 200 kB, then every write fails
+        deadline = time.monotonic() + 90  # the store fills its 1 MB, then every write fails
         while metric_value(scrape(metrics_url), "roomtone_store_errors_total") < 3 and time.monotonic() < deadline:
             time.sleep(0.2)
         text = scrape(metrics_url)

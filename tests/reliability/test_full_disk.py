@@ -52,13 +52,13 @@ def free_mb(path: Path) -> float:
 def fill(disk: Path) -> Path:
     """Take every free byte of the disk with one file."""
     path = disk / "fill"
-    with open(path, "ab") as stream:
-        try:
+    try:
+        with open(path, "ab") as stream:
             while True:
                 stream.write(b"\0" * 65536)
                 stream.flush()
-        except OSError:
-            pass
+    except OSError:  # full (on a full tmpfs even opening the file can fail)
+        pass
     return path
 
 
@@ -147,8 +147,11 @@ def test_clips_leave_the_floor_to_the_store_a_full_disk_is_not_serving_and_the_d
     # a restart on the full disk starts, says what to do, and stops cleanly. Filled again once the daemon has
     # stopped: its last clips' pruning and the store's closing checkpoint (the -wal file goes) gave space back,
     # some runs more than the floor, which made the warning below depend on timing (CI, 2026-12-07)
+    # Not one byte free is another matter: SQLite cannot then make the store's shared-memory file, and the start
+    # stops with an error naming the store (docs/reliability.md); so 0.5 MiB is left, far below the 6 MiB floor.
     shutil.rmtree(small_disk / "var" / "clips", ignore_errors=True)  # nothing left to give back at the restart
-    fill(small_disk)
+    filler = fill(small_disk)
+    os.truncate(filler, max(0, filler.stat().st_size - 2**19))
     assert free_mb(small_disk) < 1
     daemon, running = start(small_model, small_disk)
     try:
