@@ -92,15 +92,19 @@ def test_events_follow_prints_live_items_until_the_stream_ends(daemon, capsys: p
     codes = []
     follower = threading.Thread(target=lambda: codes.append(main(["events", "--address", address, "--follow", "--limit", "1", "--json"])))
     follower.start()
-    deadline = time.monotonic() + 5
-    while bus.subscriber_count() == 0 and time.monotonic() < deadline:
+    # the change is stored only once the follower has printed its replay and listens: stored between its
+    # subscription and its replay query, the change itself was the latest item replayed (a race seen at load 3)
+    deadline = time.monotonic() + 10
+    out = ""
+    while (bus.subscriber_count() == 0 or not out) and time.monotonic() < deadline:
+        out += capsys.readouterr().out
         time.sleep(0.01)
     _, (change,) = store.add_results([], [StateChange("health_changed", "kitchen", NOW_MS, "ok", "faulty", reasons=("dropout",))])
     bus.publish(change)
     time.sleep(0.3)
     bus.close()  # the daemon shutting down ends the stream
     follower.join(timeout=10)
-    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    printed = [json.loads(line) for line in (out + capsys.readouterr().out).splitlines()]
     assert codes == [0]
     assert printed[0]["window"]["label"] == "water"  # the replayed latest item
     assert printed[1]["state_change"]["current"] == "faulty" and printed[1]["state_change"]["reasons"] == ["dropout"]
