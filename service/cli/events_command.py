@@ -74,6 +74,22 @@ def time_range(args: argparse.Namespace, now_unix_ms: int) -> tuple[int, int]:
     return since, until
 
 
+def query_range(args: argparse.Namespace, command: str, now_unix_ms: int, max_limit: int,
+                limit_note: str = "") -> tuple[int, int] | None:
+    """(since, until) of --since/--until after checking them and --limit; None once a usage error naming the
+    option is printed, so that `events` and `sessions` refuse bad options the same way."""
+    try:
+        since, until = time_range(args, now_unix_ms)
+    except ValueError as exc:
+        print(f"roomtone {command}: {exc}", file=sys.stderr)
+        return None
+    if not 1 <= args.limit <= max_limit:
+        print(f"roomtone {command}: --limit must be between 1 and {max_limit}{limit_note}, got {args.limit}",
+              file=sys.stderr)
+        return None
+    return since, until
+
+
 def describe_event(event) -> list[str]:
     """Table row [time, mic, event, detail] for one Event message."""
     from service.api.grpc_client import format_time
@@ -122,15 +138,10 @@ def run(args: argparse.Namespace) -> int:
     from service.rpc import roomtone_pb2 as pb
 
     now = int(time.time() * 1000)
-    try:
-        since, until = time_range(args, now)
-    except ValueError as exc:
-        print(f"roomtone events: {exc}", file=sys.stderr)
+    checked = query_range(args, "events", now, MAX_PAGE, " (the most the daemon returns at once)")
+    if checked is None:
         return EXIT_USAGE
-    if not 1 <= args.limit <= MAX_PAGE:
-        print(f"roomtone events: --limit must be between 1 and {MAX_PAGE} (the most the daemon returns at once), "
-              f"got {args.limit}", file=sys.stderr)
-        return EXIT_USAGE
+    since, until = checked
     event_filter = pb.EventFilter(
         mic_ids=args.mic, labels=args.label, health_states=[HEALTH_TO_PB[h] for h in args.health],
         kinds=[KIND_TO_PB[name] for k in args.kind for name in _KIND_NAMES[k]], since_unix_ms=since, until_unix_ms=until)

@@ -16,7 +16,7 @@ import sys
 import time
 
 from service.api.daemon_address import add_address_argument
-from service.cli.events_command import time_range
+from service.cli.events_command import query_range
 from service.daemon_vocabulary import MAX_PAGE
 
 
@@ -60,14 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from service.rpc import roomtone_pb2 as pb
 
     now = int(time.time() * 1000)
-    try:
-        since, until = time_range(args, now)
-    except ValueError as exc:
-        print(f"roomtone sessions: {exc}", file=sys.stderr)
+    checked = query_range(args, "sessions", now, 10000)
+    if checked is None:
         return EXIT_USAGE
-    if not 1 <= args.limit <= 10000:
-        print(f"roomtone sessions: --limit must be between 1 and 10000, got {args.limit}", file=sys.stderr)
-        return EXIT_USAGE
+    since, until = checked
 
     def body(stub) -> int:
         sessions, token = [], ""

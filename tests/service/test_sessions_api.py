@@ -138,6 +138,10 @@ def test_the_sessions_command_refuses_a_bad_time_and_says_when_the_daemon_is_unr
 
     assert main(["sessions", "--since", "yesterday-ish"]) == 2
     assert "cannot read time" in capsys.readouterr().err
+    assert main(["sessions", "--limit", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "roomtone sessions: --limit must be between 1 and 10000, got 0"
+    assert main(["events", "--limit", "100000"]) == 2  # the same check, its bound the daemon's page size
+    assert capsys.readouterr().err.strip().startswith("roomtone events: --limit must be between 1 and ")
     assert main(["sessions", "--address", f"127.0.0.1:{free_port()}"]) == 3
 
 
