@@ -328,7 +328,7 @@ def test_the_bundled_model_comes_from_a_run_of_at_least_150_cpu_minutes_and_reco
     assert training["steps"] > 0 and 0 < training["budget_elapsed_s"] <= training["config"]["max_minutes"] * 60
 
 
-@pytest.mark.parametrize("name", ["roomtone.pt", "roomtone-p1.pt", "candidates/roomtone-r5.pt"])
+@pytest.mark.parametrize("name", ["roomtone.pt", "roomtone-p1.pt"])
 def test_the_bundled_encoders_never_heard_a_labelled_set(name):
     metadata = load_model(REPO / "models" / name).metadata
     datasets = metadata["data"]["datasets"]
