@@ -349,7 +349,7 @@ def anchor_penalty(model: torch.nn.Module, start: dict[str, torch.Tensor], weigh
 
 def learning_rate_at(config: TrainConfig, step: int, elapsed_s: float) -> float:
     """Learning rate for optimiser step ``step`` (0-based) after ``elapsed_s`` seconds of training:
-    linear warm-up, then constant or a cosine decay over the run's progress (steps or wall-time budget)."""
+    linear warm-up, then constant or a cosine decay over the run's progress (steps or the time budget on its clock)."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
     if config.lr_schedule == "constant":

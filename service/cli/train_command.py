@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint path (default <out>.ckpt)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     parser.add_argument("--steps", type=int, help="total optimiser steps (default 2000)")
-    parser.add_argument("--max-minutes", type=float, help="wall-time budget; stop and save when spent (default none)")
+    parser.add_argument("--max-minutes", type=float, help="time budget in minutes on the config's budget_clock (\"wall\" by default, \"cpu\" = this process's CPU time, as the bundled config uses); stop and save when spent (default none)")
     parser.add_argument("--batch-size", type=int, help="triplets per step, over all ranks (default 64)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--width", type=int, help="encoder width (default from EncoderConfig)")
