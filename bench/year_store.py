@@ -65,10 +65,10 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def rss_mib() -> float:
-    """This process's resident memory now, MiB."""
+def rss_mib(field: str = "VmRSS") -> float:
+    """This process's resident memory now, MiB (``field``: VmRSS, or its RssAnon / RssFile parts)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -420,11 +420,15 @@ def find_similar(store, path: Path, args) -> dict:
         result = store.nearest(q, k=10)
         latencies.append(time.perf_counter() - t0)
         index_ids.append([w.window_id for w, _ in result.neighbors])
-    figures = {"queries": len(queries), "index": {str(d): {"kind": s.kind, "rows": s.rows, "mib": round(s.nbytes / 2**20)}
+    figures = {"queries": len(queries), "index": {str(d): {"kind": s.kind, "rows": s.rows, "mib": round(s.nbytes / 2**20),
+                                                           "list_file_mib": round(s.file_bytes / 2**20)}
                                                   for d, s in summary.items()},
                "index_load_s": round(build_s, 1), "index_median_ms": ms(float(np.median(latencies))),
                "index_p95_ms": ms(float(np.percentile(latencies, 95))),
-               "rss_grew_by_index_mib": round(rss_mib() - rss_before)}
+               "rss_grew_by_index_mib": round(rss_mib() - rss_before),
+               # the serving side's figures: taken before the bench's own exact scan below, which the daemon never runs
+               "rss_mib_after_index_queries": round(rss_mib(), 1), "rss_anon_mib": round(rss_mib("RssAnon"), 1),
+               "rss_file_mib": round(rss_mib("RssFile"), 1), "peak_rss_mib_before_exact_scan": round(peak_rss_mib(), 1)}
     if not args.skip_exact:
         exact, scan_s = exact_neighbours(path, queries, 10)
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(index_ids, exact.tolist())])

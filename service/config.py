@@ -75,7 +75,8 @@ MIN_TRAINING_ROWS_PER_LIST = 39
 
 
 class SimilarityIndexConfig(Section):
-    """When search switches from the exact scan to the approximate IVF-SQ8 index, and how that index searches."""
+    """When search switches from the exact scan to the approximate IVF-SQ8 index, how that index searches,
+    and where it keeps its lists."""
 
     exact_below: int = Field(100_000, ge=MIN_TRAINING_ROWS_PER_LIST, le=10**12,
                              description="stored windows of one embedding dimension below which FindSimilar is an "
@@ -92,6 +93,11 @@ class SimilarityIndexConfig(Section):
                                         "crossed (windows)")
     threads: int = Field(1, ge=1, le=256, description="faiss threads per query or training (the window path keeps "
                                                       "the other cores)")
+    lists_in_file: bool = Field(True, description="keep the IVF index's lists (SQ8 codes and ids, ~272 B per window) "
+                                                  "in a file beside the store, `<store>.similarity-<dim>-<pid>-<n>.ivf`, "
+                                                  "mapped in only while a search or an add runs: the index then holds "
+                                                  "~2 B of memory per window; the file is made anew at each start and "
+                                                  "removed at close; false = the lists in memory")
     warm_at_start: bool = Field(True, description="build the index from the stored windows in a background thread "
                                                   "at start (log line `similarity index ready` with its kind, rows and "
                                                   "seconds), so the first FindSimilar does not pay for it; false = "

@@ -64,7 +64,7 @@ class EventStore:
             self._connection.close()
             raise
         # Filled on the first `nearest` and topped up by later ones; its lock is taken before `_lock`, never inside it.
-        self._similar = SimilarityCache(similarity, self._embeddings_after, self.get_windows)
+        self._similar = SimilarityCache(similarity, self._embeddings_after, self.get_windows, self.path)
         # Queries read on a connection of their own thread (WAL: readers and the one writer never wait for
         # each other), so heavy ListEvents pages cannot hold up the pipeline's writes.
         self._local = threading.local()
@@ -74,6 +74,7 @@ class EventStore:
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close; later calls raise StoreError."""
+        self._similar.close()  # its list files beside the store; before the store lock, as the cache's lock always is
         with self._lock:
             if self._connection is None:
                 return
@@ -337,8 +338,8 @@ class EventStore:
         return self._similar.warm()
 
     def similarity_indexes(self) -> dict[int, IndexSummary]:
-        """Kind ("exact" or "ivf"), rows and bytes of the in-memory similarity index of each embedding
-        dimension; empty before the first `nearest`."""
+        """Kind ("exact" or "ivf"), rows, bytes held in memory and list-file bytes of the similarity index of
+        each embedding dimension; empty before the first `nearest`."""
         return self._similar.summaries()
 
     # -- retention (service/store/retention.py) --------------------------------------------------

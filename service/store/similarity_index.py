@@ -2,8 +2,12 @@
 scan for small stores, a faiss IVF index with 8-bit scalar quantisation (IVF-SQ8) for large ones.
 
 The exact scan answers in ~0.3 s per 10^6 windows and holds 1 KiB per 256-d window; the IVF index
-answers in about a millisecond at 10^6 windows and holds ~0.28 KiB per window, at the price of
-approximate results (a true neighbour can be missed). docs/performance.md has the measurements.
+answers in milliseconds at 10^6 windows, at the price of approximate results (a true neighbour can be
+missed). Its lists (SQ8 codes and ids, ~272 B per 256-d window) are kept in a file beside the store
+(`similarity_list_file.py`) so the daemon holds ~2 B per window (`similarity_mics.py`) plus the list
+centroids; with ``lists_in_file = false`` they are in memory. Product quantisation (IVF-PQ16/PQ32, 16-32 B
+per window) was measured and not kept: recall@10 0.27-0.76 even with 20x exact re-ranking on embeddings
+shaped like the bundled model's. docs/performance.md has the measurements.
 faiss is imported only when a dimension first reaches `SimilarityIndexConfig.exact_below` rows.
 `SimilarityCache` keeps one index per dimension filled from the event store and answers `EventStore.nearest`.
 """
@@ -14,12 +18,15 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from service.config import SimilarityIndexConfig
 from service.records import WindowResult
+from service.store.similarity_list_file import ListFile, list_file_path, remove_stale_list_files
+from service.store.similarity_mics import MicsById
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class IndexSummary:
     kind: str  # "exact" or "ivf"
     rows: int
     nbytes: int  # memory held by the index, approximately
+    file_bytes: int = 0  # size of its list file beside the store (`similarity.lists_in_file`), 0 if none
 
 
 def import_faiss() -> Any:
@@ -130,69 +138,62 @@ class ExactIndex:
 
 class IvfIndex:
     """Approximate index of one dimension: faiss IVF lists of 8-bit scalar-quantised unit vectors, searched
-    by inner product, keyed by window id; mic ids live in numpy arrays beside it.
+    by inner product, keyed by window id; the mic of each window in a `MicsById` beside it. The lists live
+    in a `ListFile` beside the store when ``list_path`` is given (memory ~2 B per window), else in memory
+    (~274 B per window).
 
     Distances it reports are 1 - the SQ8-approximated inner product (clipped to [0, 2]), not exact.
     """
 
-    def __init__(self, dim: int, config: SimilarityIndexConfig, training: np.ndarray) -> None:
+    def __init__(self, dim: int, config: SimilarityIndexConfig, training: np.ndarray, list_path: Path | None = None) -> None:
         self.dim, self.config = dim, config
         self._faiss = import_faiss()
         self._faiss.omp_set_num_threads(config.threads)  # per calling thread: repeated before every faiss call
         self.index = self._faiss.index_factory(dim, f"IVF{config.nlist},SQ8", self._faiss.METRIC_INNER_PRODUCT)
         self.index.train(np.ascontiguousarray(training, dtype=np.float32))
-        self.ids = np.zeros(0, dtype=np.int64)  # ascending, the same rows as the faiss index
-        self.codes = np.zeros(0, dtype=np.int32)  # mic of each row, as an index into mic_names
-        self.mic_names: list[str] = []
-        self._mic_codes: dict[str, int] = {}
-        self._mic_rows = np.zeros(0, dtype=np.int64)  # rows per mic code
+        self.list_file = ListFile(self._faiss, self.index, list_path) if list_path is not None else None
+        self.mics = MicsById()
 
     def __len__(self) -> int:
-        return int(self.ids.size)
+        return len(self.mics)
 
     @property
     def nbytes(self) -> int:
-        """Memory held: SQ8 codes and ids in the lists, the list centroids, and the id/mic arrays."""
-        return (self.index.ntotal * (self.index.code_size + 8) + self.config.nlist * self.dim * 4
-                + self.ids.nbytes + self.codes.nbytes)
+        """Memory held: the list centroids, the mic of each window, and the lists' codes and ids unless in a file."""
+        in_memory = 0 if self.list_file is not None else self.index.ntotal * (self.index.code_size + 8)
+        return in_memory + self.config.nlist * self.dim * 4 + self.mics.nbytes
+
+    @property
+    def file_bytes(self) -> int:
+        """Size of the list file (0 with the lists in memory)."""
+        return self.list_file.file_bytes if self.list_file is not None else 0
+
+    def _release(self) -> None:
+        if self.list_file is not None:
+            self.list_file.release()
 
     def add(self, ids: np.ndarray, mics: np.ndarray, unit_vectors: np.ndarray) -> None:
-        """Add unit float32 rows under their window ids."""
+        """Add unit float32 rows under their window ids (not held yet)."""
         if ids.size == 0:
             return
-        codes = np.asarray([self._mic_code(str(mic)) for mic in mics], dtype=np.int32)
         self._faiss.omp_set_num_threads(self.config.threads)
         self.index.add_with_ids(np.ascontiguousarray(unit_vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
-        self.ids, self.codes = np.concatenate([self.ids, ids]), np.concatenate([self.codes, codes])
-        if not np.all(self.ids[1:] > self.ids[:-1]):  # the store adds in id order; others may not
-            order = np.argsort(self.ids, kind="stable")
-            self.ids, self.codes = self.ids[order], self.codes[order]
-        self._mic_rows += np.bincount(codes, minlength=len(self.mic_names))
-
-    def _mic_code(self, mic: str) -> int:
-        code = self._mic_codes.get(mic)
-        if code is None:
-            code = self._mic_codes[mic] = len(self.mic_names)
-            self.mic_names.append(mic)
-            self._mic_rows = np.append(self._mic_rows, 0)
-        return code
+        self._release()
+        self.mics.add(np.asarray(ids, dtype=np.int64), mics)
 
     def remove(self, ids: np.ndarray) -> None:
         """Drop rows by window id (after retention)."""
-        gone = np.isin(self.ids, ids)
-        if not gone.any():
+        gone = self.mics.remove(np.asarray(ids, dtype=np.int64))
+        if gone.size == 0:
             return
         self._faiss.omp_set_num_threads(self.config.threads)  # retention's thread would otherwise use every core
-        self.index.remove_ids(np.ascontiguousarray(self.ids[gone]))
-        self._mic_rows -= np.bincount(self.codes[gone], minlength=len(self._mic_rows))
-        self.ids, self.codes = self.ids[~gone], self.codes[~gone]
+        self.index.remove_ids(np.ascontiguousarray(gone))
+        self._release()
 
-    def _present(self, ids: np.ndarray) -> np.ndarray:
-        """Positions in ``self.ids`` of the ids that are stored (others dropped)."""
-        where = np.searchsorted(self.ids, ids)
-        found = where < self.ids.size
-        found[found] = self.ids[where[found]] == ids[found]
-        return where[found]
+    def close(self) -> None:
+        """Delete the list file, if any (the index must not be used after)."""
+        if self.list_file is not None:
+            self.list_file.remove()
 
     def search(self, query: np.ndarray, k: int, mic_ids: Sequence[str] | None, exclude: set[int]) -> tuple[list[tuple[int, float]], int]:
         """Approximate top-k by cosine distance to a unit ``query``: ([(window id, SQ8 distance)], rows eligible).
@@ -203,35 +204,34 @@ class IvfIndex:
         search itself). Instead the fetch is sized by the wanted mics' share of the rows and doubled
         (then nprobe doubled, up to every list) until k rows pass or the whole index was returned.
         """
-        wanted = np.ones(len(self.mic_names), dtype=bool)
-        if mic_ids:
-            wanted[:] = False
-            wanted[[self._mic_codes[m] for m in mic_ids if m in self._mic_codes]] = True
-        excluded = self._present(np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
-        excluded = excluded[wanted[self.codes[excluded]]]
-        matching = int(self._mic_rows[wanted].sum())
-        eligible = matching - excluded.size
+        wanted = self.mics.wanted(mic_ids)
+        excluded_ids = np.fromiter(exclude, dtype=np.int64, count=len(exclude))
+        excluded_ids = excluded_ids[wanted[self.mics.index_of(self.mics.codes_of(excluded_ids), wanted)]]
+        matching = int(self.mics.rows[wanted[:-1]].sum())
+        eligible = matching - excluded_ids.size
         if eligible <= 0:
             return [], 0
         count = min(k, eligible)
         total = len(self)
-        fetch = min(total, math.ceil((count + excluded.size) * total / matching * 1.25))
+        fetch = min(total, math.ceil((count + excluded_ids.size) * total / matching * 1.25))
         nprobe = self.config.nprobe
-        excluded_ids = self.ids[excluded]
         self._faiss.omp_set_num_threads(self.config.threads)
-        while True:
-            params = self._faiss.SearchParametersIVF(nprobe=nprobe)
-            similarity, found = self.index.search(query.reshape(1, -1).astype(np.float32), fetch, params=params)
-            similarity, found = similarity[0], found[0]
-            returned = found >= 0  # -1: the probed lists held fewer than `fetch` rows
-            similarity, found = similarity[returned], found[returned]
-            keep = wanted[self.codes[np.searchsorted(self.ids, found)]] & ~np.isin(found, excluded_ids)
-            if keep.sum() >= count or found.size == total:  # enough, or every row came back
-                break
-            if found.size < fetch:  # the probed lists ran out (with every list probed, found.size == fetch)
-                nprobe = min(self.config.nlist, nprobe * 2)
-            else:
-                fetch = min(total, fetch * 2)
+        try:
+            while True:
+                params = self._faiss.SearchParametersIVF(nprobe=nprobe)
+                similarity, found = self.index.search(query.reshape(1, -1).astype(np.float32), fetch, params=params)
+                similarity, found = similarity[0], found[0]
+                returned = found >= 0  # -1: the probed lists held fewer than `fetch` rows
+                similarity, found = similarity[returned], found[returned]
+                keep = wanted[self.mics.index_of(self.mics.codes_of(found), wanted)] & ~np.isin(found, excluded_ids)
+                if keep.sum() >= count or found.size == total:  # enough, or every row came back
+                    break
+                if found.size < fetch:  # the probed lists ran out (with every list probed, found.size == fetch)
+                    nprobe = min(self.config.nlist, nprobe * 2)
+                else:
+                    fetch = min(total, fetch * 2)
+        finally:
+            self._release()
         distances = np.clip(1.0 - similarity[keep], 0.0, 2.0)
         return nearest_first(found[keep], distances, k), eligible
 
@@ -241,8 +241,8 @@ class SimilarityIndex:
     `IvfIndex` trained once on a seeded sample of the rows present at the switch (the exact float32 copy is
     dropped then). Once approximate it stays so, even if retention takes it back under the threshold."""
 
-    def __init__(self, dim: int, config: SimilarityIndexConfig = SimilarityIndexConfig()) -> None:
-        self.dim, self.config = dim, config
+    def __init__(self, dim: int, config: SimilarityIndexConfig = SimilarityIndexConfig(), list_path: Path | None = None) -> None:
+        self.dim, self.config, self.list_path = dim, config, list_path  # list_path: where an IvfIndex keeps its lists
         self._exact: ExactIndex | None = ExactIndex(dim)
         self._ivf: IvfIndex | None = None
 
@@ -266,7 +266,7 @@ class SimilarityIndex:
 
     def summary(self) -> IndexSummary:
         """Kind, rows and bytes held, e.g. for benchmarks and logs."""
-        return IndexSummary(self.kind, len(self), self.nbytes)
+        return IndexSummary(self.kind, len(self), self.nbytes, self._ivf.file_bytes if self._ivf is not None else 0)
 
     def add(self, ids: np.ndarray, mics: np.ndarray, vectors16: np.ndarray) -> None:
         """Take rows (stored float16 vectors, ascending window ids); never trains, so it cannot fail for want of faiss."""
@@ -281,15 +281,26 @@ class SimilarityIndex:
         if self._ivf is not None or len(self._exact) < self.config.exact_below:
             return
         ids, mics, matrix = self._exact.rows()
-        rng = np.random.default_rng(0)
-        sample = np.sort(rng.choice(len(ids), size=min(len(ids), self.config.train_rows), replace=False))
-        ivf = IvfIndex(self.dim, self.config, matrix[sample])
-        ivf.add(ids, mics, matrix)
+        if self.config.train_rows >= len(ids):
+            training = matrix  # every row: no copy (at the default 10^5 rows that is 100 MB less at the peak)
+        else:
+            training = matrix[np.sort(np.random.default_rng(0).choice(len(ids), size=self.config.train_rows, replace=False))]
+        ivf = IvfIndex(self.dim, self.config, training, self.list_path)
+        try:
+            ivf.add(ids, mics, matrix)
+        except BaseException:
+            ivf.close()
+            raise
         self._ivf, self._exact = ivf, None
 
     def remove(self, ids: np.ndarray) -> None:
         """Drop rows by window id (after retention)."""
         (self._ivf if self._ivf is not None else self._exact).remove(ids)
+
+    def close(self) -> None:
+        """Delete the IVF index's list file, if any; the index answers nothing after."""
+        if self._ivf is not None:
+            self._ivf.close()
 
     def search(self, query: np.ndarray, k: int, mic_ids: Sequence[str] | None = None,
                exclude: set[int] | frozenset[int] = frozenset()) -> tuple[list[tuple[int, float]], int]:
@@ -322,25 +333,34 @@ class SimilarityCache:
     topped up by later ones from ``read_rows``, trimmed after retention. Its own lock (always taken before the
     store's, never inside it) keeps searches from blocking the store's writers."""
 
-    def __init__(self, config: SimilarityIndexConfig, read_rows: EmbeddingRows, read_windows: WindowsById) -> None:
+    def __init__(self, config: SimilarityIndexConfig, read_rows: EmbeddingRows, read_windows: WindowsById,
+                 store_path: Path | None = None) -> None:
         self.config = config
+        # IVF lists go in files beside the store (`similarity.lists_in_file`); ones a crashed process left are removed
+        self._store_path = store_path if config.lists_in_file else None
+        if self._store_path is not None:
+            remove_stale_list_files(self._store_path)
         self._read_rows = read_rows
         self._read_windows = read_windows
         self._lock = threading.Lock()
         self._indexes: dict[int, SimilarityIndex] = {}
         self._loaded_up_to = 0  # highest window id already in the indexes
+        self._closing = False  # set (without the lock) by `close`: a load in progress stops at its next batch
 
     def _load_new_rows(self, batch: int = 20_000) -> None:
         """Load rows above the high-water mark into the indexes (own lock held), in batches that take the
         store's lock only briefly so writers are not held up by a first large load."""
-        while True:
+        while not self._closing:
             rows = self._read_rows(self._loaded_up_to, batch)
             if not rows:
                 return
             for dim in {row[3] for row in rows}:
                 part = [row for row in rows if row[3] == dim]
                 vectors = np.frombuffer(b"".join(row[2] for row in part), dtype="<f2").reshape(len(part), dim)
-                self._indexes.setdefault(dim, SimilarityIndex(dim, self.config)).add(
+                if dim not in self._indexes:
+                    self._indexes[dim] = SimilarityIndex(dim, self.config, None if self._store_path is None
+                                                         else list_file_path(self._store_path, dim))
+                self._indexes[dim].add(
                     np.asarray([row[0] for row in part], dtype=np.int64), np.asarray([row[1] for row in part], dtype=object), vectors)
             self._loaded_up_to = rows[-1][0]
             for index in self._indexes.values():
@@ -394,3 +414,14 @@ class SimilarityCache:
         with self._lock:
             for index in self._indexes.values():
                 index.remove(removed)
+
+    def close(self) -> None:
+        """Drop every index and delete its list file (`EventStore.close`), stopping a load in progress at its
+        next batch; a later search loads them anew."""
+        self._closing = True
+        with self._lock:
+            for index in self._indexes.values():
+                index.close()
+            self._indexes.clear()
+            self._loaded_up_to = 0
+            self._closing = False

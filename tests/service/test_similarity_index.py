@@ -1,10 +1,14 @@
 """Specification of the similarity index behind FindSimilar: exact below a row threshold, faiss IVF-SQ8
-above it, with the mic filter, exclusions and retention honoured either way. Small thresholds
+above it (its lists in memory or in a file beside the store), with the mic filter, exclusions and retention
+honoured either way. Small thresholds
 (exact_below=1000, nlist=16) stand in for the daemon's 10^5 rows and 1024 lists."""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +18,7 @@ from service.config import StoreConfig
 from service.store.event_store import EventStore
 from service.records import WindowResult
 from service.config import SimilarityIndexConfig
-from service.store.similarity_index import SimilarityIndex, import_faiss, rescored, unit_rows
+from service.store.similarity_index import SimilarityCache, SimilarityIndex, import_faiss, rescored, unit_rows
 
 DIM = 32
 SMALL = SimilarityIndexConfig(exact_below=1000, nlist=16, nprobe=4, train_rows=1000)
@@ -46,10 +50,11 @@ def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return ids, mics, clustered(rng, 3000, centres), queries
 
 
-def filled(data, config: SimilarityIndexConfig = SMALL, rows: int = 3000, block: int = 500) -> SimilarityIndex:
+def filled(data, config: SimilarityIndexConfig = SMALL, rows: int = 3000, block: int = 500,
+           list_path: Path | None = None) -> SimilarityIndex:
     """An index given the first ``rows`` rows in blocks, as the store loads them."""
     ids, mics, vectors, _ = data
-    index = SimilarityIndex(DIM, config)
+    index = SimilarityIndex(DIM, config, list_path)
     for begin in range(0, rows, block):
         end = min(begin + block, rows)
         index.add(ids[begin:end], mics[begin:end], vectors[begin:end])
@@ -150,7 +155,8 @@ def test_without_faiss_the_switch_fails_clearly_and_leaves_the_exact_index_whole
 
 def test_config_rejects_bad_values_and_unknown_keys_by_name() -> None:
     for bad, name in (({"nprobe": 2000}, "nprobe"), ({"nlist": 16, "exact_below": 100}, "exact_below"),
-                      ({"rerank": -1}, "rerank"), ({"threads": 0}, "threads"), ({"exact": 5}, "exact")):
+                      ({"rerank": -1}, "rerank"), ({"threads": 0}, "threads"), ({"exact": 5}, "exact"),
+                      ({"lists_in_file": "maybe"}, "lists_in_file")):
         with pytest.raises(ValueError, match=name):
             SimilarityIndexConfig.model_validate(bad)
     assert SimilarityIndexConfig.model_validate(SMALL.model_dump()) == SMALL
@@ -187,3 +193,86 @@ def test_warming_the_store_builds_the_index_before_any_query_and_later_rows_stil
         store.add_results([window(i) for i in range(2000, 2100)])
         assert store.nearest(queries[0], k=5).searched == 2100
 
+
+
+def resident_kib(path: Path) -> int:
+    """KiB of ``path``'s mapping resident in this process (/proc/self/smaps), 0 if not mapped."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isalnum() and "-" in line.split(" ", 1)[0]:
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_ivf_lists_in_a_file_answer_as_lists_in_memory_and_stay_out_of_resident_memory(tmp_path: Path, data) -> None:
+    ids, mics, vectors, queries = data
+    path = tmp_path / "roomtone.db.similarity-32-1-0.ivf"
+    in_memory, in_file = filled(data), filled(data, list_path=path)
+    assert in_file.kind == "ivf" and path.exists() and in_file.summary().file_bytes == path.stat().st_size > 0
+    assert in_file.nbytes * 5 < in_memory.nbytes  # the codes and ids are in the file
+    gone = np.asarray(ids[:500], dtype=np.int64)
+    for removed in (False, True):
+        if removed:
+            in_memory.remove(gone)
+            in_file.remove(gone)
+        for query in queries[:10]:
+            exclude = set(brute_force(ids, mics, vectors, query, 5))
+            for mic_ids in (None, ["attic"], ["hall", "kitchen"]):
+                assert in_file.search(query, 10, mic_ids, exclude) == in_memory.search(query, 10, mic_ids, exclude)
+        assert resident_kib(path) == 0  # searched, added to and removed from, yet none of its pages held
+    in_file.close()
+    assert not path.exists()
+
+
+def test_a_store_keeps_ivf_lists_beside_it_removes_them_at_close_and_clears_those_of_dead_processes(tmp_path: Path, data) -> None:
+    ids, mics, vectors, queries = data
+    stale = tmp_path / "lists.db.similarity-32-999999999-0.ivf"  # no such process
+    live = tmp_path / f"lists.db.similarity-32-{os.getpid()}-999999.ivf"  # another store object of this process
+    stale.write_bytes(b"left by a crash")
+    live.write_bytes(b"in use")
+    with EventStore(tmp_path / "lists.db", StoreConfig(max_age_days=float("inf")), SMALL) as store:
+        assert not stale.exists() and live.exists()
+        store.add_results([WindowResult(str(m), i * 10_000, i * 10_000 + 10_000, None, {}, "ok", (), {}, -30.0,
+                                        v.astype(np.float32)) for i, (m, v) in enumerate(zip(mics, vectors))])
+        summary = store.warm_similarity()[DIM]
+        made = set(tmp_path.glob("lists.db.similarity-*.ivf")) - {live}
+        assert summary.kind == "ivf" and len(made) == 1 and summary.file_bytes == next(iter(made)).stat().st_size
+        assert len(store.nearest(queries[0], k=5).neighbors) == 5
+    assert set(tmp_path.glob("lists.db.similarity-*.ivf")) == {live}
+
+
+def test_an_index_built_with_its_lists_in_memory_is_rebuilt_with_a_list_file_at_the_next_open(tmp_path: Path, data) -> None:
+    _, mics, vectors, queries = data
+    in_memory = SMALL.model_copy(update={"lists_in_file": False})  # as every store's index was before the list file
+    with EventStore(tmp_path / "old.db", StoreConfig(max_age_days=float("inf")), in_memory) as store:
+        store.add_results([WindowResult(str(m), i * 10_000, i * 10_000 + 10_000, None, {}, "ok", (), {}, -30.0,
+                                        v.astype(np.float32)) for i, (m, v) in enumerate(zip(mics, vectors))])
+        before = [[(w.window_id, d) for w, d in store.nearest(q, k=10, mic_id=["hall", "attic"]).neighbors] for q in queries[:10]]
+        assert store.similarity_indexes()[DIM].file_bytes == 0 and not list(tmp_path.glob("*.ivf"))
+    with EventStore(tmp_path / "old.db", StoreConfig(max_age_days=float("inf")), SMALL) as store:
+        after = [[(w.window_id, d) for w, d in store.nearest(q, k=10, mic_id=["hall", "attic"]).neighbors] for q in queries[:10]]
+        assert store.similarity_indexes()[DIM].file_bytes > 0 and len(list(tmp_path.glob("*.ivf"))) == 1
+    assert after == before
+
+
+def test_closing_stops_a_load_in_progress_at_its_next_batch_and_drops_the_indexes() -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(60_000, DIM)).astype(np.float16)  # three of the cache's 20,000-row batches
+    calls = []
+
+    def read_rows(after: int, limit: int) -> list[tuple[int, str, bytes, int]]:
+        calls.append(after)
+        if len(calls) == 2:  # the store closes while the second batch is read
+            closer.start()
+            deadline = time.monotonic() + 10
+            while not cache._closing and time.monotonic() < deadline:  # noqa: SLF001 - wait for close() to ask
+                time.sleep(0.01)
+        return [(i + 1, "hall", vectors[i].tobytes(), DIM) for i in range(after, min(after + limit, len(vectors)))]
+
+    cache = SimilarityCache(SMALL, read_rows, lambda ids, embeddings: [])
+    closer = threading.Thread(target=cache.close)
+    cache.warm()
+    closer.join(30)
+    assert not closer.is_alive() and len(calls) == 2 and cache.summaries() == {}
