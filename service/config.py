@@ -138,7 +138,8 @@ class MicConfig(Section):
     channels: int = Field(1, ge=1, le=32, description="input channels to capture from a device (files use all theirs)")
     realtime: bool = Field(True, description="file sources: pace at recording speed (false: as fast as possible)")
     loop: bool = Field(False, description="file sources: start again at the end (the demo always loops)")
-    block_s: float = Field(0.1, ge=0.005, le=5.0, description="capture block length (s)")
+    block_s: float = Field(0.1, ge=0.005, le=5.0, description="capture block length of devices and real-time "
+                           "files; a file read as fast as possible hands on whole reads (s)")
     area: str | None = Field(None, min_length=1, max_length=100,
                              description="Home Assistant area suggested for this microphone's device (MQTT "
                                          "discovery `suggested_area`, e.g. \"Kitchen\"); none = no suggestion")

@@ -32,6 +32,10 @@ log = logging.getLogger("roomtone.pipeline")
 #: least CAPTURE_BLOCKS_PER_MIC for each microphone (5 s of its audio), so many microphones do not share 600.
 CAPTURE_QUEUE_BLOCKS = 600
 CAPTURE_BLOCKS_PER_MIC = 50
+#: Chunks a source that is not realtime may have waiting for windowing: its chunks are whole reads (a file
+#: source's `FAST_READ_S`, not 0.1 s blocks) and it waits rather than drops, so reading further ahead would
+#: only hold memory.
+FAST_CHUNKS_AHEAD = 4
 _END = object()  # sentinel: no more items will follow
 #: Failed store writes in a row after which the store counts as failing (`on_store_failing`): one failure can be
 #: a passing lock or I/O hiccup; three batches (about 30 s of windows by default) cannot.
@@ -86,6 +90,7 @@ class Pipeline:
                                                               CAPTURE_BLOCKS_PER_MIC * len(sources)))
         self.analysis_q: queue.Queue = queue.Queue(maxsize=queue_windows(config, len(sources)))
         self.store_q: queue.Queue = queue.Queue(maxsize=queue_windows(config, len(sources)))
+        self._fast_room = {s.mic_id: threading.Semaphore(FAST_CHUNKS_AHEAD) for s in sources if not s.realtime}
         phases = window_phases(sources, config)
         self.windowers = {
             s.mic_id: Windower(s.mic_id, s.sample_rate, analyser.sample_rate, config.windows,
@@ -102,6 +107,7 @@ class Pipeline:
         self._store_failures_in_a_row = 0
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._consumers: dict[queue.Queue, threading.Thread] = {}  # the stage thread that empties each queue
         # A full queue, a failing model or a full disk repeats every window: one line per 5 s per microphone
         # (and stage); the counters have them all.
         self._drop_log = ThrottledLog(log, "dropped %s: %s queue full", LOG_EVERY_S)
@@ -126,7 +132,7 @@ class Pipeline:
                     q.put(item, timeout=0.5)
                     return True
                 except queue.Full:
-                    if self._stopping.is_set() and not self._threads_alive():
+                    if self._stopping.is_set() and not self._consumer_alive(q):
                         return False
         try:
             q.put_nowait(item)
@@ -135,15 +141,28 @@ class Pipeline:
             self._drop(mic_id, stage, what)
             return False
 
-    def _threads_alive(self) -> bool:
-        return all(t.is_alive() for t in self._threads)
+    def _consumer_alive(self, q: queue.Queue) -> bool:
+        """Whether the stage that empties ``q`` still runs (a stopping pipeline's producers wait only for it)."""
+        consumer = self._consumers.get(q)
+        return consumer is not None and consumer.is_alive()
 
     def sink(self, chunk: Chunk) -> bool:
-        """Where sources deliver chunks (PortAudio callback thread for devices: never blocks for them)."""
+        """Where sources deliver chunks (PortAudio callback thread for devices: never blocks for them; a source
+        that is not realtime waits while FAST_CHUNKS_AHEAD of its chunks wait for windowing)."""
         source = self.sources[chunk.mic_id]
+        if not source.realtime and not self._room_for(chunk.mic_id):
+            return False
         block = not source.realtime or chunk.end_of_stream  # an end marker must never be lost
         return self._offer(self.capture_q, chunk, block=block, mic_id=chunk.mic_id, stage="capture",
                            what="capture block")
+
+    def _room_for(self, mic_id: str) -> bool:
+        """Wait until a fast source may queue one more chunk; False once the pipeline has stopped."""
+        room = self._fast_room[mic_id]
+        while not room.acquire(timeout=0.5):
+            if self._stopping.is_set() and not self._consumer_alive(self.capture_q):
+                return False
+        return True
 
     # --- stages -------------------------------------------------------------------------------------
 
@@ -158,6 +177,8 @@ class Pipeline:
                     windower.reset()
                 self._offer(self.analysis_q, _END, block=True, mic_id="", stage="analysis")
                 return
+            if chunk.mic_id in self._fast_room:
+                self._fast_room[chunk.mic_id].release()
             windower = self.windowers[chunk.mic_id]
             gaps, gap_s = windower.gaps, windower.gap_s
             windows = windower.finish() if chunk.end_of_stream else windower.push(chunk)
@@ -314,6 +335,7 @@ class Pipeline:
             thread = threading.Thread(target=target, name=f"pipeline-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._consumers = dict(zip((self.capture_q, self.analysis_q, self.store_q), self._threads))
         started = []
         try:
             for source in self.sources.values():

@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 import numpy as np
 import soundfile
 
-from encoder.audio import AudioError, BlockDecoder
+from encoder.audio import BLOCK_SAMPLES, AudioError, BlockDecoder
 from service.config import DEMO_CLIP, MicConfig
 from service.daemon_vocabulary import REOPENING, RUNNING, STARTING, STOPPED
 
@@ -29,6 +29,9 @@ log = logging.getLogger("roomtone.sources")
 
 #: Most channels a file microphone may have (as a device microphone's `channels`).
 MAX_FILE_CHANNELS = 32
+#: Seconds of the file a fast (not realtime) file source decodes per read and hands on as one chunk: a window's
+#: worth, and at most the decoder's `BLOCK_SAMPLES`.
+FAST_READ_S = 10.0
 
 
 class SourceError(RuntimeError):
@@ -137,7 +140,8 @@ def default_input_device() -> dict | None:
 class FileSource:
     """Reads an audio file in blocks through encoder.audio's `BlockDecoder` (the decode every door shares),
     resampled to ``sample_rate`` as it is read when one is given, so windowing never buffers the file's native
-    rate; ``realtime`` paces it at the recording's speed, ``loop`` repeats it."""
+    rate; ``realtime`` paces it at the recording's speed in ``block_s`` chunks (else it hands on `FAST_READ_S`
+    chunks as fast as the sink takes them), ``loop`` repeats it."""
 
     def __init__(self, mic_id: str, path: str | Path, *, realtime: bool = True, loop: bool = False,
                  block_s: float = 0.1, sample_rate: int | None = None) -> None:
@@ -190,9 +194,14 @@ class FileSource:
     def _run(self, sink: Sink) -> None:
         t0 = time.time()
         sent = 0  # samples delivered at sample_rate: stamps the chunks and paces realtime delivery
-        # About a second of the file per decode, handed on in blocks: each soundfile read costs ~0.3 ms of
-        # checks and seeks whatever its length, which at 0.1 s blocks was most of a file microphone's CPU.
-        read_frames = self.block * max(1, round(self.file_rate / self.block))
+        # Each soundfile read costs ~0.2 ms of checks and seeks whatever its length. A realtime source decodes
+        # about a second per read and hands it on in blocks, each once it "has been recorded"; a fast one
+        # decodes FAST_READ_S per read and hands on each read whole (no pacing to keep, and every chunk costs
+        # a queue hand-over and a windowing step).
+        if self.realtime:
+            read_frames = self.block * max(1, round(self.file_rate / self.block))
+        else:
+            read_frames = max(1, min(round(FAST_READ_S * self.file_rate), BLOCK_SAMPLES // self.channels))
         chunk = max(1, round(self.block * self.sample_rate / self.file_rate))  # a block at sample_rate
         try:
             with self._decoder(read_frames) as decoder:
@@ -203,8 +212,7 @@ class FileSource:
                             break
                         decoder.rewind()
                         continue
-                    for start in range(0, samples.shape[1], chunk):
-                        block = samples[:, start:start + chunk]
+                    for block in self._pieces(samples, chunk):
                         if self.realtime:  # deliver a block once it "has been recorded"
                             delay = t0 + (sent + block.shape[1]) / self.sample_rate - time.time()
                             if delay > 0 and self._stop.wait(delay):
@@ -215,6 +223,12 @@ class FileSource:
             self.errors += 1
             log.error("source failed", extra={"mic": self.mic_id, "file": str(self.path), "error": str(exc)})
         self._end(sink, t0, sent)
+
+    def _pieces(self, samples: np.ndarray, chunk: int) -> list[np.ndarray]:
+        """What one decoded read is handed on as: ``chunk``-sample blocks at real time, else the read whole."""
+        if not self.realtime:
+            return [samples] if samples.shape[1] else []
+        return [samples[:, start:start + chunk] for start in range(0, samples.shape[1], chunk)]
 
     def _end(self, sink: Sink, t0: float, sent: int) -> None:
         """Hand on the end-of-stream marker after ``sent`` samples."""

@@ -23,7 +23,7 @@ from service.analysis.result_builder import rms_dbfs
 from service.config import PipelineConfig
 from service.store.event_store import EventQuery, EventStore
 from service.metrics.daemon_metrics import Metrics
-from service.pipeline import Pipeline, window_phases
+from service.pipeline import FAST_CHUNKS_AHEAD, Pipeline, window_phases
 from service.capture.sources import Chunk, FileSource
 
 
@@ -134,6 +134,35 @@ def test_stop_finishes_the_windows_in_flight_before_returning(small_bundle, stor
     assert pipeline.stats.dropped == 0
     assert pipeline.stats.windows_cut >= 3
     assert slow.stored == pipeline.stats.windows_cut  # every window cut before stop reached the store
+
+
+def test_a_fast_source_waits_while_a_few_of_its_chunks_wait_for_windowing(small_bundle, store, homesounds):
+    slow = SlowStore(store, delay=0.3)
+    source = FileSource("desk", homesounds / "audio" / "typing" / "typing_A1_000.flac", realtime=False, loop=True)
+    pipeline = Pipeline([source], Analyser(small_bundle), slow, Metrics(), PipelineConfig(queue_size=1, batch_size=1))
+    pipeline.start()
+    waiting = []
+    for _ in range(20):
+        time.sleep(0.1)
+        waiting.append(pipeline.capture_q.qsize())
+    assert pipeline.stop(timeout=30)
+    # whole reads of a second wait, FAST_CHUNKS_AHEAD of them: not the 600 blocks the queue holds
+    assert max(waiting) == FAST_CHUNKS_AHEAD, waiting
+    assert pipeline.stats.dropped == 0 and slow.stored == pipeline.stats.windows_cut >= 2, (pipeline.stats, slow.stored)
+
+
+def test_stop_stores_every_window_of_a_fast_source_that_has_ended_however_slow_the_store(small_bundle, store,
+                                                                                        homesounds, tmp_path):
+    water = load_audio(homesounds / "audio" / "water" / "water_A1_000.flac")[0].numpy()
+    slow = SlowStore(store, delay=0.7)
+    source = FileSource("hall", write_wav(tmp_path / "water60.wav", np.tile(water, 6)), realtime=False)
+    pipeline = Pipeline([source], Analyser(small_bundle), slow, Metrics(), PipelineConfig(queue_size=1, batch_size=1))
+    pipeline.start()
+    deadline = time.monotonic() + 60
+    while "hall" not in pipeline.ended and time.monotonic() < deadline:  # windowing has cut all six windows
+        time.sleep(0.05)
+    assert pipeline.stop(timeout=60)  # while most of them still wait for the store
+    assert pipeline.stats.windows_cut == slow.stored == 6 and pipeline.stats.dropped == 0
 
 
 def test_a_failing_store_is_counted_and_the_pipeline_goes_on(small_bundle, homesounds, tmp_path):

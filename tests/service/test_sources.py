@@ -14,12 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.signal
+import soundfile
 
 from daemon_support import play, pulseaudio, write_wav  # noqa: F401 (pulseaudio is a fixture)
-from encoder.audio import load_audio
+from encoder.audio import BlockDecoder, load_audio
+from encoder.resampling import resample
+from encoder.windows import WindowSpec
 from service.config import DEMO_CLIP, MicConfig
 from service.capture.sources import Chunk, DeviceSource, FileSource, SourceError, open_source
-from encoder.resampling import resample
+from service.capture.windowing import Window, Windower
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,10 +58,48 @@ def test_a_fast_file_source_delivers_the_whole_file_then_an_end_marker(clip):
     assert time.monotonic() - t0 < 5.0  # 10 s of audio, not paced
     np.testing.assert_array_equal(sink.audio(), load_audio(clip, None)[0].numpy())
     assert sink.chunks[-1].end_of_stream and sink.chunks[-1].samples.shape[1] == 0
-    starts = [c.start_unix for c in sink.chunks[:-1]]
-    assert np.allclose(np.diff(starts), 0.1)  # back-to-back 0.1 s blocks
+    assert len(sink.chunks) == 2  # the 10 s file in one read, handed on whole, then the end marker
     source.stop()
     assert source.state == "stopped"
+
+
+def blocks_as_before(path: Path, t0: float) -> list[Chunk]:
+    """The file as fast file sources delivered it before they handed on whole reads: a second per read, each
+    read cut into 0.1 s blocks, stamped from ``t0``."""
+    blocks, sent = [], 0
+    with BlockDecoder(path, 16000, block_frames=soundfile.info(str(path)).samplerate) as decoder:
+        while (read := decoder.read())[1] or read[0].shape[1]:
+            for i in range(0, read[0].shape[1], 1600):
+                blocks.append(Chunk("f", read[0][:, i:i + 1600], 16000, t0 + sent / 16000))
+                sent += blocks[-1].samples.shape[1]
+    return blocks
+
+
+def windows_of(chunks: list[Chunk], spec: WindowSpec) -> list[Window]:
+    """The windows `Windower` cuts from ``chunks`` of a fast source, the trailing one included."""
+    windower = Windower("f", chunks[0].sample_rate, 16000, spec, realtime=False)
+    return [w for c in chunks for w in windower.push(c)] + windower.finish()
+
+
+@pytest.mark.parametrize("rate, channels", [(16000, 1), (44100, 2)])
+@pytest.mark.parametrize("hop_s", [10.0, 3.0])
+def test_a_fast_file_source_yields_the_windows_its_audio_in_tenth_second_blocks_would(rate, channels, hop_s,
+                                                                                     homesounds, tmp_path):
+    names = ["water/water_A1_000.flac", "typing/typing_A1_000.flac", "speech/speech_A1_000.flac"]
+    audio = np.concatenate([load_audio(homesounds / "audio" / n)[0].numpy() for n in names], axis=1)[:, :400_000]
+    audio = np.repeat(resample(audio, 16000, rate), channels, axis=0)
+    path = write_wav(tmp_path / f"25s.{'flac' if rate == 16000 else 'wav'}", audio * np.linspace(1.0, 0.5, channels)[:, None], rate)
+    sink = Collector()
+    FileSource("f", path, realtime=False, sample_rate=16000).start(sink)
+    assert sink.ended.wait(20)
+    chunks = sink.chunks[:-1]
+    assert len(chunks) <= 4  # whole reads of FAST_READ_S (and the resampler's tail), not 250 blocks
+    spec = WindowSpec(10.0, hop_s)
+    windows, before = windows_of(chunks, spec), windows_of(blocks_as_before(path, chunks[0].start_unix), spec)
+    assert len(windows) == len(before) >= 2
+    for window, old in zip(windows, before):
+        np.testing.assert_array_equal(window.samples, old.samples)
+        assert (window.start_unix, window.end_unix) == (old.start_unix, old.end_unix)
 
 
 def test_a_realtime_file_source_delivers_audio_no_faster_than_it_was_recorded(clip, tmp_path):
