@@ -92,6 +92,28 @@ def test_the_loudest_span_of_an_example_is_its_embedding():
     assert start == 10 and levels[11] > levels[0] + 60
 
 
+def reference_column_levels(samples: np.ndarray, columns: int) -> np.ndarray:
+    """`column_levels` as first written (issue 25): a mean of squares per part."""
+    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    edges = np.linspace(0, len(x), columns + 1).astype(int)
+    power = np.array([np.mean(np.square(x[a:b])) if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
+    return 10.0 * np.log10(np.maximum(power, 1e-12))
+
+
+@pytest.mark.parametrize("length", [0, 1, 5, 31, 3_200, 160_000, 160_001])
+@pytest.mark.parametrize("columns", [1, 3, 31, 32, 64])
+def test_column_levels_are_the_bits_of_the_plain_mean_of_squares(length, columns, homesounds):
+    from encoder.audio import load_audio
+    from encoder.few_shot import column_levels
+
+    speech = load_audio(homesounds / "audio" / "speech" / "speech_A1_000.flac")[0].numpy()[0]
+    samples = np.resize(speech, length)
+    samples[: length // 7] = 0.0  # a silent stretch: the -120 dB floor
+    np.testing.assert_array_equal(column_levels(samples, columns), reference_column_levels(samples, columns))
+    pcm = (samples * 32767).astype(np.int16)  # integer PCM, as an uploaded example may be
+    np.testing.assert_array_equal(column_levels(pcm, columns), reference_column_levels(pcm, columns))
+
+
 def test_a_not_this_example_nearer_than_the_examples_lowers_the_score_and_no_other():
     from encoder.few_shot import span_scores
 
