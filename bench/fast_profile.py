@@ -43,7 +43,7 @@ class ThreadProfiles:
         self.profile = profile
         self.started: list[tuple[str, cProfile.Profile]] = []
         self.threads: list[threading.Thread] = []
-        self.cpu_s: dict[int, float] = {}  # CPU seconds of each thread that has ended, by its ident
+        self.cpu_s: dict[threading.Thread, float] = {}  # CPU seconds of each thread that has ended (idents are reused)
         self._lock = threading.Lock()
         self._original_run = threading.Thread.run
 
@@ -64,7 +64,7 @@ class ThreadProfiles:
             finally:
                 if profile is not None:
                     profile.disable()
-                profiles.cpu_s[thread.ident] = time.thread_time()
+                profiles.cpu_s[thread] = time.thread_time()
 
         threading.Thread.run = watched_run
         if not self.profile:
@@ -83,7 +83,7 @@ class ThreadProfiles:
         out: dict[str, float] = {}
         tick = os.sysconf("SC_CLK_TCK")
         for thread in self.threads:
-            seconds = self.cpu_s.get(thread.ident)
+            seconds = self.cpu_s.get(thread)
             if seconds is None:
                 try:
                     fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
