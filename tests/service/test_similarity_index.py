@@ -9,6 +9,7 @@ import os
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -276,3 +277,16 @@ def test_closing_stops_a_load_in_progress_at_its_next_batch_and_drops_the_indexe
     cache.warm()
     closer.join(30)
     assert not closer.is_alive() and len(calls) == 2 and cache.summaries() == {}
+
+
+def test_switching_to_ivf_never_holds_every_row_as_float32(data) -> None:
+    ids, mics, vectors, _ = data
+    rows = np.tile(vectors, (34, 1))  # 102,000 rows queued as the store's float16, as a first load leaves them
+    index = SimilarityIndex(DIM, SMALL.model_copy(update={"exact_below": len(rows)}))
+    index.add(np.arange(1, len(rows) + 1, dtype=np.int64), np.tile(mics, 34), rows)
+    tracemalloc.start()
+    index.switch_if_due()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert index.kind == "ivf" and len(index) == len(rows)
+    assert peak < 0.5 * rows.size * 4  # the training sample and a chunk of 20,000 rows, not a float32 copy of all
