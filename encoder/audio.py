@@ -130,8 +130,13 @@ class BlockDecoder:
 
     def read(self) -> tuple[np.ndarray, int]:
         """The next ``[channels, n]`` float32 block at ``sample_rate`` and the file frames it consumed; at the end
-        the filter's tail once (consumed 0), then empty blocks."""
-        data = self._sound.read(self.block_frames, dtype="float32", always_2d=True)
+        the filter's tail once (consumed 0), then empty blocks. A block that fails to decode part way (a damaged
+        file) yields its decodable frames first; the error comes with the next read."""
+        start = self._sound.tell()
+        try:
+            data = self._sound.read(self.block_frames, dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError):
+            data = self._salvage(start)
         if data.shape[0] == 0:
             if self._ended:
                 return np.zeros((self.channels, 0), np.float32), 0
@@ -140,6 +145,25 @@ class BlockDecoder:
         self.non_finite += int(np.count_nonzero(~np.isfinite(data)))
         block = data.mean(axis=1, keepdims=True).T if self.mono else data.T
         return self._resampler.push(block), data.shape[0]
+
+    def _salvage(self, start: int) -> np.ndarray:
+        """The frames of a failed block that decode, read again from ``start`` in pieces of a tenth of a second
+        up to the damage, so a large block loses no more of a damaged file than small ones; re-raises when
+        not one piece decodes."""
+        piece = max(1, self.source_rate // 10)
+        self._sound.seek(start)
+        parts: list[np.ndarray] = []
+        for _ in range(0, self.block_frames, piece):
+            try:
+                part = self._sound.read(piece, dtype="float32", always_2d=True)
+            except (soundfile.LibsndfileError, RuntimeError):
+                if not parts:
+                    raise
+                break
+            if part.shape[0] == 0:
+                break
+            parts.append(part)
+        return np.concatenate(parts) if parts else np.zeros((0, self.source_channels), np.float32)
 
     def rewind(self) -> None:
         """Start the file again; the resampler runs on, so a loop is one continuous stream."""

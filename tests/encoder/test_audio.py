@@ -73,6 +73,29 @@ def test_a_truncated_file_is_reported_as_undecodable(tmp_path):
         load_audio(tmp_path / "cut.flac")
 
 
+def test_a_large_block_gives_up_no_more_of_a_damaged_file_than_small_blocks(tmp_path):
+    from encoder.audio import BlockDecoder
+
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 20).astype(np.float32)
+    good = write(tmp_path / "good.flac", noise, format="FLAC")
+    (tmp_path / "cut.flac").write_bytes(good.read_bytes()[: good.stat().st_size * 4 // 10])
+
+    def decodable(block_frames: int) -> np.ndarray:
+        parts = []
+        with BlockDecoder(tmp_path / "cut.flac", 16000, block_frames=block_frames) as decoder:
+            with pytest.raises(Exception):  # the damage itself is still reported, after the decodable part
+                while True:
+                    samples, consumed = decoder.read()
+                    if consumed == 0 and samples.shape[1] == 0:
+                        break
+                    parts.append(samples)
+        return np.concatenate(parts, axis=1)
+
+    small, whole_read = decodable(1600), decodable(16000 * 20)
+    assert small.shape[1] >= 16000 * 5  # several seconds decode before the cut
+    assert whole_read.shape[1] >= small.shape[1] - 1600 and np.array_equal(whole_read, small[:, :whole_read.shape[1]])
+
+
 def test_an_unsupported_format_says_which_formats_work(tmp_path):
     (tmp_path / "notes.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
     with pytest.raises(AudioError, match="WAV, FLAC and OGG"):
