@@ -122,6 +122,7 @@ class BlockDecoder:
         self.block_frames = block_frames or max(1, BLOCK_SAMPLES // max(1, self.source_channels))
         self._resampler = StreamResampler(self.source_rate, self.sample_rate, self.channels)
         self._ended = False
+        self._position = 0  # file frames handed out so far (where a failed block is read again from)
         self.non_finite = 0  # NaN/Inf samples read so far (in the file, before mixing)
 
     def decoded_size(self) -> int:
@@ -132,11 +133,11 @@ class BlockDecoder:
         """The next ``[channels, n]`` float32 block at ``sample_rate`` and the file frames it consumed; at the end
         the filter's tail once (consumed 0), then empty blocks. A block that fails to decode part way (a damaged
         file) yields its decodable frames first; the error comes with the next read."""
-        start = self._sound.tell()
         try:
             data = self._sound.read(self.block_frames, dtype="float32", always_2d=True)
         except (soundfile.LibsndfileError, RuntimeError):
-            data = self._salvage(start)
+            data = self._salvage(self._position)
+        self._position += data.shape[0]
         if data.shape[0] == 0:
             if self._ended:
                 return np.zeros((self.channels, 0), np.float32), 0
@@ -168,6 +169,7 @@ class BlockDecoder:
     def rewind(self) -> None:
         """Start the file again; the resampler runs on, so a loop is one continuous stream."""
         self._sound.seek(0)
+        self._position = 0
         self._ended = False
 
     def close(self) -> None:

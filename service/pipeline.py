@@ -132,7 +132,7 @@ class Pipeline:
                     q.put(item, timeout=0.5)
                     return True
                 except queue.Full:
-                    if self._stopping.is_set() and not self._consumer_alive(q):
+                    if self._gives_up(q):
                         return False
         try:
             q.put_nowait(item)
@@ -141,10 +141,11 @@ class Pipeline:
             self._drop(mic_id, stage, what)
             return False
 
-    def _consumer_alive(self, q: queue.Queue) -> bool:
-        """Whether the stage that empties ``q`` still runs (a stopping pipeline's producers wait only for it)."""
+    def _gives_up(self, q: queue.Queue) -> bool:
+        """Whether a producer waiting for room on ``q`` stops waiting: the pipeline is stopping and the stage
+        that empties ``q`` no longer runs (while it runs, a stopping pipeline's producers still wait for it)."""
         consumer = self._consumers.get(q)
-        return consumer is not None and consumer.is_alive()
+        return self._stopping.is_set() and not (consumer is not None and consumer.is_alive())
 
     def sink(self, chunk: Chunk) -> bool:
         """Where sources deliver chunks (PortAudio callback thread for devices: never blocks for them; a source
@@ -160,7 +161,7 @@ class Pipeline:
         """Wait until a fast source may queue one more chunk; False once the pipeline has stopped."""
         room = self._fast_room[mic_id]
         while not room.acquire(timeout=0.5):
-            if self._stopping.is_set() and not self._consumer_alive(self.capture_q):
+            if self._gives_up(self.capture_q):
                 return False
         return True
 

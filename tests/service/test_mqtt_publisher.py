@@ -139,16 +139,15 @@ def test_a_broker_that_stops_mid_run_costs_counted_drops_and_the_publisher_recon
 
 
 def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path):
-    config = MqttConfig(host="127.0.0.1", port=free_port(), queue_size=2, reconnect_min_s=0.2, reconnect_max_s=1.0)
+    # Not started: no worker drains the queue, as when it is stuck behind a slow broker. (A started one drained
+    # 139 of 1,000 into its "disconnected" drops under load, which made an exact count here a race.)
+    config = MqttConfig(host="127.0.0.1", port=free_port(), queue_size=2)
     publisher = MqttPublisher(config, ["kitchen"], INFO)
-    publisher.start()
-    try:
-        started = time.perf_counter()
-        accepted = [publisher.publish_state("kitchen", state(t=i)) for i in range(1000)]
-        assert time.perf_counter() - started < 0.5
-        assert accepted.count(False) == dropped(publisher, "queue_full") > 900
-    finally:
-        publisher.stop()
+    started = time.perf_counter()
+    accepted = [publisher.publish_state("kitchen", state(t=i)) for i in range(1000)]
+    assert time.perf_counter() - started < 0.5
+    assert accepted[:2] == [True, True] and accepted.count(True) == 2
+    assert dropped(publisher, "queue_full") == 998
 
 
 def test_connection_errors_are_logged_once_per_interval_not_once_per_attempt(tmp_path: Path, caplog):
