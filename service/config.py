@@ -167,8 +167,8 @@ class StoreConfig(Section):
     retention_interval_s: float = Field(300.0, ge=1.0, le=86400.0, description="how often retention runs (s)")
     check_interval_s: float = Field(3600.0, ge=60.0, le=604800.0,
                                     description="how often the file's integrity is checked in the background (SQLite "
-                                                "quick_check on its own connection, table by table; also from "
-                                                "start, while serving) (s)")
+                                                "quick_check on its own connection, table by table; also once at "
+                                                "start, as soon as the daemon serves) (s)")
 
     @field_validator("max_age_days")
     @classmethod

@@ -2,10 +2,10 @@
 `FrigateApp.start()` does; each step that starts something registers how to stop it, and `Daemon.stop`
 runs those in reverse order:
 
-    open-file limit -> model + analyser (dry run) -> drift baselines -> store (lock, integrity watch,
-    corrections, noise floors) -> custom sounds -> event bus + metrics -> sources + pipeline
+    open-file limit -> model + analyser (dry run) -> drift baselines -> store (lock, corrections,
+    noise floors) -> custom sounds -> event bus + metrics -> sources + pipeline
     -> sessions + MQTT -> clip writer -> /metrics listener -> gRPC API -> web page -> capture
-    -> store upkeep (retention, similarity warm-up, custom-sound upkeep)
+    -> store upkeep (integrity check, retention, similarity warm-up, custom-sound upkeep)
 
 so on stop capture ends first, the windows in flight are analysed and stored, the API closes, the drift
 baselines are saved and the store is flushed and closed last. A step that fails stops what came before.
@@ -189,11 +189,10 @@ class Daemon:
                         "delete the -wal file of a store that was not closed cleanly",
                         extra={"store": str(store_path), "missing_window_ids": f"{lost.start}..{lost.stop - 1}",
                                "missing": len(lost)})
+        # Checked in the background once the daemon serves (`_start_store_upkeep`; a year of windows takes
+        # minutes to read): damage is reported (log, metric, gRPC health) as found, and the store is served meanwhile.
         self.integrity = IntegrityWatch(store_path, self.config.store.check_interval_s)
-        # Checked in the background from now on (a year of windows takes minutes to read): damage is reported
-        # (log, metric, gRPC health) as found, and the store is served meanwhile.
-        self.integrity.start()
-        self._on_stop("store checks", self.integrity.stop)
+        self._on_stop("store checks", self.integrity.stop)  # stopped just before the store closes
         try:
             low = free_bytes(store_path) < self.config.clips.min_free_mb * 2**20
         except OSError:  # a file system that cannot say: nothing to warn about
@@ -398,6 +397,9 @@ class Daemon:
     def _start_store_upkeep(self) -> None:
         from service.store.store_upkeep import RetentionLoop, start_similarity_warm_up
 
+        # Not earlier: reading the whole file from its first page, the check slowed the start's own reads of
+        # the newest windows (a year's 18 GB store does not fit the page cache beside everything else).
+        self.integrity.start()
         retention = RetentionLoop(self.store, self.config.store.retention_interval_s,
                                   on_error=self.metrics.store_errors.inc)
         retention.start()

@@ -60,9 +60,23 @@ class LevelHistory:
         self._next = (self._next + 1) % self.capacity
 
     def extend(self, levels: Iterable[float]) -> None:
-        """`add` each level, oldest first."""
-        for level in levels:
-            self.add(level)
+        """`add` each level, oldest first (at once: a day of four microphones' windows at start-up took
+        0.1-0.16 s one by one at load 4.5)."""
+        values = np.asarray(levels if isinstance(levels, np.ndarray) else list(levels), dtype=np.float64).reshape(-1)
+        values = values[~np.isnan(values)]
+        if values.size == 0:
+            return
+        indexes = np.rint((np.clip(values, SILENCE_DBFS, 0.0) - SILENCE_DBFS) / LEVEL_BIN_DB).astype(np.int16)
+        count = indexes.size
+        indexes = indexes[-self.capacity:]  # only the last `capacity` can remain
+        slots = (self._next + np.arange(count - indexes.size, count)) % self.capacity
+        # slots holding a level that is forgotten now: filled ones (a ring not yet full is filled from slot 0)
+        overwritten = slots if self._size == self.capacity else slots[slots < self._size]
+        self._counts -= np.bincount(self._ring[overwritten], minlength=_BINS)
+        self._ring[slots] = indexes
+        self._counts += np.bincount(indexes, minlength=_BINS)
+        self._size = min(self.capacity, self._size + count)
+        self._next = (self._next + count) % self.capacity
 
     def percentile(self, q: float) -> float | None:
         """The level (dBFS, to `LEVEL_BIN_DB`) that ``q`` % of the history is at or below; None when empty."""
@@ -79,10 +93,15 @@ NEAR_SILENCE_DBFS = -100.0
 _NOT_A_LEVEL = ("non_finite", "stuck")
 
 
+def above_near_silence(level_dbfs: float | np.ndarray) -> bool | np.ndarray:
+    """Whether a level (or each of an array of levels) is above `NEAR_SILENCE_DBFS`: a room's level."""
+    return level_dbfs > NEAR_SILENCE_DBFS
+
+
 def counts_for_floor(level_dbfs: float, failing_checks: Iterable[str]) -> bool:
     """Whether a window's level belongs in its microphone's history: anything above near-silence whose
     samples are neither stuck nor non-finite (a level judged a dead channel still is the room's level)."""
-    return level_dbfs > NEAR_SILENCE_DBFS and not any(check in _NOT_A_LEVEL for check in failing_checks)
+    return bool(above_near_silence(level_dbfs)) and not any(check in _NOT_A_LEVEL for check in failing_checks)
 
 
 def history_capacity(config: ActivityConfig, hop_s: float) -> int:

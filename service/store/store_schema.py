@@ -81,6 +81,8 @@ MIGRATIONS: list[str] = [
     """,
     # 6: activity corrections and which model ran when (service/store/correction_store.py).
     correction_store.CORRECTIONS_MIGRATION,
+    # 7: an index of the open sessions, read at every start (service/store/session_store.py).
+    session_store.OPEN_SESSIONS_MIGRATION,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

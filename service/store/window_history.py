@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from service.analysis.level_floor import counts_for_floor
+from service.analysis.level_floor import above_near_silence, counts_for_floor
 from service.records import WindowMap
 from service.store.window_rows import decode_map
 from service.daemon_vocabulary import HEALTH_FAULTY, SILENCE_DBFS
@@ -86,12 +86,22 @@ def prune_window_maps(db: sqlite3.Connection, before_unix_ms: int) -> int:
 
 def recent_levels(db: sqlite3.Connection, start_unix_ms: int) -> dict[str, list[float]]:
     """RMS levels (dBFS) of every microphone's windows that started at or after ``start_unix_ms``, oldest
-    first, those `counts_for_floor` keeps (judged by their health reasons, which start with the check's name)."""
-    levels: dict[str, list[float]] = {}
-    for mic_id, level, state, reasons in db.execute(
-            "SELECT mic_id, rms_dbfs, health_state, health_reasons_json FROM windows WHERE start_unix_ms >= ? "
-            "ORDER BY start_unix_ms, id", (int(start_unix_ms),)):
-        failing = [r.split(":", 1)[0] for r in json.loads(reasons)] if state == HEALTH_FAULTY else []
-        if counts_for_floor(float(level), failing):
-            levels.setdefault(mic_id, []).append(max(float(level), SILENCE_DBFS))
-    return levels
+    first, those `counts_for_floor` keeps (judged by their health reasons, which start with the check's name).
+
+    The daemon reads a day of every microphone's windows at start (34,560 for four): the reasons come only
+    for faulty windows, the rest is judged as arrays (one by one it took 0.26-0.33 s of the start at load 4.5)."""
+    rows = db.execute(
+        "SELECT mic_id, rms_dbfs, CASE WHEN health_state = ? THEN health_reasons_json END FROM windows "
+        "WHERE start_unix_ms >= ? ORDER BY start_unix_ms, id", (HEALTH_FAULTY, int(start_unix_ms))).fetchall()
+    if not rows:
+        return {}
+    mic_ids, levels, reasons = zip(*rows)
+    levels = np.asarray(levels, dtype=np.float64)
+    usable = above_near_silence(levels)
+    for i in (i for i, r in enumerate(reasons) if r is not None):  # faulty: judged by what failed
+        usable[i] = counts_for_floor(float(levels[i]), [r.split(":", 1)[0] for r in json.loads(reasons[i])])
+    codes: dict[str, int] = {}  # mic id -> code, in order of appearance (np.unique's sort of the ids cost more)
+    mic_of = np.fromiter((codes.setdefault(m, len(codes)) for m in mic_ids), dtype=np.int64, count=len(mic_ids))
+    levels = np.maximum(levels, SILENCE_DBFS)
+    per_mic = {mic_id: levels[usable & (mic_of == code)].tolist() for mic_id, code in codes.items()}
+    return {mic_id: values for mic_id, values in per_mic.items() if values}

@@ -43,7 +43,7 @@ def test_stop_ends_capture_before_the_api_and_closes_the_store_last(small_model,
     assert daemon.pipeline.drained.wait(60)
     order = [name for name, _ in reversed(daemon._stops)]
     daemon.stop()
-    # the integrity check (begun right after the store opened) ends just before the store closes; the lock
+    # the integrity check (begun once the daemon serves) ends just before the store closes; the lock
     # is released only once the store is closed
     core = ["custom-sound upkeep", "retention", "capture and pipeline", "gRPC API", "metrics", "event bus",
             "store checks", "store", "store lock", "drift baselines"]

@@ -218,7 +218,7 @@ def test_a_version_1_database_is_migrated_with_its_rows_kept(tmp_path: Path) -> 
         ("kitchen", 0, 10_000, "speech", json.dumps({"speech": 1.0}), "ok", "[]", "{}", -20.0, vector.astype("<f2").tobytes()))
     connection.close()
     with EventStore(path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 6
+        assert store.schema_version() == SCHEMA_VERSION == 7
         assert store.get_window(1).label == "speech"
         assert store.nearest(vector, k=1).neighbors[0][1] == pytest.approx(0.0, abs=1e-6)
         (added,), _ = store.add_results([window(start=10_000)])

@@ -53,6 +53,27 @@ def test_the_history_forgets_levels_beyond_its_capacity() -> None:
     assert len(history) == 3 and history.percentile(0) == pytest.approx(-50.0)
 
 
+@pytest.mark.parametrize("before, batch", [(0, 5), (2, 3), (3, 9), (7, 4), (5, 25)],
+                         ids=["empty", "fills_it", "overflows_it", "wraps_a_full_ring", "longer_than_it"])
+def test_extending_at_once_leaves_the_history_that_adding_one_by_one_leaves(before: int, batch: int) -> None:
+    rng = np.random.default_rng(before * 100 + batch)
+    earlier, levels, later = (list(rng.uniform(-90.0, -20.0, n)) for n in (before, batch, 6))
+    levels[1] = float("nan")  # ignored either way
+    one_by_one, at_once = LevelHistory(8), LevelHistory(8)
+    for level in earlier:
+        one_by_one.add(level)
+        at_once.add(level)
+    for level in levels:
+        one_by_one.add(level)
+    at_once.extend(levels)
+    for level in [None, *later]:  # the same levels are forgotten next, oldest first
+        if level is not None:
+            one_by_one.add(level)
+            at_once.add(level)
+        assert len(at_once) == len(one_by_one)
+        assert [at_once.percentile(q) for q in (0, 25, 50, 75, 100)] == [one_by_one.percentile(q) for q in (0, 25, 50, 75, 100)]
+
+
 def test_a_microphone_20_db_quieter_learns_a_threshold_20_db_lower() -> None:
     config = ActivityConfig()
     near = quiet_below_dbfs(history_of(room(-55.0)), config, HOP_S)

@@ -5,6 +5,7 @@ own call with SQLite tracing on, then asks EXPLAIN QUERY PLAN about every statem
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 import numpy as np
 import pytest
@@ -97,3 +98,45 @@ def test_the_timeline_summary_of_a_week_reads_through_an_index(store, mics):
     query = EventQuery(mic_ids=mics, since_unix_ms=13 * DAY_MS, until_unix_ms=20 * DAY_MS)
     plans = plans_of(store, lambda: store.label_buckets(query, 13 * DAY_MS, 7 * DAY_MS // 1000))
     assert plans and not full_scans(plans)
+
+
+def test_the_daemons_start_reads_no_whole_table(small_model, homesounds, tmp_path, monkeypatch):
+    """Every statement `Daemon.start` runs before it serves (on its own thread; the integrity check and the
+    similarity warm-up read in the background) goes through an index: at a year of windows a table scan on
+    this path is minutes before the first answer."""
+    from service.daemon import Daemon
+    from tests.service.daemon_support import file_daemon_config
+
+    config = file_daemon_config(small_model, tmp_path / "data", "sink",
+                                homesounds / "audio" / "water" / "water_A1_000.flac")
+    with EventStore(config.store_path) as earlier:  # a store with history, and a session a crash left open
+        earlier.add_results([WindowResult("sink", i * 10_000, i * 10_000 + 10_000, "speech", {"speech": 0.9}, "ok", (),
+                                          {}, -50.0) for i in range(500)])
+        earlier.add_session_events([SessionEvent("session_started", ActivitySession(
+            "sink", "speech", 4_000_000, None, 1, 0.9, 4_010_000), 4_000_000)])
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args, **kwargs):
+        connection = connect(*args, **kwargs)
+        start_thread = threading.get_ident()
+        connection.set_trace_callback(lambda sql: statements.append(sql) if threading.get_ident() == start_thread else None)
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    daemon = Daemon(config)
+    try:
+        daemon.start()
+        started = list(statements)
+    finally:
+        daemon.stop()
+    monkeypatch.undo()
+    explain = sqlite3.connect(config.store_path)
+    try:
+        plans = [(sql, [row[3] for row in explain.execute("EXPLAIN QUERY PLAN " + sql)]) for sql in started
+                 if sql.lstrip().upper().startswith(("SELECT", "DELETE", "UPDATE"))]
+    finally:
+        explain.close()
+    assert any("FROM windows" in sql for sql, _ in plans)  # the noise floors' history was read...
+    assert any("FROM sessions" in sql for sql, _ in plans)  # ...and the crashed run's session closed
+    assert not full_scans(plans)
