@@ -71,6 +71,9 @@ VARIANTS = {v.name: v for v in (
             (("norm_statistics", "frozen"), ("statistics_share", 0.0), ("learning_rate", 1e-3), ("anchor_weight", 0.01))),
     Variant("update-corpus", "statistics learnt from batches with the corpus mixed in, no blend",
             (("norm_statistics", "update"), ("statistics_share", 0.0))),
+    Variant("statistics-only", "weights as they were (learning rate 1e-9 for a few seconds: training needs a "
+            "positive rate), batch-norm statistics moved all the way to the home's (AdaBN)",
+            (("learning_rate", 1e-9), ("minutes", 0.05), ("statistics_share", 1.0)), corpus=False),
 )}
 
 
