@@ -96,11 +96,14 @@ class SimilarityIndexConfig(Section):
     lists_in_file: bool = Field(True, description="keep the IVF index's lists (SQ8 codes and ids, ~272 B per window) "
                                                   "in a file beside the store, `<store>.similarity-<dim>-<pid>-<n>.ivf`, "
                                                   "mapped in only while a search or an add runs: the index then holds "
-                                                  "~2 B of memory per window; the file is made anew at each start and "
-                                                  "removed at close; false = the lists in memory")
+                                                  "~2 B of memory per window; at close the index is saved beside the "
+                                                  "store (`<store>.similarity-<dim>.lists` and `.index`) and read back "
+                                                  "at the next start, which adds only the windows stored since; false "
+                                                  "= the lists in memory, rebuilt at every start")
     warm_at_start: bool = Field(True, description="build the index from the stored windows in a background thread "
-                                                  "at start (log line `similarity index ready` with its kind, rows and "
-                                                  "seconds), so the first FindSimilar does not pay for it; false = "
+                                                  "at start, or read back the one saved at the last close and add the "
+                                                  "newer windows (log line `similarity index ready` with its kind, rows "
+                                                  "and seconds), so the first FindSimilar does not pay for it; false = "
                                                   "build it on the first FindSimilar")
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ faiss is imported only when a dimension first reaches `SimilarityIndexConfig.exa
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -25,8 +26,12 @@ import numpy as np
 
 from service.config import SimilarityIndexConfig
 from service.records import WindowResult
+from service.store import similarity_saved
 from service.store.similarity_list_file import ListFile, list_file_path, remove_stale_list_files
 from service.store.similarity_mics import MicsById
+from service.store.similarity_saved import Marker, SavedIndexError, embedding_digest
+
+log = logging.getLogger("roomtone.store")
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,39 @@ class IvfIndex:
         self.list_file = ListFile(self._faiss, self.index, list_path) if list_path is not None else None
         self.mics = MicsById()
 
+    @classmethod
+    def restored(cls, dim: int, config: SimilarityIndexConfig, arrays: dict[str, np.ndarray], list_path: Path) -> IvfIndex:
+        """The index saved as ``arrays`` (`similarity_saved.claim`) with its lists in the file at ``list_path``;
+        SavedIndexError when they do not fit together."""
+        self = cls.__new__(cls)
+        self.dim, self.config = dim, config
+        self._faiss = import_faiss()
+        self._faiss.omp_set_num_threads(config.threads)
+        try:
+            self.index = self._faiss.deserialize_index(arrays["faiss"], self._faiss.IO_FLAG_SKIP_IVF_DATA)
+            self.mics = MicsById.from_state(arrays)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise SavedIndexError(f"the saved index does not read back ({type(exc).__name__}: {exc})") from None
+        ivf = self._faiss.extract_index_ivf(self.index)
+        lists = self._faiss.downcast_InvertedLists(ivf.invlists)
+        if (self.index.d, ivf.nlist, self.index.ntotal) != (dim, config.nlist, len(self.mics)) or not hasattr(lists, "do_mmap"):
+            raise SavedIndexError(f"the saved index holds {self.index.ntotal} rows of dimension {self.index.d} in "
+                                  f"{ivf.nlist} lists, its microphones {len(self.mics)} rows")
+        if int(lists.totsize) > list_path.stat().st_size:  # mapping past the end would crash on the first read
+            raise SavedIndexError(f"its lists file is shorter ({list_path.stat().st_size} B) than its lists ({int(lists.totsize)} B)")
+        self.list_file = ListFile.adopted(self._faiss, self.index, list_path)
+        self._release()
+        return self
+
+    def serialized(self) -> np.ndarray:
+        """The faiss index as bytes (with its lists in a file: their places in it, not their contents)."""
+        return self._faiss.serialize_index(self.index)
+
+    def remove_below(self, window_id: int) -> None:
+        """Drop every row below ``window_id`` (windows retention deleted while the index was saved)."""
+        if window_id > self.mics.first:
+            self.remove(np.arange(self.mics.first, window_id, dtype=np.int64))
+
     def __len__(self) -> int:
         return len(self.mics)
 
@@ -257,6 +295,18 @@ class SimilarityIndex:
         self._exact: ExactIndex | None = ExactIndex(dim)
         self._ivf: IvfIndex | None = None
 
+    @classmethod
+    def of_ivf(cls, ivf: IvfIndex) -> SimilarityIndex:
+        """An index that answers from ``ivf`` (e.g. one read back from a saved index)."""
+        index = cls(ivf.dim, ivf.config, ivf.list_file.path if ivf.list_file is not None else None)
+        index._exact, index._ivf = None, ivf
+        return index
+
+    @property
+    def ivf(self) -> IvfIndex | None:
+        """The IVF index once it answers, else None."""
+        return self._ivf
+
     @property
     def kind(self) -> str:
         """Which search answers: "exact" or "ivf"."""
@@ -345,8 +395,9 @@ WindowsById = Callable[[list[int], bool], list[WindowResult]]
 
 
 class SimilarityCache:
-    """The stored embeddings in memory, one `SimilarityIndex` per dimension: filled on the first search,
-    topped up by later ones from ``read_rows``, trimmed after retention. Its own lock (always taken before the
+    """The stored embeddings in memory, one `SimilarityIndex` per dimension: read back from the index saved
+    at the last close, if any (`similarity_saved.py`), and filled on the first search, topped up by later ones
+    from ``read_rows``, trimmed after retention; saved again at close. Its own lock (always taken before the
     store's, never inside it) keeps searches from blocking the store's writers."""
 
     def __init__(self, config: SimilarityIndexConfig, read_rows: EmbeddingRows, read_windows: WindowsById,
@@ -361,11 +412,77 @@ class SimilarityCache:
         self._lock = threading.Lock()
         self._indexes: dict[int, SimilarityIndex] = {}
         self._loaded_up_to = 0  # highest window id already in the indexes
+        self._marker_digest = ""  # digest of that window's stored embedding (`similarity_saved.Marker`)
+        self._restore_due = self._store_path is not None  # read back a saved index before the first load
         self._closing = False  # set (without the lock) by `close`: a load in progress stops at its next batch
+
+    def _restore(self) -> None:
+        """Read back the indexes saved beside the store at its last close (own lock held), the rows retention
+        deleted since dropped; when there are none, or they cannot be used, log why: the load rebuilds them."""
+        store = self._store_path
+        dims = similarity_saved.saved_dims(store)
+        restored: dict[int, tuple[IvfIndex, Marker, list[int]]] = {}
+        try:
+            if not dims:
+                raise SavedIndexError("no saved index (the last run did not close the store, or never built one)")
+            for dim in dims:
+                working = list_file_path(store, dim)
+                try:
+                    header, arrays = similarity_saved.claim(store, dim, working)
+                    similarity_saved.check_header(header, dim, self.config, working)
+                    restored[dim] = (IvfIndex.restored(dim, self.config, arrays, working),
+                                     Marker(int(header["marker"]), str(header["digest"])), list(header.get("dims", [])))
+                except BaseException:
+                    working.unlink(missing_ok=True)
+                    raise
+            if any(set(saved_with) != set(restored) for _, _, saved_with in restored.values()):
+                raise SavedIndexError(f"saved indexes of dimensions {sorted(restored)} are not the set saved together")
+            markers = {marker for _, marker, _ in restored.values()}
+            marker = markers.pop()
+            if markers:
+                raise SavedIndexError("the saved indexes hold the store up to different windows")
+            at = self._read_rows(marker.window_id - 1, 1)
+            if not at or at[0][0] != marker.window_id or embedding_digest(at[0][2]) != marker.digest:
+                raise SavedIndexError(f"the store does not hold window {marker.window_id} as the index saw it "
+                                      "(another store, or one restored from a backup)")
+            lowest = self._read_rows(0, 1)[0][0]
+            for ivf, _, _ in restored.values():
+                ivf.remove_below(lowest)
+        except (SavedIndexError, OSError, RuntimeError, ImportError, KeyError, ValueError, TypeError) as exc:  # faiss: RuntimeError
+            for ivf, _, _ in restored.values():
+                ivf.close()
+            log.info("similarity index rebuilt from the store", extra={"store": str(store), "reason": str(exc)})
+            return
+        self._indexes = {dim: SimilarityIndex.of_ivf(ivf) for dim, (ivf, _, _) in restored.items()}
+        self._loaded_up_to, self._marker_digest = marker.window_id, marker.digest
+        log.info("similarity index read back", extra={"store": str(store), "up_to_window_id": marker.window_id,
+                                                       "rows": {str(d): len(i) for d, i in self._indexes.items()}})
+
+    def _save(self) -> bool:
+        """Save every index beside the store (own lock held) if every one is an IVF index with its lists in a
+        file; whether they were saved (their list files are then moved: the indexes must be dropped)."""
+        ivfs = {dim: index.ivf for dim, index in self._indexes.items()}
+        if self._store_path is None or not ivfs or any(i is None or i.list_file is None for i in ivfs.values()):
+            return False
+        marker = Marker(self._loaded_up_to, self._marker_digest)
+        try:
+            for ivf in ivfs.values():
+                similarity_saved.save(ivf, self._store_path, marker, dims=sorted(ivfs))
+        except OSError as exc:  # e.g. a full disk: the next start rebuilds
+            for dim, ivf in ivfs.items():
+                similarity_saved.discard(self._store_path, dim)
+                ivf.close()
+            log.warning("similarity index not saved; the next start rebuilds it",
+                        extra={"store": str(self._store_path), "error": str(exc)})
+        return True
 
     def _load_new_rows(self, batch: int = 20_000) -> None:
         """Load rows above the high-water mark into the indexes (own lock held), in batches that take the
-        store's lock only briefly so writers are not held up by a first large load."""
+        store's lock only briefly so writers are not held up by a first large load; first reads back a
+        saved index, if any."""
+        if self._restore_due:
+            self._restore_due = False
+            self._restore()
         while not self._closing:
             rows = self._read_rows(self._loaded_up_to, batch)
             if not rows:
@@ -378,7 +495,7 @@ class SimilarityCache:
                                                          else list_file_path(self._store_path, dim))
                 self._indexes[dim].add(
                     np.asarray([row[0] for row in part], dtype=np.int64), np.asarray([row[1] for row in part], dtype=object), vectors)
-            self._loaded_up_to = rows[-1][0]
+            self._loaded_up_to, self._marker_digest = rows[-1][0], embedding_digest(rows[-1][2])
             for index in self._indexes.values():
                 index.switch_if_due()  # while loading, so a first load of 10^6 rows never holds them all as float32
             if len(rows) < batch:
@@ -432,12 +549,15 @@ class SimilarityCache:
                 index.remove(removed)
 
     def close(self) -> None:
-        """Drop every index and delete its list file (`EventStore.close`), stopping a load in progress at its
-        next batch; a later search loads them anew."""
+        """Save every index beside the store (IVF indexes with their lists in a file, `similarity_saved.py`),
+        else delete their list files, and drop them (`EventStore.close`), stopping a load in progress at its
+        next batch; a later search reads them back or loads them anew."""
         self._closing = True
         with self._lock:
-            for index in self._indexes.values():
-                index.close()
+            if not self._save():
+                for index in self._indexes.values():
+                    index.close()
             self._indexes.clear()
-            self._loaded_up_to = 0
+            self._loaded_up_to, self._marker_digest = 0, ""
+            self._restore_due = self._store_path is not None
             self._closing = False

@@ -67,6 +67,25 @@ class MicsById:
         self._codes[ids - self.first] = codes
         self.rows += np.bincount(codes, minlength=len(self.names))
 
+    def state(self) -> dict[str, np.ndarray]:
+        """What it holds as arrays (`from_state` reads them back): saved with the index between runs."""
+        return {"mics_first": np.asarray([self.first], dtype=np.int64), "mics_codes": self._codes[:self._span],
+                "mics_names": np.asarray(self.names, dtype=str), "mics_rows": self.rows}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> MicsById:
+        """The `MicsById` whose `state` this is."""
+        mics = cls()
+        mics.first = int(state["mics_first"][0])
+        mics._codes = np.array(state["mics_codes"], dtype=np.uint16)
+        mics._span = mics._codes.size
+        mics.names = [str(name) for name in state["mics_names"]]
+        mics._by_name = {name: code for code, name in enumerate(mics.names)}
+        mics.rows = np.array(state["mics_rows"], dtype=np.int64)
+        if mics.rows.size != len(mics.names):
+            raise ValueError(f"{mics.rows.size} row counts for {len(mics.names)} microphones")
+        return mics
+
     def codes_of(self, ids: np.ndarray) -> np.ndarray:
         """The mic code of each of ``ids``, `ABSENT` for one not held."""
         ids = np.asarray(ids, dtype=np.int64)
