@@ -451,6 +451,7 @@ class SimilarityCache:
         """Read back the indexes saved beside the store at its last close (own lock held), the rows retention
         deleted since dropped; when there are none, or they cannot be used, log why: the load rebuilds them."""
         store = self._store_path
+        similarity_saved.remove_unfinished(store)
         dims = similarity_saved.saved_dims(store)
         restored: dict[int, tuple[IvfIndex, Marker, list[int]]] = {}
         try:

@@ -65,6 +65,12 @@ def saved_dims(store: Path) -> list[int]:
     return sorted(dims)
 
 
+def remove_unfinished(store: Path) -> None:
+    """Delete the temporary index files of saves beside ``store`` that a crash cut short (never read back)."""
+    for stale in store.parent.glob(f"{store.name}.similarity-*.index.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def discard(store: Path, dim: int) -> None:
     """Delete the saved index of ``dim`` (both files), if any."""
     for path in reversed(saved_paths(store, dim)):  # the index file first: without it the lists mean nothing

@@ -96,14 +96,20 @@ def lose_index_file_as_a_crash_does(path: Path, other: Path) -> None:
     saved_paths(path, DIM)[1].unlink()
 
 
+def crash_while_saving(path: Path, other: Path) -> None:
+    index = saved_paths(path, DIM)[1]
+    index.rename(index.with_name(f"{index.name}.4242.tmp"))  # written, never renamed into place
+
+
 def put_another_store_under_the_index(path: Path, other: Path) -> None:
     shutil.copyfile(other, path)  # the same window ids, other embeddings
 
 
 @pytest.mark.parametrize("damage, reason", [
     (damage_index_file, "damaged"), (truncate_lists_file, "not the one it was saved with"),
-    (lose_index_file_as_a_crash_does, "no saved index"), (put_another_store_under_the_index, "does not hold window"),
-], ids=["garbage_index_file", "truncated_lists_file", "crash", "another_store"])
+    (lose_index_file_as_a_crash_does, "no saved index"), (crash_while_saving, "no saved index"),
+    (put_another_store_under_the_index, "does not hold window"),
+], ids=["garbage_index_file", "truncated_lists_file", "crash", "crash_while_saving", "another_store"])
 def test_a_saved_index_that_cannot_be_used_is_rebuilt_from_the_store_and_the_log_says_why(
         tmp_path, vectors, caplog, damage, reason) -> None:
     path = saved_store(tmp_path, vectors)
@@ -117,4 +123,4 @@ def test_a_saved_index_that_cannot_be_used_is_rebuilt_from_the_store_and_the_log
         assert summary.kind == "ivf" and summary.rows == 3000
         assert store.nearest(store.get_window(1).embedding, k=1).neighbors[0][0].window_id == 1  # its own windows
     assert sorted(p.name for p in tmp_path.glob("roomtone.db.similarity-*")) == [
-        "roomtone.db.similarity-32.index", "roomtone.db.similarity-32.lists"]  # no working file left behind
+        "roomtone.db.similarity-32.index", "roomtone.db.similarity-32.lists"]  # no working or temporary file left
