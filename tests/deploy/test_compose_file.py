@@ -68,6 +68,13 @@ def test_dockerfile_installs_through_setup_script_and_runs_as_a_non_root_user():
     assert users and users[-1] not in ("root", "0"), "the image must end running as a non-root user"
 
 
+def test_the_image_compiles_the_projects_bytecode_its_non_root_user_could_not_write():
+    text = DOCKERFILE.read_text()
+    assert "PYTHONDONTWRITEBYTECODE=1" in text
+    compile_at = text.index("-m compileall -q encoder service")
+    assert text.index("bash scripts/setup.sh") < compile_at < text.index("\nUSER ")
+
+
 def test_build_context_leaves_out_the_local_venv_and_git_but_keeps_models():
     ignored = {line.strip().lstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
