@@ -23,13 +23,15 @@ Detectors compared (one table): the pooled window embedding (before this bench's
 encoder's projected columns (fixed lengths and the examples' own length, "embedding spans": the daemon's
 detector until 2026-12-07), and a per-sound logistic model on those spans (examples against the history's
 spans); the same span matching on two other maps from the same pass: the last stage before the projection
-with its frequency bands kept ("map", `Encoder.column_map`: what the daemon runs, `CHOSEN`), and the log-Mel
-features themselves ("log-mel", no network); each raw and
+with its frequency bands kept ("map", `Encoder.column_map`: the daemon's detector later on 2026-12-07), and
+the log-Mel features themselves ("log-mel", no network), each raw and
 centred (less the window's median column, which takes out a stationary background and a microphone's
 frequency response); spans scored by their lead over the window's median span ("contrast"); 2-D spectral
 templates of the log-Mel columns above each band's background ("log-mel templates": the example's loudest
 run of columns, flattened, against every run of the window); and the encoder run again on the window's 2 s
-tiles every 0.5 s, the length it was trained on ("tiles"). The table also gives the detection an oracle
+tiles every 0.5 s, the length it was trained on ("tiles"); and log-Mel patches (encoder/patch_matching.py: each
+example's loudest 0.5 s at 20 ms x 64 bands, found at every place of the window by band-weighted normalised 2-D
+cross-correlation: what the daemon runs, `CHOSEN`), also without band weights and of up to 1 s. The table also gives the detection an oracle
 threshold would reach (<= 1 false alarm/h on the test hour itself): what the scores allow, whatever the
 calibration. Quick looks: --sounds N and --detectors.
 
@@ -56,6 +58,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 from bench.doc_sections import write_marked_section
 from bench.specific_sound_clips import CLIPS
+from encoder.patch_matching import FRAME_POOL, MAX_PATCH_S, example_patch, patch_length, patch_scores, pooled_frames
 from encoder.few_shot import (best_spans, column_levels, loudest_span, nearest_example_scores, rate_threshold, span_embeddings,
                               span_length, span_scores, unit_rows)
 
@@ -130,7 +133,8 @@ class Maps:
                 mel = torch.stack([features[:, :, a:max(b, a + 1)].mean(dim=2) for a, b in zip(edges[:-1], edges[1:])], dim=1)
                 tiles = tile_embeddings(self.encoder, features, self.bundle.feature_config.hop_ms) if self.tiles else None
                 for k, i in enumerate(group):
-                    maps[i] = {"embedding": columns[k].numpy(), "map": freq[k].numpy(), "log-mel": mel[k].numpy()}
+                    maps[i] = {"embedding": columns[k].numpy(), "map": freq[k].numpy(), "log-mel": mel[k].numpy(),
+                               "frames": pooled_frames(features[k].numpy())}
                     if tiles is not None:
                         maps[i]["tiles"] = tiles[k]
         return pooled, maps
@@ -243,15 +247,31 @@ def load_home(model: Path, data: Path, embedder) -> Home:
             windows.append(np.clip(np.round(w * 32767), -32768, 32767).astype(np.int16))
     audio = np.stack(windows)
     cache = CACHE / f"specific-home3-{file_sha256(model)[:16]}.npz"
+    frames = home_frames(audio, embedder.bundle.feature_config)
     if cache.is_file():
         stored = np.load(cache)
         if stored["embeddings"].shape[0] == len(audio):
-            return Home(audio, stored["embeddings"], {r: stored[r].astype(np.float32) for r in REPRESENTATIONS}, rate)
+            return Home(audio, stored["embeddings"],
+                        {**{r: stored[r].astype(np.float32) for r in REPRESENTATIONS}, "frames": frames}, rate)
     embeddings, columns = embed(embedder, [w.astype(np.float32) / 32767 for w in audio], "embed the home stream")
     stacked = {r: np.stack([c[r] for c in columns]) for r in REPRESENTATIONS}
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(cache, embeddings=embeddings, **{r: v.astype(np.float16) for r, v in stacked.items()})
-    return Home(audio, embeddings, stacked, rate)
+    return Home(audio, embeddings, {**stacked, "frames": frames}, rate)
+
+
+def home_frames(audio: np.ndarray, feature_config) -> np.ndarray:
+    """The patch frames (encoder/patch_matching.py) of int16 windows ``[n, samples]``: ``[n, T, B]`` (not cached: seconds)."""
+    import torch
+
+    from encoder.features import log_mel
+
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(audio), 64):
+            batch = torch.as_tensor(audio[start:start + 64].astype(np.float32) / 32767)
+            out.append(pooled_frames(log_mel(batch, feature_config).numpy()))
+    return np.concatenate(out)
 
 
 def embed(embedder, windows: list[np.ndarray], desc: str) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -362,16 +382,21 @@ DETECTORS = {
     "log-mel spans, centred, contrast": ("log-mel", True, "adaptive"),
     "log-mel templates": ("log-mel", "excess", "adaptive"),
     "log-mel templates of 4": ("log-mel", "excess", 4),
+    "log-mel patches": ("frames", "weighted", MAX_PATCH_S),
+    "log-mel patches, unweighted": ("frames", "unweighted", MAX_PATCH_S),
+    "log-mel patches of 1 s": ("frames", "weighted", 1.0),
     "tiles of 2 s, hop 0.5 s": ("tiles", False, 1),
     "tiles of 2 s, hop 1 s": ("tiles/2", False, 1),
 }
-CHOSEN = "map spans"  # the daemon's detector (service/analysis/sound_library.py)
+CHOSEN = "log-mel patches"  # the daemon's detector (service/analysis/sound_library.py)
 
 
 def detector_columns(detector: str, columns: dict | np.ndarray) -> np.ndarray:
     """The column maps ``[n, T, dim]`` a detector matches on (centred: less each window's median column)."""
     representation, centred, _ = DETECTORS[detector]
     x = columns["tiles"][..., ::2, :] if representation == "tiles/2" else columns[representation]
+    if representation == "frames":
+        return x
     if centred == "excess":
         return excess_map(x)
     return x - np.median(x, axis=-2, keepdims=True) if centred else x
@@ -385,6 +410,8 @@ def window_scores(detector: str, columns: dict, pooled: np.ndarray, sound: dict)
     columns = detector_columns(detector, columns)
     if DETECTORS[detector][1] == "excess":
         return best_templates(columns, examples, sound.get("negatives"))
+    if DETECTORS[detector][0] == "frames":
+        return patch_scores(columns, examples, sound["weights"][detector], sound.get("negatives"))
     if detector in sound["logistic"]:
         n, t, d = columns.shape
         sums = np.cumsum(np.concatenate([np.zeros((n, 1, d), np.float32), columns], axis=1), axis=1)
@@ -407,6 +434,15 @@ def prepare(case: SoundCase, embedder, detectors, history: dict) -> dict:
         if detector == "pooled":
             continue
         rule = DETECTORS[detector][2]
+        if DETECTORS[detector][0] == "frames":  # each example's loudest run of the sound's median length
+            frame_s = FRAME_POOL * embedder.bundle.feature_config.hop_ms / 1000
+            length = int(np.median([patch_length(c["frames"], frame_s, longest_s=rule) for c in columns]))
+            patches = [example_patch(c["frames"], length) for c in columns]
+            sound["span"][detector] = (length, frame_s)
+            sound["spans"][detector] = np.stack([p for p, _, _ in patches])
+            weighted = DETECTORS[detector][1] == "weighted"
+            sound.setdefault("weights", {})[detector] = np.stack([w if weighted else np.ones_like(w) for _, w, _ in patches])
+            continue
         span = adaptive if rule == "adaptive" else int(rule)
         sound["span"][detector] = span
         if DETECTORS[detector][1] == "excess":  # each example's template: its loudest run of the span's length
@@ -457,7 +493,7 @@ def evaluate(home: Home, embedder, seed: int, detectors=tuple(DETECTORS), clips=
             tests = {}
             for c, t in case.tests.items():
                 pooled, maps = embedder.embed_with_columns([w for w, _, _ in t])
-                tests[c] = (pooled, {r: np.stack([m[r] for m in maps]) for r in REPRESENTATIONS if r in maps[0]})
+                tests[c] = (pooled, {r: np.stack([m[r] for m in maps]) for r in maps[0]})
             for detector in detectors:
                 hist, _ = window_scores(detector, hist_cols, home.embeddings[history], sound)
                 threshold = rate_threshold(hist, len(history) * WINDOW_S / 3600, ALARMS_PER_HOUR)
@@ -481,8 +517,12 @@ def evaluate(home: Home, embedder, seed: int, detectors=tuple(DETECTORS), clips=
             top = np.argsort(hist)[::-1][:MARKS]
             before = dict(sound)
             marked = detector_columns(detector, hist_cols)
-            after = dict(sound, negatives=np.stack([span_embeddings(marked[i][s:s + span], span)[0]
-                                                    for i, s in zip(top, starts[top])]))
+            if DETECTORS[detector][0] == "frames":  # the marked windows' best-matching runs of frames
+                length = span[0]
+                negatives = np.stack([marked[i][s:s + length] for i, s in zip(top, starts[top])])
+            else:
+                negatives = np.stack([span_embeddings(marked[i][s:s + span], span)[0] for i, s in zip(top, starts[top])])
+            after = dict(sound, negatives=negatives)
             row = {}
             for label, state in (("before", before), ("after", after)):
                 h_scores, _ = window_scores(detector, hist_cols, home.embeddings[history], state)
@@ -496,6 +536,9 @@ def evaluate(home: Home, embedder, seed: int, detectors=tuple(DETECTORS), clips=
 def where_heard(detector: str, start: int, sound: dict, col_s: float) -> tuple[float, float]:
     """Start and end (s) in the window of a detector's best span (or tile) beginning at ``start``."""
     representation = DETECTORS[detector][0]
+    if representation == "frames":
+        length, frame_s = sound["span"][detector]
+        return start * frame_s, (start + length) * frame_s
     if representation in ("tiles", "tiles/2"):
         begin = start * TILE_HOP_S * (2 if representation == "tiles/2" else 1)
         return begin, begin + TILE_S

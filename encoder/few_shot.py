@@ -1,6 +1,8 @@
 """Custom sounds from a few examples: a window's score for a sound is the cosine similarity of its embedding
-(or of its best span of the encoder's column map, below) to the sound's nearest example, and it is a
-detection at or above the sound's threshold.
+(or of its best span of a column map, below) to the sound's nearest example, and it is a detection at or
+above the sound's threshold. The daemon's time-local detector is encoder/patch_matching.py (log-Mel
+patches, since 2026-12-07); the spans below are what bench/specific_sounds.py compares it with, and sounds
+taught from windows without a map still match the pooled embedding here.
 
 Nearest example was chosen over a prototype (the examples' mean) and a small per-sound logistic model
 (examples against background windows) by bench/custom_sounds.py: with 3 and 5 examples it detects more
@@ -16,6 +18,7 @@ examples alone put 3-example thresholds so low that the stream gave 160 false al
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,11 +83,13 @@ def background_calibration(background_scores: np.ndarray, hours: float, alarms_p
                        f"background: {hours:.1f} h of windows, <= {alarms_per_hour:g} alarm/h")
 
 
-def examples_calibration(examples: np.ndarray) -> Calibration:
-    """The threshold from a sound's examples alone: the lowest leave-one-out score less `EXAMPLE_MARGIN`, at least
-    `DEFAULT_THRESHOLD`; `DEFAULT_THRESHOLD` for a single example."""
+def examples_calibration(examples: np.ndarray, leave_one_out: Sequence[float] | None = None) -> Calibration:
+    """The threshold from a sound's examples alone: the lowest leave-one-out score (``leave_one_out``, each
+    example's score against the others, when the examples are not plain vectors) less `EXAMPLE_MARGIN`, at
+    least `DEFAULT_THRESHOLD`; `DEFAULT_THRESHOLD` for a single example."""
     if len(examples) >= 2:
-        threshold = max(float(leave_one_out_scores(examples).min()) - EXAMPLE_MARGIN, DEFAULT_THRESHOLD)
+        scores = leave_one_out_scores(examples) if leave_one_out is None else np.asarray(leave_one_out)
+        threshold = max(float(scores.min()) - EXAMPLE_MARGIN, DEFAULT_THRESHOLD)
         return Calibration(threshold, "examples",
                            f"examples: lowest leave-one-out score - {EXAMPLE_MARGIN}, at least {DEFAULT_THRESHOLD}")
     return Calibration(DEFAULT_THRESHOLD, "default", "default: one example and no background")
@@ -98,7 +103,7 @@ def calibrate_threshold(examples: np.ndarray, background: np.ndarray | None = No
     return examples_calibration(examples)
 
 
-# --- time-local matching: spans of the encoder's column map ------------------------------------------
+# --- time-local matching: spans of a column map (the daemon's detector until log-Mel patches) ----------
 #
 # A 10 s window's pooled embedding barely moves when a 1-6 s sound is mixed into it (docs/sounds.md). The
 # encoder's map before pooling keeps time: `Encoder.column_map` gives one column per 32 frames (0.31 s at a

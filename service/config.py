@@ -460,7 +460,7 @@ class SoundsConfig(Section):
     alarms_per_hour: float = Field(1.0, gt=0.0, le=3600.0,
                                    description="false alarms per hour the calibrated threshold aims at on the store's windows (1/h)")
     calibration_hours: float = Field(24.0, ge=0.0, le=24.0 * 365,
-                                     description="most recent stored windows the calibration scores, and how long their column maps are kept; 0 = examples only (h)")
+                                     description="most recent stored windows the calibration scores, and how long their maps (log-Mel patch frames) are kept; 0 = examples only (h)")
     recalibrate_hours: float = Field(24.0, ge=0.0, le=24.0 * 365,
                                      description="recalibrate each sound's threshold against the store this often; 0 = only when added or marked (h)")
 

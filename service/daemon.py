@@ -243,7 +243,9 @@ class Daemon:
 
     def _open_sounds(self) -> None:
         """The custom-sound library beside the store, scored on every live window (off: sounds.enabled = false)."""
-        from service.analysis.model_runner import column_dim, column_maps_available
+        from functools import partial
+
+        from service.analysis.model_runner import column_dim, column_maps_available, sound_maps
         from service.analysis.sound_library import SoundLibrary, SoundService
 
         if not self.config.sounds.enabled:
@@ -252,7 +254,7 @@ class Daemon:
         embedder = self.analyser.runner.embedder
         library = SoundLibrary(path, self._model_sha256, embedder.embed, self.analyser.sample_rate,
                                self._bundle.embedding_dim, self.config.sounds.max_sounds,
-                               embed_columns=embedder.embed_with_columns if column_maps_available(embedder) else None,
+                               embed_columns=partial(sound_maps, embedder) if column_maps_available(embedder) else None,
                                column_dim=column_dim(embedder))
         self.analyser.sounds = library  # built after the store lock: the library writes beside the store
         self.sounds = SoundService(library, self.store, self.config.sounds, self.config.pipeline.windows)

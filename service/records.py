@@ -26,7 +26,7 @@ class WindowResult:
     embedding: np.ndarray | None = field(default=None, compare=False)  # float32 [embedding_dim], L2-normalised
     window_id: int | None = None  # assigned by the store when written
     sounds: tuple[SoundMatch, ...] = field(default=(), compare=False)  # custom sounds detected in this window
-    map: WindowMap | None = field(default=None, compare=False)  # the encoder's column map (custom sounds), kept a while
+    map: WindowMap | None = field(default=None, compare=False)  # the log-Mel patch frames (custom sounds), kept a while
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,10 @@ class SoundMatch:
 
 @dataclass(frozen=True)
 class WindowMap:
-    """What custom sounds match in one window: its column map ``[columns, column_dim]`` (the encoder's map
-    before pooling, `Encoder.column_map`; one row, the pooled embedding, when the map is not at hand), each
-    column's RMS level in dB (None: unknown), the window's length in seconds, and its pooled embedding
+    """What custom sounds match in one window: its map ``[frames, bands]``, the log-Mel pooled to 20 ms frames
+    of 64 bands (`encoder.patch_matching.pooled_frames`; stores of before 2026-12-07 hold the encoder's column
+    map ``[32, 512]`` instead, which no sound scores; one row, the pooled embedding, when no map is at hand),
+    each frame's RMS level in dB (None: unknown), the window's length in seconds, and its pooled embedding
     (sounds taught from windows without a map match it)."""
 
     columns: np.ndarray = field(compare=False)
@@ -54,7 +55,7 @@ class WindowMap:
 
     @property
     def has_map(self) -> bool:
-        """Whether the window's column map is at hand (more than the one row of its pooled embedding)."""
+        """Whether the window's map is at hand (more than the one row of its pooled embedding)."""
         return len(self.columns) > 1
 
     @property

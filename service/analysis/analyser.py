@@ -59,8 +59,8 @@ class Analyser:
     ``bundle`` is a `ServingModel` (the daemon: either backend) or a `ModelBundle`; ``embedder`` defaults
     to the serving model's own, or to a `TorchEmbedder` over a bundle; ``windows`` is the pipeline's window
     spec (uploads are cut with its length, drift periods are durations of its hop);
-    ``keep_samples`` / ``keep_maps``: live windows carry their audio (clips kept) / their column map (custom
-    sounds calibrate on stored maps)."""
+    ``keep_samples`` / ``keep_maps``: live windows carry their audio (clips kept) / their map for custom
+    sounds (log-Mel patch frames: sounds calibrate on stored maps)."""
 
     def __init__(self, bundle: "ServingModel | ModelBundle", health: HealthConfig = HealthConfig(), *,
                  windows: WindowSpec = WindowSpec(), embedder: Embedder | None = None,
@@ -78,7 +78,7 @@ class Analyser:
         self._mics: dict[str, MicState] = {}
         self._lock = threading.Lock()  # guards _mics (the pipeline thread and gRPC threads share this)
         self.keep_samples = keep_samples  # live windows carry their audio on (Analysed.samples) for clip retention
-        self.keep_maps = keep_maps  # live windows carry their column map to the store (custom sounds calibrate on them)
+        self.keep_maps = keep_maps  # live windows carry their map to the store (custom sounds calibrate on them)
 
     def _analyse(self, windows: list[Window], mics: dict[str, MicState],
                  timings: Timings, live: bool = False) -> tuple[list[Analysed], list[StateChange]]:
@@ -90,7 +90,7 @@ class Analyser:
             if w.sample_rate != self.sample_rate:
                 raise ValueError(f"window of mic {w.mic_id} is at {w.sample_rate} Hz, the model needs {self.sample_rate}")
         log_mels: list | None = [] if live else None
-        columns: list | None = [] if self.sounds is not None else None  # custom sounds match spans of the map
+        columns: list | None = [] if self.sounds is not None else None  # custom sounds match log-Mel patches
         mono = [w.mono() for w in windows]
         embeddings, _, probabilities = self.runner.run(mono, timings, log_mels, columns)
         log_mels = log_mels if live else [None] * len(windows)

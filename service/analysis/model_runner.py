@@ -9,8 +9,9 @@ from typing import Sequence
 
 import numpy as np
 
-from encoder.embedder import EmbedTimings, Embedder
+from encoder.embedder import EmbedTimings, Embedder, length_groups
 from encoder.head import ActivityHead
+from encoder.patch_matching import BAND_POOL, pooled_frames
 
 
 @dataclass
@@ -22,13 +23,31 @@ class Timings(EmbedTimings):
 
 
 def column_maps_available(embedder: Embedder) -> bool:
-    """Whether ``embedder`` hands out column maps (a version-1 ONNX graph does not)."""
-    return hasattr(embedder, "embed_with_columns") and getattr(embedder, "has_columns", True)
+    """Whether ``embedder`` hands out the log-Mel its embeddings came from, which custom sounds are matched on
+    (both backends do; `encoder.patch_matching`)."""
+    return hasattr(embedder, "embed_with_features")
 
 
 def column_dim(embedder) -> int:
-    """Values per column of the column maps ``embedder`` hands out; 0 when it hands out none."""
-    return int(getattr(embedder, "column_dim", 0)) if column_maps_available(embedder) else 0
+    """Bands per frame of the maps custom sounds match (`sound_maps`); 0 when ``embedder`` gives none."""
+    if not column_maps_available(embedder):
+        return 0
+    config = getattr(embedder, "feature_config", None) or embedder.bundle.feature_config
+    return config.n_mels // BAND_POOL
+
+
+def sound_maps(embedder: Embedder, windows: Sequence[np.ndarray], timings: EmbedTimings | None = None
+               ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Embeddings ``[n, D]``, each window's log-Mel ``[n_mels, frames]`` and its map for custom sounds: the
+    log-Mel pooled to patch frames ``[frames, bands]`` (`encoder.patch_matching.pooled_frames`); any lengths."""
+    embeddings = np.zeros((len(windows), embedder.embedding_dim), np.float32)
+    features: list = [None] * len(windows)
+    for group in length_groups(windows):
+        pooled, mels = embedder.embed_with_features([windows[i] for i in group], timings)
+        embeddings[group] = pooled
+        for i, mel in zip(group, mels):
+            features[i] = mel
+    return embeddings, features, [pooled_frames(f) for f in features]
 
 
 class ModelRunner:
@@ -53,22 +72,20 @@ class ModelRunner:
         """Embeddings ``[n, D]``, labels and probabilities of mono windows; stage times go to ``timings``.
 
         With ``log_mels`` (a list), it is filled with each window's log-Mel ``[n_mels, frames]`` as the
-        embedder computed it, with ``columns`` with each window's column map ``[columns, column_dim]`` (None
-        where the backend cannot hand them out, see `Embedder`)."""
+        embedder computed it, with ``columns`` with each window's map for custom sounds ``[frames, column_dim]``
+        (`sound_maps`; None where the backend cannot hand them out)."""
         one_length = len({len(m) for m in mono}) <= 1
         features = log_mels is not None and one_length and hasattr(self.embedder, "embed_with_features")
         maps = columns is not None and column_maps_available(self.embedder)
         got_features = got_columns = None
-        if features and maps and hasattr(self.embedder, "embed_with_features_and_columns"):
-            embeddings, got_features, got_columns = self.embedder.embed_with_features_and_columns(mono, timings)
+        if maps:
+            embeddings, got_features, got_columns = sound_maps(self.embedder, mono, timings)
         elif features:
             embeddings, got_features = self.embedder.embed_with_features(mono, timings)
-        elif maps:
-            embeddings, got_columns = self.embedder.embed_with_columns(mono, timings)
         else:
             embeddings = self.embedder.embed(mono, timings)
         if log_mels is not None:
-            log_mels[:] = list(got_features) if got_features is not None else [None] * len(mono)
+            log_mels[:] = list(got_features) if got_features is not None and one_length else [None] * len(mono)
         if columns is not None:
             columns[:] = list(got_columns) if got_columns is not None else [None] * len(mono)
         t0 = time.perf_counter()

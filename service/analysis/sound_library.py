@@ -5,22 +5,23 @@ On disk (``<store>.sounds/`` next to the SQLite file, never in the model file)::
     library.json          {"format": "roomtone-sounds", "version": 2, "sounds": [...]}
     model.json            {"model_sha256", "since_unix_ms"}: since when the loaded model runs (calibration
                           only uses stored windows from then on: older ones were embedded by another model)
-    <name>/embeddings.npy float32 [examples, D], the examples embedded by the model in `model_sha256`: each
-                          example's loudest span of `span_columns` columns of its column map (D is the
-                          map's column size), or with `span_columns` 0 its pooled window embedding
-    <name>/negatives.npy  float32 [marks, D], the spans of detections a user marked "not this" (optional)
+    <name>/embeddings.npy float32 [examples, L, B]: each example's log-Mel patch, its loudest `span_columns`
+                          frames of 20 ms x B bands (encoder/patch_matching.py); or with `span_columns` 0
+                          [examples, D], the pooled window embeddings by the model in `model_sha256`
+    <name>/weights.npy    float32 [examples, B], each patch's band weights (patch sounds)
+    <name>/negatives.npy  float32 [marks, L, B] (or [marks, D]), detections a user marked "not this" (optional)
     <name>/example-K.flac the audio of example K (mono, the model's rate) when it came from a file
 
-Version 1 libraries (pooled embeddings, no marks) are read and upgraded: sounds from files are re-embedded
-as spans, sounds from stored windows keep matching the pooled embedding (``span_columns`` 0). Version 2
-span sounds (spans of the projected columns) are re-embedded from their kept audio as spans of the column
-map; those taught from stored windows become inactive, saying to re-add them.
+Version 1 libraries (pooled embeddings, no marks) are read and upgraded: sounds from files are re-derived
+as patches, sounds from stored windows keep matching the pooled embedding (``span_columns`` 0). Version 2
+and 3 span sounds (spans of the encoder's projected columns or of its column map) are re-derived from their
+kept audio as log-Mel patches; those taught from stored windows become inactive, saying to re-add them.
 
 Each sound is tied to the sha256 of the model that embedded its examples. When the daemon starts with
 another model, sounds whose examples all have kept audio are re-embedded with it (and recalibrated from
 their examples); a sound with examples taken from stored windows (whose audio the store does not keep)
-is kept but inactive, and `problem` says what to do. Detection (spans of the encoder's column map) and
-the threshold rule are in encoder/few_shot.py.
+is kept but inactive, and `problem` says what to do. Detection (log-Mel patches, normalised 2-D
+cross-correlation) is in encoder/patch_matching.py, the threshold rule in encoder/few_shot.py.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import re
 import shutil
 import threading
@@ -41,9 +41,9 @@ import numpy as np
 import soundfile
 
 from encoder.few_shot import (DEFAULT_THRESHOLD, MIN_BACKGROUND_HOURS, background_calibration, best_span, best_spans,
-                              column_levels, examples_calibration, loudest_span, span_embeddings,
-                              span_length, span_scores, unit_rows)
-from encoder.features import LogMelConfig, frame_count
+                              column_levels, examples_calibration, unit_rows)
+from encoder.features import LogMelConfig
+from encoder.patch_matching import FRAME_POOL, PreparedFrames, example_patch, patch_length, patch_scores, place_scores
 from encoder.windows import WindowSpec
 from service.daemon_vocabulary import ID_PATTERN, ID_RULE
 from service.records import SoundMatch, WindowMap
@@ -52,16 +52,17 @@ from service.state_files import fsync_file, write_atomically
 log = logging.getLogger("roomtone.sounds")
 
 FORMAT = "roomtone-sounds"
-VERSION = 3  # 2: span examples (span_columns), "not this" marks and negatives, calibrated_unix_ms; 3: spans of the column map
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4  # 2: span examples (span_columns), "not this" marks and negatives, calibrated_unix_ms; 3: spans of the
+# column map; 4: log-Mel patches (span_columns in 20 ms frames) with band weights
+READABLE_VERSIONS = (1, 2, 3, 4)
 #: Most sounds one daemon keeps: the sound name is a Prometheus label, so its cardinality stays bounded.
 MAX_SOUNDS = 64
 NAME_PATTERN = re.compile(ID_PATTERN)
 
 #: Embeds mono windows (float32 at the model's rate) into ``[n, D]``.
 EmbedFn = Callable[[list[np.ndarray]], np.ndarray]
-#: Embeds mono windows into ``([n, D], per window its column map [columns, column_dim])`` (Embedder.embed_with_columns).
-ColumnsFn = Callable[[list[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
+#: Embeds mono windows into ``([n, D], log-Mels, per window its map [frames, column_dim])`` (model_runner.sound_maps).
+ColumnsFn = Callable[[list[np.ndarray]], tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -123,39 +124,43 @@ class Sound:
     name: str
     model_sha256: str
     examples: tuple[Example, ...]
-    embeddings: np.ndarray = field(compare=False)  # float32 [examples, D]: spans (or pooled, span_columns 0)
+    embeddings: np.ndarray = field(compare=False)  # float32 [examples, L, B]: patches (or [examples, D] pooled, span_columns 0)
     calibrated_threshold: float
     calibration: str  # how the calibrated threshold was found
     threshold_override: float | None = None
     created_unix_ms: int = 0
     problem: str = ""  # why the sound is inactive with the loaded model; "" when active
-    span_columns: int = 0  # span length matched, in columns of the encoder's map; 0: the pooled window embedding
-    negatives: np.ndarray | None = field(default=None, compare=False)  # float32 [marks, D]: "not this" spans
+    span_columns: int = 0  # patch length matched, in frames of the window's map; 0: the pooled window embedding
+    negatives: np.ndarray | None = field(default=None, compare=False)  # float32 [marks, L, B]: "not this" patches
     not_this: tuple[NotThis, ...] = ()
     calibrated_unix_ms: int = 0  # when the threshold was last calibrated
+    weights: np.ndarray | None = field(default=None, compare=False)  # float32 [examples, B]: the patches' band weights
+
+    @property
+    def patches(self) -> bool:
+        """Whether the sound matches log-Mel patches (else its pooled embedding, or an old map it cannot score)."""
+        return bool(self.span_columns) and self.embeddings.ndim == 3 and self.weights is not None
 
     def scores_on(self, window: WindowMap) -> bool:
-        """Whether the sound can be scored on ``window``: a span sound needs its column map (of the examples'
-        size), a pooled one its embedding (of the examples' size)."""
+        """Whether the sound can be scored on ``window``: a patch sound needs its map (of the patches' bands),
+        a pooled one its embedding (of the examples' size)."""
         if self.span_columns:
-            return window.has_map and window.columns.shape[1] == self.embeddings.shape[1]
+            return self.patches and window.has_map and window.columns.shape[1] == self.embeddings.shape[2]
         return (window.embedding is not None or not window.has_map) and len(window.pooled) == self.embeddings.shape[1]
 
-    def score(self, window: WindowMap, spans: dict[int, np.ndarray] | None = None) -> tuple[float, float, float]:
-        """The window's score for this sound and where its best span lies (start, end in seconds from the
-        window's start); NaN when it cannot be scored on the window (`scores_on`). ``spans`` keeps the window's
-        span embeddings per span length, for the next sound scored on the same window."""
+    def score(self, window: WindowMap, prepared: PreparedFrames | None = None) -> tuple[float, float, float]:
+        """The window's score for this sound and where its best-matching patch lies (start, end in seconds from
+        the window's start); NaN when it cannot be scored on the window (`scores_on`). ``prepared``: the window's
+        map made ready once for every sound scored on it."""
         if not self.scores_on(window):
             return float("nan"), 0.0, window.duration_s
         if not self.span_columns:
             return best_span(window.pooled[None], self.embeddings, 1, self.negatives)[0], 0.0, window.duration_s
-        spans = {} if spans is None else spans
-        if self.span_columns not in spans:
-            spans[self.span_columns] = span_embeddings(window.columns, self.span_columns)
-        scores = span_scores(spans[self.span_columns], self.embeddings, self.negatives)
-        start, columns = int(np.argmax(scores)), len(window.columns)
-        per_column = window.duration_s / columns
-        return float(scores[start]), start * per_column, min(start + self.span_columns, columns) * per_column
+        prepared = PreparedFrames.of(window.columns[None]) if prepared is None else prepared
+        scores, starts = patch_scores(prepared, self.embeddings, self.weights, self.negatives)
+        start, frames = int(starts[0]), len(window.columns)
+        per_frame = window.duration_s / frames
+        return float(scores[0]), start * per_frame, min(start + self.span_columns, frames) * per_frame
 
     @property
     def threshold(self) -> float:
@@ -177,16 +182,10 @@ class Sound:
                 "calibrated_unix_ms": self.calibrated_unix_ms}
 
 
-#: Log-Mel frames per column of the encoder's map (`encoder.model.Encoder.column_map`).
-COLUMN_FRAMES = 32
-
-
 def sound_span_ms(sound: Sound, windows: WindowSpec, features: LogMelConfig = LogMelConfig()) -> int:
-    """The length a sound is matched on, in ms: its span of columns of a window of ``windows`` (the window's
-    frames in columns of `COLUMN_FRAMES`: 0.3125 s each for the 10 s window at a 10 ms hop); 0 when it is
-    matched on the whole window."""
-    columns = math.ceil(frame_count(round(windows.window_s * features.sample_rate), features) / COLUMN_FRAMES)
-    return round(sound.span_columns * windows.window_s / columns * 1000)
+    """The length a sound is matched on, in ms: its patch's frames of `FRAME_POOL` log-Mel hops (20 ms at a
+    10 ms hop); 0 when it is matched on the whole window (``windows``: kept for the API's one call)."""
+    return round(sound.span_columns * FRAME_POOL * features.hop_ms) if sound.patches else 0
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -203,7 +202,7 @@ def check_name(name: str) -> None:
 
 
 def window_scores(sound: Sound, maps: Sequence[WindowMap]) -> np.ndarray:
-    """`Sound.score` of many windows ``[n]`` (NaN where it cannot be scored), windows with equal column counts
+    """`Sound.score` of many windows ``[n]`` (NaN where it cannot be scored), windows with equal frame counts
     scored together."""
     scores = np.full(len(maps), np.nan)
     groups: dict[tuple, list[int]] = {}
@@ -212,10 +211,13 @@ def window_scores(sound: Sound, maps: Sequence[WindowMap]) -> np.ndarray:
             groups.setdefault(m.columns.shape if sound.span_columns else (1,), []).append(i)
     for indices in groups.values():
         if sound.span_columns:
-            columns = np.stack([maps[i].columns for i in indices])
+            for start in range(0, len(indices), 32):  # 32 windows' spectra at a time (about 17 MB) bound the memory
+                part = indices[start:start + 32]
+                scores[part] = patch_scores(np.stack([maps[i].columns for i in part]), sound.embeddings, sound.weights,
+                                            sound.negatives)[0]
         else:
             columns = np.stack([maps[i].pooled for i in indices])[:, None, :]
-        scores[indices] = best_spans(columns, sound.embeddings, sound.span_columns or 1, sound.negatives)[0]
+            scores[indices] = best_spans(columns, sound.embeddings, 1, sound.negatives)[0]
     return scores
 
 
@@ -224,19 +226,28 @@ def calibration_for(sound: Sound, background: Background | None, alarms_per_hour
     `MIN_BACKGROUND_HOURS` it can be scored on (at most ``alarms_per_hour`` of them reach it), else from its examples."""
     scores, hours = (background.scores(sound) if background is not None and background.hours >= MIN_BACKGROUND_HOURS
                      else (np.zeros(0), 0.0))
-    calibration = (background_calibration(scores, hours, alarms_per_hour) if hours >= MIN_BACKGROUND_HOURS
-                   else examples_calibration(sound.embeddings))
+    if hours >= MIN_BACKGROUND_HOURS:
+        calibration = background_calibration(scores, hours, alarms_per_hour)
+    elif sound.patches:  # each patch against the others, as a window of its own
+        others = [np.delete(np.arange(len(sound.embeddings)), k) for k in range(len(sound.embeddings))]
+        calibration = examples_calibration(sound.embeddings, [
+            float(place_scores(sound.embeddings[k:k + 1], sound.embeddings[o], sound.weights[o]).max())
+            for k, o in enumerate(others)] if len(sound.embeddings) > 1 else None)
+    else:
+        calibration = examples_calibration(sound.embeddings)
     return calibration.threshold, calibration.detail
 
 
-def example_spans(maps: Sequence[WindowMap]) -> tuple[np.ndarray, int]:
-    """The examples' span embeddings ``[n, D]`` and the span length in columns: the examples' median length
-    (columns within `SPAN_WITHIN_DB` of each one's loudest), each example's loudest span of that length in its
-    column map; without every example's map, their pooled embeddings and span 0."""
-    if any(m.levels is None or not m.has_map for m in maps):
-        return unit_rows(np.stack([m.pooled for m in maps])), 0
-    span = int(np.median([span_length(m.levels) for m in maps]))
-    return np.stack([loudest_span(m.columns, m.levels, span)[0] for m in maps]), span
+def example_patches(maps: Sequence[WindowMap]) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """The examples' patches ``[n, L, B]``, their band weights ``[n, B]`` and the patch length L in frames: the
+    examples' median length (frames within `PATCH_WITHIN_DB` of each one's loudest, at most `MAX_PATCH_S`),
+    each example's loudest run of that length (`encoder.patch_matching.example_patch`); without every
+    example's map, their pooled embeddings, None and length 0."""
+    if not maps or any(not m.has_map for m in maps):
+        return unit_rows(np.stack([m.pooled for m in maps])), None, 0
+    length = int(np.median([patch_length(m.columns, m.duration_s / len(m.columns)) for m in maps]))
+    patches = [example_patch(m.columns, length) for m in maps]
+    return (np.stack([p for p, _, _ in patches]).astype(np.float32), np.stack([w for _, w, _ in patches]), length)
 
 
 class SoundLibrary:
@@ -299,6 +310,7 @@ class SoundLibrary:
         for entry in data.get("sounds", []):
             folder = self.path / entry["name"]
             negatives = folder / "negatives.npy"
+            weights = folder / "weights.npy"
             sound = Sound(
                 name=entry["name"], model_sha256=entry["model_sha256"],
                 examples=tuple(Example(**e) for e in entry["examples"]),
@@ -308,10 +320,11 @@ class SoundLibrary:
                 span_columns=int(entry.get("span_columns", 0)),
                 negatives=np.load(negatives) if negatives.is_file() else None,
                 not_this=tuple(NotThis(**n) for n in entry.get("not_this", [])),
-                calibrated_unix_ms=int(entry.get("calibrated_unix_ms", entry.get("created_unix_ms", 0))))
+                calibrated_unix_ms=int(entry.get("calibrated_unix_ms", entry.get("created_unix_ms", 0))),
+                weights=np.load(weights) if weights.is_file() else None)
             upgrade = (data.get("version") == 1 and self.embed_columns is not None
                        and all(e.kind == "file" for e in sound.examples))
-            other_map = bool(sound.span_columns) and sound.embeddings.shape[1] != self.column_dim
+            other_map = bool(sound.span_columns) and (not sound.patches or sound.embeddings.shape[2] != self.column_dim)
             if sound.model_sha256 != self.model_sha256 or upgrade or other_map:
                 sound, reembedded = self._for_new_model(sound)
                 changed |= reembedded
@@ -323,13 +336,13 @@ class SoundLibrary:
     def _for_new_model(self, sound: Sound) -> tuple[Sound, bool]:
         """Re-embed a sound from its kept audio for the loaded model, or mark it inactive saying why."""
         windows = [e for e in sound.examples if e.kind == "window"]
-        other_map = bool(sound.span_columns) and sound.embeddings.shape[1] != self.column_dim
+        other_map = bool(sound.span_columns) and (not sound.patches or sound.embeddings.shape[2] != self.column_dim)
         if windows and (sound.model_sha256 != self.model_sha256 or other_map):
             ids = ", ".join(str(e.window_id) for e in windows[:5])
             embedded = (f"embedded by model {sound.model_sha256[:12]}, the daemon runs {self.model_sha256[:12]}"
                         if sound.model_sha256 != self.model_sha256 else
-                        f"its examples are spans of {sound.embeddings.shape[1]} values per column, the loaded model's "
-                        f"column map has {self.column_dim or 'none'}")
+                        f"its examples are spans of an older map ({sound.embeddings.shape[-1]} values per column), the "
+                        f"daemon matches log-Mel patches of {self.column_dim or 'no'} bands")
             problem = (f"{embedded}, and "
                        f"{len(windows)} example(s) come from stored windows ({ids}) whose audio is not kept: "
                        f"re-add it with audio files (roomtone sounds add {sound.name} FILE... --replace) "
@@ -337,17 +350,19 @@ class SoundLibrary:
             log.warning("custom sound inactive", extra={"sound": sound.name, "problem": problem})
             return replace(sound, problem=problem), False
         audio = [self._read_example(sound.name, e) for e in sound.examples]
-        embeddings, span = example_spans(self.example_maps(audio))
-        # "not this" spans came from the old model's windows: they are dropped with it
+        embeddings, weights, span = example_patches(self.example_maps(audio))
+        # "not this" spans came from the old model's windows or map: they are dropped with it
         fresh = replace(sound, model_sha256=self.model_sha256, embeddings=embeddings, span_columns=span,
-                        negatives=None, not_this=())
+                        negatives=None, not_this=(), weights=weights)
         threshold, detail = calibration_for(fresh, None, 1.0)
         log.info("custom sound re-embedded for the loaded model",
                  extra={"sound": sound.name, "old_model": sound.model_sha256[:12], "model": self.model_sha256[:12]})
         if not self.read_only:
             write_atomically(self.path / sound.name / "embeddings.npy", _npy_bytes(embeddings))
+            if weights is not None:
+                write_atomically(self.path / sound.name / "weights.npy", _npy_bytes(weights))
             (self.path / sound.name / "negatives.npy").unlink(missing_ok=True)
-        why = "a model change" if sound.model_sha256 != self.model_sha256 else "a change of the column map"
+        why = "a model change" if sound.model_sha256 != self.model_sha256 else "the change to log-Mel patches"
         return replace(fresh, calibrated_threshold=threshold, calibrated_unix_ms=int(time.time() * 1000),
                        calibration=detail + f" (re-embedded after {why})"), True
 
@@ -356,14 +371,14 @@ class SoundLibrary:
         return samples.mean(axis=1)
 
     def example_maps(self, audio: Sequence[np.ndarray]) -> list[WindowMap]:
-        """The maps of example audio windows: column map, levels and pooled embedding (pooled only without
-        `embed_columns`)."""
+        """The maps of example audio windows: log-Mel patch frames, levels and pooled embedding (pooled only
+        without `embed_columns`)."""
         durations = [len(a) / self.sample_rate for a in audio]
         if self.embed_columns is None:
             pooled = self.embed(list(audio))
             return [WindowMap(np.asarray(p, np.float32)[None, :], None, d, np.asarray(p, np.float32))
                     for p, d in zip(pooled, durations)]
-        pooled, columns = self.embed_columns(list(audio))
+        pooled, _, columns = self.embed_columns(list(audio))
         return [WindowMap(np.asarray(c, np.float32), column_levels(a, len(c)), d, np.asarray(p, np.float32))
                 for a, c, d, p in zip(audio, columns, durations, pooled)]
 
@@ -392,10 +407,10 @@ class SoundLibrary:
         # a stored window's map, or its bare embedding (matched on the whole window)
         maps += [m if isinstance(m, WindowMap) else WindowMap(np.asarray(m, np.float32).reshape(1, -1))
                  for _, m in window_examples]
-        embeddings, span = example_spans(maps)
+        embeddings, weights, span = example_patches(maps)
         now = int(time.time() * 1000)
         sound = Sound(name, self.model_sha256, (), embeddings, DEFAULT_THRESHOLD, "", threshold, now,
-                      span_columns=span, calibrated_unix_ms=now)
+                      span_columns=span, calibrated_unix_ms=now, weights=weights)
         calibrated, detail = calibration_for(sound, background, alarms_per_hour)
         with self._lock:
             if name in self._sounds and not replace_existing:
@@ -413,6 +428,8 @@ class SoundLibrary:
                 examples.append(Example("file", audio=f"example-{k}.flac", source=source))
             examples += [Example("window", window_id=int(i)) for i, _ in window_examples]
             write_atomically(staging / "embeddings.npy", _npy_bytes(embeddings))
+            if weights is not None:
+                write_atomically(staging / "weights.npy", _npy_bytes(weights))
             for example in staging.iterdir():
                 fsync_file(example)
             shutil.rmtree(folder, ignore_errors=True)
@@ -445,21 +462,21 @@ class SoundLibrary:
 
     def mark_not_this(self, name: str, window_id: int, window: WindowMap, background: Background | None = None,
                       alarms_per_hour: float = 1.0) -> Sound:
-        """A detection of ``name`` in stored window ``window_id`` was wrong: the window's best-matching span
+        """A detection of ``name`` in stored window ``window_id`` was wrong: the window's best-matching patch
         becomes a negative example and the threshold is recalibrated (against ``background`` when given)."""
         with self._lock:
             sound = self.get(name)
             if any(n.window_id == window_id for n in sound.not_this):
                 raise SoundError("already_exists", f"window {window_id} is already marked \"not this\" for {name!r}")
             if not sound.scores_on(window):
-                what = "its column map is no longer kept or" if sound.span_columns else "its embedding"
+                what = "its map is no longer kept or" if sound.span_columns else "its embedding"
                 raise SoundError("failed_precondition", f"window {window_id}: {what} does not fit sound {name!r} "
-                                                        f"({sound.embeddings.shape[1]} values per example)")
+                                                        f"({sound.embeddings.shape[-1]} values per example frame)")
             _, start_s, _ = sound.score(window)
             if sound.span_columns:
                 first = int(round(start_s / window.duration_s * len(window.columns)))
-                span = window.columns[first:first + sound.span_columns]
-                negative = span_embeddings(span, sound.span_columns)[:1]
+                run = window.columns[first:first + sound.span_columns]
+                negative = np.pad(run, ((0, sound.span_columns - len(run)), (0, 0)), mode="edge")[None]
             else:
                 negative = unit_rows(window.pooled)
             negatives = negative if sound.negatives is None else np.concatenate([sound.negatives, negative])
@@ -494,20 +511,22 @@ class SoundLibrary:
 
     def detect(self, embeddings: np.ndarray, columns: Sequence[np.ndarray | None] | None = None,
                durations_s: Sequence[float] | None = None) -> list[tuple[SoundMatch, ...]]:
-        """Per window (its embedding, and its column map when given), the active sounds whose score reaches
-        their threshold, highest score first, each with where in the window its best span lies."""
+        """Per window (its embedding, and its map when given), the active sounds whose score reaches their
+        threshold, highest score first, each with where in the window its best-matching patch lies."""
         embeddings = np.asarray(embeddings, dtype=np.float32)
         columns = list(columns) if columns is not None else [None] * len(embeddings)
         durations = list(durations_s) if durations_s is not None else [10.0] * len(embeddings)
         maps = [WindowMap(np.asarray(c, np.float32) if c is not None else e[None, :], None, d, e)
                 for e, c, d in zip(embeddings, columns, durations)]
         found: list[list[SoundMatch]] = [[] for _ in range(len(embeddings))]
-        spans: list[dict] = [{} for _ in maps]  # per window, its span embeddings, shared by sounds of one span length
+        prepared: dict[int, PreparedFrames] = {}  # per window, its map ready for every patch sound
         for sound in self._sounds.values():  # a snapshot: changes replace the dict, never mutate it
             if not sound.active:
                 continue
             for i, window in enumerate(maps):
-                score, start_s, end_s = sound.score(window, spans[i])
+                if sound.patches and i not in prepared and sound.scores_on(window):
+                    prepared[i] = PreparedFrames.of(window.columns[None])
+                score, start_s, end_s = sound.score(window, prepared.get(i))
                 if score >= sound.threshold:
                     found[i].append(SoundMatch(sound.name, score, float(sound.threshold), start_s, end_s))
         return [tuple(sorted(f, key=lambda m: -m.score)) for f in found]

@@ -1,4 +1,4 @@
-"""Background upkeep of custom sounds while the daemon runs: every ``interval_s`` the stored column maps
+"""Background upkeep of custom sounds while the daemon runs: every ``interval_s`` the stored maps
 older than ``sounds.calibration_hours`` are pruned (they are kept only to calibrate against), and every
 sound whose threshold is older than ``sounds.recalibrate_hours`` is recalibrated against the store's
 recent windows (`SoundService.recalibrate_due`; each change is logged with the old and new threshold)."""
@@ -14,7 +14,7 @@ log = logging.getLogger("roomtone.sounds")
 
 
 class SoundUpkeep:
-    """Prunes column maps and recalibrates due sounds every ``interval_s`` on a thread until `stop`; a failed
+    """Prunes stored maps and recalibrates due sounds every ``interval_s`` on a thread until `stop`; a failed
     pass is logged, never fatal."""
 
     def __init__(self, service, interval_s: float) -> None:

@@ -74,8 +74,10 @@ def window_line(path: str, window, top: int) -> str:
 
 def offline_sounds(config, analyser, path: Path | None):
     """The daemon's custom-sound library opened read-only for the loaded model (None when there is none)."""
+    from functools import partial
+
     from encoder.file_digest import file_sha256
-    from service.analysis.model_runner import column_dim, column_maps_available
+    from service.analysis.model_runner import column_dim, column_maps_available, sound_maps
     from service.analysis.sound_library import SoundLibrary
 
     path = path or (config.sounds_path if config.sounds.enabled else None)
@@ -84,7 +86,7 @@ def offline_sounds(config, analyser, path: Path | None):
     embedder = analyser.runner.embedder
     return SoundLibrary(path, file_sha256(config.model), embedder.embed, analyser.sample_rate,
                         analyser.bundle.embedding_dim, read_only=True,
-                        embed_columns=embedder.embed_with_columns if column_maps_available(embedder) else None,
+                        embed_columns=partial(sound_maps, embedder) if column_maps_available(embedder) else None,
                         column_dim=column_dim(embedder))
 
 

@@ -222,10 +222,10 @@ class EventStore:
 
     def recent_window_maps(self, dim: int, hours: float, exclude_ids: Sequence[int] = (),
                            now_unix_ms: int | None = None, since_unix_ms: int = 0,
-                           chunk: int = 512) -> Iterator[list[WindowMap]]:
-        """`recent_embeddings` as maps, ``chunk`` windows at a time: each window's column map where still
-        kept (of whatever size it was stored with), else its pooled embedding (one row), each with its pooled
-        embedding. Custom sounds calibrate against these."""
+                           chunk: int = 128) -> Iterator[list[WindowMap]]:
+        """`recent_embeddings` as maps, ``chunk`` windows at a time (128 log-Mel patch maps: 16 MB as float32):
+        each window's map where still kept (of whatever size it was stored with), else its pooled embedding
+        (one row), each with its pooled embedding. Custom sounds calibrate against these."""
         start = window_history.recent_start(hours, now_unix_ms, since_unix_ms)
         excluded = {int(i) for i in exclude_ids}
         last = 0

@@ -1,5 +1,5 @@
-"""How windows, state changes and column maps become rows of the event store and rows become records again:
-float16 embedding blobs, int8 column maps, the validated column values, the one batch insert and the reads
+"""How windows, state changes and custom-sound maps become rows of the event store and rows become records again:
+float16 embedding blobs, int8 maps (rows x dim: log-Mel patch frames, or an older store's encoder column map), the validated column values, the one batch insert and the reads
 by id. Plain functions over an open connection; `EventStore` calls them under its lock and in its
 transactions."""
 
@@ -33,7 +33,7 @@ def encode_embedding(embedding: np.ndarray | None) -> tuple[bytes | None, int | 
 
 
 def encode_map(window_map: WindowMap) -> tuple[int, int, bytes]:
-    """(columns, dim, blob) of a column map: int8 per column with a float16 scale, and float16 levels."""
+    """(rows, dim, blob) of a window's map: int8 per row (frame or column) with a float16 scale, and float16 levels."""
     columns = np.asarray(window_map.columns, dtype=np.float32)
     scales = np.maximum(np.abs(columns).max(axis=1), 1e-12) / 127.0
     quantised = np.clip(np.round(columns / scales[:, None]), -127, 127).astype(np.int8)

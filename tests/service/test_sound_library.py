@@ -52,7 +52,7 @@ def test_sounds_survive_a_restart_with_their_examples_kept_as_audio(tmp_path):
     assert (sound.name, sound.threshold, sound.examples[0].source) == ("whistle", 0.8, "a.wav")
     assert (tmp_path / "s" / "whistle" / "example-0.flac").is_file()
     data = json.loads((tmp_path / "s" / "library.json").read_text())
-    assert (data["format"], data["version"]) == ("roomtone-sounds", 3)
+    assert (data["format"], data["version"]) == ("roomtone-sounds", 4)
 
 
 def test_a_model_change_re_embeds_sounds_from_their_kept_audio(tmp_path):
@@ -152,22 +152,39 @@ def test_only_windows_stored_under_the_loaded_model_calibrate_a_threshold(tmp_pa
     assert library(tmp_path / "s", sha="b" * 64).model_since_unix_ms > first.model_since_unix_ms  # new model: from now
 
 
-# --- time-local matching, "not this", recalibration ----------------------------------------------------
+# --- time-local matching: log-Mel patches, "not this", recalibration ----------------------------------------
 
-COLUMN = RATE * 10 // 32  # samples per column of the stand-in map (32 columns per 10 s, as the encoder's)
+class SpectralModel:
+    """A stand-in model: the 8-band spectrum as the pooled embedding, beside the real log-Mel (what the daemon's
+    backends hand out with `embed_with_features`)."""
 
+    sample_rate = RATE
+    embedding_dim = 8
 
-def spectral_columns(windows):
-    """A stand-in column map: the 8-band spectrum of every 0.3125 s column (and its mean, the pooled embedding)."""
-    maps = []
-    for w in windows:
-        parts = [w[i:i + COLUMN] for i in range(0, max(len(w) - COLUMN + 1, 1), COLUMN)]
-        maps.append(spectral_embed(parts))
-    return np.stack([m.mean(axis=0) for m in maps]), maps
+    def __init__(self):
+        from encoder.features import LogMelConfig
+
+        self.feature_config = LogMelConfig()
+
+    def embed(self, windows, timings=None):
+        return spectral_embed(windows)
+
+    def embed_with_features(self, windows, timings=None):
+        import torch
+
+        from encoder.features import log_mel
+
+        return spectral_embed(windows), log_mel(torch.as_tensor(np.stack(windows)), self.feature_config).numpy()
 
 
 def span_library(path, sha="a" * 64):
-    return SoundLibrary(path, sha, spectral_embed, RATE, embedding_dim=8, embed_columns=spectral_columns, column_dim=8)
+    from functools import partial
+
+    from service.analysis.model_runner import column_dim, sound_maps
+
+    model = SpectralModel()
+    return SoundLibrary(path, sha, spectral_embed, RATE, embedding_dim=8, embed_columns=partial(sound_maps, model),
+                        column_dim=column_dim(model))
 
 
 def window_with(event, at_s, seconds=10.0, seed=3):
@@ -180,9 +197,26 @@ def window_with(event, at_s, seconds=10.0, seed=3):
     return x
 
 
+def maps_of(windows):
+    from service.analysis.model_runner import sound_maps
+
+    pooled, _, maps = sound_maps(SpectralModel(), windows)
+    return pooled, maps
+
+
 def detect_in(lib, windows):
-    pooled, maps = spectral_columns(windows)
+    pooled, maps = maps_of(windows)
     return lib.detect(pooled, maps, [len(w) / RATE for w in windows])
+
+
+def test_a_window_s_map_for_custom_sounds_is_its_log_mel_in_20_ms_frames_of_64_bands():
+    from encoder.patch_matching import pooled_frames
+    from service.analysis.model_runner import column_dim, sound_maps
+
+    windows = [tone(500, seconds=10.0), tone(900, seconds=1.8)]
+    _, mels, maps = sound_maps(SpectralModel(), windows)
+    assert [m.shape for m in maps] == [(500, 64), (90, 64)] and column_dim(SpectralModel()) == 64
+    assert np.allclose(maps[1], pooled_frames(mels[1]))
 
 
 def test_a_short_sound_is_found_inside_a_long_window_and_located(tmp_path):
@@ -191,33 +225,33 @@ def test_a_short_sound_is_found_inside_a_long_window_and_located(tmp_path):
     examples = [("ring.wav", np.concatenate([np.zeros(RATE // 2, np.float32), tone(5000, 0.8, seed=k),
                                              np.zeros(RATE // 2, np.float32)])) for k in range(3)]
     sound = lib.add("ring", examples, threshold=0.9)
-    assert 1 <= sound.span_columns <= 4
+    assert sound.patches and 1 <= sound.span_columns <= 25 and sound.embeddings.shape == (3, sound.span_columns, 64)
     [found], [nothing] = detect_in(lib, [window_with(chirp, 6.0)]), detect_in(lib, [window_with(tone(300, 0.8), 6.0)])
     (match,) = found
-    assert match.name == "ring" and match.start_s < 6.9 and match.end_s > 6.0 and match.end_s - match.start_s < 2
+    assert match.name == "ring" and match.start_s < 6.8 and match.end_s > 6.0 and match.end_s - match.start_s <= 0.5
     assert nothing == ()
 
 
 def test_not_this_makes_the_marked_window_stop_matching_and_is_kept(tmp_path):
-    lib = span_library(tmp_path / "s")
-    lib.add("ring", [("ring.wav", tone(5500, seconds=1.0))], threshold=0.9)
-    lookalike = window_with(tone(5500, seconds=1.0) + 0.4 * tone(2500, seconds=1.0), 2.0)  # partly alike
-    _, (columns,) = spectral_columns([lookalike])
-    assert detect_in(lib, [lookalike])[0]  # a false alarm
     from service.records import WindowMap
 
-    marked = lib.mark_not_this("ring", 42, WindowMap(columns, None, 10.0))
-    assert [n.window_id for n in marked.not_this] == [42] and marked.negatives.shape == (1, 8)
+    lib = span_library(tmp_path / "s")
+    lib.add("ring", [("ring.wav", window_with(tone(5500, seconds=1.0), 0.5, seconds=2.0))], threshold=0.8)
+    lookalike = window_with(tone(5500, seconds=1.0) + tone(2500, seconds=1.0), 2.0)  # partly alike
+    _, (frames,) = maps_of([lookalike])
+    assert detect_in(lib, [lookalike])[0]  # a false alarm
+    marked = lib.mark_not_this("ring", 42, WindowMap(frames, None, 10.0))
+    assert [n.window_id for n in marked.not_this] == [42] and marked.negatives.shape == (1, marked.span_columns, 64)
     assert detect_in(lib, [lookalike])[0] == ()
     assert detect_in(lib, [window_with(tone(5500, seconds=1.0), 5.0)])[0]  # the sound itself still is
     again = span_library(tmp_path / "s")
     assert [n.window_id for n in again.sounds()[0].not_this] == [42]
     with pytest.raises(SoundError) as twice:
-        again.mark_not_this("ring", 42, WindowMap(columns, None, 10.0))
+        again.mark_not_this("ring", 42, WindowMap(frames, None, 10.0))
     assert twice.value.reason == "already_exists"
 
 
-def test_a_version_1_library_is_read_and_its_file_sounds_become_span_sounds(tmp_path):
+def test_a_version_1_library_is_read_and_its_file_sounds_become_patch_sounds(tmp_path):
     old = library(tmp_path / "s")  # pooled only, like version 1
     old.add("ring", [("ring.wav", tone(5000, seconds=1.0))], threshold=0.9)
     manifest = tmp_path / "s" / "library.json"
@@ -229,75 +263,66 @@ def test_a_version_1_library_is_read_and_its_file_sounds_become_span_sounds(tmp_
     manifest.write_text(json.dumps(data))
     upgraded = span_library(tmp_path / "s")
     [sound] = upgraded.sounds()
-    assert sound.span_columns >= 1 and sound.threshold == 0.9
-    assert json.loads(manifest.read_text())["version"] == 3
-
-
-# --- the column map is wider than the embedding (the encoder's channels x frequency bands) ------------------
-
-def wide_columns(windows):
-    """A stand-in whose column map (16 bands per column) is wider than its pooled embedding (8 bands)."""
-    maps = []
-    for w in windows:
-        parts = [w[i:i + COLUMN] for i in range(0, max(len(w) - COLUMN + 1, 1), COLUMN)]
-        rows = [np.array([b.sum() for b in np.array_split(np.abs(np.fft.rfft(p)), 16)]) for p in parts]
-        maps.append(np.stack([r / max(np.linalg.norm(r), 1e-12) for r in rows]).astype(np.float32))
-    return spectral_embed(windows), maps
-
-
-def wide_library(path):
-    return SoundLibrary(path, "a" * 64, spectral_embed, RATE, embedding_dim=8, embed_columns=wide_columns, column_dim=16)
+    assert sound.patches and sound.span_columns >= 1 and sound.threshold == 0.9
+    assert json.loads(manifest.read_text())["version"] == 4
 
 
 def ring_example(seed=0):
     return np.concatenate([np.zeros(RATE // 2, np.float32), tone(5000, 0.8, seed=seed), np.zeros(RATE // 2, np.float32)])
 
 
-def test_span_sounds_of_another_column_size_are_re_embedded_from_their_audio_and_window_ones_made_inactive(tmp_path):
+def test_version_3_span_sounds_are_re_derived_as_patches_from_their_audio_and_window_ones_made_inactive(tmp_path):
+    """A version-3 library held spans of the encoder's column map (512 values per column): sounds with kept audio
+    are re-derived as log-Mel patches, those taught from stored windows say how to re-add them."""
     from service.records import WindowMap
 
-    narrow = span_library(tmp_path / "s")  # spans of 8 values per column, as a version-2 library's projected columns
-    narrow.add("ring", [("ring.wav", ring_example())], threshold=0.9)
-    pooled, (columns,) = spectral_columns([ring_example(1)])
-    levels = np.linspace(-40, -20, len(columns))
-    narrow.add("knock", window_examples=[(7, WindowMap(columns, levels, 1.8, pooled[0]))], threshold=0.9)
-    assert [s.embeddings.shape[1] for s in narrow.sounds()] == [8, 8]
-    wide = wide_library(tmp_path / "s")
-    knock, ring = wide.sounds()
-    assert ring.active and ring.embeddings.shape == (1, 16) and ring.span_columns >= 1
-    assert "re-embedded after a change of the column map" in ring.calibration
+    lib = span_library(tmp_path / "s")
+    lib.add("ring", [("ring.wav", ring_example())], threshold=0.9)
+    pooled, (frames,) = maps_of([ring_example(1)])
+    lib.add("knock", window_examples=[(7, WindowMap(frames, None, 1.8, pooled[0]))], threshold=0.9)
+    manifest = tmp_path / "s" / "library.json"
+    data = json.loads(manifest.read_text())
+    data["version"] = 3
+    manifest.write_text(json.dumps(data))
+    for name in ("ring", "knock"):  # what version 3 kept: spans of the encoder's map, no band weights
+        np.save(tmp_path / "s" / name / "embeddings.npy", np.ones((1, 512), np.float32))
+        (tmp_path / "s" / name / "weights.npy").unlink()
+    knock, ring = span_library(tmp_path / "s").sounds()
+    assert ring.active and ring.patches and ring.embeddings.shape == (1, ring.span_columns, 64)
+    assert "re-embedded after the change to log-Mel patches" in ring.calibration
     assert not knock.active and "roomtone sounds add knock FILE... --replace" in knock.problem
-    pooled, maps = wide_columns([window_with(tone(5000, 0.8), 4.0)])
-    (match,) = wide.detect(pooled, maps, [10.0])[0]
-    assert match.name == "ring" and 3.0 < match.start_s < 4.8
+    (match,) = detect_in(span_library(tmp_path / "s"), [window_with(tone(5000, 0.8), 4.0)])[0]
+    assert match.name == "ring" and 3.8 < match.start_s < 4.8
 
 
-def test_a_sound_taught_from_a_window_without_its_map_matches_pooled_embeddings_beside_wider_maps(tmp_path):
-    lib = wide_library(tmp_path / "s")
+def test_a_sound_taught_from_a_window_without_its_map_matches_pooled_embeddings_beside_maps(tmp_path):
+    lib = span_library(tmp_path / "s")
     hum = tone(300, seconds=10.0)
     sound = lib.add("hum", window_examples=[(3, spectral_embed([hum])[0])], threshold=0.95)
     assert sound.span_columns == 0 and sound.embeddings.shape == (1, 8)
-    pooled, maps = wide_columns([tone(300, seconds=10.0, noise=0.0005, seed=4), tone(5000, seconds=10.0)])
-    found = lib.detect(pooled, maps, [10.0, 10.0])
+    found = detect_in(lib, [tone(300, seconds=10.0, noise=0.0005, seed=4), tone(5000, seconds=10.0)])
     assert [m.name for m in found[0]] == ["hum"] and (found[0][0].start_s, found[0][0].end_s) == (0.0, 10.0)
     assert found[1] == ()
 
 
-def test_only_background_windows_with_a_column_map_of_its_size_calibrate_a_span_sound(tmp_path):
+def test_only_background_windows_with_a_map_of_its_bands_calibrate_a_patch_sound(tmp_path):
+    """Stored windows whose map is missing or of another size (the encoder's column map a version-3 daemon
+    kept) are left out of the calibration, and so are the hours they cover."""
     from service.analysis.sound_library import Background
     from service.records import WindowMap
 
-    lib = wide_library(tmp_path / "s")
+    lib = span_library(tmp_path / "s")
     sound = lib.add("ring", [("a.wav", ring_example(0)), ("b.wav", ring_example(1))])
     rng = np.random.default_rng(0)
 
-    def windows(count, with_map):
-        return [WindowMap(rng.random((32, 16), dtype=np.float32) if with_map else rng.random((1, 8), dtype=np.float32),
-                          None, 10.0, rng.random(8, dtype=np.float32)) for _ in range(count)]
+    def windows(count, shape):
+        return [WindowMap(rng.normal(-60, 10, shape).astype(np.float32), None, 10.0, rng.random(8, dtype=np.float32))
+                for _ in range(count)]
 
-    mostly_pooled = Background.of(windows(540, with_map=False) + windows(180, with_map=True), hours=2.0)
-    assert lib.recalibrate("ring", mostly_pooled).calibration.startswith(("examples", "default"))  # 0.5 h of maps
-    mapped = Background.of(windows(180, with_map=False) + windows(540, with_map=True), hours=2.0)
+    old = windows(360, (1, 8)) + windows(180, (32, 512))
+    assert lib.recalibrate("ring", Background.of(old + windows(180, (500, 64)), hours=2.0)).calibration.startswith(
+        ("examples", "default"))  # 0.5 h of patch maps
+    mapped = Background.of(windows(180, (32, 512)) + windows(540, (500, 64)), hours=2.0)
     recalibrated = lib.recalibrate("ring", mapped, alarms_per_hour=1.0)
     assert recalibrated.calibration.startswith("background: 1.5 h")
     scores = np.array([recalibrated.score(m)[0] for m in mapped.chunks()[0]])
