@@ -363,8 +363,15 @@ class SoundLibrary:
                 write_atomically(self.path / sound.name / "weights.npy", _npy_bytes(weights))
             (self.path / sound.name / "negatives.npy").unlink(missing_ok=True)
         why = "a model change" if sound.model_sha256 != self.model_sha256 else "the change to log-Mel patches"
+        # a --threshold set for another map's scores means nothing for patches: the calibrated one takes over
+        dropped = other_map and sound.threshold_override is not None
+        if dropped:
+            log.warning("custom sound threshold override dropped", extra={"sound": sound.name,
+                                                                         "threshold": sound.threshold_override})
         return replace(fresh, calibrated_threshold=threshold, calibrated_unix_ms=int(time.time() * 1000),
-                       calibration=detail + f" (re-embedded after {why})"), True
+                       threshold_override=None if dropped else sound.threshold_override,
+                       calibration=detail + f" (re-embedded after {why}"
+                       + (f"; threshold override {sound.threshold_override:g} dropped)" if dropped else ")")), True
 
     def _read_example(self, name: str, example: Example) -> np.ndarray:
         samples, _ = soundfile.read(self.path / name / str(example.audio), dtype="float32", always_2d=True)

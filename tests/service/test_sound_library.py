@@ -289,7 +289,8 @@ def test_version_3_span_sounds_are_re_derived_as_patches_from_their_audio_and_wi
         (tmp_path / "s" / name / "weights.npy").unlink()
     knock, ring = span_library(tmp_path / "s").sounds()
     assert ring.active and ring.patches and ring.embeddings.shape == (1, ring.span_columns, 64)
-    assert "re-embedded after the change to log-Mel patches" in ring.calibration
+    assert "re-embedded after the change to log-Mel patches; threshold override 0.9 dropped" in ring.calibration
+    assert ring.threshold_override is None and ring.threshold == ring.calibrated_threshold  # 0.9 was a cosine of the old map
     assert not knock.active and "roomtone sounds add knock FILE... --replace" in knock.problem
     (match,) = detect_in(span_library(tmp_path / "s"), [window_with(tone(5000, 0.8), 4.0)])[0]
     assert match.name == "ring" and 3.8 < match.start_s < 4.8
