@@ -66,9 +66,8 @@ class Embedder(Protocol):
     A backend may also offer ``embed_with_features(windows, timings=None) -> (embeddings, log_mels)`` for
     windows of one length (`TorchEmbedder` does): the daemon then shows the log-Mel the model saw on the
     web page instead of computing it a second time; without it the page has no live spectrogram. And
-    ``embed_with_columns(windows, timings=None) -> (embeddings, columns)`` (and both at once,
-    ``embed_with_features_and_columns``): each window's column map ``[columns, column_dim]`` (`Encoder.column_map`),
-    which custom sounds match span by span; without it (``column_dim`` 0) custom sounds match the pooled
+    ``embed_with_columns(windows, timings=None) -> (embeddings, columns)``: each window's column map
+    ``[columns, column_dim]`` (`Encoder.column_map`), which the specific-sounds bench matches span by span; without it (``column_dim`` 0) custom sounds match the pooled
     embedding (the whole window is the span).
     """
 
@@ -107,17 +106,6 @@ class TorchEmbedder:
         features: dict[int, np.ndarray] = {}
         embeddings = self._run(windows, timings, features)
         return embeddings, np.stack([features[i] for i in range(len(windows))]) if len(windows) else np.zeros((0, 0, 0), np.float32)
-
-    def embed_with_features_and_columns(self, windows: Sequence[np.ndarray], timings: EmbedTimings | None = None
-                                        ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """`embed_with_features` and `embed_with_columns` in one pass (live windows: the strip and custom sounds)."""
-        if len({int(np.shape(w)[-1]) for w in windows}) > 1:
-            raise ValueError("embed_with_features_and_columns needs windows of one length")
-        features: dict[int, np.ndarray] = {}
-        columns: dict[int, np.ndarray] = {}
-        embeddings = self._run(windows, timings, features, columns)
-        return (embeddings, np.stack([features[i] for i in range(len(windows))]) if len(windows) else
-                np.zeros((0, 0, 0), np.float32), [columns[i] for i in range(len(windows))])
 
     def embed_with_columns(self, windows: Sequence[np.ndarray],
                            timings: EmbedTimings | None = None) -> tuple[np.ndarray, list[np.ndarray]]:

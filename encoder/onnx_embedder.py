@@ -137,23 +137,6 @@ class OnnxEmbedder:
             out[indices] = embedding
         return out
 
-    def embed_with_features_and_columns(self, windows: Sequence[np.ndarray], timings: Any = None
-                                        ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """`embed_with_features` and `embed_with_columns` in one run of the graph (live windows); GraphError
-        ``version`` for a graph without columns (`has_columns`)."""
-        self._need_columns()
-        lengths = {int(np.shape(w)[-1]) for w in windows}
-        if len(lengths) > 1:
-            raise ValueError(f"embed_with_features_and_columns needs windows of one length, got lengths {sorted(lengths)}")
-        embeddings, features, columns = [], [], []
-        for _, (embedding, log_mel, maps) in self._run(windows, list(OUTPUTS), timings):
-            embeddings.append(embedding)
-            features.append(log_mel)
-            columns += list(maps)
-        if not embeddings:
-            return np.zeros((0, self.embedding_dim), np.float32), np.zeros((0, 0, 0), np.float32), []
-        return np.concatenate(embeddings), np.concatenate(features), columns
-
     def embed_with_columns(self, windows: Sequence[np.ndarray], timings: Any = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """Embeddings ``[n, D]`` and each window's column map ``[columns, column_dim]`` (the time-local map custom
         sounds are matched against, `Encoder.column_map`), any lengths; GraphError ``version`` for a
